@@ -1,0 +1,50 @@
+# Marketable — `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PG_URL ?= postgres://postgres@127.0.0.1:5432/marketable
+DEMO_CONTACTS ?= 5000
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test test-pg lint format bench migrate demo
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $(STAMP)
+
+install: $(STAMP) ## Create the virtualenv and install the pinned requirements
+
+migrate: install
+	$(PY) manage.py migrate --noinput
+
+demo: migrate
+	$(PY) manage.py seed_demo --contacts $(DEMO_CONTACTS)
+
+run: demo ## Install, migrate, load demo data and serve the admin at http://127.0.0.1:8000/admin/
+	@echo "Admin: http://127.0.0.1:8000/admin/  (user: admin, password: see above or ADMIN_PASSWORD)"
+	$(PY) manage.py runserver 127.0.0.1:8000
+
+test: install ## Install and run the tests (SQLite; PostgreSQL when DATABASE_URL is set)
+	$(PY) -m pytest
+
+test-pg: install ## Run the tests on PostgreSQL ($(PG_URL))
+	DATABASE_URL=$(PG_URL) $(PY) -m pytest
+
+lint: install ## ruff (lint and format) and makemigrations --check
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) manage.py makemigrations --check --dry-run
+
+format: install ## Apply ruff's fixes and formatting
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+bench: install ## Benchmarks on PostgreSQL; results go to docs/BENCHMARKS.md
+	DATABASE_URL=$${DATABASE_URL:-$(PG_URL)_bench} $(PY) -m tests.perf.run

@@ -1,0 +1,395 @@
+from django.conf import settings
+from django.db import models
+from django.db.models.functions import Lower
+
+from crm.models import BaseModel
+
+
+class MarketingStatus(models.TextChoices):
+    MARKETING = "marketing", "Marketing"
+    NON_MARKETING = "non_marketing", "Non-marketing"
+
+
+class SourceKind(models.TextChoices):
+    FORM = "form", "Form"
+    EXTERNAL_FORM = "external_form", "External (non-native) form"
+    IMPORT = "import", "Import"
+    CHATFLOW = "chatflow", "Chatflow / conversation"
+    INTEGRATION = "integration", "Connected app / integration"
+    ADS = "ads", "Ads lead"
+    MANUAL = "manual", "Created by hand (admin or API)"
+    MOBILE_APP = "mobile_app", "Mobile app"
+    EMAIL_LOGGING = "email_logging", "One-to-one email logging"
+    TEAM_INBOX = "team_inbox", "Team inbox email"
+    DOCUMENT = "document", "Document opens"
+    MEETINGS = "meetings", "Meetings link"
+    EMAIL_EXTENSION = "email_extension", "Email extension"
+
+
+# DESIGN §1.3: the default status of a new contact, by the kind of its source.
+KIND_DEFAULT_MARKETING: dict[str, bool] = {
+    SourceKind.FORM: True,
+    SourceKind.EXTERNAL_FORM: True,
+    SourceKind.ADS: True,
+}
+# Contacts from these sources are always created non-marketing.
+LOCKED_KINDS: frozenset[str] = frozenset(
+    {
+        SourceKind.MOBILE_APP,
+        SourceKind.EMAIL_LOGGING,
+        SourceKind.TEAM_INBOX,
+        SourceKind.DOCUMENT,
+        SourceKind.MEETINGS,
+        SourceKind.EMAIL_EXTENSION,
+    }
+)
+
+
+class Source(BaseModel):
+    """Where contacts come from; its default decides the status of the contacts it creates."""
+
+    name = models.CharField(max_length=200, unique=True)
+    kind = models.CharField(max_length=32, choices=SourceKind.choices, db_index=True)
+    default_marketing = models.BooleanField(
+        default=False, help_text="New contacts from this source are created as marketing contacts."
+    )
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=~models.Q(kind__in=sorted(LOCKED_KINDS), default_marketing=True),
+                name="source_locked_kinds_never_marketing",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def locked(self) -> bool:
+        return self.kind in LOCKED_KINDS
+
+    @staticmethod
+    def kind_default(kind: str) -> bool:
+        return KIND_DEFAULT_MARKETING.get(kind, False)
+
+
+class LifecycleStage(models.TextChoices):
+    SUBSCRIBER = "subscriber", "Subscriber"
+    LEAD = "lead", "Lead"
+    MQL = "mql", "Marketing qualified lead"
+    SQL = "sql", "Sales qualified lead"
+    OPPORTUNITY = "opportunity", "Opportunity"
+    CUSTOMER = "customer", "Customer"
+    EVANGELIST = "evangelist", "Evangelist"
+    OTHER = "other", "Other"
+
+
+class LeadStatus(models.TextChoices):
+    NEW = "new", "New"
+    OPEN = "open", "Open"
+    IN_PROGRESS = "in_progress", "In progress"
+    OPEN_DEAL = "open_deal", "Open deal"
+    UNQUALIFIED = "unqualified", "Unqualified"
+    ATTEMPTED_TO_CONTACT = "attempted_to_contact", "Attempted to contact"
+    CONNECTED = "connected", "Connected"
+    BAD_TIMING = "bad_timing", "Bad timing"
+
+
+class ContactType(models.TextChoices):
+    PROSPECT = "prospect", "Prospect"
+    CUSTOMER = "customer", "Customer"
+    PARTNER = "partner", "Partner"
+    EMPLOYEE = "employee", "Employee"
+    EVANGELIST = "evangelist", "Evangelist"
+    OTHER = "other", "Other"
+
+
+class StatusSourceType(models.TextChoices):
+    """Who or what asked for a status change (the ledger's "source type")."""
+
+    MANUAL = "manual", "Person (contact page)"
+    BULK_ACTION = "bulk_action", "Bulk action"
+    API = "api", "API"
+    CREATION = "creation", "Contact creation"
+    WORKFLOW = "workflow", "Workflow"
+    IMPORT = "import", "Import"
+    FORM = "form", "Form"
+    INTEGRATION = "integration", "Integration"
+    CHATFLOW = "chatflow", "Chatflow"
+    ADS = "ads", "Ads"
+    ROTATION = "rotation", "Rotation"
+    HYGIENE = "hygiene", "Hygiene policy"
+    ROLLOVER = "rollover", "Period rollover"
+    DELETION = "deletion", "Deletion"
+    SEED = "seed", "Demo data"
+
+
+class ContactQuerySet(models.QuerySet):
+    def billable(self, at):
+        """Contacts whose effective status at `at` is marketing (a pending downgrade still counts)."""
+        return self.filter(
+            models.Q(marketing_status=MarketingStatus.MARKETING)
+            & (models.Q(marketing_until__isnull=True) | models.Q(marketing_until__gt=at))
+        )
+
+    def not_billable(self, at):
+        return self.exclude(pk__in=self.billable(at).values("pk"))
+
+    def pending_downgrade(self, at):
+        return self.filter(marketing_status=MarketingStatus.MARKETING, marketing_until__gt=at)
+
+
+class Contact(BaseModel):
+    email = models.EmailField(
+        max_length=254, unique=True, help_text="Stored lower-cased and trimmed."
+    )
+    first_name = models.CharField(max_length=100, blank=True)
+    last_name = models.CharField(max_length=100, blank=True)
+    company = models.CharField(max_length=200, blank=True)
+    phone = models.CharField(max_length=40, blank=True)
+    lifecycle_stage = models.CharField(
+        max_length=20, choices=LifecycleStage.choices, default=LifecycleStage.LEAD, db_index=True
+    )
+    lead_status = models.CharField(
+        max_length=30, choices=LeadStatus.choices, blank=True, db_index=True
+    )
+    contact_type = models.CharField(
+        max_length=20, choices=ContactType.choices, default=ContactType.PROSPECT
+    )
+    unsubscribed = models.BooleanField(
+        default=False, help_text="Unsubscribed from marketing email."
+    )
+    hard_bounced = models.BooleanField(default=False)
+    lead_score = models.IntegerField(default=0, db_index=True)
+    last_engaged_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    source = models.ForeignKey(Source, on_delete=models.PROTECT, related_name="contacts")
+
+    # The marketing status is written only by contacts.services (editable=False keeps
+    # every ModelForm and serializer away from it).
+    marketing_status = models.CharField(
+        max_length=16,
+        choices=MarketingStatus.choices,
+        default=MarketingStatus.NON_MARKETING,
+        editable=False,
+    )
+    marketing_until = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="Non-marketing from this instant (pending).",
+    )
+    marketing_reason_type = models.CharField(
+        max_length=20, choices=StatusSourceType.choices, blank=True, editable=False
+    )
+    marketing_reason_id = models.CharField(max_length=64, blank=True, editable=False)
+    marketing_reason_name = models.CharField(max_length=200, blank=True, editable=False)
+    marketing_changed_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    objects = ContactQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-id"]
+        permissions = [("change_marketing_status", "Can change the marketing status of contacts")]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(email=Lower("email")), name="contact_email_normalised"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(marketing_status__in=MarketingStatus.values),
+                name="contact_marketing_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(marketing_until__isnull=True)
+                | models.Q(marketing_status=MarketingStatus.MARKETING),
+                name="contact_pending_only_when_marketing",
+            ),
+        ]
+        indexes = [
+            # Pending downgrades: the rollover and the "pending" filter read only these rows.
+            models.Index(
+                fields=["marketing_until"],
+                name="contact_pending_idx",
+                condition=models.Q(marketing_until__isnull=False),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.email
+
+    def save(self, *args, **kwargs):
+        self.email = normalise_email(self.email)
+        super().save(*args, **kwargs)
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.first_name} {self.last_name}".strip()
+
+    def is_billable(self, at) -> bool:
+        return self.marketing_status == MarketingStatus.MARKETING and (
+            self.marketing_until is None or self.marketing_until > at
+        )
+
+    def effective_status(self, at) -> str:
+        return MarketingStatus.MARKETING if self.is_billable(at) else MarketingStatus.NON_MARKETING
+
+    def pending_from(self, at):
+        """The instant a pending downgrade takes effect, or None."""
+        if self.marketing_until is not None and self.marketing_until > at:
+            return self.marketing_until
+        return None
+
+
+def normalise_email(value: str) -> str:
+    return (value or "").strip().lower()
+
+
+class LedgerStatus(models.TextChoices):
+    MARKETING = "marketing", "Marketing"
+    NON_MARKETING = "non_marketing", "Non-marketing"
+    NONE = "none", "(deleted)"
+
+
+class LedgerAction(models.TextChoices):
+    UPGRADE = "upgrade", "Set marketing (immediate)"
+    DOWNGRADE_SCHEDULED = "downgrade_scheduled", "Set non-marketing (from the next update date)"
+    DOWNGRADE_CANCELLED = "downgrade_cancelled", "Pending non-marketing cancelled"
+    ROLLOVER = "rollover", "Pending non-marketing applied at the update date"
+    DELETED = "deleted", "Marketing contact deleted"
+
+
+class StatusChangeRequest(models.Model):
+    """One call of the status service; its idempotency key makes a retry change nothing."""
+
+    idempotency_key = models.CharField(max_length=200, unique=True)
+    operation = models.CharField(max_length=32)
+    fingerprint = models.CharField(
+        max_length=64, help_text="Hash of what was asked, to refuse a reused key."
+    )
+    source_type = models.CharField(max_length=20, choices=StatusSourceType.choices)
+    source_id = models.CharField(max_length=64, blank=True)
+    source_name = models.CharField(max_length=200, blank=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    requested_at = models.DateTimeField()
+    result = models.JSONField(default=dict)
+
+    def __str__(self) -> str:
+        return f"{self.operation} {self.idempotency_key}"
+
+
+class StatusChange(models.Model):
+    """The append-only ledger of marketing-status changes.
+
+    `delta` is this row's effect on the billable count at `effective_at`: +1 an
+    upgrade (now) or a cancelled downgrade (at the pending date, undoing the -1
+    scheduled there), -1 a scheduled downgrade (at the update date) or a deleted
+    billable contact (now), 0 the rollover that applies an already-counted
+    downgrade. So the billable count at any instant t is the sum of `delta` over
+    rows with effective_at <= t, and each contact is counted exactly once.
+    Rows outlive their contact (no database constraint on contact_id).
+    """
+
+    contact = models.ForeignKey(
+        Contact,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,  # covered by statuschange_contact_idx
+        related_name="status_changes",
+    )
+    request = models.ForeignKey(
+        StatusChangeRequest,
+        on_delete=models.PROTECT,
+        db_index=False,  # covered by statuschange_once_per_request
+        related_name="changes",
+    )
+    action = models.CharField(max_length=24, choices=LedgerAction.choices)
+    from_status = models.CharField(max_length=16, choices=LedgerStatus.choices)
+    to_status = models.CharField(max_length=16, choices=LedgerStatus.choices)
+    requested_at = models.DateTimeField()
+    effective_at = models.DateTimeField()
+    delta = models.SmallIntegerField()
+    source_type = models.CharField(max_length=20, choices=StatusSourceType.choices)
+    source_id = models.CharField(max_length=64, blank=True)
+    source_name = models.CharField(max_length=200, blank=True)
+    # No index: ledger inserts stay lean; only deleting a user looks rows up by actor.
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        db_index=False,
+        related_name="+",
+    )
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name = "status change (ledger)"
+        verbose_name_plural = "status ledger"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["request", "contact", "action"], name="statuschange_once_per_request"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(delta__in=[-1, 0, 1]), name="statuschange_delta_unit"
+            ),
+        ]
+        indexes = [
+            # A contact's history, newest first.
+            models.Index(fields=["contact", "-id"], name="statuschange_contact_idx"),
+            # The replay walks rows in effective order.
+            models.Index(fields=["effective_at"], name="statuschange_effective_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.contact_id}: {self.from_status} → {self.to_status} ({self.action})"
+
+
+class PeriodUsage(models.Model):
+    """The billable count of one billing period [period_start, period_end), kept by the status service.
+
+    Updated in the same transaction as every change with F()/GREATEST (O(1) a
+    change). `scheduled_downgrades` are the pending downgrades that take effect at
+    `period_end`: the next period opens with live_count - scheduled_downgrades.
+    """
+
+    period_start = models.DateTimeField(unique=True)
+    period_end = models.DateTimeField()
+    opening_count = models.PositiveIntegerField(default=0)
+    live_count = models.PositiveIntegerField(default=0)
+    peak_count = models.PositiveIntegerField(default=0)
+    scheduled_downgrades = models.PositiveIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-period_start"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(period_end__gt=models.F("period_start")),
+                name="periodusage_end_after_start",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(peak_count__gte=models.F("live_count"))
+                & models.Q(peak_count__gte=models.F("opening_count")),
+                name="periodusage_peak_is_max",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(scheduled_downgrades__lte=models.F("live_count")),
+                name="periodusage_scheduled_within_live",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.period_start:%Y-%m-%d}: peak {self.peak_count}"
+
+
+class UsageState(models.Model):
+    """One row, locked first by every status change: it serialises the counters and
+    keeps the change clock monotonic, so the ledger's order is the counters' order."""
+
+    last_change_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return "usage state"

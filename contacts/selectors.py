@@ -1,0 +1,88 @@
+"""Reads of contacts, the ledger and the billable counters."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from contacts.models import Contact, PeriodUsage, Source, StatusChange
+from crm.calendar import BillingCalendar
+
+
+@dataclass(frozen=True)
+class UsageSnapshot:
+    period_start: dt.datetime
+    period_end: dt.datetime
+    opening_count: int
+    live_count: int
+    peak_count: int
+    pending_downgrades: int
+
+    @property
+    def next_update(self) -> dt.datetime:
+        return self.period_end
+
+
+def usage_current(*, at: dt.datetime | None = None) -> UsageSnapshot:
+    """The live billable count and the running peak of the period containing `at`. O(1).
+
+    When nothing has changed since the period began, its row does not exist yet:
+    it is derived from the last period's row (live less its scheduled downgrades).
+    """
+    at = at or timezone.now()
+    calendar = BillingCalendar.for_account()
+    start, end = calendar.period_bounds(at)
+    row = PeriodUsage.objects.filter(period_start__lte=at).order_by("-period_start").first()
+    if row is not None and row.period_start == start:
+        return UsageSnapshot(
+            period_start=start,
+            period_end=end,
+            opening_count=row.opening_count,
+            live_count=row.live_count,
+            peak_count=row.peak_count,
+            pending_downgrades=row.scheduled_downgrades,
+        )
+    opening = row.live_count - row.scheduled_downgrades if row is not None else 0
+    return UsageSnapshot(
+        period_start=start,
+        period_end=end,
+        opening_count=opening,
+        live_count=opening,
+        peak_count=opening,
+        pending_downgrades=0,
+    )
+
+
+def period_usages(*, since: dt.datetime | None = None) -> QuerySet[PeriodUsage]:
+    qs = PeriodUsage.objects.order_by("period_start")
+    return qs.filter(period_start__gte=since) if since else qs
+
+
+def contact_status_history(*, contact_id: int) -> QuerySet[StatusChange]:
+    # statuschange_contact_idx
+    return (
+        StatusChange.objects.filter(contact_id=contact_id)
+        .select_related("actor", "request")
+        .order_by("-id")
+    )
+
+
+def contact_list() -> QuerySet[Contact]:
+    return Contact.objects.select_related("source")
+
+
+def source_list() -> QuerySet[Source]:
+    return Source.objects.all()
+
+
+def source_for_manual_entry() -> Source:
+    """The source recorded on contacts created by hand in the admin or the API."""
+    from contacts.models import SourceKind
+
+    source, _ = Source.objects.get_or_create(
+        name="Created by hand", defaults={"kind": SourceKind.MANUAL, "default_marketing": False}
+    )
+    return source

@@ -1,0 +1,865 @@
+"""Writes to contacts, and the one marketing-status service (DESIGN §1.2).
+
+Every status change — a person, a bulk action, the API, an import, a form, a
+workflow, the rollover — goes through `contacts_set_marketing`,
+`contacts_set_non_marketing`, `contacts_delete` or `contacts_rollover`. Each call:
+
+1. takes the usage lock (`UsageState`, one row) so changes and their counters
+   are serialised and the change clock never runs backwards;
+2. answers a retried idempotency key with the stored result, changing nothing;
+3. works set-based, chunk by chunk: on PostgreSQL one statement a chunk
+   (UPDATE … RETURNING feeding INSERT … SELECT into the ledger), elsewhere three
+   (count, INSERT … SELECT, UPDATE) — never a save() per contact;
+4. updates the period's live count and running peak with F()/GREATEST in the
+   same transaction, O(1) however many contacts exist.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+
+from django.db import connection, transaction
+from django.db.models import Count, F, Max, Min, Q, QuerySet
+from django.db.models.functions import Greatest
+from django.utils import timezone
+
+from contacts.hooks import UsageChange, notify_usage_changed
+from contacts.models import (
+    Contact,
+    LedgerAction,
+    LedgerStatus,
+    MarketingStatus,
+    PeriodUsage,
+    Source,
+    StatusChange,
+    StatusChangeRequest,
+    StatusSourceType,
+    UsageState,
+    normalise_email,
+)
+from crm.calendar import BillingCalendar
+
+# Ids per statement when the caller hands over a list (well under SQLite's variable limit).
+STATUS_ID_BATCH = 5_000
+# Width of the id range a statement covers when the caller hands over a queryset.
+STATUS_RANGE_BATCH = 50_000
+
+SET_MARKETING = "set_marketing"
+SET_NON_MARKETING = "set_non_marketing"
+DELETE = "delete"
+ROLLOVER = "rollover"
+
+Target = Contact | int | Iterable[int] | QuerySet
+Progress = Callable[[int, int], None]
+
+
+class StatusError(Exception):
+    """A status change that cannot be made; the message is meant for the user."""
+
+
+class LockedSourceError(StatusError):
+    pass
+
+
+class IdempotencyConflict(StatusError):
+    pass
+
+
+@dataclass(frozen=True)
+class StatusSource:
+    """Who or what asks for a change: recorded on the ledger and the contact."""
+
+    type: str
+    id: str = ""
+    name: str = ""
+
+    def __post_init__(self):
+        if self.type not in StatusSourceType.values:
+            raise StatusError(f"Unknown status source type {self.type!r}.")
+        object.__setattr__(self, "id", str(self.id or ""))
+
+
+@dataclass
+class StatusChangeResult:
+    operation: str
+    idempotency_key: str
+    requested_at: dt.datetime
+    matched: int = 0
+    changed: int = 0  # became marketing now (set marketing), or were deleted
+    already: int = 0  # already in the asked-for state
+    scheduled: int = 0  # downgrades scheduled for `effective_from`
+    cancelled: int = 0  # pending downgrades cancelled
+    applied: int = 0  # pending downgrades applied by a rollover
+    effective_from: dt.datetime | None = None
+    live_count: int = 0
+    peak_count: int = 0
+    replayed: bool = False
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        for key in ("requested_at", "effective_from"):
+            data[key] = data[key].isoformat() if data[key] else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> StatusChangeResult:
+        data = dict(data)
+        for key in ("requested_at", "effective_from"):
+            data[key] = dt.datetime.fromisoformat(data[key]) if data.get(key) else None
+        return cls(**data)
+
+
+@dataclass
+class StatusPreview:
+    """What a change would do, computed without writing."""
+
+    operation: str
+    at: dt.datetime
+    matched: int = 0
+    would_change: int = 0
+    would_schedule: int = 0
+    would_cancel: int = 0
+    already: int = 0
+    effective_from: dt.datetime | None = None
+    live_count: int = 0
+    live_after: int = 0
+    peak_count: int = 0
+    peak_after: int = 0
+    period_start: dt.datetime | None = None
+    period_end: dt.datetime | None = None
+    extra: dict = field(default_factory=dict)
+
+
+# --- SQL assembly ------------------------------------------------------------
+
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+def _sql(template: str, **fragments: tuple[str, list]) -> tuple[str, list]:
+    """Fill {name} slots with (sql, params) fragments, keeping params in slot order."""
+    params: list = []
+
+    def fill(match: re.Match) -> str:
+        text, fragment_params = fragments[match.group(1)]
+        params.extend(fragment_params)
+        return text
+
+    return _PLACEHOLDER.sub(fill, template), params
+
+
+def _p(value) -> tuple[str, list]:
+    """One parameter as a fragment; datetimes adapted the way the ORM stores them."""
+    if isinstance(value, dt.datetime):
+        value = connection.ops.adapt_datetimefield_value(value)
+    return "%s", [value]
+
+
+_CONTACT = Contact._meta.db_table
+_LEDGER = StatusChange._meta.db_table
+_LEDGER_COLUMNS = (
+    "contact_id, request_id, action, from_status, to_status, requested_at, effective_at, "
+    "delta, source_type, source_id, source_name, actor_id"
+)
+_M = MarketingStatus.MARKETING.value
+_N = MarketingStatus.NON_MARKETING.value
+
+
+@dataclass(frozen=True)
+class _Operation:
+    """How one operation reads the old status (s, u) and writes the new."""
+
+    needs_change: tuple[str, list]  # predicate over s (status) and u (until)
+    action: tuple[str, list]
+    from_status: tuple[str, list]
+    to_status: tuple[str, list]
+    effective_at: tuple[str, list]
+    delta: tuple[str, list]
+    assignments: tuple[str, list]  # SET clause for the contacts table
+
+
+def _operation(
+    op: str, *, now: dt.datetime, until: dt.datetime | None, source: StatusSource
+) -> _Operation:
+    reason = _sql(
+        "marketing_reason_type = {t}, marketing_reason_id = {i}, marketing_reason_name = {n}, "
+        "marketing_changed_at = {now}, updated_at = {now}",
+        t=_p(source.type),
+        i=_p(source.id),
+        n=_p(source.name[:200]),
+        now=_p(now),
+    )
+    pending = _sql(f"(s = '{_M}' AND u > {{now}})", now=_p(now))
+    if op == SET_MARKETING:
+        return _Operation(
+            needs_change=(f"(s <> '{_M}' OR u IS NOT NULL)", []),
+            action=_sql(
+                f"CASE WHEN {{pending}} THEN '{LedgerAction.DOWNGRADE_CANCELLED.value}' "
+                f"ELSE '{LedgerAction.UPGRADE.value}' END",
+                pending=pending,
+            ),
+            from_status=(f"'{_N}'", []),
+            to_status=(f"'{_M}'", []),
+            effective_at=_sql(
+                "CASE WHEN {pending} THEN u ELSE {now} END", pending=pending, now=_p(now)
+            ),
+            delta=("1", []),
+            assignments=_sql(
+                f"marketing_status = '{_M}', marketing_until = NULL, {{reason}}", reason=reason
+            ),
+        )
+    if op == SET_NON_MARKETING:
+        return _Operation(
+            needs_change=(f"(s = '{_M}' AND u IS NULL)", []),
+            action=(f"'{LedgerAction.DOWNGRADE_SCHEDULED.value}'", []),
+            from_status=(f"'{_M}'", []),
+            to_status=(f"'{_N}'", []),
+            effective_at=_p(until),
+            delta=("-1", []),
+            assignments=_sql("marketing_until = {until}, {reason}", until=_p(until), reason=reason),
+        )
+    if op == ROLLOVER:
+        return _Operation(
+            needs_change=_sql(f"(s = '{_M}' AND u <= {{asof}})", asof=_p(now)),
+            action=(f"'{LedgerAction.ROLLOVER.value}'", []),
+            from_status=(f"'{_M}'", []),
+            to_status=(f"'{_N}'", []),
+            effective_at=("u", []),
+            delta=("0", []),
+            assignments=_sql(
+                f"marketing_status = '{_N}', marketing_until = NULL, updated_at = {{now}}",
+                now=_p(timezone.now()),
+            ),
+        )
+    raise ValueError(op)
+
+
+# Deleting writes two kinds of rows: a pending downgrade is cancelled (+1 at its date) and the
+# billable contact leaves (-1 now), so a replay never counts the contact twice or not at all.
+def _delete_rows(now: dt.datetime) -> list[_Operation]:
+    return [
+        _Operation(
+            needs_change=_sql(f"(s = '{_M}' AND u > {{now}})", now=_p(now)),
+            action=(f"'{LedgerAction.DOWNGRADE_CANCELLED.value}'", []),
+            from_status=(f"'{_N}'", []),
+            to_status=(f"'{LedgerStatus.NONE.value}'", []),
+            effective_at=("u", []),
+            delta=("1", []),
+            assignments=("", []),
+        ),
+        _Operation(
+            needs_change=_sql(f"(s = '{_M}' AND (u IS NULL OR u > {{now}}))", now=_p(now)),
+            action=(f"'{LedgerAction.DELETED.value}'", []),
+            from_status=(f"'{_M}'", []),
+            to_status=(f"'{LedgerStatus.NONE.value}'", []),
+            effective_at=_p(now),
+            delta=("-1", []),
+            assignments=("", []),
+        ),
+    ]
+
+
+def _ledger_select(
+    spec: _Operation, *, request_id: int, now, source: StatusSource, actor_id
+) -> tuple[str, list]:
+    return _sql(
+        "SELECT id, {req}, {action}, {from_status}, {to_status}, {now}, {effective_at}, {delta}, "
+        "{st}, {si}, {sn}, {actor}",
+        req=_p(request_id),
+        action=spec.action,
+        from_status=spec.from_status,
+        to_status=spec.to_status,
+        now=_p(now),
+        effective_at=spec.effective_at,
+        delta=spec.delta,
+        st=_p(source.type),
+        si=_p(source.id),
+        sn=_p(source.name[:200]),
+        actor=_p(actor_id),
+    )
+
+
+def _chunk_sql(chunk: QuerySet) -> tuple[str, list]:
+    sql, params = chunk.order_by().values("pk").query.sql_with_params()
+    return sql, list(params)
+
+
+def _run_chunk_postgresql(chunk: QuerySet, spec: _Operation, ledger_select) -> dict[str, int]:
+    """One statement: lock-free read of the chunk, UPDATE … RETURNING into INSERT … SELECT."""
+    sql, params = _sql(
+        f"""
+        WITH target AS MATERIALIZED (
+            SELECT c.id, c.marketing_status AS s, c.marketing_until AS u
+            FROM {_CONTACT} c WHERE c.id IN ({{chunk}})
+        ),
+        upd AS (
+            UPDATE {_CONTACT} c SET {{assignments}}
+            FROM target t WHERE c.id = t.id AND {{needs}}
+            RETURNING c.id, t.s, t.u
+        ),
+        ins AS (
+            INSERT INTO {_LEDGER} ({_LEDGER_COLUMNS})
+            {{ledger}} FROM upd
+            RETURNING action
+        )
+        SELECT 'matched', COUNT(*) FROM target
+        UNION ALL SELECT action, COUNT(*) FROM ins GROUP BY action
+        """,
+        chunk=_chunk_sql(chunk),
+        assignments=spec.assignments,
+        needs=spec.needs_change,  # s and u are target's columns: the contacts table has neither
+        ledger=ledger_select,
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return {action: count for action, count in cursor.fetchall()}
+
+
+def _run_chunk_portable(
+    chunk: QuerySet, specs: list[_Operation], ledger_selects, *, update: bool
+) -> int:
+    """Count, then INSERT … SELECT the ledger rows, then UPDATE: a fixed three statements."""
+    source_rows = _sql(
+        f"(SELECT id, marketing_status AS s, marketing_until AS u FROM {_CONTACT} WHERE id IN ({{chunk}})) t",
+        chunk=_chunk_sql(chunk),
+    )
+    with connection.cursor() as cursor:
+        sql, params = _sql("SELECT COUNT(*) FROM {rows}", rows=source_rows)
+        cursor.execute(sql, params)
+        matched = cursor.fetchone()[0]
+        for spec, ledger_select in zip(specs, ledger_selects, strict=True):
+            sql, params = _sql(
+                f"INSERT INTO {_LEDGER} ({_LEDGER_COLUMNS}) {{ledger}} FROM {{rows}} WHERE {{needs}}",
+                ledger=ledger_select,
+                rows=source_rows,
+                needs=spec.needs_change,
+            )
+            cursor.execute(sql, params)
+        if update:
+            spec = specs[0]
+            sql, params = _sql(
+                f"UPDATE {_CONTACT} SET {{assignments}} WHERE id IN "
+                f"(SELECT id FROM {{rows}} WHERE {{needs}})",
+                assignments=spec.assignments,
+                rows=source_rows,
+                needs=spec.needs_change,
+            )
+            cursor.execute(sql, params)
+    return matched
+
+
+def _use_postgresql_fast_path() -> bool:
+    return connection.vendor == "postgresql" and not _FORCE_PORTABLE
+
+
+_FORCE_PORTABLE = False  # tests flip it to run the portable path on PostgreSQL too
+
+
+# --- targets and chunks ------------------------------------------------------
+
+
+def _as_queryset_or_ids(contacts: Target) -> QuerySet | list[int]:
+    if isinstance(contacts, Contact):
+        return [contacts.pk]
+    if isinstance(contacts, int):
+        return [contacts]
+    if isinstance(contacts, QuerySet):
+        if contacts.model is not Contact:
+            raise TypeError("contacts must be a queryset of Contact")
+        return contacts
+    return sorted({int(pk) for pk in contacts})
+
+
+def _chunks(target: QuerySet | list[int]) -> list[QuerySet]:
+    if isinstance(target, list):
+        return [
+            Contact.objects.filter(pk__in=target[i : i + STATUS_ID_BATCH])
+            for i in range(0, len(target), STATUS_ID_BATCH)
+        ]
+    bounds = target.order_by().aggregate(lo=Min("pk"), hi=Max("pk"))
+    if bounds["lo"] is None:
+        return []
+    return [
+        target.filter(pk__gte=lo, pk__lt=lo + STATUS_RANGE_BATCH)
+        for lo in range(bounds["lo"], bounds["hi"] + 1, STATUS_RANGE_BATCH)
+    ]
+
+
+def _fingerprint(
+    operation: str, source: StatusSource, target: QuerySet | list[int], extra: str = ""
+) -> str:
+    if isinstance(target, list):
+        described = ",".join(map(str, target))
+    else:
+        sql, params = target.order_by().values("pk").query.sql_with_params()
+        described = f"{sql}|{params!r}"
+    raw = f"{operation}|{source.type}|{source.id}|{described}|{extra}"
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+# --- the usage lock and the period counters ----------------------------------
+
+
+def _lock_usage(at: dt.datetime | None) -> tuple[UsageState, dt.datetime]:
+    """Take the usage lock and return the change instant (never before the last change)."""
+    state, _ = UsageState.objects.select_for_update().get_or_create(pk=1)
+    now = at or timezone.now()
+    if state.last_change_at and now < state.last_change_at:
+        now = state.last_change_at
+    return state, now
+
+
+def period_usage_at(now: dt.datetime, calendar: BillingCalendar) -> PeriodUsage:
+    """The counter row of the period containing `now`, opening any periods since the last one.
+
+    Call with the usage lock held. A period opens with the previous period's live
+    count less the downgrades scheduled for its end.
+    """
+    start, end = calendar.period_bounds(now)
+    row = PeriodUsage.objects.filter(period_start=start).first()
+    if row is not None:
+        return row
+    latest = PeriodUsage.objects.filter(period_start__lt=start).order_by("-period_start").first()
+    if latest is None:
+        return PeriodUsage.objects.create(period_start=start, period_end=end)
+    opening = latest.live_count - latest.scheduled_downgrades
+    next_start = latest.period_end
+    while next_start <= start:
+        next_end = calendar.following(next_start)
+        row = PeriodUsage.objects.create(
+            period_start=next_start,
+            period_end=next_end,
+            opening_count=opening,
+            live_count=opening,
+            peak_count=opening,
+        )
+        next_start = next_end
+    return row
+
+
+def _begin(
+    *,
+    operation: str,
+    source: StatusSource,
+    actor,
+    idempotency_key: str | None,
+    fingerprint: str,
+    now: dt.datetime,
+) -> tuple[StatusChangeRequest | None, StatusChangeResult | None]:
+    if idempotency_key:
+        existing = StatusChangeRequest.objects.filter(idempotency_key=idempotency_key).first()
+        if existing is not None:
+            if existing.fingerprint != fingerprint or existing.operation != operation:
+                raise IdempotencyConflict(
+                    f"The idempotency key {idempotency_key!r} was already used for a different request."
+                )
+            result = StatusChangeResult.from_dict(existing.result)
+            result.replayed = True
+            return None, result
+    request = StatusChangeRequest.objects.create(
+        idempotency_key=idempotency_key or f"auto:{uuid.uuid4()}",
+        operation=operation,
+        fingerprint=fingerprint,
+        source_type=source.type,
+        source_id=source.id,
+        source_name=source.name[:200],
+        actor=actor if getattr(actor, "pk", None) else None,
+        requested_at=now,
+    )
+    return request, None
+
+
+def _finish(
+    *,
+    request: StatusChangeRequest,
+    state: UsageState,
+    usage: PeriodUsage,
+    result: StatusChangeResult,
+    live_delta: int,
+    scheduled_delta: int,
+) -> StatusChangeResult:
+    if live_delta or scheduled_delta:
+        PeriodUsage.objects.filter(pk=usage.pk).update(
+            live_count=F("live_count") + live_delta,
+            peak_count=Greatest(F("peak_count"), F("live_count") + live_delta),
+            scheduled_downgrades=F("scheduled_downgrades") + scheduled_delta,
+        )
+        usage.refresh_from_db()
+    result.live_count = usage.live_count
+    result.peak_count = usage.peak_count
+    state.last_change_at = result.requested_at
+    state.save(update_fields=["last_change_at"])
+    request.result = result.as_dict()
+    request.save(update_fields=["result"])
+    if live_delta or scheduled_delta:
+        change = UsageChange(
+            operation=result.operation,
+            at=result.requested_at,
+            period_start=usage.period_start,
+            live_count=usage.live_count,
+            peak_count=usage.peak_count,
+            became_marketing=max(live_delta, 0),
+        )
+        transaction.on_commit(lambda: notify_usage_changed(change))
+    return result
+
+
+def _change_status(
+    operation: str,
+    *,
+    contacts: Target,
+    source: StatusSource,
+    actor,
+    idempotency_key: str | None,
+    at: dt.datetime | None,
+    progress: Progress | None,
+) -> StatusChangeResult:
+    target = _as_queryset_or_ids(contacts)
+    fingerprint = _fingerprint(operation, source, target)
+    calendar = BillingCalendar.for_account()
+    with transaction.atomic():
+        state, now = _lock_usage(at)
+        request, replay = _begin(
+            operation=operation,
+            source=source,
+            actor=actor,
+            idempotency_key=idempotency_key,
+            fingerprint=fingerprint,
+            now=now,
+        )
+        if replay is not None:
+            return replay
+        usage = period_usage_at(now, calendar)
+        until = usage.period_end
+        if operation == DELETE:
+            specs_for_chunk = lambda: _delete_rows(now)  # noqa: E731
+        else:
+            specs_for_chunk = lambda: [_operation(operation, now=now, until=until, source=source)]  # noqa: E731
+        counts = _apply(
+            target,
+            specs_for_chunk,
+            now=now,
+            source=source,
+            request_id=request.pk,
+            actor_id=request.actor_id,
+            delete=operation == DELETE,
+            progress=progress,
+        )
+        result = StatusChangeResult(
+            operation=operation,
+            idempotency_key=request.idempotency_key,
+            requested_at=now,
+            matched=counts.get("matched", 0),
+        )
+        upgraded = counts.get(LedgerAction.UPGRADE, 0)
+        cancelled = counts.get(LedgerAction.DOWNGRADE_CANCELLED, 0)
+        scheduled = counts.get(LedgerAction.DOWNGRADE_SCHEDULED, 0)
+        deleted = counts.get(LedgerAction.DELETED, 0)
+        if operation == SET_MARKETING:
+            result.changed, result.cancelled = upgraded, cancelled
+            result.already = result.matched - upgraded - cancelled
+        elif operation == SET_NON_MARKETING:
+            result.scheduled = scheduled
+            result.already = result.matched - scheduled
+            result.effective_from = until if scheduled else None
+        elif operation == DELETE:
+            result.changed = result.matched
+            result.cancelled = cancelled
+        return _finish(
+            request=request,
+            state=state,
+            usage=usage,
+            result=result,
+            live_delta=upgraded - deleted,
+            scheduled_delta=scheduled - cancelled,
+        )
+
+
+def _apply(
+    target,
+    specs_for_chunk: Callable[[], list[_Operation]],
+    *,
+    now,
+    source: StatusSource,
+    request_id: int,
+    actor_id,
+    delete: bool,
+    progress: Progress | None,
+) -> dict[str, int]:
+    """Run the operation chunk by chunk; return the matched count and ledger rows by action."""
+    totals: dict[str, int] = {"matched": 0}
+    chunks = _chunks(target)
+    fast = not delete and _use_postgresql_fast_path()
+    for done, chunk in enumerate(chunks, start=1):
+        specs = specs_for_chunk()
+        selects = [
+            _ledger_select(spec, request_id=request_id, now=now, source=source, actor_id=actor_id)
+            for spec in specs
+        ]
+        if fast:
+            for key, value in _run_chunk_postgresql(chunk, specs[0], selects[0]).items():
+                totals[key] = totals.get(key, 0) + value
+        else:
+            totals["matched"] += _run_chunk_portable(chunk, specs, selects, update=not delete)
+            if delete:
+                chunk.delete()
+        if progress:
+            progress(done, len(chunks))
+    if not fast:
+        # Rows of this request by action (statuschange_once_per_request index).
+        rows = (
+            StatusChange.objects.filter(request_id=request_id)
+            .values("action")
+            .annotate(n=Count("id"))
+        )
+        totals.update({row["action"]: row["n"] for row in rows})
+    return totals
+
+
+# --- public API ----------------------------------------------------------------
+
+
+def contacts_set_marketing(
+    *,
+    contacts: Target,
+    source: StatusSource,
+    actor=None,
+    idempotency_key: str | None = None,
+    at: dt.datetime | None = None,
+    progress: Progress | None = None,
+) -> StatusChangeResult:
+    """Make contacts marketing now; a pending downgrade is cancelled at no extra cost.
+
+    `at` is for the demo seeder and tests: the change instant, clamped so it never
+    precedes the last recorded change.
+    """
+    return _change_status(
+        SET_MARKETING,
+        contacts=contacts,
+        source=source,
+        actor=actor,
+        idempotency_key=idempotency_key,
+        at=at,
+        progress=progress,
+    )
+
+
+def contacts_set_non_marketing(
+    *,
+    contacts: Target,
+    source: StatusSource,
+    actor=None,
+    idempotency_key: str | None = None,
+    at: dt.datetime | None = None,
+    progress: Progress | None = None,
+) -> StatusChangeResult:
+    """Schedule contacts non-marketing from the next update date; they stay billable until then."""
+    return _change_status(
+        SET_NON_MARKETING,
+        contacts=contacts,
+        source=source,
+        actor=actor,
+        idempotency_key=idempotency_key,
+        at=at,
+        progress=progress,
+    )
+
+
+def contacts_delete(
+    *,
+    contacts: Target,
+    actor=None,
+    source: StatusSource | None = None,
+    idempotency_key: str | None = None,
+    at: dt.datetime | None = None,
+    progress: Progress | None = None,
+) -> StatusChangeResult:
+    """Delete contacts; billable ones lower the live count at once (the peak stays)."""
+    return _change_status(
+        DELETE,
+        contacts=contacts,
+        source=source or StatusSource(StatusSourceType.DELETION),
+        actor=actor,
+        idempotency_key=idempotency_key,
+        at=at,
+        progress=progress,
+    )
+
+
+def contacts_rollover(
+    *, as_of: dt.datetime | None = None, progress: Progress | None = None
+) -> StatusChangeResult:
+    """Apply every pending downgrade due at or before `as_of` (default: now).
+
+    Billable counts do not move (the ledger counted each downgrade at its date
+    when it was scheduled); the stored status catches up and each contact gets a
+    "rollover" ledger row. Also opens the counter rows of every period up to `as_of`.
+    Idempotent: a second run finds nothing due.
+    """
+    source = StatusSource(StatusSourceType.ROLLOVER, name="Period rollover")
+    calendar = BillingCalendar.for_account()
+    with transaction.atomic():
+        state, now = _lock_usage(None)
+        as_of = min(as_of or now, now)
+        due = Contact.objects.filter(
+            marketing_status=MarketingStatus.MARKETING, marketing_until__lte=as_of
+        )
+        request, _ = _begin(
+            operation=ROLLOVER,
+            source=source,
+            actor=None,
+            idempotency_key=None,
+            fingerprint=_fingerprint(ROLLOVER, source, [], extra=as_of.isoformat()),
+            now=now,
+        )
+        usage = period_usage_at(now, calendar)
+        spec = _operation(ROLLOVER, now=as_of, until=None, source=source)
+        totals = _apply(
+            due,
+            lambda: [spec],
+            now=now,
+            source=source,
+            request_id=request.pk,
+            actor_id=None,
+            delete=False,
+            progress=progress,
+        )
+        result = StatusChangeResult(
+            operation=ROLLOVER,
+            idempotency_key=request.idempotency_key,
+            requested_at=now,
+            matched=totals.get("matched", 0),
+            applied=totals.get(LedgerAction.ROLLOVER, 0),
+            effective_from=as_of,
+        )
+        return _finish(
+            request=request,
+            state=state,
+            usage=usage,
+            result=result,
+            live_delta=0,
+            scheduled_delta=0,
+        )
+
+
+def contacts_status_preview(
+    *, contacts: Target, operation: str, at: dt.datetime | None = None
+) -> StatusPreview:
+    """Counts of what a set-marketing or set-non-marketing would do; nothing is written."""
+    if operation not in (SET_MARKETING, SET_NON_MARKETING):
+        raise StatusError(
+            f"Unknown operation {operation!r}; use set_marketing or set_non_marketing."
+        )
+    from contacts.selectors import usage_current
+
+    target = _as_queryset_or_ids(contacts)
+    now = at or timezone.now()
+    usage = usage_current(at=now)
+    preview = StatusPreview(
+        operation=operation,
+        at=now,
+        live_count=usage.live_count,
+        peak_count=usage.peak_count,
+        period_start=usage.period_start,
+        period_end=usage.period_end,
+    )
+    pending = Q(marketing_status=_M, marketing_until__gt=now)
+    billable_settled = Q(marketing_status=_M, marketing_until__isnull=True)
+    chunks = _chunks(target)
+    for chunk in chunks:
+        counts = chunk.order_by().aggregate(
+            matched=Count("pk"),
+            pending=Count("pk", filter=pending),
+            settled=Count("pk", filter=billable_settled),
+        )
+        preview.matched += counts["matched"]
+        if operation == SET_MARKETING:
+            preview.would_cancel += counts["pending"]
+            preview.already += counts["settled"]
+            preview.would_change += counts["matched"] - counts["pending"] - counts["settled"]
+        else:
+            preview.would_schedule += counts["settled"]
+            preview.already += counts["matched"] - counts["settled"]
+    if operation == SET_NON_MARKETING and preview.would_schedule:
+        preview.effective_from = usage.period_end
+    preview.live_after = preview.live_count + preview.would_change
+    preview.peak_after = max(preview.peak_count, preview.live_after)
+    return preview
+
+
+# --- contacts ------------------------------------------------------------------
+
+
+def source_default_status(source: Source) -> bool:
+    return False if source.locked else source.default_marketing
+
+
+def contact_create(
+    *,
+    email: str,
+    source: Source,
+    actor=None,
+    marketing: bool | None = None,
+    status_source: StatusSource | None = None,
+    idempotency_key: str | None = None,
+    **fields,
+) -> Contact:
+    """Create a contact; its status is the source's default unless `marketing` says otherwise.
+
+    A locked source can never create a marketing contact. Whether the caller may
+    choose `marketing` (the permission) is checked by the interface.
+    """
+    if marketing and source.locked:
+        raise LockedSourceError(
+            f"The source {source.name!r} ({source.get_kind_display()}) is locked: "
+            "its contacts are always non-marketing."
+        )
+    make_marketing = source_default_status(source) if marketing is None else marketing
+    with transaction.atomic():
+        contact = Contact(email=normalise_email(email), source=source, **fields)
+        contact.full_clean(exclude=["source"])
+        contact.save()
+        if make_marketing:
+            contacts_set_marketing(
+                contacts=contact,
+                source=status_source
+                or StatusSource(StatusSourceType.CREATION, id=str(source.pk), name=source.name),
+                actor=actor,
+                idempotency_key=idempotency_key,
+            )
+            contact.refresh_from_db()
+    return contact
+
+
+CONTACT_EDITABLE_FIELDS = frozenset(
+    {
+        "email",
+        "first_name",
+        "last_name",
+        "company",
+        "phone",
+        "lifecycle_stage",
+        "lead_status",
+        "contact_type",
+        "unsubscribed",
+        "hard_bounced",
+        "lead_score",
+        "last_engaged_at",
+    }
+)
+
+
+def contact_update(*, contact: Contact, **fields) -> Contact:
+    """Update a contact's ordinary fields. The status is not one of them."""
+    unknown = set(fields) - CONTACT_EDITABLE_FIELDS
+    if unknown:
+        raise StatusError(f"These fields cannot be updated here: {', '.join(sorted(unknown))}.")
+    for name, value in fields.items():
+        setattr(contact, name, value)
+    contact.full_clean(exclude=["source"])
+    contact.save(update_fields=[*fields, "updated_at"])
+    return contact

@@ -1,0 +1,70 @@
+import zoneinfo
+
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+
+
+class BaseModel(models.Model):
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        abstract = True
+
+
+def validate_time_zone(value: str) -> None:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValidationError(
+            f"{value!r} is not a known time zone (e.g. Europe/Stockholm)."
+        ) from exc
+
+
+class Account(BaseModel):
+    """The organisation's configuration: one row (pk=1).
+
+    The billing calendar lives here rather than in `billing` because the status
+    service in `contacts` needs it to date deferred downgrades, and `contacts`
+    must not import `billing` (DESIGN §2).
+    """
+
+    SINGLETON_PK = 1
+
+    name = models.CharField(max_length=200, default="My organisation")
+    update_day = models.PositiveSmallIntegerField(
+        default=1,
+        validators=[MinValueValidator(1), MaxValueValidator(31)],
+        help_text="Day of the month a billing period starts (1–31; clamped to the last day of short months).",
+    )
+    yearly_plan = models.BooleanField(
+        default=False,
+        help_text="Yearly plans update on the 1st of every month, whatever the update day.",
+    )
+    time_zone = models.CharField(
+        max_length=64,
+        default="UTC",
+        validators=[validate_time_zone],
+        help_text="Periods start at local midnight in this time zone.",
+    )
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(update_day__gte=1, update_day__lte=31),
+                name="account_update_day_1_31",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @classmethod
+    def load(cls) -> "Account":
+        account, _ = cls.objects.get_or_create(pk=cls.SINGLETON_PK)
+        return account
+
+    @property
+    def effective_update_day(self) -> int:
+        return 1 if self.yearly_plan else self.update_day

@@ -1,0 +1,74 @@
+"""The staff roles, as Django groups with model permissions.
+
+Migrations call `sync_roles` so the groups exist on every database; later
+migrations call it again when new models bring new permissions.
+"""
+
+MARKETING_OPS = "Marketing ops"
+SALES = "Sales"
+BILLING_ADMIN = "Billing admin"
+AUDITOR = "Auditor"
+
+ROLE_PERMISSIONS: dict[str, list[str]] = {
+    MARKETING_OPS: [
+        "contacts.view_contact",
+        "contacts.add_contact",
+        "contacts.change_contact",
+        "contacts.delete_contact",
+        "contacts.change_marketing_status",
+        "contacts.view_source",
+        "contacts.add_source",
+        "contacts.change_source",
+        "contacts.view_statuschange",
+        "contacts.view_periodusage",
+        "billing.view_subscription",
+    ],
+    SALES: [
+        "contacts.view_contact",
+        "contacts.add_contact",
+        "contacts.change_contact",
+        "contacts.view_source",
+        "contacts.view_statuschange",
+    ],
+    BILLING_ADMIN: [
+        "contacts.view_contact",
+        "contacts.view_source",
+        "contacts.view_statuschange",
+        "contacts.view_periodusage",
+        "billing.view_subscription",
+        "billing.change_subscription",
+        "crm.view_account",
+        "crm.change_account",
+    ],
+    # Auditors read everything the apps hold and change nothing.
+    AUDITOR: ["view:contacts", "view:billing", "view:crm", "view:workflows"],
+}
+
+
+def sync_roles(apps) -> None:
+    from django.contrib.auth.management import create_permissions
+
+    for app_config in apps.get_app_configs():
+        app_config.models_module = True
+        create_permissions(app_config, apps=apps, verbosity=0)
+        app_config.models_module = None
+
+    Group = apps.get_model("auth", "Group")
+    Permission = apps.get_model("auth", "Permission")
+    for role, names in ROLE_PERMISSIONS.items():
+        group, _ = Group.objects.get_or_create(name=role)
+        perms = []
+        for name in names:
+            if name.startswith("view:"):
+                app_label = name.split(":", 1)[1]
+                perms.extend(
+                    Permission.objects.filter(
+                        content_type__app_label=app_label, codename__startswith="view_"
+                    )
+                )
+                continue
+            app_label, codename = name.split(".", 1)
+            perms.extend(
+                Permission.objects.filter(content_type__app_label=app_label, codename=codename)
+            )
+        group.permissions.set(perms)

@@ -1,0 +1,62 @@
+import datetime as dt
+
+import pytest
+from django.db import connection
+
+from contacts.services import StatusSource
+from crm.models import Account
+from tests.factories import ContactFactory, SourceFactory, UserFactory
+
+UTC = dt.UTC
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_pg = pytest.mark.skip(reason="needs PostgreSQL (set DATABASE_URL)")
+    for item in items:
+        if "postgres" in item.keywords and connection.vendor != "postgresql":
+            item.add_marker(skip_pg)
+
+
+@pytest.fixture
+def account(db):
+    """A monthly calendar updating on the 1st, in UTC."""
+    account = Account.load()
+    account.update_day = 1
+    account.yearly_plan = False
+    account.time_zone = "UTC"
+    account.save()
+    return account
+
+
+@pytest.fixture
+def source(db):
+    return SourceFactory(name="Manual", kind="manual")
+
+
+@pytest.fixture
+def contact_factory(db):
+    return ContactFactory
+
+
+@pytest.fixture
+def manual():
+    return StatusSource("manual", name="test")
+
+
+@pytest.fixture
+def marketing_ops(db):
+    return UserFactory(username="ops", groups=["Marketing ops"])
+
+
+@pytest.fixture
+def sales(db):
+    return UserFactory(username="sales", groups=["Sales"])
+
+
+@pytest.fixture
+def superuser(db):
+    return UserFactory(username="root", is_superuser=True)
+
+
+def at(year, month, day, hour=0, minute=0, second=0):
+    return dt.datetime(year, month, day, hour, minute, second, tzinfo=UTC)

@@ -1,0 +1,1 @@
+# Workflows (criteria, enrollments, runs, scoring, hygiene, rotation) arrive with their own issue.
