@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 
+from django.core.exceptions import EmptyResultSet
 from django.db import connection, transaction
 from django.db.models import Count, F, Max, Min, Q, QuerySet
 from django.db.models.functions import Greatest
@@ -395,8 +396,11 @@ def _fingerprint(
     if isinstance(target, list):
         described = ",".join(map(str, target))
     else:
-        sql, params = target.order_by().values("pk").query.sql_with_params()
-        described = f"{sql}|{params!r}"
+        try:
+            sql, params = target.order_by().values("pk").query.sql_with_params()
+            described = f"{sql}|{params!r}"
+        except EmptyResultSet:  # e.g. pk__in=[]: matches nothing
+            described = "nothing"
     raw = f"{operation}|{source.type}|{source.id}|{described}|{extra}"
     return hashlib.sha256(raw.encode()).hexdigest()
 
@@ -691,19 +695,23 @@ def contacts_delete(
 
 
 def contacts_rollover(
-    *, as_of: dt.datetime | None = None, progress: Progress | None = None
+    *,
+    as_of: dt.datetime | None = None,
+    at: dt.datetime | None = None,
+    progress: Progress | None = None,
 ) -> StatusChangeResult:
     """Apply every pending downgrade due at or before `as_of` (default: now).
 
     Billable counts do not move (the ledger counted each downgrade at its date
     when it was scheduled); the stored status catches up and each contact gets a
     "rollover" ledger row. Also opens the counter rows of every period up to `as_of`.
-    Idempotent: a second run finds nothing due.
+    Idempotent: a second run finds nothing due. `as_of` is capped at the
+    present (`at`, for tests, or the clock): nothing is applied early.
     """
     source = StatusSource(StatusSourceType.ROLLOVER, name="Period rollover")
     calendar = BillingCalendar.for_account()
     with transaction.atomic():
-        state, now = _lock_usage(None)
+        state, now = _lock_usage(at)
         as_of = min(as_of or now, now)
         due = Contact.objects.filter(
             marketing_status=MarketingStatus.MARKETING, marketing_until__lte=as_of
