@@ -1,0 +1,770 @@
+"""The contacts admin: contacts, sources, the status ledger and the usage counters.
+
+Every write goes through `contacts.services`: creating a contact
+(`contact_create`, so the source's default applies), editing its ordinary fields
+(`contact_update`), changing its marketing status (`contacts_set_marketing` /
+`contacts_set_non_marketing`, from the contact page or a bulk action) and
+deleting it (`contacts_delete`, so a billable contact lowers the live count and
+leaves a ledger row). Django's `delete_selected` is off: it would delete rows
+behind the counters' back.
+
+Bulk status actions show the service's preview first and, above
+`settings.MARKETING_CONFIRM_THRESHOLD` contacts, ask the user to type the
+number. The confirmation carries an idempotency key made when the page is
+rendered, so submitting it twice changes the contacts once.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django import forms
+from django.conf import settings
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.contrib.admin.utils import quote, unquote
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Exists, OuterRef, Q
+from django.http import HttpResponseBadRequest, HttpResponseNotAllowed, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.formats import date_format
+from django.utils.html import format_html
+
+from contacts.models import (
+    LOCKED_KINDS,
+    Contact,
+    MarketingStatus,
+    PeriodUsage,
+    Source,
+    SourceKind,
+    StatusChange,
+    StatusChangeRequest,
+    StatusSourceType,
+    normalise_email,
+)
+from contacts.selectors import (
+    contact_list,
+    contact_status_history,
+    source_for_manual_entry,
+    source_list,
+)
+from contacts.services import (
+    CONTACT_EDITABLE_FIELDS,
+    SET_MARKETING,
+    SET_NON_MARKETING,
+    IdempotencyConflict,
+    StatusSource,
+    contact_create,
+    contact_update,
+    contacts_delete,
+    contacts_set_marketing,
+    contacts_set_non_marketing,
+    contacts_status_preview,
+)
+from crm.admin import (
+    AccountTimeZoneMixin,
+    BigTableAdmin,
+    account_time_zone,
+    capped_count,
+)
+
+MARKETING_STATUS_PERMISSION = "contacts.change_marketing_status"
+# Ledger rows shown on a contact's page; the ledger admin has the rest.
+CONTACT_PAGE_LEDGER_ROWS = 50
+
+
+def can_change_marketing_status(user) -> bool:
+    return user.has_perm(MARKETING_STATUS_PERMISSION)
+
+
+def format_day(value) -> str:
+    """An instant as a day in the active time zone (the account's, in these views)."""
+    return date_format(timezone.localtime(value), "j F Y")
+
+
+def manual_status_source(user) -> StatusSource:
+    return StatusSource(StatusSourceType.MANUAL, id=str(user.pk), name=user.get_username())
+
+
+class ReadOnlyAdminMixin:
+    """Rows only the system writes: nobody adds, changes or deletes them here, superusers included."""
+
+    actions = None
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+# --- contacts ----------------------------------------------------------------
+
+
+class MarketingStatusFilter(admin.SimpleListFilter):
+    """The *effective* status now: a contact whose pending date has passed is non-marketing
+    even before the rollover has caught its stored status up."""
+
+    title = "marketing status"
+    parameter_name = "marketing"
+
+    def lookups(self, request, model_admin):
+        return [
+            ("marketing", "Marketing"),
+            ("non_marketing", "Non-marketing"),
+            ("pending", "Pending downgrade (non-marketing from the next update date)"),
+        ]
+
+    def queryset(self, request, queryset):
+        now = timezone.now()
+        value = self.value()
+        if value == "marketing":
+            return queryset.billable(now)
+        if value == "non_marketing":
+            return queryset.not_billable(now)
+        if value == "pending":
+            return queryset.pending_downgrade(now)  # contact_pending_idx
+        return queryset
+
+
+class ContactForm(forms.ModelForm):
+    class Meta:
+        model = Contact
+        fields = [*sorted(CONTACT_EDITABLE_FIELDS), "source"]
+
+    def clean_email(self):
+        # Normalised before the unique check, which would otherwise miss "Ann@X.com" vs "ann@x.com".
+        return normalise_email(self.cleaned_data["email"])
+
+
+class ContactAddForm(ContactForm):
+    marketing = forms.BooleanField(
+        required=False,
+        label="Marketing contact",
+        help_text=(
+            "Create it as a marketing contact: it counts toward this period's bill at once. "
+            "Leave unticked to use the source's default."
+        ),
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        source = self.fields.get("source")
+        if source is not None:
+            source.required = False
+            source.help_text = (
+                "Where the contact comes from; its default decides the status. "
+                "Leave empty for “Created by hand” (non-marketing)."
+            )
+
+    def clean(self):
+        cleaned = super().clean()
+        source = cleaned.get("source")
+        if cleaned.get("marketing") and source is not None and source.locked:
+            self.add_error(
+                "marketing",
+                f"Contacts from “{source}” ({source.get_kind_display()}) are always "
+                "non-marketing: that kind of source is locked.",
+            )
+        return cleaned
+
+
+class ContactAddFormWithoutStatus(ContactAddForm):
+    """For users without contacts.change_marketing_status: the source's default applies."""
+
+    marketing = None
+
+
+class BulkStatusConfirmForm(forms.Form):
+    idempotency_key = forms.CharField(widget=forms.HiddenInput, max_length=100)
+    confirm_count = forms.CharField(
+        required=False,
+        max_length=20,
+        label="Number of contacts that will change",
+        widget=forms.TextInput(attrs={"autocomplete": "off", "inputmode": "numeric"}),
+    )
+
+    def __init__(self, *args, expected: int, require_count: bool, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.expected = expected
+        if not require_count:
+            del self.fields["confirm_count"]
+
+    def clean_confirm_count(self):
+        typed = self.cleaned_data.get("confirm_count") or ""
+        digits = "".join(ch for ch in typed if ch not in ", _'\u00a0\u202f")
+        if not digits.isdigit() or int(digits) != self.expected:
+            raise ValidationError(
+                f"Type {self.expected} (the number of contacts that will change) to confirm."
+            )
+        return int(digits)
+
+
+ADD_FIELDSETS_HEAD = [(None, {"fields": ["email", "first_name", "last_name", "company", "phone"]})]
+CRM_FIELDSET = (
+    "CRM",
+    {"fields": ["lifecycle_stage", "lead_status", "contact_type"]},
+)
+CONSENT_FIELDSET = (
+    "Consent",
+    {
+        "fields": ["unsubscribed", "hard_bounced"],
+        "description": "Unsubscribed or bounced contacts get no marketing email, "
+        "whatever their marketing status.",
+    },
+)
+STATUS_READONLY_FIELDS = [
+    "marketing_status_display",
+    "pending_from_display",
+    "marketing_reason_display",
+    "marketing_changed_at",
+    "source",
+]
+CHANGE_READONLY_FIELDS = [
+    *STATUS_READONLY_FIELDS,
+    "lead_score",
+    "last_engaged_at",
+    "created_at",
+    "updated_at",
+]
+
+
+@admin.register(Contact)
+class ContactAdmin(AccountTimeZoneMixin, BigTableAdmin):
+    list_display = [
+        "email",
+        "name_display",
+        "company",
+        "marketing_status_display",
+        "pending_from_display",
+        "source",
+        "lifecycle_stage",
+        "lead_score",
+        "last_engaged_at",
+    ]
+    list_select_related = ["source"]
+    # Only indexed columns sort: an unindexed ORDER BY sorts the whole table.
+    sortable_by = ["email", "lifecycle_stage", "lead_score", "last_engaged_at"]
+    list_filter = [
+        MarketingStatusFilter,
+        ("source__kind", admin.ChoicesFieldListFilter),
+        "lifecycle_stage",
+        "lead_status",
+        "contact_type",
+        "unsubscribed",
+        "hard_bounced",
+    ]
+    # The box needs search_fields; get_search_results below does the matching.
+    search_fields = ["email", "first_name", "last_name", "company"]
+    search_help_text = "The start of an email address, a first or last name, or a company."
+    autocomplete_fields = ["source"]
+    actions = ["set_marketing_action", "set_non_marketing_action"]
+    form = ContactForm
+
+    # --- reads
+
+    def get_queryset(self, request):
+        queryset = contact_list()
+        ordering = self.get_ordering(request)
+        return queryset.order_by(*ordering) if ordering else queryset
+
+    def get_search_results(self, request, queryset, search_term):
+        """Prefix matches only: emails are stored lower-case, so `email LIKE 'ann%'` uses the
+        unique index's pattern-ops twin on PostgreSQL; a term with "@" searches emails only."""
+        for term in search_term.split():
+            match = Q(email__startswith=normalise_email(term))
+            if "@" not in term:
+                match |= (
+                    Q(first_name__istartswith=term)
+                    | Q(last_name__istartswith=term)
+                    | Q(company__istartswith=term)
+                )
+            queryset = queryset.filter(match)
+        return queryset, False
+
+    # --- columns and read-only fields
+
+    @admin.display(description="Name")
+    def name_display(self, obj: Contact) -> str:
+        return obj.full_name
+
+    @admin.display(description="Marketing status")
+    def marketing_status_display(self, obj: Contact) -> str:
+        return MarketingStatus(obj.effective_status(timezone.now())).label
+
+    @admin.display(description="Non-marketing from")
+    def pending_from_display(self, obj: Contact) -> str | None:
+        pending = obj.pending_from(timezone.now())
+        return format_day(pending) if pending else None
+
+    @admin.display(description="Reason")
+    def marketing_reason_display(self, obj: Contact) -> str | None:
+        if not obj.marketing_reason_type:
+            return None
+        parts = [obj.get_marketing_reason_type_display()]
+        if obj.marketing_reason_id:
+            parts.append(f"#{obj.marketing_reason_id}")
+        if obj.marketing_reason_name:
+            parts.append(f"“{obj.marketing_reason_name}”")
+        return " ".join(parts)
+
+    # --- forms
+
+    def has_change_marketing_status_permission(self, request) -> bool:
+        return can_change_marketing_status(request.user)
+
+    def get_fieldsets(self, request, obj=None):
+        if obj is None:
+            status_fields = ["source"]
+            if can_change_marketing_status(request.user):
+                status_fields.append("marketing")
+            return [
+                *ADD_FIELDSETS_HEAD,
+                ("Marketing status", {"fields": status_fields}),
+                CRM_FIELDSET,
+                CONSENT_FIELDSET,
+            ]
+        return [
+            *ADD_FIELDSETS_HEAD,
+            ("Marketing status", {"fields": STATUS_READONLY_FIELDS}),
+            (
+                "CRM",
+                {"fields": [*CRM_FIELDSET[1]["fields"], "lead_score", "last_engaged_at"]},
+            ),
+            CONSENT_FIELDSET,
+            ("Record", {"fields": ["created_at", "updated_at"], "classes": ["collapse"]}),
+        ]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [] if obj is None else CHANGE_READONLY_FIELDS
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        if obj is None:
+            kwargs["form"] = (
+                ContactAddForm
+                if can_change_marketing_status(request.user)
+                else ContactAddFormWithoutStatus
+            )
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def save_model(self, request, obj, form, change):
+        data = form.cleaned_data
+        if change:
+            fields = {
+                name: data[name] for name in form.changed_data if name in CONTACT_EDITABLE_FIELDS
+            }
+            if fields:
+                contact_update(contact=obj, **fields)
+            return
+        chose_marketing = bool(data.get("marketing")) and can_change_marketing_status(request.user)
+        fields = {
+            name: data[name]
+            for name in form.fields
+            if name in CONTACT_EDITABLE_FIELDS and name != "email" and name in data
+        }
+        contact = contact_create(
+            email=data["email"],
+            source=data.get("source") or source_for_manual_entry(),
+            actor=request.user,
+            marketing=True if chose_marketing else None,
+            status_source=manual_status_source(request.user) if chose_marketing else None,
+            **fields,
+        )
+        # The admin goes on with `obj` (log entry, redirect): make it the created row.
+        for field in Contact._meta.concrete_fields:
+            setattr(obj, field.attname, getattr(contact, field.attname))
+        obj._state.adding = False
+        obj._state.db = contact._state.db
+
+    # --- deletion
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+    def delete_model(self, request, obj):
+        contacts_delete(
+            contacts=obj,
+            actor=request.user,
+            source=StatusSource(StatusSourceType.DELETION, name="Admin"),
+        )
+
+    def delete_queryset(self, request, queryset):
+        contacts_delete(
+            contacts=queryset,
+            actor=request.user,
+            source=StatusSource(StatusSourceType.DELETION, name="Admin"),
+        )
+
+    def render_delete_form(self, request, context):
+        obj = context.get("object")
+        if obj is not None:
+            context["marketing_now"] = obj.is_billable(timezone.now())
+        return super().render_delete_form(request, context)
+
+    # --- the change page: status panel, toggle, ledger
+
+    def get_urls(self):
+        info = self.opts.app_label, self.opts.model_name
+        return [
+            path(
+                "<path:object_id>/marketing-status/",
+                self.admin_site.admin_view(self.marketing_status_view),
+                name="{}_{}_marketing_status".format(*info),
+            ),
+            *super().get_urls(),
+        ]
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None and obj.pk is not None:
+            now = timezone.now()
+            pending = obj.pending_from(now)
+            context["marketing_panel"] = {
+                "status": MarketingStatus(obj.effective_status(now)).label,
+                "marketing": obj.is_billable(now),
+                "pending_from": pending,
+                "reason": self.marketing_reason_display(obj),
+                "changed_at": obj.marketing_changed_at,
+                "can_change": can_change_marketing_status(request.user),
+                "url": reverse(
+                    f"{self.admin_site.name}:contacts_contact_marketing_status",
+                    args=[quote(obj.pk)],
+                ),
+            }
+            history = list(contact_status_history(contact_id=obj.pk)[:CONTACT_PAGE_LEDGER_ROWS])
+            context["status_history"] = history
+            context["status_history_limit"] = CONTACT_PAGE_LEDGER_ROWS
+            if len(history) == CONTACT_PAGE_LEDGER_ROWS and request.user.has_perm(
+                "contacts.view_statuschange"
+            ):
+                context["status_history_url"] = (
+                    reverse(f"{self.admin_site.name}:contacts_statuschange_changelist")
+                    + f"?contact_id={obj.pk}"
+                )
+        return super().render_change_form(
+            request, context, add=add, change=change, form_url=form_url, obj=obj
+        )
+
+    def marketing_status_view(self, request, object_id):
+        """POST only: set one contact marketing or non-marketing, as the person asking."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_change_marketing_status_permission(request):
+            raise PermissionDenied
+        contact = self.get_object(request, unquote(object_id))
+        if contact is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if not self.has_view_or_change_permission(request, contact):
+            raise PermissionDenied
+        operation = request.POST.get("operation")
+        if operation not in (SET_MARKETING, SET_NON_MARKETING):
+            return HttpResponseBadRequest("Unknown operation.")
+        now = timezone.now()
+        was_pending = contact.pending_from(now)
+        service = (
+            contacts_set_marketing if operation == SET_MARKETING else contacts_set_non_marketing
+        )
+        result = service(
+            contacts=contact, source=manual_status_source(request.user), actor=request.user
+        )
+        with timezone.override(account_time_zone()):
+            if operation == SET_MARKETING:
+                if result.changed:
+                    text = f"“{contact}” is now marketing; it counts toward this period at once."
+                elif result.cancelled:
+                    text = (
+                        f"“{contact}” stays marketing: its pending change to non-marketing "
+                        "was cancelled, at no extra cost."
+                    )
+                else:
+                    text = f"“{contact}” was already marketing; nothing changed."
+            elif result.scheduled:
+                text = (
+                    f"“{contact}” is non-marketing from {format_day(result.effective_from)}; "
+                    "it stays marketing and billable until then."
+                )
+            elif was_pending:
+                text = f"“{contact}” is already non-marketing from {format_day(was_pending)}."
+            else:
+                text = f"“{contact}” was already non-marketing; nothing changed."
+        level = (
+            messages.SUCCESS
+            if result.changed or result.cancelled or result.scheduled
+            else (messages.INFO)
+        )
+        self.message_user(request, text, level)
+        return HttpResponseRedirect(
+            reverse(
+                f"{self.admin_site.name}:contacts_contact_change",
+                args=[quote(contact.pk)],
+            )
+        )
+
+    # --- bulk status actions
+
+    @admin.action(description="Set as marketing", permissions=["change_marketing_status"])
+    def set_marketing_action(self, request, queryset):
+        return self._bulk_status(request, queryset, SET_MARKETING, "set_marketing_action")
+
+    @admin.action(description="Set as non-marketing", permissions=["change_marketing_status"])
+    def set_non_marketing_action(self, request, queryset):
+        return self._bulk_status(request, queryset, SET_NON_MARKETING, "set_non_marketing_action")
+
+    def _bulk_status(self, request, queryset, operation: str, action_name: str):
+        preview = contacts_status_preview(contacts=queryset, operation=operation)
+        to_change = preview.would_change + preview.would_cancel + preview.would_schedule
+        threshold = getattr(settings, "MARKETING_CONFIRM_THRESHOLD", 1_000)
+        require_count = to_change > threshold
+        confirming = request.POST.get("post") == "yes"
+        form = BulkStatusConfirmForm(
+            request.POST if confirming else None,
+            expected=to_change,
+            require_count=require_count,
+            initial={"idempotency_key": f"admin-bulk:{uuid.uuid4()}"},
+        )
+        if confirming and form.is_valid():
+            self._run_bulk_status(request, queryset, operation, form.cleaned_data)
+            return None  # back to the changelist, filters kept
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Set as marketing?" if operation == SET_MARKETING else "Set as non-marketing?",
+            "subtitle": None,
+            "opts": self.opts,
+            "media": self.media,
+            "preview": preview,
+            "operation": operation,
+            "set_marketing": operation == SET_MARKETING,
+            "to_change": to_change,
+            "peak_increase": preview.peak_after - preview.peak_count,
+            "require_count": require_count,
+            "threshold": threshold,
+            "form": form,
+            "action_name": action_name,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
+            "select_across": request.POST.get("select_across") or "0",
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(
+            request, "admin/contacts/contact/marketing_confirmation.html", context
+        )
+
+    def _run_bulk_status(self, request, queryset, operation: str, data: dict) -> None:
+        service = (
+            contacts_set_marketing if operation == SET_MARKETING else contacts_set_non_marketing
+        )
+        try:
+            result = service(
+                contacts=queryset,
+                source=StatusSource(StatusSourceType.BULK_ACTION, name="Admin bulk action"),
+                actor=request.user,
+                idempotency_key=data["idempotency_key"],
+            )
+        except IdempotencyConflict:
+            self.message_user(
+                request,
+                "This confirmation was already submitted; nothing more was changed.",
+                messages.WARNING,
+            )
+            return
+        if result.replayed:
+            self.message_user(
+                request,
+                "This confirmation was already submitted; nothing more was changed.",
+                messages.WARNING,
+            )
+            return
+        if operation == SET_MARKETING:
+            text = (
+                f"{result.changed} contacts are now marketing, {result.cancelled} pending "
+                f"downgrades were cancelled, {result.already} were already marketing."
+            )
+        else:
+            text = f"{result.scheduled} contacts are non-marketing from " + (
+                format_day(result.effective_from) if result.effective_from else "the next update"
+            )
+            text += f" (billable until then), {result.already} were already non-marketing."
+        text += f" Live count {result.live_count:,}, this period's peak {result.peak_count:,}."
+        self.message_user(request, text, messages.SUCCESS)
+
+
+# --- sources -------------------------------------------------------------------
+
+
+class SourceForm(forms.ModelForm):
+    class Meta:
+        model = Source
+        fields = ["name", "kind", "default_marketing"]
+
+    def clean(self):
+        cleaned = super().clean()
+        kind = cleaned.get("kind", self.instance.kind)
+        default_marketing = cleaned.get("default_marketing", self.instance.default_marketing)
+        if kind in LOCKED_KINDS and default_marketing:
+            self.add_error(
+                "default_marketing" if "default_marketing" in self.fields else "kind",
+                f"{SourceKind(kind).label} sources are locked: their contacts are always "
+                "non-marketing.",
+            )
+        return cleaned
+
+
+@admin.register(Source)
+class SourceAdmin(admin.ModelAdmin):
+    form = SourceForm
+    list_display = ["name", "kind", "default_marketing", "locked_display"]
+    list_filter = ["kind", "default_marketing"]
+    search_fields = ["name"]
+
+    def get_queryset(self, request):
+        queryset = source_list()
+        ordering = self.get_ordering(request)
+        return queryset.order_by(*ordering) if ordering else queryset
+
+    @admin.display(description="Locked", boolean=True)
+    def locked_display(self, obj: Source) -> bool:
+        return obj.locked
+
+    def get_fieldsets(self, request, obj=None):
+        return [
+            (
+                None,
+                {
+                    "fields": ["name", "kind", "default_marketing"],
+                    "description": (
+                        "New contacts from this source are created with its default status. "
+                        "Forms, external forms and ads leads are usually marketing; imports, "
+                        "chatflows, integrations and hand-made contacts non-marketing. "
+                        "Mobile app, email logging, team inbox, documents, meetings and the "
+                        "email extension are locked: always non-marketing."
+                    ),
+                },
+            ),
+        ]
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is not None and obj.locked:
+            return ["default_marketing"]
+        return []
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        # A source with contacts cannot be deleted (PROTECT); one at a time gives a clear message.
+        actions.pop("delete_selected", None)
+        return actions
+
+    def delete_view(self, request, object_id, extra_context=None):
+        source = self.get_object(request, unquote(object_id))
+        if source is not None and self.has_delete_permission(request, source):
+            used_by = capped_count(source.contacts.all())  # contacts_contact source_id index
+            if used_by:
+                many = "more than 10,000" if used_by > 10_000 else f"{used_by:,}"
+                self.message_user(
+                    request,
+                    f"The source “{source}” cannot be deleted: {many} contacts came from it and "
+                    "keep it as their source. Delete those contacts first, or keep the source.",
+                    messages.ERROR,
+                )
+                return HttpResponseRedirect(
+                    reverse(
+                        f"{self.admin_site.name}:contacts_source_change", args=[quote(source.pk)]
+                    )
+                )
+        return super().delete_view(request, object_id, extra_context)
+
+
+# --- the ledger and the counters ------------------------------------------------
+
+
+@admin.register(StatusChange)
+class StatusChangeAdmin(ReadOnlyAdminMixin, AccountTimeZoneMixin, BigTableAdmin):
+    list_display = [
+        "id",
+        "contact_display",
+        "action",
+        "from_status",
+        "to_status",
+        "requested_at",
+        "effective_at",
+        "delta",
+        "source_type",
+        "source_id",
+        "source_name",
+        "actor",
+    ]
+    list_display_links = ["id"]
+    list_select_related = ["actor"]
+    list_filter = ["action", "source_type"]
+    sortable_by = ["id", "effective_at"]
+    search_fields = ["source_name"]
+    search_help_text = "A contact id, or the start of a source name."
+
+    def get_queryset(self, request):
+        # No select_related("contact"): the row outlives its contact (no FK constraint), and
+        # an inner join would hide it. Exists() is one primary-key probe per row shown.
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(contact_exists=Exists(Contact.objects.filter(pk=OuterRef("contact_id"))))
+        )
+
+    def get_search_results(self, request, queryset, search_term):
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        if term.isdigit():
+            return queryset.filter(contact_id=int(term)), False  # statuschange_contact_idx
+        return queryset.filter(source_name__istartswith=term), False
+
+    @admin.display(description="Contact", ordering="contact_id")
+    def contact_display(self, obj: StatusChange):
+        if getattr(obj, "contact_exists", False):
+            url = reverse(
+                f"{self.admin_site.name}:contacts_contact_change", args=[quote(obj.contact_id)]
+            )
+            return format_html('<a href="{}">{}</a>', url, obj.contact_id)
+        return format_html("{} <span class='quiet'>(deleted)</span>", obj.contact_id)
+
+
+@admin.register(StatusChangeRequest)
+class StatusChangeRequestAdmin(ReadOnlyAdminMixin, AccountTimeZoneMixin, BigTableAdmin):
+    list_display = [
+        "id",
+        "operation",
+        "idempotency_key",
+        "source_type",
+        "source_name",
+        "actor",
+        "requested_at",
+        "result_summary",
+    ]
+    list_select_related = ["actor"]
+    list_filter = ["operation", "source_type"]
+    sortable_by = ["id"]
+    search_fields = ["=idempotency_key"]
+    search_help_text = "An exact idempotency key."
+
+    @admin.display(description="Result")
+    def result_summary(self, obj: StatusChangeRequest) -> str:
+        result = obj.result or {}
+        keys = ("matched", "changed", "scheduled", "cancelled", "already", "applied")
+        return ", ".join(f"{key} {result[key]}" for key in keys if result.get(key))
+
+
+@admin.register(PeriodUsage)
+class PeriodUsageAdmin(ReadOnlyAdminMixin, AccountTimeZoneMixin, admin.ModelAdmin):
+    list_display = [
+        "period_start",
+        "period_end",
+        "opening_count",
+        "live_count",
+        "peak_count",
+        "scheduled_downgrades",
+        "updated_at",
+    ]
