@@ -86,3 +86,12 @@ def source_for_manual_entry() -> Source:
         name="Created by hand", defaults={"kind": SourceKind.MANUAL, "default_marketing": False}
     )
     return source
+
+
+def contact_exists(*, contact_id: int) -> bool:
+    return Contact.objects.filter(pk=contact_id).exists()
+
+
+def source_in_use(*, source: Source) -> bool:
+    """Whether any contact still records this source (it cannot be deleted then)."""
+    return Contact.objects.filter(source=source).exists()

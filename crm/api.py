@@ -3,6 +3,8 @@
 from rest_framework import permissions
 from rest_framework.pagination import CursorPagination
 
+MARKETING_STATUS_PERMISSION = "contacts.change_marketing_status"
+
 
 class StrictModelPermissions(permissions.DjangoModelPermissions):
     """Model permissions where reading needs the view permission too."""
@@ -22,3 +24,47 @@ class CreatedCursorPagination(CursorPagination):
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 500
+
+
+class HasPermissions(permissions.BasePermission):
+    """Named permissions, whatever the method: all of `required`, or one of them with `any_of`.
+
+    For endpoints that are not plain CRUD on one model (status changes, reports), where
+    the model-permission mapping (POST → add_*) would ask for the wrong permission.
+    An anonymous request fails here and DRF answers 401 (token auth comes first).
+    """
+
+    required: tuple[str, ...] = ()
+    any_of: bool = False
+
+    def has_permission(self, request, view) -> bool:
+        user = request.user
+        if not (user and user.is_authenticated):
+            return False
+        if self.any_of:
+            return any(user.has_perm(perm) for perm in self.required)
+        return user.has_perms(self.required)
+
+
+def requires(*perms: str, any_of: bool = False, message: str = "") -> type[HasPermissions]:
+    """A permission class needing `perms` (all of them, or one with `any_of=True`)."""
+    joiner = " or " if any_of else " and "
+    return type(
+        "Requires_" + "_".join(p.replace(".", "_") for p in perms),
+        (HasPermissions,),
+        {
+            "required": tuple(perms),
+            "any_of": any_of,
+            "message": message or f"This needs the permission {joiner.join(perms)}.",
+        },
+    )
+
+
+CanChangeMarketingStatus = requires(
+    MARKETING_STATUS_PERMISSION,
+    "contacts.view_contact",
+    message=(
+        "Changing the marketing status needs the permission "
+        f"{MARKETING_STATUS_PERMISSION} (and contacts.view_contact)."
+    ),
+)

@@ -1,19 +1,30 @@
 """The API's exception handler (kept apart from crm.api: DRF imports that module early)."""
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import ProtectedError, RestrictedError
 from rest_framework import exceptions
 from rest_framework.views import exception_handler as drf_exception_handler
 
 
+class Conflict(exceptions.APIException):
+    status_code = 409
+    default_detail = "The request conflicts with the current state."
+    default_code = "conflict"
+
+
 def exception_handler(exc, context):
-    """Domain errors become 400s with a message instead of 500s."""
+    """Domain errors become 4xx answers with a message instead of 500s."""
     from contacts.services import IdempotencyConflict, StatusError
 
     if isinstance(exc, IdempotencyConflict):
-        exc = exceptions.APIException(detail={"idempotency_key": [str(exc)]})
-        exc.status_code = 409
+        exc = Conflict(detail={"idempotency_key": [str(exc)]})
     elif isinstance(exc, StatusError):
         exc = exceptions.ValidationError({"detail": str(exc)})
+    elif isinstance(exc, ProtectedError | RestrictedError):
+        # A safety net: views check "in use" first, so this only answers races.
+        exc = Conflict(
+            detail="This object is still referenced by other records and cannot be deleted."
+        )
     elif isinstance(exc, DjangoValidationError):
         detail = exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}
         exc = exceptions.ValidationError(detail)

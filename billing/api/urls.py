@@ -1,1 +1,7 @@
-urlpatterns: list = []
+from django.urls import path
+
+from billing.api.views import BillingUsageView
+
+urlpatterns = [
+    path("usage/", BillingUsageView.as_view(), name="billing-usage"),
+]

@@ -1,0 +1,372 @@
+"""The contacts API: interfaces over contacts.selectors and contacts.services.
+
+Idempotency: a client key (body `idempotency_key` or header `Idempotency-Key`) is
+stored as "api:<user id>:<key>", so two clients never collide on a key. A retry
+answers the first call's body unchanged, with the header `Idempotent-Replayed: true`.
+
+The bulk change "by filter" builds its queryset with the database's clock (`Now()`)
+rather than a Python datetime: the service fingerprints a request by its SQL and
+parameters, and a moving "now" parameter would turn every retry into a conflict.
+"""
+
+from __future__ import annotations
+
+from django.db.models.functions import Now
+from django.utils import timezone
+from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    PolymorphicProxySerializer,
+    extend_schema,
+    extend_schema_view,
+)
+from rest_framework import status as http
+from rest_framework import viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
+from rest_framework.response import Response
+
+from contacts.api.serializers import (
+    IDEMPOTENCY_KEY_MAX,
+    BulkMarketingStatusChangeSerializer,
+    ContactCreateSerializer,
+    ContactSerializer,
+    ContactStatusChangeResultSerializer,
+    MarketingStatusChangeSerializer,
+    SourceSerializer,
+    StatusChangeResultSerializer,
+    StatusHistorySerializer,
+    StatusPreviewSerializer,
+)
+from contacts.filters import ContactFilter
+from contacts.models import MarketingStatus, Source, StatusSourceType
+from contacts.selectors import (
+    contact_exists,
+    contact_list,
+    contact_status_history,
+    source_for_manual_entry,
+    source_in_use,
+    source_list,
+)
+from contacts.services import (
+    SET_MARKETING,
+    SET_NON_MARKETING,
+    LockedSourceError,
+    StatusChangeResult,
+    StatusSource,
+    contact_create,
+    contact_update,
+    contacts_delete,
+    contacts_set_marketing,
+    contacts_set_non_marketing,
+    contacts_status_preview,
+)
+from crm.api import MARKETING_STATUS_PERMISSION, CanChangeMarketingStatus, requires
+from crm.exceptions import Conflict
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
+
+IDEMPOTENCY_PARAMETER = OpenApiParameter(
+    IDEMPOTENCY_HEADER,
+    str,
+    OpenApiParameter.HEADER,
+    required=False,
+    description="Same as the body's idempotency_key (if both are given they must agree).",
+)
+
+
+def _api_source(user) -> StatusSource:
+    return StatusSource(StatusSourceType.API, id=str(user.pk), name=user.get_username())
+
+
+def _client_key(request, body_key: str | None) -> str | None:
+    header = (request.headers.get(IDEMPOTENCY_HEADER) or "").strip() or None
+    if header and len(header) > IDEMPOTENCY_KEY_MAX:
+        raise ValidationError(
+            {
+                "idempotency_key": [
+                    f"The {IDEMPOTENCY_HEADER} header is longer than "
+                    f"{IDEMPOTENCY_KEY_MAX} characters."
+                ]
+            }
+        )
+    if header and body_key and header != body_key:
+        raise ValidationError(
+            {"idempotency_key": [f"The {IDEMPOTENCY_HEADER} header and idempotency_key differ."]}
+        )
+    return body_key or header
+
+
+def _change_status(*, status: str, contacts, request, client_key: str | None):
+    change = (
+        contacts_set_marketing
+        if status == MarketingStatus.MARKETING
+        else contacts_set_non_marketing
+    )
+    return change(
+        contacts=contacts,
+        source=_api_source(request.user),
+        actor=request.user,
+        idempotency_key=f"api:{request.user.pk}:{client_key}" if client_key else None,
+    )
+
+
+def _result_response(result: StatusChangeResult, client_key: str | None, **extra) -> Response:
+    data = dict(StatusChangeResultSerializer(result).data)
+    data["idempotency_key"] = client_key
+    data.update(extra)
+    headers = {REPLAYED_HEADER: "true"} if result.replayed else {}
+    return Response(data, headers=headers)
+
+
+class ContactFilterBackend(DjangoFilterBackend):
+    """Filters at the request's instant, the one the representation uses."""
+
+    def get_filterset_kwargs(self, request, queryset, view):
+        kwargs = super().get_filterset_kwargs(request, queryset, view)
+        kwargs["now"] = getattr(view, "now", None)
+        return kwargs
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List contacts",
+        description="Newest first, cursor-paginated (no total count).",
+    ),
+    retrieve=extend_schema(summary="A contact"),
+    create=extend_schema(
+        summary="Create a contact",
+        description="Its marketing status is its source's default unless `marketing` is "
+        "given (true needs contacts.change_marketing_status; locked sources refuse it).",
+        request=ContactCreateSerializer,
+        responses={201: ContactSerializer},
+    ),
+    update=extend_schema(summary="Replace a contact's fields (not its status or source)"),
+    partial_update=extend_schema(summary="Change some of a contact's fields"),
+    destroy=extend_schema(
+        summary="Delete a contact",
+        description="A marketing contact lowers the live count at once; the period's peak stays.",
+    ),
+)
+class ContactViewSet(viewsets.ModelViewSet):
+    serializer_class = ContactSerializer
+    filter_backends = [ContactFilterBackend]
+    filterset_class = ContactFilter
+    lookup_value_regex = r"[0-9]+"
+
+    def get_queryset(self):
+        return contact_list()
+
+    def initial(self, request, *args, **kwargs):
+        # One instant per request: filters and representations agree on "now".
+        self.now = timezone.now()
+        super().initial(request, *args, **kwargs)
+
+    def get_serializer_context(self):
+        return {**super().get_serializer_context(), "now": getattr(self, "now", None)}
+
+    def get_serializer_class(self):
+        return ContactCreateSerializer if self.action == "create" else ContactSerializer
+
+    def _render(self, contact) -> dict:
+        return ContactSerializer(contact, context=self.get_serializer_context()).data
+
+    def create(self, request, *args, **kwargs):
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        fields = dict(serializer.validated_data)
+        marketing = fields.pop("marketing", None)
+        source = fields.pop("source", None) or source_for_manual_entry()
+        status_source = None
+        if marketing:
+            if not request.user.has_perm(MARKETING_STATUS_PERMISSION):
+                raise PermissionDenied(
+                    "Creating a marketing contact needs the permission "
+                    f'{MARKETING_STATUS_PERMISSION}; leave out "marketing" to use the '
+                    "source's default."
+                )
+            # The user chose the status: the ledger says so (not the source's default).
+            status_source = _api_source(request.user)
+        try:
+            contact = contact_create(
+                email=fields.pop("email"),
+                source=source,
+                actor=request.user,
+                marketing=marketing,
+                status_source=status_source,
+                **fields,
+            )
+        except LockedSourceError as exc:
+            raise ValidationError({"marketing": [str(exc)]}) from exc
+        return Response(self._render(contact), status=http.HTTP_201_CREATED)
+
+    def update(self, request, *args, **kwargs):
+        contact = self.get_object()
+        serializer = self.get_serializer(
+            contact, data=request.data, partial=kwargs.get("partial", False)
+        )
+        serializer.is_valid(raise_exception=True)
+        contact = contact_update(contact=contact, **serializer.validated_data)
+        return Response(self._render(contact))
+
+    def destroy(self, request, *args, **kwargs):
+        contact = self.get_object()
+        contacts_delete(contacts=contact, actor=request.user, source=_api_source(request.user))
+        return Response(status=http.HTTP_204_NO_CONTENT)
+
+    @extend_schema(
+        summary="Set one contact's marketing status",
+        operation_id="contacts_marketing_status",
+        description="marketing: at once (a pending downgrade is cancelled). non_marketing: "
+        "from the next update date; until then the contact stays marketing and billable.",
+        request=MarketingStatusChangeSerializer,
+        responses={200: ContactStatusChangeResultSerializer},
+        parameters=[IDEMPOTENCY_PARAMETER],
+    )
+    @action(
+        detail=True,
+        methods=["post"],
+        url_path="marketing-status",
+        permission_classes=[CanChangeMarketingStatus],
+        filter_backends=[],
+    )
+    def marketing_status(self, request, pk=None):
+        contact = self.get_object()
+        serializer = MarketingStatusChangeSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        client_key = _client_key(request, serializer.validated_data.get("idempotency_key"))
+        result = _change_status(
+            status=serializer.validated_data["status"],
+            contacts=contact.pk,
+            request=request,
+            client_key=client_key,
+        )
+        contact.refresh_from_db()
+        self.now = timezone.now()
+        return _result_response(result, client_key, contact=self._render(contact))
+
+    @extend_schema(
+        summary="Set many contacts' marketing status (by ids or by filter), or preview it",
+        operation_id="contacts_marketing_status_bulk",
+        request=BulkMarketingStatusChangeSerializer,
+        responses={
+            200: PolymorphicProxySerializer(
+                component_name="BulkStatusChangeResponse",
+                serializers=[StatusChangeResultSerializer, StatusPreviewSerializer],
+                resource_type_field_name=None,
+            )
+        },
+        parameters=[IDEMPOTENCY_PARAMETER],
+    )
+    @action(
+        detail=False,
+        methods=["post"],
+        url_path="marketing-status",
+        permission_classes=[CanChangeMarketingStatus],
+        filter_backends=[],
+        pagination_class=None,
+    )
+    def bulk_marketing_status(self, request):
+        serializer = BulkMarketingStatusChangeSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        if "ids" in data:
+            target = data["ids"]
+        else:
+            target = ContactFilter(data=data["filter"], queryset=contact_list(), now=Now()).qs
+        status = data["status"]
+        if data["preview"]:
+            operation = SET_MARKETING if status == MarketingStatus.MARKETING else SET_NON_MARKETING
+            preview = contacts_status_preview(contacts=target, operation=operation)
+            return Response(StatusPreviewSerializer(preview).data)
+        client_key = _client_key(request, data.get("idempotency_key"))
+        result = _change_status(
+            status=status, contacts=target, request=request, client_key=client_key
+        )
+        return _result_response(result, client_key)
+
+    @extend_schema(
+        summary="A contact's marketing-status ledger, newest first",
+        description="Readable after the contact is deleted (ledger rows outlive it); 404 only "
+        "when neither the contact nor any row exists.",
+        responses=StatusHistorySerializer(many=True),
+    )
+    @action(
+        detail=True,
+        methods=["get"],
+        url_path="status-history",
+        permission_classes=[requires("contacts.view_statuschange")],
+        filter_backends=[],
+    )
+    def status_history(self, request, pk=None):
+        contact_id = int(pk)
+        page = self.paginate_queryset(contact_status_history(contact_id=contact_id))
+        first_page = not request.query_params.get(self.paginator.cursor_query_param)
+        if not page and first_page and not contact_exists(contact_id=contact_id):
+            raise NotFound("No contact and no status history with this id.")
+        return self.get_paginated_response(StatusHistorySerializer(page, many=True).data)
+
+
+def _refuse_locked_default(kind: str, default_marketing: bool) -> None:
+    if default_marketing and Source(kind=kind).locked:
+        raise ValidationError(
+            {
+                "default_marketing": [
+                    f"Sources of kind {kind!r} are locked: their contacts are always "
+                    "non-marketing, so default_marketing must be false."
+                ]
+            }
+        )
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List sources"),
+    retrieve=extend_schema(summary="A source"),
+    create=extend_schema(
+        summary="Create a source",
+        description="default_marketing defaults to the kind's default (form, external form "
+        "and ads: true). Locked kinds cannot default to marketing.",
+    ),
+    update=extend_schema(summary="Replace a source"),
+    partial_update=extend_schema(summary="Change a source"),
+    destroy=extend_schema(
+        summary="Delete a source",
+        description="Refused (409) while contacts record it.",
+        responses={204: None, 409: OpenApiResponse(description="The source still has contacts.")},
+    ),
+)
+class SourceViewSet(viewsets.ModelViewSet):
+    """Sources and their defaults.
+
+    contacts.services has no source functions yet, so the writes below use the model
+    directly (a plain row: no ledger, no counters). They belong in
+    contacts.services as source_create / source_update / source_delete.
+    """
+
+    serializer_class = SourceSerializer
+    filterset_fields = ["kind"]
+
+    def get_queryset(self):
+        return source_list()
+
+    def perform_create(self, serializer):
+        kind = serializer.validated_data["kind"]
+        default = serializer.validated_data.get("default_marketing", Source.kind_default(kind))
+        _refuse_locked_default(kind, default)
+        serializer.save(default_marketing=default)
+
+    def perform_update(self, serializer):
+        source = serializer.instance
+        kind = serializer.validated_data.get("kind", source.kind)
+        default = serializer.validated_data.get("default_marketing", source.default_marketing)
+        _refuse_locked_default(kind, default)
+        serializer.save()
+
+    def perform_destroy(self, instance):
+        if source_in_use(source=instance):
+            raise Conflict(
+                f"The source {instance.name!r} still has contacts; it cannot be deleted."
+            )
+        instance.delete()
