@@ -408,12 +408,25 @@ def _fingerprint(
 # --- the usage lock and the period counters ----------------------------------
 
 
-def _lock_usage(at: dt.datetime | None) -> tuple[UsageState, dt.datetime]:
-    """Take the usage lock and return the change instant (never before the last change)."""
+TICK = dt.timedelta(microseconds=1)
+
+
+def _lock_usage(
+    at: dt.datetime | None, calendar: BillingCalendar
+) -> tuple[UsageState, dt.datetime]:
+    """Take the usage lock and return this change's instant.
+
+    Instants strictly increase from one change to the next, and never fall exactly
+    on a period start (that instant belongs to the boundary's own downgrades). So
+    the ledger's order is the order the counters saw, and a replay grouped by
+    instant sees exactly the counts the counters saw.
+    """
     state, _ = UsageState.objects.select_for_update().get_or_create(pk=1)
     now = at or timezone.now()
-    if state.last_change_at and now < state.last_change_at:
-        now = state.last_change_at
+    if state.last_change_at and now <= state.last_change_at:
+        now = state.last_change_at + TICK
+    if calendar.period_bounds(now)[0] == now:
+        now += TICK
     return state, now
 
 
@@ -526,7 +539,7 @@ def _change_status(
     fingerprint = _fingerprint(operation, source, target)
     calendar = BillingCalendar.for_account()
     with transaction.atomic():
-        state, now = _lock_usage(at)
+        state, now = _lock_usage(at, calendar)
         request, replay = _begin(
             operation=operation,
             source=source,
@@ -711,7 +724,7 @@ def contacts_rollover(
     source = StatusSource(StatusSourceType.ROLLOVER, name="Period rollover")
     calendar = BillingCalendar.for_account()
     with transaction.atomic():
-        state, now = _lock_usage(at)
+        state, now = _lock_usage(at, calendar)
         as_of = min(as_of or now, now)
         due = Contact.objects.filter(
             marketing_status=MarketingStatus.MARKETING, marketing_until__lte=as_of
