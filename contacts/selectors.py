@@ -95,3 +95,53 @@ def contact_exists(*, contact_id: int) -> bool:
 def source_in_use(*, source: Source) -> bool:
     """Whether any contact still records this source (it cannot be deleted then)."""
     return Contact.objects.filter(source=source).exists()
+
+
+@dataclass(frozen=True)
+class LedgerReplay:
+    """The billable counts of [start, end) recomputed from the ledger alone."""
+
+    start: dt.datetime
+    end: dt.datetime
+    opening_count: int  # at the first instant, start
+    peak_count: int  # the maximum at any instant of the period, start included
+    closing_count: int  # just before end
+
+
+def ledger_replay(*, start: dt.datetime, end: dt.datetime) -> LedgerReplay:
+    """Replay the ledger: the running sum of `delta`, grouped by instant, over [start, end).
+
+    One query with a window function (PostgreSQL, and SQLite 3.25+); it reads
+    statuschange_effective_idx. Rows at one instant are summed before the running
+    sum, so a -1 and a +1 at the same instant never make a false peak.
+    """
+    from django.db import connection
+
+    table = StatusChange._meta.db_table
+    adapt = connection.ops.adapt_datetimefield_value
+    sql = f"""
+        WITH per_instant AS (
+            SELECT effective_at, SUM(delta) AS d FROM {table}
+            WHERE effective_at < %s AND delta <> 0
+            GROUP BY effective_at
+        ),
+        running AS (
+            SELECT effective_at, SUM(d) OVER (ORDER BY effective_at ROWS UNBOUNDED PRECEDING) AS c
+            FROM per_instant
+        )
+        SELECT
+            (SELECT c FROM running WHERE effective_at <= %s ORDER BY effective_at DESC LIMIT 1),
+            (SELECT MAX(c) FROM running WHERE effective_at > %s),
+            (SELECT c FROM running ORDER BY effective_at DESC LIMIT 1)
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [adapt(end), adapt(start), adapt(start)])
+        opening, peak_after, closing = cursor.fetchone()
+    opening = int(opening or 0)
+    return LedgerReplay(
+        start=start,
+        end=end,
+        opening_count=opening,
+        peak_count=max(opening, int(peak_after or 0)),
+        closing_count=int(closing or 0),
+    )
