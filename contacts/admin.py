@@ -117,7 +117,7 @@ class MarketingStatusFilter(admin.SimpleListFilter):
         return [
             ("marketing", "Marketing"),
             ("non_marketing", "Non-marketing"),
-            ("pending", "Pending downgrade (non-marketing from the next update date)"),
+            ("pending", "Pending non-marketing (from the next update date)"),
         ]
 
     def queryset(self, request, queryset):
@@ -130,6 +130,12 @@ class MarketingStatusFilter(admin.SimpleListFilter):
         if value == "pending":
             return queryset.pending_downgrade(now)  # contact_pending_idx
         return queryset
+
+
+class SourceKindFilter(admin.ChoicesFieldListFilter):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.title = "source kind"
 
 
 class ContactForm(forms.ModelForm):
@@ -252,7 +258,7 @@ class ContactAdmin(AccountTimeZoneMixin, BigTableAdmin):
     sortable_by = ["email", "lifecycle_stage", "lead_score", "last_engaged_at"]
     list_filter = [
         MarketingStatusFilter,
-        ("source__kind", admin.ChoicesFieldListFilter),
+        ("source__kind", SourceKindFilter),
         "lifecycle_stage",
         "lead_status",
         "contact_type",
@@ -298,14 +304,14 @@ class ContactAdmin(AccountTimeZoneMixin, BigTableAdmin):
         return MarketingStatus(obj.effective_status(timezone.now())).label
 
     @admin.display(description="Non-marketing from")
-    def pending_from_display(self, obj: Contact) -> str | None:
+    def pending_from_display(self, obj: Contact) -> str:
         pending = obj.pending_from(timezone.now())
-        return format_day(pending) if pending else None
+        return format_day(pending) if pending else self.get_empty_value_display()
 
     @admin.display(description="Reason")
-    def marketing_reason_display(self, obj: Contact) -> str | None:
+    def marketing_reason_display(self, obj: Contact) -> str:
         if not obj.marketing_reason_type:
-            return None
+            return self.get_empty_value_display()
         parts = [obj.get_marketing_reason_type_display()]
         if obj.marketing_reason_id:
             parts.append(f"#{obj.marketing_reason_id}")
@@ -429,7 +435,7 @@ class ContactAdmin(AccountTimeZoneMixin, BigTableAdmin):
                 "status": MarketingStatus(obj.effective_status(now)).label,
                 "marketing": obj.is_billable(now),
                 "pending_from": pending,
-                "reason": self.marketing_reason_display(obj),
+                "reason": (self.marketing_reason_display(obj) if obj.marketing_reason_type else ""),
                 "changed_at": obj.marketing_changed_at,
                 "can_change": can_change_marketing_status(request.user),
                 "url": reverse(

@@ -1,6 +1,7 @@
 """The admin, through the test client: every write goes through contacts.services."""
 
 import re
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.contrib.messages import get_messages
@@ -186,9 +187,26 @@ def test_changelist_query_count_does_not_grow_with_rows(
     ops_client, people, django_assert_max_num_queries
 ):
     ContactFactory.create_batch(30, source=people["ann"].source)
-    with django_assert_max_num_queries(12):
+    # session, user, account, capped count, two singleton checks (nav), the page.
+    with django_assert_max_num_queries(7):
         response = ops_client.get(CHANGELIST + "?marketing=non_marketing")
     assert len(response.context["cl"].result_list) == 32
+
+
+def test_dates_are_shown_in_the_account_time_zone(ops_client, account):
+    """A period starts at local midnight: 1 December in Stockholm is 30 November in UTC."""
+    account.time_zone = "Europe/Stockholm"
+    account.save()
+    contact = ContactFactory(email="sven@example.se")
+    make_pending(contact)
+    pending = state(contact)[1]
+    local = pending.astimezone(ZoneInfo("Europe/Stockholm"))
+    assert (local.hour, local.minute) == (0, 0)
+    assert day(pending) != day(local)  # the same instant is another day in UTC
+    html = ops_client.get(CHANGELIST).content.decode()
+    assert f'<td class="field-pending_from_display">{day(local)}</td>' in html
+    page = ops_client.get(change_url(contact.pk)).content.decode()
+    assert f"non-marketing from {day(local)} (billable until then)" in page
 
 
 def test_filtered_count_is_capped(ops_client, people, monkeypatch):
@@ -484,6 +502,27 @@ def test_select_across_acts_on_the_whole_filtered_changelist(ops_client, people)
         *(c.email for c in customers),
     }
     assert state(people["ann"]) == (N, None)
+
+
+def test_double_submit_over_a_time_filtered_selection_changes_once(ops_client, people):
+    """The "non-marketing" filter reads the clock, so a resubmitted select-across is another
+    query under the same key: the service refuses it and the admin says it was already done."""
+    query = "?marketing=non_marketing"
+    ids = [people["ann"].pk]
+    key = key_of(
+        run_action(ops_client, "set_marketing_action", ids, query=query, select_across=True)
+    )
+    confirm_action(ops_client, "set_marketing_action", ids, key, query=query, select_across=True)
+    assert state(people["ann"]) == state(people["dan"]) == (M, None)
+    ledger_after_first = StatusChange.objects.count()
+    second = confirm_action(
+        ops_client, "set_marketing_action", ids, key, query=query, select_across=True
+    )
+    assert second.status_code == 302
+    assert StatusChange.objects.count() == ledger_after_first
+    assert messages_of(second)[-1] == (
+        "This confirmation was already submitted; nothing more was changed."
+    )
 
 
 def test_sales_cannot_run_a_status_action(sales_client, people):
