@@ -154,6 +154,8 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE: dict = {
     "apply-due-downgrades": {"task": "contacts.apply_due_downgrades", "schedule": 3600.0},
+    # Daily catch-up; hourly so a period closes within the hour after its end.
+    "close-billing-periods": {"task": "billing.close_periods", "schedule": 3600.0},
 }
 
 # --- Marketable ------------------------------------------------------------
@@ -166,3 +168,5 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "WARNING")},
 }
+# A closed period's invoice stays a draft this long, then becomes final and never changes.
+BILLING_GRACE_HOURS = env_int("BILLING_GRACE_HOURS", 6)

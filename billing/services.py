@@ -1,0 +1,488 @@
+"""Billing writes: the close of a period, invoices, finalisation and alerts (DESIGN §1.4).
+
+The close is one service, reached from the `close_billing_periods` command, the
+daily beat task and the admin action. For every period that has ended it:
+
+1. takes the billing lock (billing/locks.py), and returns at once if the period
+   is already closed — so running it twice, or twice at once, closes it once;
+2. applies the downgrades due at the boundary (contacts' rollover), which also
+   opens the next period's counters with its opening count;
+3. recomputes the peak by replaying the ledger and compares it with the live
+   counters' peak; when they disagree it holds the period, records the
+   discrepancy and alerts, and writes no invoice;
+4. writes the invoice: base, overage and adjustment lines, in minor units.
+
+Steps 2–4 share one transaction, so a crash between any two leaves nothing
+half-done: the rerun starts again from step 1.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core.mail import send_mail
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from billing.locks import lock_billing
+from billing.models import (
+    Alert,
+    AlertKind,
+    BillingPeriod,
+    BillingPeriodStatus,
+    DailyUsage,
+    HourlyUpgrades,
+    Invoice,
+    InvoiceLine,
+    InvoiceLineKind,
+    InvoiceStatus,
+    Subscription,
+)
+from billing.pricing import Price, overage_blocks, price_for_peak
+from contacts.hooks import UsageChange
+from contacts.models import LedgerAction, PeriodUsage, StatusChange
+from contacts.selectors import ledger_replay, usage_current
+from contacts.services import contacts_rollover
+from crm.calendar import BillingCalendar
+
+logger = logging.getLogger(__name__)
+
+# Earlier periods re-checked for late changes at each close (an adjustment line each).
+ADJUSTMENT_LOOKBACK_PERIODS = 12
+
+
+@dataclass
+class CloseOutcome:
+    period_start: dt.datetime
+    period_end: dt.datetime
+    status: str  # closed | already_closed | held | would_close
+    peak_count: int = 0
+    counter_peak_count: int = 0
+    invoice_number: str = ""
+    total: int = 0
+    currency: str = ""
+    rollover_applied: int = 0
+
+    def as_dict(self) -> dict:
+        return {
+            "period_start": self.period_start.isoformat(),
+            "period_end": self.period_end.isoformat(),
+            "status": self.status,
+            "peak_count": self.peak_count,
+            "counter_peak_count": self.counter_peak_count,
+            "invoice_number": self.invoice_number,
+            "total": self.total,
+            "currency": self.currency,
+            "rollover_applied": self.rollover_applied,
+        }
+
+
+def periods_ended_by(as_of: dt.datetime) -> list[tuple[dt.datetime, dt.datetime]]:
+    """Every period from the first one with activity whose end is at or before `as_of`."""
+    first = (
+        PeriodUsage.objects.order_by("period_start").values_list("period_start", flat=True).first()
+    )
+    if first is None:
+        return []
+    calendar = BillingCalendar.for_account()
+    periods = []
+    start = first
+    while True:
+        end = calendar.following(start)
+        if end > as_of:
+            return periods
+        periods.append((start, end))
+        start = end
+
+
+def billing_close_periods(
+    *, as_of: dt.datetime | None = None, dry_run: bool = False, at: dt.datetime | None = None
+) -> list[CloseOutcome]:
+    """Close every period that has ended by `as_of` (default: now), then finalise due drafts.
+
+    `at` stands for the present in tests and time-travel runs.
+    """
+    now = at or timezone.now()
+    as_of = min(as_of or now, now)
+    closed = set(
+        BillingPeriod.objects.filter(status=BillingPeriodStatus.CLOSED).values_list(
+            "start", flat=True
+        )
+    )
+    outcomes = []
+    for start, end in periods_ended_by(as_of):
+        if start in closed:
+            continue
+        outcomes.append(_close_period(start=start, end=end, now=now, dry_run=dry_run))
+    if not dry_run:
+        billing_finalise_invoices(at=now)
+    return outcomes
+
+
+def _counter_peak(start: dt.datetime) -> int:
+    return usage_current(at=start).peak_count
+
+
+def _close_period(
+    *, start: dt.datetime, end: dt.datetime, now: dt.datetime, dry_run: bool
+) -> CloseOutcome:
+    with transaction.atomic():
+        subscription = lock_billing()
+        existing = BillingPeriod.objects.filter(start=start).first()
+        if existing is not None and existing.status == BillingPeriodStatus.CLOSED:
+            return CloseOutcome(start, end, "already_closed", peak_count=existing.peak_count)
+        applied = 0
+        if not dry_run:
+            applied = contacts_rollover(as_of=end, at=max(now, end)).applied
+        replay = ledger_replay(start=start, end=end)
+        counter_peak = _counter_peak(start)
+        outcome = CloseOutcome(
+            start,
+            end,
+            "would_close",
+            peak_count=replay.peak_count,
+            counter_peak_count=counter_peak,
+            currency=subscription.currency,
+            rollover_applied=applied,
+        )
+        if dry_run:
+            outcome.total = price_for_peak(peak=replay.peak_count, subscription=subscription).total
+            outcome.status = "would_close" if replay.peak_count == counter_peak else "held"
+            return outcome
+        fields = {
+            "end": end,
+            "opening_count": replay.opening_count,
+            "closing_count": replay.closing_count,
+            "peak_count": replay.peak_count,
+            "counter_peak_count": counter_peak,
+            "closed_at": now,
+        }
+        if replay.peak_count != counter_peak:
+            BillingPeriod.objects.update_or_create(
+                start=start,
+                defaults=fields
+                | {
+                    "status": BillingPeriodStatus.DISCREPANCY,
+                    "discrepancy": {"ledger_peak": replay.peak_count, "counter_peak": counter_peak},
+                },
+            )
+            _fire_alerts(
+                subscription,
+                start,
+                [(AlertKind.DISCREPANCY, 0)],
+                peak=replay.peak_count,
+                now=now,
+                detail=f"ledger replay peak {replay.peak_count} ≠ counter peak {counter_peak}",
+            )
+            outcome.status = "held"
+            return outcome
+        period, _ = BillingPeriod.objects.update_or_create(
+            start=start,
+            defaults=fields
+            | {
+                "status": BillingPeriodStatus.CLOSED,
+                "discrepancy": {},
+                "billed_peak_count": replay.peak_count,
+            },
+        )
+        invoice = _write_invoice(period=period, subscription=subscription, now=now)
+        outcome.status = "closed"
+        outcome.invoice_number = invoice.number
+        outcome.total = invoice.total
+        return outcome
+
+
+def _price_lines(price: Price) -> list[dict]:
+    return [
+        {
+            "kind": InvoiceLineKind.BASE,
+            "description": f"Base price: {price.included:,} marketing contacts included",
+            "amount": price.base_price,
+            "details": {"included": price.included, "base_price": price.base_price},
+        },
+        {
+            "kind": InvoiceLineKind.OVERAGE,
+            "description": f"Overage: {price.blocks} block(s) of {price.block_size:,} contacts",
+            "amount": price.overage,
+            "details": {
+                "included": price.included,
+                "peak": price.peak,
+                "block_size": price.block_size,
+                "block_price": price.block_price,
+                "blocks": price.blocks,
+            },
+        },
+    ]
+
+
+def _write_invoice(
+    *, period: BillingPeriod, subscription: Subscription, now: dt.datetime
+) -> Invoice:
+    price = price_for_peak(peak=period.peak_count, subscription=subscription)
+    lines = _price_lines(price) + _adjustment_lines(before=period.start)
+    invoice = Invoice.objects.create(
+        period=period,
+        number=f"INV-{period.start:%Y%m%d}",
+        currency=subscription.currency,
+        total=sum(line["amount"] for line in lines),
+        created_at=now,
+        finalise_after=now + dt.timedelta(hours=settings.BILLING_GRACE_HOURS),
+    )
+    InvoiceLine.objects.bulk_create(InvoiceLine(invoice=invoice, **line) for line in lines)
+    return invoice
+
+
+def _adjustment_lines(*, before: dt.datetime) -> list[dict]:
+    """Late changes to finalised periods, as lines of the next invoice.
+
+    A finalised invoice never changes. If the ledger of its period now replays to
+    another peak (a change recorded late), the difference is billed — or credited
+    — here, priced with the inputs that invoice used.
+    """
+    lines = []
+    periods = (
+        BillingPeriod.objects.filter(
+            start__lt=before, status=BillingPeriodStatus.CLOSED, invoice__status=InvoiceStatus.FINAL
+        )
+        .select_related("invoice")
+        .order_by("-start")[:ADJUSTMENT_LOOKBACK_PERIODS]
+    )
+    for period in periods:
+        replay = ledger_replay(start=period.start, end=period.end)
+        if replay.peak_count == period.billed_peak_count:
+            continue
+        overage = period.invoice.lines.get(kind=InvoiceLineKind.OVERAGE).details
+        snapshot = Subscription(
+            included_contacts=overage["included"],
+            block_size=overage["block_size"],
+            block_price=overage["block_price"],
+            base_price=0,
+        )
+        old = price_for_peak(peak=period.billed_peak_count, subscription=snapshot)
+        new = price_for_peak(peak=replay.peak_count, subscription=snapshot)
+        if new.overage != old.overage:
+            lines.append(
+                {
+                    "kind": InvoiceLineKind.ADJUSTMENT,
+                    "description": (
+                        f"Adjustment for {period.start:%Y-%m-%d}: peak {period.billed_peak_count:,} → "
+                        f"{replay.peak_count:,}"
+                    ),
+                    "amount": new.overage - old.overage,
+                    "details": {
+                        "period_start": period.start.isoformat(),
+                        "invoice": period.invoice.number,
+                        "billed_peak": period.billed_peak_count,
+                        "peak": replay.peak_count,
+                        "included": snapshot.included_contacts,
+                        "block_size": snapshot.block_size,
+                        "block_price": snapshot.block_price,
+                        "blocks_before": old.blocks,
+                        "blocks_after": new.blocks,
+                    },
+                }
+            )
+        BillingPeriod.objects.filter(pk=period.pk).update(billed_peak_count=replay.peak_count)
+    return lines
+
+
+def billing_finalise_invoices(*, at: dt.datetime | None = None) -> int:
+    """Finalise the drafts whose grace window has ended; a draft is re-priced first if its
+    period's ledger changed meanwhile. Returns how many became final."""
+    now = at or timezone.now()
+    count = 0
+    with transaction.atomic():
+        subscription = lock_billing()
+        drafts = Invoice.objects.select_related("period").filter(
+            status=InvoiceStatus.DRAFT, finalise_after__lte=now
+        )
+        for invoice in drafts:
+            period = invoice.period
+            replay = ledger_replay(start=period.start, end=period.end)
+            if replay.peak_count != period.peak_count:
+                _reprice_draft(invoice, replay.peak_count, subscription)
+            invoice.status = InvoiceStatus.FINAL
+            invoice.finalised_at = now
+            invoice.save(update_fields=["status", "finalised_at", "total"])
+            count += 1
+    return count
+
+
+def _reprice_draft(invoice: Invoice, peak: int, subscription: Subscription) -> None:
+    overage_line = invoice.lines.get(kind=InvoiceLineKind.OVERAGE)
+    snapshot = overage_line.details
+    blocks = overage_blocks(
+        peak=peak, included=snapshot["included"], block_size=snapshot["block_size"]
+    )
+    overage_line.amount = blocks * snapshot["block_price"]
+    overage_line.details = snapshot | {"peak": peak, "blocks": blocks}
+    overage_line.description = f"Overage: {blocks} block(s) of {snapshot['block_size']:,} contacts"
+    overage_line.save()
+    invoice.total = sum(invoice.lines.values_list("amount", flat=True))
+    BillingPeriod.objects.filter(pk=invoice.period_id).update(
+        peak_count=peak, billed_peak_count=peak
+    )
+
+
+# --- alerts --------------------------------------------------------------------
+
+
+def threshold_crossings(*, peak: int, subscription: Subscription) -> list[tuple[str, int]]:
+    """Every (kind, threshold) that a period whose peak is `peak` has reached."""
+    reached = [
+        (AlertKind.THRESHOLD, int(pct))
+        for pct in subscription.alert_thresholds or []
+        if peak >= math.ceil(subscription.included_contacts * int(pct) / 100)
+    ]
+    blocks = overage_blocks(
+        peak=peak, included=subscription.included_contacts, block_size=subscription.block_size
+    )
+    reached.extend((AlertKind.BLOCK, block) for block in range(1, blocks + 1))
+    return reached
+
+
+def _recipients(subscription: Subscription) -> list[str]:
+    raw = subscription.alert_recipients.replace(",", "\n").splitlines()
+    return [address.strip() for address in raw if address.strip()]
+
+
+def _alert_message(
+    kind: str, threshold: int, *, peak: int, subscription: Subscription, detail: str
+) -> str:
+    if kind == AlertKind.THRESHOLD:
+        return (
+            f"Marketing contacts reached {threshold}% of the tier: peak {peak:,} of "
+            f"{subscription.included_contacts:,} included."
+        )
+    if kind == AlertKind.BLOCK:
+        return f"Overage block {threshold} started: peak {peak:,} marketing contacts this period."
+    if kind == AlertKind.SPIKE:
+        return f"Spike: more than {subscription.spike_threshold:,} contacts became marketing within an hour."
+    return f"Billing held: {detail}."
+
+
+def _fire_alerts(
+    subscription: Subscription,
+    period_start: dt.datetime,
+    candidates: list[tuple[str, int]],
+    *,
+    peak: int,
+    now: dt.datetime,
+    detail: str = "",
+) -> list[Alert]:
+    """Create the alerts not yet fired this period; email them once. Safe to call concurrently:
+    the unique constraint lets exactly one caller create each alert."""
+    if not candidates:
+        return []
+    fired = set(Alert.objects.filter(period_start=period_start).values_list("kind", "threshold"))
+    recipients = _recipients(subscription)
+    created = []
+    for kind, threshold in candidates:
+        if (kind, threshold) in fired:
+            continue
+        try:
+            with transaction.atomic():
+                created.append(
+                    Alert.objects.create(
+                        period_start=period_start,
+                        kind=kind,
+                        threshold=threshold,
+                        fired_at=now,
+                        peak_count=peak,
+                        message=_alert_message(
+                            kind, threshold, peak=peak, subscription=subscription, detail=detail
+                        ),
+                        recipients=", ".join(recipients),
+                    )
+                )
+        except IntegrityError:
+            continue  # another worker fired it first
+    if created and recipients:
+        body = "\n".join(alert.message for alert in created)
+        transaction.on_commit(
+            lambda: send_mail(
+                subject=f"Marketable billing alert: {created[-1].message[:80]}",
+                message=body,
+                from_email=None,
+                recipient_list=recipients,
+                fail_silently=True,
+            )
+        )
+    return created
+
+
+def _bump(model, key: dict, **increments) -> None:
+    """Add to a counter row, creating it on first use (safe against a concurrent creator)."""
+    from django.db.models import F
+    from django.db.models.functions import Greatest
+
+    updates = {}
+    for name, (op, value) in increments.items():
+        updates[name] = Greatest(F(name), value) if op == "max" else F(name) + value
+    if model.objects.filter(**key).update(**updates):
+        return
+    try:
+        with transaction.atomic():
+            model.objects.create(**key, **{name: value for name, (_, value) in increments.items()})
+    except IntegrityError:
+        model.objects.filter(**key).update(**updates)
+
+
+def billing_record_usage(*, change: UsageChange) -> None:
+    """Keep the daily maximum and the hourly count of new marketing contacts."""
+    calendar = BillingCalendar.for_account()
+    day = change.at.astimezone(calendar.tz).date()
+    _bump(
+        DailyUsage,
+        {"day": day},
+        max_count=("max", change.live_count),
+        became_marketing=("add", change.became_marketing),
+    )
+    if change.became_marketing:
+        hour = change.at.replace(minute=0, second=0, microsecond=0)
+        _bump(HourlyUpgrades, {"hour": hour}, count=("add", change.became_marketing))
+
+
+def _upgrades_in_the_last_hour(at: dt.datetime, subscription: Subscription) -> int:
+    """Exact count from the ledger, read only when the hourly counters say a spike is possible."""
+    hour = at.replace(minute=0, second=0, microsecond=0)
+    rough = sum(
+        HourlyUpgrades.objects.filter(hour__in=[hour, hour - dt.timedelta(hours=1)]).values_list(
+            "count", flat=True
+        )
+    )
+    if rough <= subscription.spike_threshold:
+        return rough
+    # statuschange_effective_idx
+    return StatusChange.objects.filter(
+        action=LedgerAction.UPGRADE,
+        effective_at__gt=at - dt.timedelta(hours=1),
+        effective_at__lte=at,
+    ).count()
+
+
+def billing_check_alerts(*, change: UsageChange) -> list[Alert]:
+    """React to a committed status change: record usage; threshold, block and spike alerts, at once."""
+    billing_record_usage(change=change)
+    subscription = Subscription.load()
+    candidates = threshold_crossings(peak=change.peak_count, subscription=subscription)
+    if (
+        change.became_marketing
+        and _upgrades_in_the_last_hour(change.at, subscription) > subscription.spike_threshold
+    ):
+        candidates.append((AlertKind.SPIKE, int(change.at.timestamp() // 3600)))
+    return _fire_alerts(
+        subscription, change.period_start, candidates, peak=change.peak_count, now=change.at
+    )
+
+
+def billing_alert_acknowledge(*, alert: Alert, at: dt.datetime | None = None) -> Alert:
+    Alert.objects.filter(pk=alert.pk, acknowledged_at__isnull=True).update(
+        acknowledged_at=at or timezone.now()
+    )
+    alert.refresh_from_db()
+    return alert
