@@ -28,6 +28,8 @@ from contacts.models import (
 
 # The bulk endpoint's cap on explicit ids (larger sets go "by filter").
 BULK_MAX_IDS = 10_000
+# Contact ids are BIGINTs.
+MAX_ID = 2**63 - 1
 # Client keys are stored namespaced ("api:<user id>:<key>") in a 200-character column.
 IDEMPOTENCY_KEY_MAX = 150
 
@@ -193,7 +195,7 @@ class MarketingStatusChangeSerializer(serializers.Serializer):
 
 class BulkMarketingStatusChangeSerializer(MarketingStatusChangeSerializer):
     ids = serializers.ListField(
-        child=serializers.IntegerField(min_value=1),
+        child=serializers.IntegerField(min_value=1, max_value=MAX_ID),
         required=False,
         allow_empty=False,
         max_length=BULK_MAX_IDS,

@@ -52,6 +52,7 @@ from contacts.selectors import (
 from contacts.services import (
     SET_MARKETING,
     SET_NON_MARKETING,
+    IdempotencyConflict,
     LockedSourceError,
     StatusChangeResult,
     StatusSource,
@@ -105,12 +106,22 @@ def _change_status(*, status: str, contacts, request, client_key: str | None):
         if status == MarketingStatus.MARKETING
         else contacts_set_non_marketing
     )
-    return change(
-        contacts=contacts,
-        source=_api_source(request.user),
-        actor=request.user,
-        idempotency_key=f"api:{request.user.pk}:{client_key}" if client_key else None,
-    )
+    try:
+        return change(
+            contacts=contacts,
+            source=_api_source(request.user),
+            actor=request.user,
+            idempotency_key=f"api:{request.user.pk}:{client_key}" if client_key else None,
+        )
+    except IdempotencyConflict as exc:
+        # The service's message names the stored (namespaced) key; name the client's.
+        raise Conflict(
+            {
+                "idempotency_key": [
+                    f"The idempotency key {client_key!r} was already used for a different request."
+                ]
+            }
+        ) from exc
 
 
 def _result_response(result: StatusChangeResult, client_key: str | None, **extra) -> Response:
@@ -154,7 +165,8 @@ class ContactViewSet(viewsets.ModelViewSet):
     serializer_class = ContactSerializer
     filter_backends = [ContactFilterBackend]
     filterset_class = ContactFilter
-    lookup_value_regex = r"[0-9]+"
+    # Ids fit a BIGINT: a longer number is simply not found (instead of overflowing SQLite).
+    lookup_value_regex = r"[0-9]{1,18}"
 
     def get_queryset(self):
         return contact_list()
@@ -347,6 +359,7 @@ class SourceViewSet(viewsets.ModelViewSet):
 
     serializer_class = SourceSerializer
     filterset_fields = ["kind"]
+    lookup_value_regex = r"[0-9]{1,18}"
 
     def get_queryset(self):
         return source_list()

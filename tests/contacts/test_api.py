@@ -646,7 +646,9 @@ def test_a_reused_key_for_a_different_request_is_a_conflict(ops):
     )
 
     assert other_contact.status_code == other_status.status_code == 409
-    assert list(other_contact.data) == ["idempotency_key"]
+    assert other_contact.data == {
+        "idempotency_key": ["The idempotency key 'k' was already used for a different request."]
+    }
     assert contact_snapshot() == before
     assert StatusChange.objects.count() == 1
 
@@ -1061,6 +1063,19 @@ def test_search_by_email_prefix_or_names(ops, population):
     assert listed(ops, search="example.com") == []
 
 
+def test_bulk_by_a_combined_filter(ops, population):
+    body = {"status": M, "filter": {"source_kind": "chatflow", "marketing_status": N}}
+
+    response = ops.post(BULK, body, format="json")
+
+    assert (response.data["matched"], response.data["changed"]) == (1, 1)
+    assert listed(ops, marketing_status=M) == [
+        "alan@sample.org",
+        "grace@example.com",
+        "ada@example.com",
+    ]
+
+
 def test_filters_combine(ops, population):
     assert listed(ops, lifecycle_stage="lead", marketing_status=M) == ["grace@example.com"]
 
@@ -1268,3 +1283,55 @@ def test_usage_counters_follow_api_changes(ops):
 
     usage = PeriodUsage.objects.get()
     assert (usage.live_count, usage.peak_count, usage.scheduled_downgrades) == (2, 3, 1)
+
+
+# --- generated input never gets a 5xx -------------------------------------------------
+
+BIG = 10**20
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "body"),
+    [
+        ("get", f"{CONTACTS}{BIG}/", None),
+        ("get", history_url(BIG), None),
+        ("post", status_url(BIG), {"status": M}),
+        ("get", f"{CONTACTS}?lead_score_min={BIG}", None),
+        ("get", f"{CONTACTS}?source={BIG}", None),
+        ("get", f"{CONTACTS}?email=a%00b", None),
+        ("get", f"{CONTACTS}?search=a%00b", None),
+        ("get", f"{CONTACTS}?cursor=garbage", None),
+        ("get", f"{CONTACTS}?created_after=99999-01-01", None),
+        ("post", BULK, {"status": M, "ids": [BIG]}),
+        ("post", BULK, {"status": M, "filter": {"lead_score_min": BIG}}),
+        ("post", BULK, {"status": M, "filter": {"email": "a\x00"}}),
+        ("post", BULK, {"status": M, "filter": {"source": BIG}}),
+        ("post", BULK, [1, 2]),
+        ("post", BULK, {"status": M, "ids": [1], "idempotency_key": "a\x00"}),
+        ("post", CONTACTS, {"email": "a@b.co", "lead_score": BIG}),
+        ("post", CONTACTS, {"email": "a@b.co", "source": BIG}),
+        ("post", CONTACTS, {"email": "a@b.co", "first_name": "x\x00"}),
+        ("post", CONTACTS, {"email": "a@b.co", "last_engaged_at": "99999-01-01T00:00"}),
+        ("post", CONTACTS, [1]),
+        ("post", CONTACTS, {"email": "x" * 300 + "@b.co"}),
+        ("post", SOURCES, {"name": "x\x00", "kind": "form"}),
+        ("delete", f"{SOURCES}{BIG}/", None),
+        ("patch", f"{CONTACTS}1/", {"email": None}),
+        ("patch", f"{CONTACTS}1/", {"marketing_status": ["x"]}),
+        ("patch", f"{CONTACTS}1/", {"source": {"a": 1}}),
+    ],
+)
+def test_odd_input_never_gets_a_5xx_nor_changes_anything(root, method, url, body):
+    ContactFactory(id=1)
+    before = (contact_snapshot(), ledger_snapshot(), Source.objects.count())
+
+    if body is None:
+        response = getattr(root, method)(url)
+    else:
+        response = getattr(root, method)(url, body, format="json")
+
+    # A 4xx, or a 200 that matches nothing (lead_score_min=10**20 is a valid, empty filter).
+    assert response.status_code in {200, 400, 404}
+    if response.status_code == 200:
+        assert response.data.get("results", []) == [] and response.data.get("matched", 0) == 0
+    assert (contact_snapshot(), ledger_snapshot(), Source.objects.count()) == before
