@@ -5,10 +5,18 @@ class BillingConfig(AppConfig):
     name = "billing"
 
     def ready(self) -> None:
-        # Billing reacts at once to committed status changes through contacts' one hook.
-        from contacts.hooks import register_usage_listener
+        # Billing plugs into contacts through its explicit hooks (contacts/hooks.py):
+        # alerts after each committed change, the money in every preview, and the guardrails.
+        from billing.guardrails import guard, preview_extension
+        from contacts.hooks import (
+            register_change_guard,
+            register_preview_extension,
+            register_usage_listener,
+        )
 
         register_usage_listener(_on_usage_changed)
+        register_preview_extension(preview_extension)
+        register_change_guard(guard)
 
 
 def _on_usage_changed(change) -> None:

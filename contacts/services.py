@@ -29,7 +29,13 @@ from django.db.models import Count, F, Max, Min, Q, QuerySet
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
-from contacts.hooks import UsageChange, notify_usage_changed
+from contacts.hooks import (
+    GuardRequest,
+    UsageChange,
+    check_guards,
+    notify_usage_changed,
+    preview_extras,
+)
 from contacts.models import (
     Contact,
     LedgerAction,
@@ -69,6 +75,10 @@ class LockedSourceError(StatusError):
 
 class IdempotencyConflict(StatusError):
     pass
+
+
+class ChangeHeld(StatusError):
+    """A guard (billing's guardrails) held the change for approval; nothing was written."""
 
 
 @dataclass(frozen=True)
@@ -534,10 +544,27 @@ def _change_status(
     idempotency_key: str | None,
     at: dt.datetime | None,
     progress: Progress | None,
+    guarded: bool = False,
 ) -> StatusChangeResult:
     target = _as_queryset_or_ids(contacts)
     fingerprint = _fingerprint(operation, source, target)
     calendar = BillingCalendar.for_account()
+    if guarded and operation == SET_MARKETING:
+        idempotency_key = idempotency_key or f"auto:{uuid.uuid4()}"
+        if not StatusChangeRequest.objects.filter(idempotency_key=idempotency_key).exists():
+            preview = contacts_status_preview(contacts=target, operation=operation, at=at)
+            reason = check_guards(
+                GuardRequest(
+                    operation=operation,
+                    contacts=target,
+                    preview=preview,
+                    source=source,
+                    actor=actor,
+                    idempotency_key=idempotency_key,
+                )
+            )
+            if reason:
+                raise ChangeHeld(reason)
     with transaction.atomic():
         state, now = _lock_usage(at, calendar)
         request, replay = _begin(
@@ -648,11 +675,14 @@ def contacts_set_marketing(
     idempotency_key: str | None = None,
     at: dt.datetime | None = None,
     progress: Progress | None = None,
+    guarded: bool = False,
 ) -> StatusChangeResult:
     """Make contacts marketing now; a pending downgrade is cancelled at no extra cost.
 
     `at` is for the demo seeder and tests: the change instant, clamped so it never
-    precedes the last recorded change.
+    precedes the last recorded change. `guarded=True` (bulk actions, the API,
+    imports, workflows) lets the registered guards — billing's guardrails — hold
+    the change for approval first: `ChangeHeld` is raised and nothing is written.
     """
     return _change_status(
         SET_MARKETING,
@@ -662,6 +692,7 @@ def contacts_set_marketing(
         idempotency_key=idempotency_key,
         at=at,
         progress=progress,
+        guarded=guarded,
     )
 
 
@@ -809,6 +840,7 @@ def contacts_status_preview(
         preview.effective_from = usage.period_end
     preview.live_after = preview.live_count + preview.would_change
     preview.peak_after = max(preview.peak_count, preview.live_after)
+    preview.extra = preview_extras(preview)
     return preview
 
 
