@@ -4,7 +4,7 @@ import datetime as dt
 import zoneinfo
 
 from billing.models import Subscription
-from billing.selectors import overage_blocks
+from billing.pricing import overage_blocks
 from contacts.models import Contact, PeriodUsage
 from contacts.selectors import usage_current
 from contacts.services import (
