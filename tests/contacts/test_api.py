@@ -633,6 +633,19 @@ def test_header_and_body_keys_must_agree(ops):
     assert StatusChangeRequest.objects.count() == 0
 
 
+@pytest.mark.parametrize("header", ["k" * 151, "a\x00b"])
+def test_a_bad_idempotency_key_header_is_refused(ops, header):
+    contact = ContactFactory()
+
+    response = ops.post(
+        status_url(contact.pk), {"status": M}, format="json", HTTP_IDEMPOTENCY_KEY=header
+    )
+
+    assert response.status_code == 400
+    assert list(response.data) == ["idempotency_key"]
+    assert StatusChangeRequest.objects.count() == 0
+
+
 def test_a_reused_key_for_a_different_request_is_a_conflict(ops):
     first_contact, other = ContactFactory(), ContactFactory()
     ops.post(status_url(first_contact.pk), {"status": M, "idempotency_key": "k"}, format="json")
