@@ -20,6 +20,7 @@ PROPOSED_ENUM_NAME_OVERRIDES = {
     "SourceKindEnum": "contacts.models.SourceKind",
     "LedgerStatusEnum": "contacts.models.LedgerStatus",
     "StatusSourceTypeEnum": "contacts.models.StatusSourceType",
+    "AlertKindEnum": "billing.models.AlertKind",
 }
 
 EXPECTED_OPERATIONS = {

@@ -260,6 +260,18 @@ class StatusPreviewSerializer(serializers.Serializer):
     peak_after = serializers.IntegerField()
     period_start = serializers.DateTimeField()
     period_end = serializers.DateTimeField()
+    extra = serializers.DictField(
+        help_text='Facts other apps add to a preview, e.g. billing\'s "cost" (peak and '
+        "invoice before and after, in minor units)."
+    )
+
+
+class HeldSerializer(serializers.Serializer):
+    """A set-marketing held by billing's guardrails until someone approves it."""
+
+    held = serializers.BooleanField()
+    detail = serializers.CharField(help_text="Why, and where it waits for approval.")
+    idempotency_key = serializers.CharField(allow_null=True)
 
 
 class StatusHistorySerializer(serializers.ModelSerializer):

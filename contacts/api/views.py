@@ -33,6 +33,7 @@ from contacts.api.serializers import (
     ContactCreateSerializer,
     ContactSerializer,
     ContactStatusChangeResultSerializer,
+    HeldSerializer,
     MarketingStatusChangeSerializer,
     SourceSerializer,
     StatusChangeResultSerializer,
@@ -52,6 +53,7 @@ from contacts.selectors import (
 from contacts.services import (
     SET_MARKETING,
     SET_NON_MARKETING,
+    ChangeHeld,
     IdempotencyConflict,
     LockedSourceError,
     StatusChangeResult,
@@ -97,19 +99,30 @@ def _client_key(request, body_key: str | None) -> str | None:
     return body_key or header
 
 
+class Held(Exception):
+    """The guardrails held a set-marketing for approval (contacts.services.ChangeHeld)."""
+
+    def __init__(self, message: str, client_key: str | None):
+        super().__init__(message)
+        self.client_key = client_key
+
+    def response(self) -> Response:
+        data = {"held": True, "detail": str(self), "idempotency_key": self.client_key}
+        return Response(HeldSerializer(data).data, status=http.HTTP_202_ACCEPTED)
+
+
 def _change_status(*, status: str, contacts, request, client_key: str | None):
-    change = (
-        contacts_set_marketing
-        if status == MarketingStatus.MARKETING
-        else contacts_set_non_marketing
-    )
+    """Run the change as the API user. Making contacts marketing goes through billing's
+    guardrails (`guarded=True`): past a limit it is held for approval and nothing is
+    written — the caller answers 202 with the reason (raised as `Held`)."""
+    key = f"api:{request.user.pk}:{client_key}" if client_key else None
+    common = {"contacts": contacts, "source": _api_source(request.user), "actor": request.user}
     try:
-        return change(
-            contacts=contacts,
-            source=_api_source(request.user),
-            actor=request.user,
-            idempotency_key=f"api:{request.user.pk}:{client_key}" if client_key else None,
-        )
+        if status == MarketingStatus.MARKETING:
+            return contacts_set_marketing(**common, idempotency_key=key, guarded=True)
+        return contacts_set_non_marketing(**common, idempotency_key=key)
+    except ChangeHeld as exc:
+        raise Held(str(exc), client_key) from exc
     except IdempotencyConflict as exc:
         # The service's message names the stored (namespaced) key; name the client's.
         raise Conflict(
@@ -231,7 +244,10 @@ class ContactViewSet(viewsets.ModelViewSet):
         description="marketing: at once (a pending downgrade is cancelled). non_marketing: "
         "from the next update date; until then the contact stays marketing and billable.",
         request=MarketingStatusChangeSerializer,
-        responses={200: ContactStatusChangeResultSerializer},
+        responses={
+            200: ContactStatusChangeResultSerializer,
+            202: OpenApiResponse(HeldSerializer, description="Held for approval (guardrails)."),
+        },
         parameters=[IDEMPOTENCY_PARAMETER],
     )
     @action(
@@ -246,12 +262,15 @@ class ContactViewSet(viewsets.ModelViewSet):
         serializer = MarketingStatusChangeSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         client_key = _client_key(request, serializer.validated_data.get("idempotency_key"))
-        result = _change_status(
-            status=serializer.validated_data["status"],
-            contacts=contact.pk,
-            request=request,
-            client_key=client_key,
-        )
+        try:
+            result = _change_status(
+                status=serializer.validated_data["status"],
+                contacts=contact.pk,
+                request=request,
+                client_key=client_key,
+            )
+        except Held as held:
+            return held.response()
         contact.refresh_from_db()
         self.now = timezone.now()
         return _result_response(result, client_key, contact=self._render(contact))
@@ -265,7 +284,8 @@ class ContactViewSet(viewsets.ModelViewSet):
                 component_name="BulkStatusChangeResponse",
                 serializers=[StatusChangeResultSerializer, StatusPreviewSerializer],
                 resource_type_field_name=None,
-            )
+            ),
+            202: OpenApiResponse(HeldSerializer, description="Held for approval (guardrails)."),
         },
         parameters=[IDEMPOTENCY_PARAMETER],
     )
@@ -291,9 +311,12 @@ class ContactViewSet(viewsets.ModelViewSet):
             preview = contacts_status_preview(contacts=target, operation=operation)
             return Response(StatusPreviewSerializer(preview).data)
         client_key = _client_key(request, data.get("idempotency_key"))
-        result = _change_status(
-            status=status, contacts=target, request=request, client_key=client_key
-        )
+        try:
+            result = _change_status(
+                status=status, contacts=target, request=request, client_key=client_key
+            )
+        except Held as held:
+            return held.response()
         return _result_response(result, client_key)
 
     @extend_schema(

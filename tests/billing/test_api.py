@@ -3,7 +3,7 @@
 import pytest
 from rest_framework.test import APIClient
 
-from billing.models import Subscription
+from billing.models import Alert, Subscription
 from contacts.models import Contact
 from contacts.selectors import usage_current
 from tests.factories import ContactFactory, UserFactory
@@ -32,17 +32,31 @@ def test_usage_of_an_empty_period(ops):
     response = ops.get(USAGE)
 
     assert response.status_code == 200
+    forecast = response.data.pop("forecast")
     assert response.data == {
         "live_count": 0,
         "peak_count": 0,
         "opening_count": 0,
         "included_contacts": 2_000,
+        "percent_used": 0.0,
         "period_start": api_time(period.period_start),
         "period_end": api_time(period.period_end),
         "next_update_date": api_time(period.period_end),
         "pending_downgrades": 0,
+        "pending_saving": 0,
         "overage_blocks": 0,
+        "headroom": 2_000,
+        "block_size": 5_000,
         "currency": "USD",
+        "estimate": {"base": 80_000, "overage": 0, "total": 80_000},
+        "hard_cap": None,
+        "alerts": [],
+    }
+    assert {k: forecast[k] for k in ("peak_count", "rate_per_day", "blocks", "total")} == {
+        "peak_count": 0,
+        "rate_per_day": 0.0,
+        "blocks": 0,
+        "total": 80_000,
     }
 
 
@@ -50,6 +64,8 @@ def test_usage_after_api_changes(ops):
     subscription = Subscription.load()
     subscription.included_contacts = 2
     subscription.block_size = 1
+    subscription.block_price = 100
+    subscription.base_price = 1_000
     subscription.currency = "EUR"
     subscription.save()
     contacts = ContactFactory.create_batch(4)
@@ -82,6 +98,8 @@ def test_usage_after_api_changes(ops):
         "overage_blocks": 2,  # ceil((4 - 2) / 1)
         "currency": "EUR",
     }
+    assert data["estimate"] == {"base": 1_000, "overage": 200, "total": 1_200}
+    assert data["percent_used"] == 200.0
     assert data["next_update_date"] == api_time(usage_current().period_end)
     assert Contact.objects.count() == 3
 
@@ -127,3 +145,25 @@ def test_usage_needs_authentication(account):
 
 def test_usage_is_read_only(ops):
     assert ops.post(USAGE, {}, format="json").status_code == 405
+
+
+def test_usage_lists_open_alerts(ops):
+    period = usage_current()
+    Alert.objects.create(
+        period_start=period.period_start,
+        kind="threshold",
+        threshold=75,
+        fired_at=period.period_start,
+        message="75% of the tier reached",
+    )
+
+    response = ops.get(USAGE)
+
+    assert response.data["alerts"] == [
+        {
+            "kind": "threshold",
+            "threshold": 75,
+            "message": "75% of the tier reached",
+            "fired_at": api_time(period.period_start),
+        }
+    ]

@@ -10,6 +10,7 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from billing.models import PendingApproval, Subscription
 from contacts.models import (
     LOCKED_KINDS,
     Contact,
@@ -801,6 +802,13 @@ def test_preview_counts_and_writes_nothing(ops, manual):
 
     assert up.status_code == down.status_code == 200
     period = usage_current()
+    cost = up.data.pop("extra")["cost"]
+    assert {k: cost[k] for k in ("would_add", "peak_before", "peak_after", "invoice_delta")} == {
+        "would_add": 2,
+        "peak_before": 2,
+        "peak_after": 4,
+        "invoice_delta": 0,
+    }
     assert {k: v for k, v in up.data.items() if k != "at"} == {
         "operation": "set_marketing",
         "matched": 4,
@@ -819,6 +827,78 @@ def test_preview_counts_and_writes_nothing(ops, manual):
     assert (down.data["matched"], down.data["would_schedule"], down.data["already"]) == (2, 1, 1)
     assert down.data["effective_from"] == api_time(period.period_end)
     assert (contact_snapshot(), ledger_snapshot(), StatusChangeRequest.objects.count()) == before
+
+
+@pytest.fixture
+def hard_cap_one(account):
+    subscription = Subscription.load()
+    subscription.hard_cap = 1
+    subscription.save()
+    return subscription
+
+
+def test_bulk_past_the_hard_cap_is_held_for_approval(ops, hard_cap_one):
+    contacts = ContactFactory.create_batch(2)
+    body = {"status": M, "ids": [c.pk for c in contacts], "idempotency_key": "big"}
+    before = contact_snapshot()
+
+    first = ops.post(BULK, body, format="json")
+    retry = ops.post(BULK, body, format="json")
+
+    assert first.status_code == retry.status_code == 202
+    assert first.data["held"] is True
+    assert first.data["idempotency_key"] == "big"
+    assert first.data["detail"].startswith("Waiting for approval #")
+    assert "hard cap of 1" in first.data["detail"]
+    assert retry.data == first.data
+    approval = PendingApproval.objects.get()
+    assert (approval.new_marketing, approval.contact_ids) == (2, [c.pk for c in contacts])
+    assert contact_snapshot() == before
+    assert StatusChange.objects.count() == 0
+
+
+def test_a_held_bulk_by_filter_runs_on_approval_and_a_retry_then_replays(
+    ops, hard_cap_one, superuser
+):
+    from billing.guardrails import billing_approval_approve
+
+    ContactFactory.create_batch(2, lifecycle_stage="customer")
+    body = {"status": M, "filter": {"lifecycle_stage": "customer", "marketing_status": N}}
+    body["idempotency_key"] = "approve-me"
+
+    held = ops.post(BULK, body, format="json")
+    approval = billing_approval_approve(approval=PendingApproval.objects.get(), user=superuser)
+    retry = ops.post(BULK, body, format="json")
+
+    assert held.status_code == 202
+    assert approval.status == "approved"
+    assert Contact.objects.filter(marketing_status=M).count() == 2
+    assert retry.status_code == 200
+    assert retry["Idempotent-Replayed"] == "true"
+    assert (retry.data["matched"], retry.data["changed"]) == (2, 2)
+    assert StatusChange.objects.count() == 2
+
+
+def test_one_contact_past_the_hard_cap_is_held(ops, hard_cap_one, manual):
+    first, second = ContactFactory.create_batch(2)
+    contacts_set_marketing(contacts=first, source=manual)
+
+    response = ops.post(status_url(second.pk), {"status": M}, format="json")
+
+    assert response.status_code == 202
+    assert response.data["held"] is True
+    second.refresh_from_db()
+    assert second.marketing_status == N
+
+
+def test_downgrades_are_never_held(ops, hard_cap_one, manual):
+    contacts = ContactFactory.create_batch(2)
+    contacts_set_marketing(contacts=[c.pk for c in contacts], source=manual)
+
+    response = ops.post(BULK, {"status": N, "ids": [c.pk for c in contacts]}, format="json")
+
+    assert response.status_code == 200
+    assert response.data["scheduled"] == 2
 
 
 @pytest.mark.parametrize(
