@@ -1,0 +1,108 @@
+"""`manage.py verify_billing [--periods N]`: do the counters and the closed periods agree
+with the ledger?
+
+The ledger is the source of truth (DESIGN §1.4); the O(1) counters and the stored
+peaks are copies kept in step with it. This replays the ledger for the current
+period and the last N earlier ones and compares, writing nothing. The current
+period is also checked against a recount of the contacts table — one COUNT, fine
+for an operator's check, which is why no request path does it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
+
+from billing.management import period_label
+from billing.models import BillingPeriod
+from contacts.models import Contact, PeriodUsage
+from contacts.selectors import ledger_replay, usage_current
+from crm.calendar import BillingCalendar
+
+TICK = dt.timedelta(microseconds=1)
+
+
+class Command(BaseCommand):
+    help = (
+        "Compare the billing counters and the closed periods with a replay of the status "
+        "ledger, for the current period and the last N. Writes nothing."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--periods",
+            type=int,
+            default=3,
+            metavar="N",
+            help="How many earlier periods (with counters) to check besides the current one.",
+        )
+
+    def handle(self, *args, periods: int, **options):
+        if periods < 0:
+            raise CommandError(f"--periods must be 0 or more, not {periods}.")
+        calendar = BillingCalendar.for_account()
+        now = timezone.now()
+        start, end = calendar.period_bounds(now)
+        earlier = list(
+            PeriodUsage.objects.filter(period_start__lt=start).order_by("-period_start")[:periods]
+        )
+        closed = {
+            p.start: p
+            for p in BillingPeriod.objects.filter(start__in=[row.period_start for row in earlier])
+        }
+
+        checks = [
+            (f"{period_label(start, end, calendar)} (current)", *self._current(start, end, now))
+        ]
+        for row in earlier:
+            label = period_label(row.period_start, row.period_end, calendar)
+            checks.append((label, *self._ended(row, closed.get(row.period_start))))
+
+        mismatched = []
+        for label, summary, problems in checks:
+            if problems:
+                self.stdout.write(f"MISMATCH  {label}: {'; '.join(problems)}")
+                mismatched.append(f"{label} ({'; '.join(problems)})")
+            else:
+                self.stdout.write(f"OK        {label}: {summary}")
+        checked = len(checks)
+        if mismatched:
+            raise CommandError(
+                f"{len(mismatched)} of {checked} period(s) disagree with the ledger: "
+                f"{'; '.join(mismatched)}. Nothing was changed; a period that disagrees is "
+                "held at its close until the counters are repaired."
+            )
+        self.stdout.write(f"All {checked} period(s) agree with the ledger.")
+
+    def _current(
+        self, start: dt.datetime, end: dt.datetime, now: dt.datetime
+    ) -> tuple[str, list[str]]:
+        """(what agrees, what does not) for the period running now."""
+        usage = usage_current(at=now)
+        replay = ledger_replay(start=start, end=end)
+        count_now = ledger_replay(start=start, end=now + TICK).closing_count
+        recount = Contact.objects.billable(now).count()
+        problems = []
+        if replay.peak_count != usage.peak_count:
+            problems.append(f"peak: ledger {replay.peak_count:,}, counters {usage.peak_count:,}")
+        if not usage.live_count == count_now == recount:
+            problems.append(
+                f"live count: counters {usage.live_count:,}, ledger {count_now:,}, "
+                f"contacts {recount:,}"
+            )
+        return f"peak {usage.peak_count:,}, live {usage.live_count:,}", problems
+
+    def _ended(self, row: PeriodUsage, period: BillingPeriod | None) -> tuple[str, list[str]]:
+        replay = ledger_replay(start=row.period_start, end=row.period_end)
+        problems = []
+        if replay.peak_count != row.peak_count:
+            problems.append(f"peak: ledger {replay.peak_count:,}, counters {row.peak_count:,}")
+        if period is not None and replay.peak_count != period.peak_count:
+            problems.append(
+                f"peak: ledger {replay.peak_count:,}, closed period {period.peak_count:,} "
+                f"({period.get_status_display().lower()})"
+            )
+        state = "not closed yet" if period is None else period.get_status_display().lower()
+        return f"peak {row.peak_count:,}, {state}", problems
