@@ -77,6 +77,10 @@ class IdempotencyConflict(StatusError):
     pass
 
 
+class SourceInUse(StatusError):
+    """A source that contacts still record cannot be deleted."""
+
+
 class ChangeHeld(StatusError):
     """A guard (billing's guardrails) held the change for approval; nothing was written."""
 
@@ -875,7 +879,7 @@ def contact_create(
     with transaction.atomic():
         contact = Contact(email=normalise_email(email), source=source, **fields)
         contact.full_clean(exclude=["source"])
-        contact.save()
+        _save_unique_email(contact)
         if make_marketing:
             contacts_set_marketing(
                 contacts=contact,
@@ -914,5 +918,64 @@ def contact_update(*, contact: Contact, **fields) -> Contact:
     for name, value in fields.items():
         setattr(contact, name, value)
     contact.full_clean(exclude=["source"])
-    contact.save(update_fields=[*fields, "updated_at"])
+    _save_unique_email(contact, update_fields=[*fields, "updated_at"])
     return contact
+
+
+def _save_unique_email(contact: Contact, **kwargs) -> None:
+    """Save; a concurrent writer of the same email is reported like the form's own check."""
+    from django.core.exceptions import ValidationError
+    from django.db import IntegrityError
+
+    try:
+        with transaction.atomic():
+            contact.save(**kwargs)
+    except IntegrityError as error:
+        if Contact.objects.filter(email=contact.email).exclude(pk=contact.pk).exists():
+            raise ValidationError({"email": "A contact with this email already exists."}) from error
+        raise
+
+
+# --- sources -------------------------------------------------------------------
+
+
+def _check_source_default(*, kind: str, default_marketing: bool) -> None:
+    from django.core.exceptions import ValidationError
+
+    if default_marketing and Source(kind=kind).locked:
+        raise ValidationError(
+            {
+                "default_marketing": (
+                    f"Sources of kind {kind!r} are locked: their contacts are always "
+                    "non-marketing, so default_marketing must be false."
+                )
+            }
+        )
+
+
+def source_create(*, name: str, kind: str, default_marketing: bool | None = None) -> Source:
+    """A source; its default is the kind's (DESIGN §1.3) unless given. Locked kinds refuse marketing."""
+    default = Source.kind_default(kind) if default_marketing is None else default_marketing
+    _check_source_default(kind=kind, default_marketing=default)
+    source = Source(name=name, kind=kind, default_marketing=default)
+    source.full_clean()
+    source.save()
+    return source
+
+
+def source_update(*, source: Source, **fields) -> Source:
+    unknown = set(fields) - {"name", "kind", "default_marketing"}
+    if unknown:
+        raise StatusError(f"These source fields cannot be updated: {', '.join(sorted(unknown))}.")
+    for name, value in fields.items():
+        setattr(source, name, value)
+    _check_source_default(kind=source.kind, default_marketing=source.default_marketing)
+    source.full_clean()
+    source.save()
+    return source
+
+
+def source_delete(*, source: Source) -> None:
+    if Contact.objects.filter(source=source).exists():
+        raise SourceInUse(f"The source {source.name!r} still has contacts; it cannot be deleted.")
+    source.delete()

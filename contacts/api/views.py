@@ -41,13 +41,12 @@ from contacts.api.serializers import (
     StatusPreviewSerializer,
 )
 from contacts.filters import ContactFilter
-from contacts.models import MarketingStatus, Source, StatusSourceType
+from contacts.models import MarketingStatus, StatusSourceType
 from contacts.selectors import (
     contact_exists,
     contact_list,
     contact_status_history,
     source_for_manual_entry,
-    source_in_use,
     source_list,
 )
 from contacts.services import (
@@ -56,6 +55,7 @@ from contacts.services import (
     ChangeHeld,
     IdempotencyConflict,
     LockedSourceError,
+    SourceInUse,
     StatusChangeResult,
     StatusSource,
     contact_create,
@@ -64,6 +64,9 @@ from contacts.services import (
     contacts_set_marketing,
     contacts_set_non_marketing,
     contacts_status_preview,
+    source_create,
+    source_delete,
+    source_update,
 )
 from crm.api import MARKETING_STATUS_PERMISSION, CanChangeMarketingStatus, requires
 from crm.exceptions import Conflict
@@ -341,18 +344,6 @@ class ContactViewSet(viewsets.ModelViewSet):
         return self.get_paginated_response(StatusHistorySerializer(page, many=True).data)
 
 
-def _refuse_locked_default(kind: str, default_marketing: bool) -> None:
-    if default_marketing and Source(kind=kind).locked:
-        raise ValidationError(
-            {
-                "default_marketing": [
-                    f"Sources of kind {kind!r} are locked: their contacts are always "
-                    "non-marketing, so default_marketing must be false."
-                ]
-            }
-        )
-
-
 @extend_schema_view(
     list=extend_schema(summary="List sources"),
     retrieve=extend_schema(summary="A source"),
@@ -370,12 +361,7 @@ def _refuse_locked_default(kind: str, default_marketing: bool) -> None:
     ),
 )
 class SourceViewSet(viewsets.ModelViewSet):
-    """Sources and their defaults.
-
-    contacts.services has no source functions yet, so the writes below use the model
-    directly (a plain row: no ledger, no counters). They belong in
-    contacts.services as source_create / source_update / source_delete.
-    """
+    """Sources and their defaults (writes through contacts.services)."""
 
     serializer_class = SourceSerializer
     filterset_fields = ["kind"]
@@ -385,21 +371,13 @@ class SourceViewSet(viewsets.ModelViewSet):
         return source_list()
 
     def perform_create(self, serializer):
-        kind = serializer.validated_data["kind"]
-        default = serializer.validated_data.get("default_marketing", Source.kind_default(kind))
-        _refuse_locked_default(kind, default)
-        serializer.save(default_marketing=default)
+        serializer.instance = source_create(**serializer.validated_data)
 
     def perform_update(self, serializer):
-        source = serializer.instance
-        kind = serializer.validated_data.get("kind", source.kind)
-        default = serializer.validated_data.get("default_marketing", source.default_marketing)
-        _refuse_locked_default(kind, default)
-        serializer.save()
+        serializer.instance = source_update(source=serializer.instance, **serializer.validated_data)
 
     def perform_destroy(self, instance):
-        if source_in_use(source=instance):
-            raise Conflict(
-                f"The source {instance.name!r} still has contacts; it cannot be deleted."
-            )
-        instance.delete()
+        try:
+            source_delete(source=instance)
+        except SourceInUse as error:
+            raise Conflict(str(error)) from error

@@ -141,6 +141,13 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "MarketingStatusEnum": "contacts.models.MarketingStatus",
+        "SourceKindEnum": "contacts.models.SourceKind",
+        "LedgerStatusEnum": "contacts.models.LedgerStatus",
+        "StatusSourceTypeEnum": "contacts.models.StatusSourceType",
+        "AlertKindEnum": "billing.models.AlertKind",
+    },
 }
 
 # --- Celery ----------------------------------------------------------------

@@ -11,6 +11,7 @@ from contacts.models import (
     LedgerAction,
     MarketingStatus,
     PeriodUsage,
+    Source,
     StatusChange,
     StatusChangeRequest,
 )
@@ -405,3 +406,23 @@ def test_the_usage_listener_runs_after_commit(
 def test_unknown_source_types_are_refused():
     with pytest.raises(StatusError, match="Unknown status source type"):
         StatusSource("nonsense")
+
+
+def test_source_services_keep_locked_kinds_non_marketing(db):
+    from django.core.exceptions import ValidationError
+
+    from contacts.services import SourceInUse, source_create, source_delete, source_update
+
+    form = source_create(name="Website form", kind="form")
+    assert form.default_marketing is True
+    with pytest.raises(ValidationError) as error:
+        source_create(name="App", kind="mobile_app", default_marketing=True)
+    assert "default_marketing" in error.value.message_dict
+    app = source_create(name="App", kind="mobile_app")
+    with pytest.raises(ValidationError):
+        source_update(source=app, default_marketing=True)
+    contact_create(email="x@example.com", source=form)
+    with pytest.raises(SourceInUse, match="still has contacts"):
+        source_delete(source=form)
+    source_delete(source=app)
+    assert list(Source.objects.values_list("name", flat=True)) == ["Website form"]
