@@ -1,0 +1,167 @@
+import io
+import random
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.db.models import Sum
+from django.utils import timezone
+
+from contacts.management.commands.seed_demo import (
+    DEMO_EMAIL_SUFFIX,
+    PASSWORD_FILE,
+    Pools,
+    generate_batches,
+)
+from contacts.models import (
+    LOCKED_KINDS,
+    Contact,
+    LedgerAction,
+    PeriodUsage,
+    Source,
+    SourceKind,
+    StatusChange,
+    StatusChangeRequest,
+)
+from contacts.selectors import usage_current
+
+N = 300
+
+
+def seed(contacts=N, **options) -> str:
+    out = io.StringIO()
+    call_command("seed_demo", contacts=contacts, seed=7, verbosity=0, stdout=out, **options)
+    return out.getvalue()
+
+
+@pytest.fixture
+def seeded(account, monkeypatch):
+    monkeypatch.setenv("ADMIN_PASSWORD", "demo-pass")
+    return seed()
+
+
+def state() -> dict:
+    return {
+        "contacts": sorted(Contact.objects.values_list("id", "updated_at", "marketing_status")),
+        "ledger": StatusChange.objects.count(),
+        "requests": StatusChangeRequest.objects.count(),
+        "usage": list(PeriodUsage.objects.values()),
+        "sources": list(Source.objects.values()),
+        "users": get_user_model().objects.count(),
+    }
+
+
+def test_one_source_of_every_kind_with_its_default(seeded):
+    sources = Source.objects.all()
+    assert sorted(s.kind for s in sources) == sorted(SourceKind.values)
+    for source in sources:
+        assert source.default_marketing == Source.kind_default(source.kind)
+
+
+def test_contacts_with_realistic_fields(seeded):
+    contacts = Contact.objects.all()
+    assert contacts.count() == N
+    assert contacts.filter(email__endswith=DEMO_EMAIL_SUFFIX).count() == N
+    assert contacts.values("lifecycle_stage").distinct().count() >= 5
+    assert contacts.values("source").distinct().count() == len(SourceKind.values)
+    assert contacts.filter(unsubscribed=True).exists()
+    assert contacts.filter(last_engaged_at__isnull=False).exists()
+    # Created before the status history that the seeder writes for them.
+    first_change = StatusChange.objects.order_by("requested_at").first()
+    assert contacts.filter(created_at__gte=first_change.requested_at).count() == 0
+
+
+def test_status_history_through_the_service_matches_the_counters(seeded):
+    now = timezone.now()
+    actions = set(StatusChange.objects.values_list("action", flat=True))
+    assert actions == set(LedgerAction.values)
+    usage = usage_current(at=now)
+    billable = Contact.objects.billable(now).count()
+    assert usage.live_count == billable
+    # The ledger replays to the same count, and the peak is at least the live count.
+    replay = StatusChange.objects.filter(effective_at__lte=now).aggregate(n=Sum("delta"))["n"]
+    assert replay == billable
+    assert usage.peak_count >= usage.live_count
+    assert PeriodUsage.objects.count() == 2  # the previous and the current period
+
+
+def test_pending_downgrades_from_the_next_update_date(seeded):
+    now = timezone.now()
+    usage = usage_current(at=now)
+    pending = Contact.objects.pending_downgrade(now)
+    assert pending.exists()
+    assert usage.pending_downgrades == pending.count()
+    assert set(pending.values_list("marketing_until", flat=True)) == {usage.next_update}
+    # The previous period's downgrades were applied by the rollover.
+    assert not Contact.objects.filter(
+        marketing_status="marketing", marketing_until__lte=now
+    ).exists()
+
+
+def test_contacts_of_locked_sources_stay_non_marketing(seeded):
+    assert not Contact.objects.filter(
+        source__kind__in=LOCKED_KINDS, marketing_status="marketing"
+    ).exists()
+
+
+def test_rerun_with_the_same_size_changes_nothing(seeded):
+    before = state()
+    out = seed()
+    assert "nothing to do" in out
+    assert state() == before
+
+
+def test_a_larger_size_adds_the_difference(seeded):
+    ledger_before = StatusChange.objects.count()
+    seed(contacts=N + 40)
+    assert Contact.objects.filter(email__endswith=DEMO_EMAIL_SUFFIX).count() == N + 40
+    now = timezone.now()
+    assert usage_current(at=now).live_count == Contact.objects.billable(now).count()
+    assert StatusChange.objects.count() > ledger_before
+
+
+def test_admin_user_from_admin_password(seeded):
+    admin = get_user_model().objects.get(username="admin")
+    assert admin.is_superuser and admin.is_staff
+    assert admin.check_password("demo-pass")
+    assert "http://127.0.0.1:8000/admin/" in seeded
+
+
+def test_generated_admin_password_is_printed_once_and_saved(
+    account, monkeypatch, settings, tmp_path
+):
+    monkeypatch.delenv("ADMIN_PASSWORD", raising=False)
+    settings.BASE_DIR = tmp_path
+    out = seed(contacts=10)
+    password = (tmp_path / PASSWORD_FILE).read_text().strip()
+    assert password in out
+    assert get_user_model().objects.get(username="admin").check_password(password)
+    assert password not in seed(contacts=10)
+
+
+def test_generation_is_deterministic_for_a_seed(account):
+    now = timezone.now()
+
+    def first_batch(seed: int):
+        profiles, batches = generate_batches(
+            pools=Pools.build(seed),
+            rng=random.Random(seed),
+            count=50,
+            first_number=1,
+            sources=[(1, 3), (2, 1)],
+            created_from=now,
+            created_to=now,
+            now=now,
+        )
+        return profiles, next(batches)
+
+    assert first_batch(3) == first_batch(3)
+    assert first_batch(3) != first_batch(4)
+
+
+def test_negative_size_is_refused(account):
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="zero or more"):
+        seed(contacts=-1)
+    assert not Contact.objects.exists()
