@@ -57,3 +57,95 @@ class BillingUsageSerializer(serializers.Serializer):
     forecast = UsageForecastSerializer()
     hard_cap = serializers.IntegerField(allow_null=True)
     alerts = UsageAlertSerializer(many=True, help_text="This period's unacknowledged alerts.")
+
+
+class InvoiceLineSerializer(serializers.Serializer):
+    kind = serializers.CharField()
+    description = serializers.CharField()
+    amount = serializers.IntegerField(help_text="Minor units; an adjustment may be negative.")
+    details = serializers.JSONField(help_text="The inputs the line was computed from.")
+
+
+class InvoiceSerializer(serializers.Serializer):
+    number = serializers.CharField()
+    status = serializers.CharField(
+        help_text="draft during the grace window, then final (never changes)."
+    )
+    currency = serializers.CharField()
+    total = serializers.IntegerField(help_text="Minor units; the sum of the lines.")
+    period_start = serializers.DateTimeField(source="period.start")
+    period_end = serializers.DateTimeField(source="period.end")
+    peak_count = serializers.IntegerField(source="period.peak_count")
+    created_at = serializers.DateTimeField()
+    finalise_after = serializers.DateTimeField()
+    finalised_at = serializers.DateTimeField(allow_null=True)
+    lines = InvoiceLineSerializer(many=True)
+
+
+class BillingPeriodSerializer(serializers.Serializer):
+    start = serializers.DateTimeField()
+    end = serializers.DateTimeField(help_text="Exclusive.")
+    status = serializers.CharField(help_text="closed, or discrepancy (held: no invoice).")
+    opening_count = serializers.IntegerField()
+    peak_count = serializers.IntegerField(help_text="From the ledger replay.")
+    counter_peak_count = serializers.IntegerField(help_text="From the live counters.")
+    billed_peak_count = serializers.IntegerField()
+    closing_count = serializers.IntegerField()
+    discrepancy = serializers.JSONField()
+    closed_at = serializers.DateTimeField()
+    invoice_number = serializers.SerializerMethodField()
+    invoice_total = serializers.SerializerMethodField()
+
+    def get_invoice_number(self, period) -> str | None:
+        invoice = getattr(period, "invoice", None)
+        return invoice.number if invoice else None
+
+    def get_invoice_total(self, period) -> int | None:
+        invoice = getattr(period, "invoice", None)
+        return invoice.total if invoice else None
+
+
+class CostPreviewRequestSerializer(serializers.Serializer):
+    """Exactly one of would_add, ids or filter."""
+
+    would_add = serializers.IntegerField(
+        required=False,
+        min_value=0,
+        max_value=10**9,
+        help_text="How many contacts would become marketing.",
+    )
+    ids = serializers.ListField(
+        child=serializers.IntegerField(min_value=1, max_value=10**18 - 1),
+        required=False,
+        max_length=10_000,
+        help_text="Contacts that would be set marketing (those already marketing add nothing).",
+    )
+    filter = serializers.DictField(
+        required=False,
+        help_text="The contacts list's filters as an object, as in the bulk status change.",
+    )
+
+    def validate_filter(self, value):
+        from contacts.filters import contact_filter_params
+
+        return contact_filter_params(value)
+
+    def validate(self, attrs):
+        if sum(key in attrs for key in ("would_add", "ids", "filter")) != 1:
+            raise serializers.ValidationError(
+                {"non_field_errors": ["Give exactly one of would_add, ids or filter."]}
+            )
+        return attrs
+
+
+class CostPreviewSerializer(serializers.Serializer):
+    would_add = serializers.IntegerField()
+    peak_before = serializers.IntegerField()
+    peak_after = serializers.IntegerField()
+    blocks_before = serializers.IntegerField()
+    blocks_after = serializers.IntegerField()
+    total_before = serializers.IntegerField(help_text="This period's invoice now, minor units.")
+    total_after = serializers.IntegerField(help_text="…if the contacts became marketing now.")
+    invoice_delta = serializers.IntegerField()
+    headroom_before = serializers.IntegerField()
+    currency = serializers.CharField()

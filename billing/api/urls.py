@@ -1,7 +1,19 @@
 from django.urls import path
+from rest_framework.routers import SimpleRouter
 
-from billing.api.views import BillingUsageView
+from billing.api.views import (
+    BillingPeriodViewSet,
+    BillingUsageView,
+    CostPreviewView,
+    InvoiceViewSet,
+)
+
+router = SimpleRouter()
+router.register("periods", BillingPeriodViewSet, basename="billing-period")
+router.register("invoices", InvoiceViewSet, basename="billing-invoice")
 
 urlpatterns = [
     path("usage/", BillingUsageView.as_view(), name="billing-usage"),
+    path("preview/", CostPreviewView.as_view(), name="billing-preview"),
+    *router.urls,
 ]
