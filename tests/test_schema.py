@@ -40,6 +40,11 @@ EXPECTED_OPERATIONS = {
     ("patch", "/api/sources/{id}/"),
     ("delete", "/api/sources/{id}/"),
     ("get", "/api/billing/usage/"),
+    ("get", "/api/billing/periods/"),
+    ("get", "/api/billing/periods/{id}/"),
+    ("get", "/api/billing/invoices/"),
+    ("get", "/api/billing/invoices/{number}/"),
+    ("post", "/api/billing/preview/"),
 }
 
 
