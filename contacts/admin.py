@@ -12,6 +12,12 @@ Bulk status actions show the service's preview first and, above
 `settings.MARKETING_CONFIRM_THRESHOLD` contacts, ask the user to type the
 number. The confirmation carries an idempotency key made when the page is
 rendered, so submitting it twice changes the contacts once.
+
+Setting contacts marketing (bulk or one contact) is *guarded*: past the billing
+guardrails the service raises `ChangeHeld`, nothing changes and the user is told
+the change waits for approval. The preview's money (`preview.extra["cost"]`) is
+added by billing through the preview hook and drawn by billing's own template;
+this module imports nothing from billing (DESIGN §2).
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ from contacts.services import (
     CONTACT_EDITABLE_FIELDS,
     SET_MARKETING,
     SET_NON_MARKETING,
+    ChangeHeld,
     IdempotencyConflict,
     StatusSource,
     contact_create,
@@ -82,6 +89,11 @@ def can_change_marketing_status(user) -> bool:
 def format_day(value) -> str:
     """An instant as a day in the active time zone (the account's, in these views)."""
     return date_format(timezone.localtime(value), "j F Y")
+
+
+def held_message(held: ChangeHeld) -> str:
+    """A change the guardrails held: nothing changed; the guard's message says what waits."""
+    return f"Nothing was changed yet. {held}"
 
 
 def manual_status_source(user) -> StatusSource:
@@ -473,12 +485,26 @@ class ContactAdmin(AccountTimeZoneMixin, BigTableAdmin):
             return HttpResponseBadRequest("Unknown operation.")
         now = timezone.now()
         was_pending = contact.pending_from(now)
-        service = (
-            contacts_set_marketing if operation == SET_MARKETING else contacts_set_non_marketing
-        )
-        result = service(
-            contacts=contact, source=manual_status_source(request.user), actor=request.user
-        )
+        try:
+            if operation == SET_MARKETING:
+                result = contacts_set_marketing(
+                    contacts=contact,
+                    source=manual_status_source(request.user),
+                    actor=request.user,
+                    guarded=True,
+                )
+            else:
+                result = contacts_set_non_marketing(
+                    contacts=contact, source=manual_status_source(request.user), actor=request.user
+                )
+        except ChangeHeld as held:
+            self.message_user(request, held_message(held), messages.WARNING)
+            return HttpResponseRedirect(
+                reverse(
+                    f"{self.admin_site.name}:contacts_contact_change",
+                    args=[quote(contact.pk)],
+                )
+            )
         with timezone.override(account_time_zone()):
             if operation == SET_MARKETING:
                 if result.changed:
@@ -562,16 +588,27 @@ class ContactAdmin(AccountTimeZoneMixin, BigTableAdmin):
         )
 
     def _run_bulk_status(self, request, queryset, operation: str, data: dict) -> None:
-        service = (
-            contacts_set_marketing if operation == SET_MARKETING else contacts_set_non_marketing
-        )
+        source = StatusSource(StatusSourceType.BULK_ACTION, name="Admin bulk action")
         try:
-            result = service(
-                contacts=queryset,
-                source=StatusSource(StatusSourceType.BULK_ACTION, name="Admin bulk action"),
-                actor=request.user,
-                idempotency_key=data["idempotency_key"],
-            )
+            if operation == SET_MARKETING:
+                # Guarded: past the guardrails the change waits for approval (ChangeHeld).
+                result = contacts_set_marketing(
+                    contacts=queryset,
+                    source=source,
+                    actor=request.user,
+                    idempotency_key=data["idempotency_key"],
+                    guarded=True,
+                )
+            else:
+                result = contacts_set_non_marketing(
+                    contacts=queryset,
+                    source=source,
+                    actor=request.user,
+                    idempotency_key=data["idempotency_key"],
+                )
+        except ChangeHeld as held:
+            self.message_user(request, held_message(held), messages.WARNING)
+            return
         except IdempotencyConflict:
             self.message_user(
                 request,

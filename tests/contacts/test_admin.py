@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from billing.models import Subscription
+from billing.models import PendingApproval, Subscription
 from contacts.models import (
     Contact,
     LedgerAction,
@@ -187,8 +187,9 @@ def test_changelist_query_count_does_not_grow_with_rows(
     ops_client, people, django_assert_max_num_queries
 ):
     ContactFactory.create_batch(30, source=people["ann"].source)
-    # session, user, account, capped count, two singleton checks (nav), the page.
-    with django_assert_max_num_queries(7):
+    # session, user, account, capped count, two singleton checks (nav), the page,
+    # and the billing alert banner (one query on every admin page).
+    with django_assert_max_num_queries(8):
         response = ops_client.get(CHANGELIST + "?marketing=non_marketing")
     assert len(response.context["cl"].result_list) == 32
 
@@ -535,6 +536,113 @@ def test_sales_cannot_run_a_status_action(sales_client, people):
     assert not StatusChangeRequest.objects.filter(idempotency_key="admin-bulk:forged").exists()
     assert state(people["ann"]) == (N, None)
     assert StatusChange.objects.count() == ledger_before
+
+
+# --- money and guardrails (billing plugs in through the preview hook and ChangeHeld) ------
+
+
+def subscription_with(**fields) -> Subscription:
+    subscription = Subscription.load()
+    for name, value in fields.items():
+        setattr(subscription, name, value)
+    subscription.save()
+    return subscription
+
+
+def test_bulk_preview_shows_the_extra_cost(ops_client, people):
+    subscription_with(included_contacts=3)  # live 2; adding ann and dan makes 4: one block
+    ids = [people["ann"].pk, people["dan"].pk]
+
+    response = run_action(ops_client, "set_marketing_action", ids)
+
+    cost = response.context["preview"].extra["cost"]
+    assert (cost["peak_before"], cost["peak_after"], cost["invoice_delta"]) == (2, 4, 22_500)
+    html = response.content.decode()
+    assert (
+        "This adds 1 overage block: +225.00 USD on this period's invoice "
+        "(estimate 800.00 USD → 1,025.00 USD)." in html
+    )
+    assert 'id="cost-none"' not in html
+
+
+def test_bulk_preview_says_when_there_is_no_extra_cost(ops_client, people):
+    response = run_action(ops_client, "set_marketing_action", [people["ann"].pk])
+    html = response.content.decode()
+    assert "No extra cost: this period's invoice estimate stays at 800.00 USD." in html
+    assert 'id="cost-extra"' not in html
+
+
+def test_bulk_set_marketing_past_the_guardrails_waits_for_approval(ops_client, people):
+    subscription_with(operation_limit=1)
+    ids = [people["ann"].pk, people["dan"].pk]
+    key = key_of(run_action(ops_client, "set_marketing_action", ids))
+    ledger_before, usage_before = StatusChange.objects.count(), usage()
+
+    response = confirm_action(ops_client, "set_marketing_action", ids, key)
+
+    assert response.status_code == 302
+    approval = PendingApproval.objects.get()
+    assert (approval.idempotency_key, approval.new_marketing, approval.status) == (
+        key,
+        2,
+        "pending",
+    )
+    assert [(m.level_tag, str(m)) for m in get_messages(response.wsgi_request)] == [
+        (
+            "warning",
+            f"Nothing was changed yet. Waiting for approval #{approval.pk}: it would make 2 "
+            "contacts marketing, more than the per-operation limit of 1. A user who may "
+            "approve overage can approve or reject it under Billing › Pending approvals.",
+        )
+    ]
+    assert state(people["ann"]) == state(people["dan"]) == (N, None)
+    assert StatusChange.objects.count() == ledger_before
+    assert usage() == usage_before
+    assert not StatusChangeRequest.objects.filter(idempotency_key=key).exists()
+
+    # Submitting the same confirmation again makes no second approval.
+    confirm_action(ops_client, "set_marketing_action", ids, key)
+    assert PendingApproval.objects.count() == 1
+
+
+def test_bulk_set_non_marketing_is_never_held(ops_client, people):
+    subscription_with(operation_limit=0, hard_cap=0)
+    ids = [people["bob"].pk]
+    key = key_of(run_action(ops_client, "set_non_marketing_action", ids))
+    response = confirm_action(ops_client, "set_non_marketing_action", ids, key)
+    assert state(people["bob"]) == (M, next_update())
+    assert not PendingApproval.objects.exists()
+    assert messages_of(response)[0].startswith("1 contacts are non-marketing from")
+
+
+def test_toggle_past_the_hard_cap_waits_for_approval(ops_client, people):
+    subscription_with(hard_cap=2)  # live 2: one more goes past it
+    ann = people["ann"]
+    ledger_before = StatusChange.objects.count()
+
+    response = ops_client.post(toggle_url(ann.pk), {"operation": "set_marketing"})
+
+    assert response.status_code == 302
+    assert response["Location"] == change_url(ann.pk)
+    approval = PendingApproval.objects.get()
+    assert approval.contact_ids == [ann.pk]
+    [message] = get_messages(response.wsgi_request)
+    assert message.level_tag == "warning"
+    assert str(message) == (
+        f"Nothing was changed yet. Waiting for approval #{approval.pk}: it would take the "
+        "billable count to 3, past the hard cap of 2. A user who may approve overage can "
+        "approve or reject it under Billing › Pending approvals."
+    )
+    assert state(ann) == (N, None)
+    assert StatusChange.objects.count() == ledger_before
+
+
+def test_toggle_cancelling_a_pending_downgrade_is_not_held(ops_client, people):
+    subscription_with(hard_cap=2)  # cat is still counted: re-marking adds nothing
+    response = ops_client.post(toggle_url(people["cat"].pk), {"operation": "set_marketing"})
+    assert state(people["cat"]) == (M, None)
+    assert not PendingApproval.objects.exists()
+    assert "was cancelled, at no extra cost" in messages_of(response)[0]
 
 
 # --- deletion -----------------------------------------------------------------------
