@@ -7,8 +7,9 @@ or a day of usage. The only writes are the ones the services offer —
 acknowledging an alert, approving or rejecting a held change, closing the
 periods — each behind its own permission.
 
-The dashboard is a view of the Subscription admin (`billing_dashboard`), listed
-first under "Billing" on the admin index (see `_add_dashboard_link`). Its chart
+The dashboard (`admin:billing_dashboard`, at <admin>/billing/dashboard/) is a view of
+the Subscription admin, listed first under "Billing" on the admin index (see
+`_add_dashboard`). Its chart
 is inline SVG drawn here, on the server: no JavaScript, nothing from a CDN.
 """
 
@@ -47,6 +48,7 @@ from billing.selectors import (
     billing_usage,
 )
 from billing.services import billing_alert_acknowledge, billing_close_periods
+from contacts.models import StatusSourceType
 from crm.admin import AccountTimeZoneMixin, SingletonAdmin, account_time_zone
 from crm.calendar import BillingCalendar
 
@@ -79,6 +81,15 @@ def format_money(amount: int, currency: str) -> str:
 
 def format_count(value: int | None) -> str:
     return "—" if value is None else number_format(value, force_grouping=True)
+
+
+def format_day(value: dt.datetime) -> str:
+    """An instant as a day in the active time zone (the account's, in these views)."""
+    return date_format(timezone.localtime(value), "j M Y")
+
+
+def format_instant(value: dt.datetime | None) -> str:
+    return "—" if value is None else date_format(timezone.localtime(value), "j M Y, H:i")
 
 
 MINOR_UNITS_HELP = "In minor units of the currency (cents for USD): {example}."
@@ -148,17 +159,6 @@ class SubscriptionAdmin(SingletonAdmin):
             f"{format_money(obj.block_price, obj.currency)} per {obj.block_size:,} more."
         )
 
-    def get_urls(self):
-        # Before the default URLs: "<path:object_id>/" would otherwise take "dashboard/".
-        return [
-            path(
-                "dashboard/",
-                self.admin_site.admin_view(self.dashboard_view),
-                name="billing_dashboard",
-            ),
-            *super().get_urls(),
-        ]
-
     def dashboard_view(self, request):
         if not request.user.has_perm(DASHBOARD_PERMISSION):
             raise PermissionDenied
@@ -193,6 +193,8 @@ class SubscriptionAdmin(SingletonAdmin):
             },
             "next_block": usage["overage_blocks"] + 1,
             "pending_approvals": billing_pending_approvals().count(),
+            # The page lists the alerts itself: no banner repeating them above.
+            "hide_billing_alert_banner": True,
             "chart": chart,
             "links": {
                 "alerts": reverse(f"{site}:billing_alert_changelist")
@@ -218,19 +220,29 @@ class SubscriptionAdmin(SingletonAdmin):
         return response
 
 
-def _add_dashboard_link(site) -> None:
-    """List "Dashboard" first under Billing on the admin index, the app page and the sidebar.
+def _add_dashboard(site) -> None:
+    """Serve the dashboard at <admin>/billing/dashboard/ and list it first under "Billing"
+    on the admin index, the app page and the sidebar.
 
-    The dashboard is a view, not a model, and Django's app list only lists models;
-    wrapping the site's get_app_list is the one place that feeds all three. (A project
-    AdminSite subclass in crm/ would be the tidier home for this.)
+    The dashboard is a view, not a model: Django's app list only lists models, and a
+    ModelAdmin's URLs sit under its model's (the sidebar would then highlight that model
+    too). Wrapping the site's get_urls and get_app_list is the one place that feeds all
+    of them; a project AdminSite subclass in crm/ would be the tidier home for this.
     """
-    original = site.get_app_list
-    if getattr(original, "lists_billing_dashboard", False):
+    if getattr(site.get_app_list, "lists_billing_dashboard", False):
         return
+    original_urls, original_app_list = site.get_urls, site.get_app_list
+
+    def get_urls():
+        view = site.get_model_admin(Subscription).dashboard_view
+        # Before Django's own: its final catch-all view would otherwise answer 404.
+        return [
+            path("billing/dashboard/", site.admin_view(view), name="billing_dashboard"),
+            *original_urls(),
+        ]
 
     def get_app_list(request, app_label=None):
-        app_list = original(request, app_label)
+        app_list = original_app_list(request, app_label)
         if not request.user.has_perm(DASHBOARD_PERMISSION):
             return app_list
         for app in app_list:
@@ -250,10 +262,10 @@ def _add_dashboard_link(site) -> None:
         return app_list
 
     get_app_list.lists_billing_dashboard = True
-    site.get_app_list = get_app_list
+    site.get_urls, site.get_app_list = get_urls, get_app_list
 
 
-_add_dashboard_link(admin.site)
+_add_dashboard(admin.site)
 
 
 # --- the chart: daily peak against the tier, server-side SVG --------------------------
@@ -431,17 +443,18 @@ def _invoice_of(period: BillingPeriod) -> Invoice | None:
 @admin.register(BillingPeriod)
 class BillingPeriodAdmin(ReadOnlyBillingAdmin):
     list_display = [
-        "start",
-        "end",
+        "start_display",
+        "end_display",
         "status",
-        "opening_count",
-        "peak_count",
-        "counter_peak_count",
-        "closing_count",
+        "opening",
+        "peak",
+        "counter_peak",
+        "closing",
         "discrepancy_display",
         "invoice_link",
     ]
-    list_filter = ["status"]
+    list_display_links = ["start_display"]
+    # No filter sidebar: twelve rows a year, and the table needs the width.
     list_select_related = ["invoice"]
     fields = [
         "start",
@@ -457,6 +470,30 @@ class BillingPeriodAdmin(ReadOnlyBillingAdmin):
         "invoice_link",
     ]
     readonly_fields = fields
+
+    @admin.display(description="Start", ordering="start")
+    def start_display(self, obj: BillingPeriod) -> str:
+        return format_day(obj.start)
+
+    @admin.display(description="End (next update)", ordering="end")
+    def end_display(self, obj: BillingPeriod) -> str:
+        return format_day(obj.end)
+
+    @admin.display(description="Opening")
+    def opening(self, obj: BillingPeriod) -> str:
+        return format_count(obj.opening_count)
+
+    @admin.display(description="Peak (ledger)", ordering="peak_count")
+    def peak(self, obj: BillingPeriod) -> str:
+        return format_count(obj.peak_count)
+
+    @admin.display(description="Peak (counters)")
+    def counter_peak(self, obj: BillingPeriod) -> str:
+        return format_count(obj.counter_peak_count)
+
+    @admin.display(description="Closing")
+    def closing(self, obj: BillingPeriod) -> str:
+        return format_count(obj.closing_count)
 
     def get_queryset(self, request):
         queryset = billing_periods()
@@ -637,7 +674,10 @@ class InvoiceAdmin(ReadOnlyBillingAdmin):
         url = reverse(
             f"{self.admin_site.name}:billing_billingperiod_change", args=[quote(obj.period_id)]
         )
-        return format_html('<a href="{}">{}</a>', url, str(obj.period))
+        period = obj.period
+        return format_html(
+            '<a href="{}">{} – {}</a>', url, format_day(period.start), format_day(period.end)
+        )
 
     @admin.display(description="Total", ordering="total")
     def total_display(self, obj: Invoice) -> str:
@@ -698,13 +738,13 @@ class AlertPeriodFilter(admin.SimpleListFilter):
 @admin.register(Alert)
 class AlertAdmin(ReadOnlyBillingAdmin):
     list_display = [
-        "fired_at",
-        "kind",
-        "threshold_display",
         "message",
-        "period_start",
+        "threshold_display",
+        "fired",
+        "period",
         "acknowledged",
     ]
+    list_display_links = ["message"]
     list_filter = [AcknowledgedFilter, AlertPeriodFilter, "kind"]
     fields = [
         "message",
@@ -731,6 +771,14 @@ class AlertAdmin(ReadOnlyBillingAdmin):
         if obj.kind == "spike":
             return "within an hour"
         return "—"
+
+    @admin.display(description="Fired", ordering="fired_at")
+    def fired(self, obj: Alert) -> str:
+        return format_instant(obj.fired_at)
+
+    @admin.display(description="Period", ordering="period_start")
+    def period(self, obj: Alert) -> str:
+        return "from " + format_day(obj.period_start)
 
     @admin.display(description="Acknowledged", boolean=True, ordering="acknowledged_at")
     def acknowledged(self, obj: Alert) -> bool:
@@ -767,17 +815,15 @@ class DailyUsageAdmin(ReadOnlyBillingAdmin):
 class PendingApprovalAdmin(ReadOnlyBillingAdmin):
     list_display = [
         "id",
-        "requested_at",
+        "requested",
         "requested_by",
         "source_display",
         "new_marketing",
-        "live_after",
         "cost_display",
         "status",
-        "decided_by",
-        "decided_at",
+        "decision",
     ]
-    list_display_links = ["id", "requested_at"]
+    list_display_links = ["id", "requested"]
     list_filter = ["status"]
     list_select_related = ["requested_by", "decided_by"]
     fields = [
@@ -805,9 +851,20 @@ class PendingApprovalAdmin(ReadOnlyBillingAdmin):
         # The pickled query is only needed to run the change; never read it for a list.
         return super().get_queryset(request).defer("contact_query")
 
+    @admin.display(description="Requested", ordering="requested_at")
+    def requested(self, obj: PendingApproval) -> str:
+        return format_instant(obj.requested_at)
+
+    @admin.display(description="Decided")
+    def decision(self, obj: PendingApproval) -> str:
+        if obj.decided_at is None:
+            return "—"
+        return f"{format_instant(obj.decided_at)} by {obj.decided_by or 'a deleted user'}"
+
     @admin.display(description="Source")
     def source_display(self, obj: PendingApproval) -> str:
-        parts = [obj.source_type]
+        kind = obj.source_type
+        parts = [StatusSourceType(kind).label if kind in StatusSourceType.values else kind]
         if obj.source_id:
             parts.append(f"#{obj.source_id}")
         if obj.source_name:
@@ -818,7 +875,7 @@ class PendingApprovalAdmin(ReadOnlyBillingAdmin):
     def contacts_display(self, obj: PendingApproval) -> str:
         if obj.contact_ids is not None:
             return f"{len(obj.contact_ids):,} chosen by id"
-        return "Every contact matching the filters used when it was requested"
+        return "The selection made when it was requested (kept as a query, run on approval)"
 
     @admin.display(description="Invoice change")
     def cost_display(self, obj: PendingApproval) -> str:

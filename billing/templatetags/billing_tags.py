@@ -88,6 +88,7 @@ def billing_alert_banner(context) -> dict:
     if (
         user is None
         or context.get("is_popup")
+        or context.get("hide_billing_alert_banner")
         or not (user.is_active and user.is_staff and user.has_perm(BANNER_PERMISSION))
     ):
         return {"alerts": []}
@@ -112,8 +113,12 @@ def cost_summary(cost: dict) -> dict:
     """The money of a status preview (`preview.extra["cost"]`), ready to print."""
     currency = cost.get("currency", "")
     delta = int(cost.get("invoice_delta") or 0)
+    peak_rise = int(cost.get("peak_after", 0)) - int(cost.get("peak_before", 0))
     return {
         "adds_blocks": int(cost.get("blocks_after", 0)) - int(cost.get("blocks_before", 0)),
+        "in_tier": not cost.get("blocks_before"),
+        # Contacts that still fit, after this change, before the next block starts.
+        "room_left": int(cost.get("headroom_before", 0)) - peak_rise if peak_rise > 0 else None,
         "delta": delta,
         "delta_display": signed_money(delta, currency),
         "before": format_money(int(cost.get("total_before", 0)), currency),

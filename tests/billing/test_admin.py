@@ -278,6 +278,7 @@ def test_dashboard_is_listed_first_under_billing(auditor, sales_client):
     billing_section = html.split('class="app-billing module')[1].split("</table>")[0]
     rows = re.findall(r'<th scope="row" id="billing-(\w+)">', billing_section)
     assert rows[0] == "dashboard"
+    assert DASHBOARD == "/admin/billing/dashboard/"
     assert f'<a href="{DASHBOARD}">Dashboard</a>' in billing_section
     assert DASHBOARD not in sales_client.get(INDEX).content.decode()
 
@@ -582,7 +583,7 @@ def test_banner_lists_this_periods_open_alerts_on_every_admin_page(ops, this_per
     )
     Alert.objects.filter(kind="block").update(acknowledged_at=NOW)
 
-    for page in (INDEX, reverse("admin:contacts_contact_changelist"), DASHBOARD):
+    for page in (INDEX, reverse("admin:contacts_contact_changelist"), url("alert", "changelist")):
         html = ops.get(page).content.decode()
         assert 'id="billing-alert-banner"' in html, page
         banner = html.split('id="billing-alert-banner"')[1].split("</div>")[0]
@@ -597,6 +598,12 @@ def test_banner_lists_this_periods_open_alerts_on_every_admin_page(ops, this_per
 
 def test_banner_is_not_shown_to_users_who_cannot_view_alerts(sales_client, this_period):
     assert 'id="billing-alert-banner"' not in sales_client.get(INDEX).content.decode()
+
+
+def test_dashboard_lists_the_alerts_itself_without_the_banner(ops, this_period):
+    html = ops.get(DASHBOARD).content.decode()
+    assert 'id="billing-alert-banner"' not in html
+    assert html.count("Overage block 1 started") == 1
 
 
 def test_banner_is_one_query_and_matches_the_selector(this_period, django_assert_num_queries):
@@ -617,3 +624,77 @@ def test_banner_does_not_break_pages_without_any_data(db, superuser):
     assert response.status_code == 200
     assert 'id="billing-alert-banner"' not in response.content.decode()
     assert client.get(DASHBOARD).status_code == 200
+
+
+def test_cost_summary_of_a_preview_within_the_billed_blocks():
+    from billing.templatetags.billing_tags import cost_summary
+
+    summary = cost_summary(
+        {
+            "peak_before": 864,
+            "peak_after": 872,
+            "blocks_before": 1,
+            "blocks_after": 1,
+            "total_before": 85_000,
+            "total_after": 85_000,
+            "invoice_delta": 0,
+            "headroom_before": 36,
+            "currency": "USD",
+        }
+    )
+    assert summary == {
+        "adds_blocks": 0,
+        "in_tier": False,
+        "room_left": 28,
+        "delta": 0,
+        "delta_display": "0.00 USD",
+        "before": "850.00 USD",
+        "after": "850.00 USD",
+    }
+
+
+def _queries(client, path) -> int:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as captured:
+        assert client.get(path).status_code == 200
+    return len(captured)
+
+
+def _period(month: int, *, invoiced: bool) -> None:
+    start, end = at(2026, month, 1), at(2026, month + 1, 1)
+    period = BillingPeriod.objects.create(
+        start=start,
+        end=end,
+        status="closed",
+        opening_count=1,
+        closing_count=1,
+        peak_count=1,
+        counter_peak_count=1,
+        closed_at=end,
+    )
+    if invoiced:
+        Invoice.objects.create(
+            period=period,
+            number=f"INV-{start:%Y%m%d}",
+            currency="USD",
+            total=80_000,
+            created_at=end,
+            finalise_after=end,
+        )
+
+
+def test_billing_changelists_do_not_query_per_row(root, account, make_contacts, superuser):
+    _period(1, invoiced=True)
+    held_approval(make_contacts, count=11, actor=superuser)
+    pages = [url(m, "changelist") for m in ("billingperiod", "invoice", "pendingapproval")]
+    few = [_queries(root, page) for page in pages]
+
+    for month in range(2, 8):
+        _period(month, invoiced=True)
+    for count in range(12, 18):
+        held_approval(make_contacts, count=count, actor=superuser)
+    assert Invoice.objects.count() == 7 and PendingApproval.objects.count() == 7
+
+    assert [_queries(root, page) for page in pages] == few

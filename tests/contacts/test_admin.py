@@ -568,7 +568,10 @@ def test_bulk_preview_shows_the_extra_cost(ops_client, people):
 def test_bulk_preview_says_when_there_is_no_extra_cost(ops_client, people):
     response = run_action(ops_client, "set_marketing_action", [people["ann"].pk])
     html = response.content.decode()
-    assert "No extra cost: this period's invoice estimate stays at 800.00 USD." in html
+    assert (
+        "No extra cost: the new peak stays within the tier (1,997 more fit before the first "
+        "overage block). This period's invoice estimate stays at 800.00 USD." in html
+    )
     assert 'id="cost-extra"' not in html
 
 
