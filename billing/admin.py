@@ -9,8 +9,8 @@ periods — each behind its own permission.
 
 The dashboard (`admin:billing_dashboard`, at <admin>/billing/dashboard/) is a view of
 the Subscription admin, listed first under "Billing" on the admin index (see
-`_add_dashboard`). Its chart
-is inline SVG drawn here, on the server: no JavaScript, nothing from a CDN.
+`_add_dashboard`). Its chart is inline SVG drawn here, on the server: no JavaScript,
+nothing from a CDN.
 """
 
 from __future__ import annotations
