@@ -40,6 +40,7 @@ from billing.models import (
     PendingApproval,
     Subscription,
 )
+from billing.pricing import format_money
 from billing.selectors import (
     billing_daily_usage,
     billing_invoices,
@@ -53,7 +54,6 @@ from crm.admin import AccountTimeZoneMixin, SingletonAdmin, account_time_zone
 from crm.calendar import BillingCalendar
 
 # ISO 4217 currencies without a minor unit (amounts are whole units).
-ZERO_DECIMAL_CURRENCIES = frozenset({"JPY", "KRW", "VND", "CLP", "ISK", "UGX", "XAF", "XOF"})
 
 DASHBOARD_PERMISSION = "billing.view_subscription"
 CLOSE_PERMISSION = "billing.change_subscription"
@@ -68,15 +68,6 @@ DASHBOARD_PAGES = [
     ("Alerts", "alert"),
     ("Subscription and prices", "subscription"),
 ]
-
-
-def format_money(amount: int, currency: str) -> str:
-    """Minor units as a readable amount: 22500 USD → "225.00 USD", -22500 → "-225.00 USD"."""
-    if currency.upper() in ZERO_DECIMAL_CURRENCIES:
-        return f"{amount:,} {currency}"
-    sign = "-" if amount < 0 else ""
-    units, cents = divmod(abs(amount), 100)
-    return f"{sign}{units:,}.{cents:02d} {currency}"
 
 
 def format_count(value: int | None) -> str:

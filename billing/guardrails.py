@@ -41,18 +41,25 @@ def billing_cost_preview(
         "invoice_delta": after.total - before.total,
         "headroom_before": before.headroom,
         "currency": subscription.currency,
+        "hold_reason": hold_reason(
+            new_marketing=would_add, live_after=live_count + would_add, subscription=subscription
+        ),
     }
 
 
 def preview_extension(preview) -> dict:
-    """Adds the money to every status preview (contacts.hooks.register_preview_extension)."""
-    return {
-        "cost": billing_cost_preview(
-            live_count=preview.live_count,
-            peak_count=preview.peak_count,
-            would_add=preview.would_change,
-        )
-    }
+    """Adds the money, and whether the guardrails would hold the change, to every status
+    preview (contacts.hooks.register_preview_extension)."""
+    subscription = Subscription.load()
+    cost = billing_cost_preview(
+        live_count=preview.live_count,
+        peak_count=preview.peak_count,
+        would_add=preview.would_change,
+        subscription=subscription,
+    )
+    if preview.operation != "set_marketing":
+        cost["hold_reason"] = None  # only set-marketing is ever held
+    return {"cost": cost}
 
 
 def hold_reason(*, new_marketing: int, live_after: int, subscription: Subscription) -> str | None:

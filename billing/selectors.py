@@ -79,7 +79,7 @@ def billing_usage(*, at: dt.datetime | None = None) -> dict:
 def billing_alerts_open(*, period_start: dt.datetime) -> QuerySet[Alert]:
     """This period's alerts nobody has acknowledged yet (the admin banner)."""
     return Alert.objects.filter(period_start=period_start, acknowledged_at__isnull=True).order_by(
-        "fired_at"
+        "fired_at", "pk"
     )
 
 

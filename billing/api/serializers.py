@@ -149,3 +149,7 @@ class CostPreviewSerializer(serializers.Serializer):
     invoice_delta = serializers.IntegerField()
     headroom_before = serializers.IntegerField()
     currency = serializers.CharField()
+    hold_reason = serializers.CharField(
+        allow_null=True,
+        help_text="Why the guardrails would hold this change for approval, if they would.",
+    )

@@ -11,10 +11,17 @@ import datetime as dt
 
 from django.core.management.base import CommandError
 
+from billing.pricing import format_money
 from crm.calendar import BillingCalendar
 
-# ISO 4217 currencies without minor units; every other one we bill in has two.
-ZERO_DECIMAL_CURRENCIES = frozenset({"BIF", "CLP", "JPY", "KRW", "PYG", "UGX", "VND", "XAF", "XOF"})
+__all__ = [
+    "format_money",
+    "local_day",
+    "local_time",
+    "parse_instant",
+    "parse_month",
+    "period_label",
+]
 
 
 def parse_instant(value: str, *, calendar: BillingCalendar) -> dt.datetime:
@@ -41,15 +48,6 @@ def parse_month(value: str) -> tuple[int, int]:
     except ValueError:
         raise CommandError(f"{value!r} is not a month (use YYYY-MM, e.g. 2026-11).") from None
     return first.year, first.month
-
-
-def format_money(amount: int, currency: str) -> str:
-    """Integer minor units as "1,025.00 USD" (never through a float)."""
-    sign = "-" if amount < 0 else ""
-    if currency.upper() in ZERO_DECIMAL_CURRENCIES:
-        return f"{sign}{abs(amount):,} {currency}"
-    major, minor = divmod(abs(amount), 100)
-    return f"{sign}{major:,}.{minor:02d} {currency}"
 
 
 def local_day(instant: dt.datetime, calendar: BillingCalendar) -> str:

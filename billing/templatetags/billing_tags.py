@@ -14,8 +14,8 @@ from django.db.models import Subquery
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
-from billing.admin import format_money
 from billing.models import Alert
+from billing.pricing import format_money
 from crm.calendar import BillingCalendar
 from crm.models import Account
 

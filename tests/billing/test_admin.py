@@ -14,7 +14,7 @@ from django.contrib.messages import get_messages
 from django.test import Client
 from django.urls import reverse
 
-from billing.admin import format_money, usage_chart
+from billing.admin import usage_chart
 from billing.models import (
     Alert,
     BillingPeriod,
@@ -24,6 +24,7 @@ from billing.models import (
     PendingApproval,
     Subscription,
 )
+from billing.pricing import format_money
 from billing.services import billing_close_periods, billing_finalise_invoices
 from billing.templatetags.billing_tags import open_alerts_this_period
 from contacts.models import Contact, PeriodUsage, StatusChange, StatusChangeRequest

@@ -105,3 +105,12 @@ def test_only_billing_admins_may_approve_overage(db):
         "name", flat=True
     )
     assert list(holders) == ["Billing admin"]
+
+
+def test_the_preview_says_beforehand_that_a_change_would_wait(account, subscription, make_contacts):
+    subscription.operation_limit = 3
+    subscription.save()
+    held = contacts_status_preview(contacts=make_contacts(4), operation="set_marketing")
+    fine = contacts_status_preview(contacts=make_contacts(2), operation="set_marketing")
+    assert "per-operation limit of 3" in held.extra["cost"]["hold_reason"]
+    assert fine.extra["cost"]["hold_reason"] is None
