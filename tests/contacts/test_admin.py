@@ -578,7 +578,11 @@ def test_bulk_preview_says_when_there_is_no_extra_cost(ops_client, people):
 def test_bulk_set_marketing_past_the_guardrails_waits_for_approval(ops_client, people):
     subscription_with(operation_limit=1)
     ids = [people["ann"].pk, people["dan"].pk]
-    key = key_of(run_action(ops_client, "set_marketing_action", ids))
+    page = run_action(ops_client, "set_marketing_action", ids)
+    assert "This change will wait for approval:</strong> it would make 2 contacts marketing" in (
+        page.content.decode()
+    )
+    key = key_of(page)
     ledger_before, usage_before = StatusChange.objects.count(), usage()
 
     response = confirm_action(ops_client, "set_marketing_action", ids, key)
