@@ -187,9 +187,11 @@ def test_a_close_racing_status_changes_keeps_the_counters_equal_to_the_ledger(
 
     outcomes, *changes = run_together(close, changer(1), changer(2), changer(3))
 
-    assert [(o.period_start, o.status) for o in outcomes] == [(previous_start, "closed")]
+    # (Run in the last instant of a month, the close may also find the period just ended.)
+    assert [(o.period_start, o.status) for o in outcomes][:1] == [(previous_start, "closed")]
+    assert {o.status for o in outcomes} == {"closed"}
     assert changes == [12, 12, 12]
-    assert Invoice.objects.get().period.start == previous_start
+    assert Invoice.objects.filter(period__start=previous_start).count() == 1
     for row in PeriodUsage.objects.all():
         replay = ledger_replay(start=row.period_start, end=row.period_end)
         assert (row.period_start, replay.peak_count) == (row.period_start, row.peak_count)
