@@ -1,4 +1,4 @@
-"""What the billing commands share: reading dates in the account's time zone, and money.
+"""What the billing commands share: reading dates in the account's time zone.
 
 The commands are interfaces (STYLE.md): they parse, call a service or a selector and
 print. Dates typed by an operator mean the account's calendar, not UTC — "2026-12-15"
@@ -11,11 +11,9 @@ import datetime as dt
 
 from django.core.management.base import CommandError
 
-from billing.pricing import format_money
 from crm.calendar import BillingCalendar
 
 __all__ = [
-    "format_money",
     "local_day",
     "local_time",
     "parse_instant",

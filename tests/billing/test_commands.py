@@ -17,7 +17,6 @@ import time_machine
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from billing.management import format_money
 from billing.management.commands.billing_report import top_sources
 from billing.models import BillingPeriod, Invoice
 from contacts.models import PeriodUsage, StatusChange
@@ -226,13 +225,6 @@ def test_the_command_exits_non_zero_from_the_command_line(examples_month, capsys
     assert "CommandError: The period 2026-11-15 → 2026-12-15 is held" in capsys.readouterr().err
 
 
-def test_money_is_formatted_from_minor_units():
-    assert format_money(102_500, "USD") == "1,025.00 USD"
-    assert format_money(5, "EUR") == "0.05 EUR"
-    assert format_money(-22_500, "SEK") == "-225.00 SEK"
-    assert format_money(80_000, "JPY") == "80,000 JPY"
-
-
 # --- billing_report -----------------------------------------------------------------
 
 
@@ -436,8 +428,8 @@ def test_verify_agrees_after_a_close(closed_month):
 
     assert out.splitlines() == [
         "OK        2026-12-15 → 2027-01-15 (current): peak 5,750, live 5,750",
-        "OK        2026-11-15 → 2026-12-15: peak 6,150, closed (invoiced)",
-        "OK        2026-10-15 → 2026-11-15: peak 1,900, closed (invoiced)",
+        "OK        2026-11-15 → 2026-12-15: peak 6,150, closed",
+        "OK        2026-10-15 → 2026-11-15: peak 1,900, closed",
         "All 3 period(s) agree with the ledger.",
     ]
 
@@ -467,20 +459,36 @@ def test_verify_finds_a_tampered_peak(closed_month):
     assert PeriodUsage.objects.get(period_start=P_START).peak_count == 6_200
 
 
-def test_verify_finds_a_tampered_live_count_and_stored_peak(closed_month):
+def test_verify_finds_a_tampered_live_count_and_billed_peak(closed_month):
     PeriodUsage.objects.filter(period_start=P_END).update(live_count=5_700)
-    BillingPeriod.objects.filter(start=PREV_START).update(peak_count=1_899)
+    BillingPeriod.objects.filter(start=PREV_START).update(billed_peak_count=1_899)
 
     error, out = run_failing("verify_billing", at=local(2026, 12, 20))
 
     assert out.splitlines() == [
         "MISMATCH  2026-12-15 → 2027-01-15 (current): live count: counters 5,700, "
         "ledger 5,750, contacts 5,750",
-        "OK        2026-11-15 → 2026-12-15: peak 6,150, closed (invoiced)",
-        "MISMATCH  2026-10-15 → 2026-11-15: peak: ledger 1,900, closed period 1,899 "
-        "(closed (invoiced))",
+        "OK        2026-11-15 → 2026-12-15: peak 6,150, closed",
+        "MISMATCH  2026-10-15 → 2026-11-15: peak: ledger 1,900, billed 1,899",
     ]
     assert error.startswith("2 of 3 period(s) disagree with the ledger: ")
+
+
+def test_verify_shows_a_held_period_and_agrees_once_repaired(examples_month):
+    PeriodUsage.objects.filter(period_start=P_START).update(peak_count=6_151)
+    run_failing("close_billing_periods", at=local(2026, 12, 15, 0, 30))  # P is held
+
+    error, out = run_failing("verify_billing", "--periods", "1", at=local(2026, 12, 20))
+    assert out.splitlines()[1] == (
+        "MISMATCH  2026-11-15 → 2026-12-15: peak: ledger 6,150, counters 6,151"
+    )
+
+    PeriodUsage.objects.filter(period_start=P_START).update(peak_count=6_150)
+    out, _ = run("verify_billing", "--periods", "1", at=local(2026, 12, 20))
+    assert out.splitlines()[1] == (
+        "OK        2026-11-15 → 2026-12-15: peak 6,150, held, not invoiced: rerun "
+        "close_billing_periods once repaired"
+    )
 
 
 def test_verify_refuses_a_negative_number_of_periods(stockholm):

@@ -17,9 +17,9 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Count
 from django.utils import timezone
 
-from billing.management import format_money, local_day, parse_month, period_label
+from billing.management import local_day, parse_month, period_label
 from billing.models import BillingPeriod, BillingPeriodStatus, Invoice, Subscription
-from billing.pricing import price_for_peak
+from billing.pricing import format_money, price_for_peak
 from contacts.models import LedgerAction, StatusChange
 from contacts.selectors import ledger_replay
 from crm.calendar import BillingCalendar

@@ -11,7 +11,8 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from billing.management import format_money, local_time, parse_instant, period_label
+from billing.management import local_time, parse_instant, period_label
+from billing.pricing import format_money
 from billing.services import CloseOutcome, billing_close_periods
 from crm.calendar import BillingCalendar
 

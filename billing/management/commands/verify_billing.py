@@ -16,7 +16,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from billing.management import period_label
-from billing.models import BillingPeriod
+from billing.models import BillingPeriod, BillingPeriodStatus
 from contacts.models import Contact, PeriodUsage
 from contacts.selectors import ledger_replay, usage_current
 from crm.calendar import BillingCalendar
@@ -95,14 +95,28 @@ class Command(BaseCommand):
         return f"peak {usage.peak_count:,}, live {usage.live_count:,}", problems
 
     def _ended(self, row: PeriodUsage, period: BillingPeriod | None) -> tuple[str, list[str]]:
+        """(what agrees, what does not) for an ended period.
+
+        A closed period is held to the peak its invoices bill (`billed_peak_count`: the
+        invoice, then any adjustment for a late change), so a late change shows here
+        until the next close bills it; a held period, to the peak recorded when held.
+        """
         replay = ledger_replay(start=row.period_start, end=row.period_end)
         problems = []
         if replay.peak_count != row.peak_count:
             problems.append(f"peak: ledger {replay.peak_count:,}, counters {row.peak_count:,}")
-        if period is not None and replay.peak_count != period.peak_count:
-            problems.append(
-                f"peak: ledger {replay.peak_count:,}, closed period {period.peak_count:,} "
-                f"({period.get_status_display().lower()})"
-            )
-        state = "not closed yet" if period is None else period.get_status_display().lower()
+        if period is None:
+            state = "not closed yet"
+        elif period.status == BillingPeriodStatus.CLOSED:
+            state = "closed"
+            if replay.peak_count != period.billed_peak_count:
+                problems.append(
+                    f"peak: ledger {replay.peak_count:,}, billed {period.billed_peak_count:,}"
+                )
+        else:
+            state = "held, not invoiced: rerun close_billing_periods once repaired"
+            if replay.peak_count != period.peak_count:
+                problems.append(
+                    f"peak: ledger {replay.peak_count:,}, recorded when held {period.peak_count:,}"
+                )
         return f"peak {row.peak_count:,}, {state}", problems
