@@ -226,7 +226,8 @@ def _write_invoice(
     lines = _price_lines(price) + _adjustment_lines(before=period.start)
     invoice = Invoice.objects.create(
         period=period,
-        number=f"INV-{period.start:%Y%m%d}",
+        # Numbered by the period's local start date: the update date the customer knows.
+        number=f"INV-{period.start.astimezone(BillingCalendar.for_account().tz):%Y%m%d}",
         currency=subscription.currency,
         total=sum(line["amount"] for line in lines),
         created_at=now,

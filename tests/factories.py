@@ -22,9 +22,10 @@ class ContactFactory(factory.django.DjangoModelFactory):
         model = Contact
 
     email = factory.Sequence(lambda n: f"person{n}@example.com")
-    first_name = factory.Faker("first_name")
-    last_name = factory.Faker("last_name")
-    company = factory.Faker("company")
+    # Predictable names: a random "Lee" or "Acme" would make search tests flaky.
+    first_name = factory.Sequence(lambda n: f"Person{n}")
+    last_name = factory.Sequence(lambda n: f"Surname{n}")
+    company = factory.Sequence(lambda n: f"Company {n}")
     lifecycle_stage = LifecycleStage.LEAD
     source = factory.SubFactory(SourceFactory)
 
