@@ -303,17 +303,24 @@ def _chunk_sql(chunk: QuerySet) -> tuple[str, list]:
     return sql, list(params)
 
 
-def _run_chunk_postgresql(chunk: QuerySet, spec: _Operation, ledger_select) -> dict[str, int]:
-    """One statement: lock-free read of the chunk, UPDATE … RETURNING into INSERT … SELECT."""
+def _run_chunk_postgresql(chunk: _Chunk, spec: _Operation, ledger_select) -> dict[str, int]:
+    """One statement: read the chunk's rows, UPDATE … RETURNING into INSERT … SELECT.
+
+    `target` is the chunk's own query (no self-join of contacts), and the UPDATE is
+    bounded to the chunk's id range, so the planner walks the primary key instead of
+    hashing the whole table.
+    """
+    rows = chunk.queryset.order_by().values_list("pk", "marketing_status", "marketing_until")
+    rows_sql, rows_params = rows.query.sql_with_params()
     sql, params = _sql(
         f"""
         WITH target AS MATERIALIZED (
-            SELECT c.id, c.marketing_status AS s, c.marketing_until AS u
-            FROM {_CONTACT} c WHERE c.id IN ({{chunk}})
+            SELECT id, s, u FROM ({{rows}}) AS t0 (id, s, u)
         ),
         upd AS (
             UPDATE {_CONTACT} c SET {{assignments}}
-            FROM target t WHERE c.id = t.id AND {{needs}}
+            FROM target t
+            WHERE c.id = t.id AND c.id >= {{lo}} AND c.id < {{hi}} AND {{needs}}
             RETURNING c.id, t.s, t.u
         ),
         ins AS (
@@ -324,8 +331,10 @@ def _run_chunk_postgresql(chunk: QuerySet, spec: _Operation, ledger_select) -> d
         SELECT 'matched', COUNT(*) FROM target
         UNION ALL SELECT action, COUNT(*) FROM ins GROUP BY action
         """,
-        chunk=_chunk_sql(chunk),
+        rows=(rows_sql, list(rows_params)),
         assignments=spec.assignments,
+        lo=_p(chunk.lo),
+        hi=_p(chunk.hi),
         needs=spec.needs_change,  # s and u are target's columns: the contacts table has neither
         ledger=ledger_select,
     )
@@ -389,17 +398,30 @@ def _as_queryset_or_ids(contacts: Target) -> QuerySet | list[int]:
     return sorted({int(pk) for pk in contacts})
 
 
-def _chunks(target: QuerySet | list[int]) -> list[QuerySet]:
+@dataclass(frozen=True)
+class _Chunk:
+    """The contacts of one statement: a queryset whose ids all lie in [lo, hi)."""
+
+    queryset: QuerySet
+    lo: int
+    hi: int
+
+
+def _chunks(target: QuerySet | list[int]) -> list[_Chunk]:
     if isinstance(target, list):
         return [
-            Contact.objects.filter(pk__in=target[i : i + STATUS_ID_BATCH])
-            for i in range(0, len(target), STATUS_ID_BATCH)
+            _Chunk(Contact.objects.filter(pk__in=batch), batch[0], batch[-1] + 1)
+            for batch in (
+                target[i : i + STATUS_ID_BATCH] for i in range(0, len(target), STATUS_ID_BATCH)
+            )
         ]
     bounds = target.order_by().aggregate(lo=Min("pk"), hi=Max("pk"))
     if bounds["lo"] is None:
         return []
     return [
-        target.filter(pk__gte=lo, pk__lt=lo + STATUS_RANGE_BATCH)
+        _Chunk(
+            target.filter(pk__gte=lo, pk__lt=lo + STATUS_RANGE_BATCH), lo, lo + STATUS_RANGE_BATCH
+        )
         for lo in range(bounds["lo"], bounds["hi"] + 1, STATUS_RANGE_BATCH)
     ]
 
@@ -652,9 +674,11 @@ def _apply(
             for key, value in _run_chunk_postgresql(chunk, specs[0], selects[0]).items():
                 totals[key] = totals.get(key, 0) + value
         else:
-            totals["matched"] += _run_chunk_portable(chunk, specs, selects, update=not delete)
+            totals["matched"] += _run_chunk_portable(
+                chunk.queryset, specs, selects, update=not delete
+            )
             if delete:
-                chunk.delete()
+                chunk.queryset.delete()
         if progress:
             progress(done, len(chunks))
     if not fast:
@@ -827,7 +851,7 @@ def contacts_status_preview(
     billable_settled = Q(marketing_status=_M, marketing_until__isnull=True)
     chunks = _chunks(target)
     for chunk in chunks:
-        counts = chunk.order_by().aggregate(
+        counts = chunk.queryset.order_by().aggregate(
             matched=Count("pk"),
             pending=Count("pk", filter=pending),
             settled=Count("pk", filter=billable_settled),
