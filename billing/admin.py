@@ -50,10 +50,13 @@ from billing.selectors import (
 )
 from billing.services import billing_alert_acknowledge, billing_close_periods
 from contacts.models import StatusSourceType
-from crm.admin import AccountTimeZoneMixin, SingletonAdmin, account_time_zone
+from crm.admin import (
+    AccountTimeZoneMixin,
+    ReadOnlyAdminMixin,
+    SingletonAdmin,
+    account_time_zone,
+)
 from crm.calendar import BillingCalendar
-
-# ISO 4217 currencies without a minor unit (amounts are whole units).
 
 DASHBOARD_PERMISSION = "billing.view_subscription"
 CLOSE_PERMISSION = "billing.change_subscription"
@@ -86,23 +89,9 @@ def format_instant(value: dt.datetime | None) -> str:
 MINOR_UNITS_HELP = "In minor units of the currency (cents for USD): {example}."
 
 
-class ReadOnlyBillingAdmin(AccountTimeZoneMixin, admin.ModelAdmin):
-    """Rows only the system writes: no add, change or delete here, superusers included.
-
-    Users with the model's view permission see the list and a read-only detail page;
-    a POST to the detail page is refused (403) by Django's change view.
-    """
-
-    actions = None
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
+class ReadOnlyBillingAdmin(ReadOnlyAdminMixin, AccountTimeZoneMixin, admin.ModelAdmin):
+    """Users with the model's view permission see the list and a read-only detail page;
+    a POST to the detail page is refused (403) by Django's change view."""
 
 
 # --- the subscription and the dashboard -------------------------------------------
@@ -592,7 +581,7 @@ class BillingPeriodAdmin(ReadOnlyBillingAdmin):
 # --- invoices --------------------------------------------------------------------------
 
 
-class InvoiceLineInline(admin.TabularInline):
+class InvoiceLineInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = InvoiceLine
     fields = ["kind", "description", "amount_display", "details_display"]
     readonly_fields = fields
@@ -600,15 +589,6 @@ class InvoiceLineInline(admin.TabularInline):
     max_num = 0
     can_delete = False
     show_change_link = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="Amount")
     def amount_display(self, obj: InvoiceLine) -> str:

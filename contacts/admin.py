@@ -73,6 +73,7 @@ from contacts.services import (
 from crm.admin import (
     AccountTimeZoneMixin,
     BigTableAdmin,
+    ReadOnlyAdminMixin,
     account_time_zone,
     capped_count,
 )
@@ -98,21 +99,6 @@ def held_message(held: ChangeHeld) -> str:
 
 def manual_status_source(user) -> StatusSource:
     return StatusSource(StatusSourceType.MANUAL, id=str(user.pk), name=user.get_username())
-
-
-class ReadOnlyAdminMixin:
-    """Rows only the system writes: nobody adds, changes or deletes them here, superusers included."""
-
-    actions = None
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 # --- contacts ----------------------------------------------------------------

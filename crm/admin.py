@@ -156,6 +156,21 @@ class AccountTimeZoneMixin:
         return self._in_account_time_zone(super().delete_view, request, object_id, extra_context)
 
 
+class ReadOnlyAdminMixin:
+    """Rows only the system writes: nobody adds, changes or deletes them here, superusers included."""
+
+    actions = None
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 class SingletonAdmin(admin.ModelAdmin):
     """A model with one row (pk = SINGLETON_PK): no second row, no deletion.
 
