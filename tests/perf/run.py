@@ -15,7 +15,12 @@ c. the same work as hand-written SQL (one statement, after the lock, request and
 d. per-contact loops over a sample: the service once per contact id, and the naive ORM
    loop (save() and a ledger row per contact), extrapolated to the bulk size;
 e. one status change (median of alternating set marketing / set non-marketing calls)
-   with a small table (10,000) and with N; the bar: ratio ≤ 1.5 (O(1)).
+   with a small table (10,000) and with N; the bar: ratio ≤ 1.5 (O(1));
+f. closing a month (`billing_close_periods`) with N marketing contacts and N + N/10
+   ledger rows, a tenth of them due to roll over: the median of `--repeat` closes, the
+   rollover and the ledger replay timed alone, the memory of one close in a fresh
+   process; the bar: ≤ 5 s, bounded memory (tests/perf/close.py). `--only close` runs
+   just this section.
 
 Between runs every contender gets the same state: contacts non-marketing again, the
 ledger and counters truncated, VACUUM ANALYZE, CHECKPOINT. One untimed hand-written run
@@ -67,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     results["load_at_start"] = load_at_start
     text = report.table(results)
     print(text)
-    if options.write:
+    if options.write and not options.only:
         path = report.write_markdown(results)
         print(f"\nWrote {path}")
     return 0
@@ -81,6 +86,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--loop", type=int, default=1_000, help="contacts in each per-contact loop")
     parser.add_argument("--calls", type=int, default=300, help="single changes timed at each size")
     parser.add_argument(
+        "--only",
+        choices=["close"],
+        help="run one section only (close: f.); the docs are then left alone",
+    )
+    parser.add_argument(
         "--no-write", dest="write", action="store_false", help="print only; leave the docs alone"
     )
     return parser.parse_args(argv)
@@ -91,12 +101,16 @@ def run(options: argparse.Namespace) -> dict:
 
     from contacts.models import Contact
     from contacts.services import STATUS_RANGE_BATCH
-    from tests.perf import contenders, data
+    from tests.perf import close, contenders, data
 
     results: dict = {"options": vars(options)}
 
     def say(message: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+    if options.only == "close":
+        results["close"] = close.run(options.contacts, options.repeat, say)
+        return results
 
     # e, small table first, then a, then e on the large table.
     say(f"setting up {options.small:,} contacts")
@@ -171,6 +185,8 @@ def run(options: argparse.Namespace) -> dict:
     say(f"d: naive ORM loop, {options.loop:,} contacts")
     results["naive_loop"] = contenders.naive_orm_loop(ids[options.loop :])
 
+    # f
+    results["close"] = close.run(options.contacts, options.repeat, say)
     return results
 
 
