@@ -25,7 +25,7 @@ INTRO = """# Benchmarks
 PostgreSQL against the bars of DESIGN §4 and rewrites the generated section below
 (the machine, the date, the table, the plans). It needs a PostgreSQL it may fill:
 `DATABASE_URL` (default `…/marketable_bench`, created and migrated if missing; its
-contacts tables are wiped). A full run takes about 7–12 minutes here; `--help` lists
+contacts tables are wiped). A full run takes about 9–15 minutes here; `--help` lists
 smaller sizes for a quick look (`--contacts 100000 --loop 200 --calls 50 --no-write`).
 
 What is measured, in one run: (a) setting up 1,000,000 non-marketing contacts; (b) a
@@ -34,7 +34,14 @@ selection spread over the table and for a dense one (one import's id range); (c)
 same work as hand-written SQL, one statement after the lock, request and counter rows
 (bar: b ≤ 1.5 × c); (d) the service called once per contact and the naive ORM loop,
 extrapolated to 100,000; (e) one status change with 10,000 and with 1,000,000
-contacts in the table (bar: ratio ≤ 1.5).
+contacts in the table (bar: ratio ≤ 1.5); (f) closing a month, `billing_close_periods`,
+with 1,000,000 marketing contacts and 1,100,000 ledger rows (every contact upgraded once
+in October 2026, a tenth of them with a downgrade due at 1 November), closed at
+2026-11-01 00:30 UTC: the median of three closes, the rollover and the ledger replay
+timed alone, and the memory of one close in a fresh process (bar: ≤ 5 s, bounded
+memory). The state of (f) is written with SQL, and what a close writes is undone
+between runs. `python -m tests.perf.run --only close` runs (f) alone (about 4 minutes;
+it prints and leaves this file alone).
 
 How to read it: each bulk contender starts from the same state (contacts reset,
 ledger and counters truncated, `VACUUM ANALYZE`, `CHECKPOINT`) after one untimed
