@@ -109,39 +109,38 @@ class LedgerReplay:
 
 
 def ledger_replay(*, start: dt.datetime, end: dt.datetime) -> LedgerReplay:
-    """Replay the ledger: the running sum of `delta`, grouped by instant, over [start, end).
+    """Replay the ledger: the billable count at every instant of [start, end).
 
-    One query with a window function (PostgreSQL, and SQLite 3.25+); it reads
-    statuschange_effective_idx. Rows at one instant are summed before the running
-    sum, so a -1 and a +1 at the same instant never make a false peak.
+    The opening count is the sum of `delta` up to and including `start`; inside the
+    period, rows at one instant are summed before a running sum (a window function,
+    on PostgreSQL and SQLite 3.25+), so a -1 and a +1 at the same instant never make
+    a false peak. Only the period's own rows are windowed (statuschange_effective_idx).
     """
     from django.db import connection
 
     table = StatusChange._meta.db_table
     adapt = connection.ops.adapt_datetimefield_value
     sql = f"""
-        WITH per_instant AS (
-            SELECT effective_at, SUM(delta) AS d FROM {table}
-            WHERE effective_at < %s AND delta <> 0
-            GROUP BY effective_at
-        ),
-        running AS (
-            SELECT effective_at, SUM(d) OVER (ORDER BY effective_at ROWS UNBOUNDED PRECEDING) AS c
-            FROM per_instant
-        )
         SELECT
-            (SELECT c FROM running WHERE effective_at <= %s ORDER BY effective_at DESC LIMIT 1),
-            (SELECT MAX(c) FROM running WHERE effective_at > %s),
-            (SELECT c FROM running ORDER BY effective_at DESC LIMIT 1)
+            (SELECT COALESCE(SUM(delta), 0) FROM {table} WHERE effective_at <= %s),
+            (SELECT MAX(c) FROM (
+                SELECT SUM(d) OVER (ORDER BY effective_at ROWS UNBOUNDED PRECEDING) AS c
+                FROM (
+                    SELECT effective_at, SUM(delta) AS d FROM {table}
+                    WHERE effective_at > %s AND effective_at < %s AND delta <> 0
+                    GROUP BY effective_at
+                ) AS per_instant
+            ) AS running),
+            (SELECT COALESCE(SUM(delta), 0) FROM {table} WHERE effective_at > %s AND effective_at < %s)
     """
     with connection.cursor() as cursor:
-        cursor.execute(sql, [adapt(end), adapt(start), adapt(start)])
-        opening, peak_after, closing = cursor.fetchone()
+        cursor.execute(sql, [adapt(start), adapt(start), adapt(end), adapt(start), adapt(end)])
+        opening, highest_rise, period_sum = cursor.fetchone()
     opening = int(opening or 0)
     return LedgerReplay(
         start=start,
         end=end,
         opening_count=opening,
-        peak_count=max(opening, int(peak_after or 0)),
-        closing_count=int(closing or 0),
+        peak_count=opening + max(0, int(highest_rise or 0)),
+        closing_count=opening + int(period_sum or 0),
     )
