@@ -92,11 +92,6 @@ def register_change_guard(guard: ChangeGuard) -> None:
         _guards.append(guard)
 
 
-def unregister_change_guard(guard: ChangeGuard) -> None:
-    if guard in _guards:
-        _guards.remove(guard)
-
-
 def check_guards(request: GuardRequest) -> str | None:
     """The first guard's reason to hold the change, or None to let it run."""
     for guard in list(_guards):

@@ -56,11 +56,6 @@ def usage_current(*, at: dt.datetime | None = None) -> UsageSnapshot:
     )
 
 
-def period_usages(*, since: dt.datetime | None = None) -> QuerySet[PeriodUsage]:
-    qs = PeriodUsage.objects.order_by("period_start")
-    return qs.filter(period_start__gte=since) if since else qs
-
-
 def contact_status_history(*, contact_id: int) -> QuerySet[StatusChange]:
     # statuschange_contact_idx
     return (
@@ -90,11 +85,6 @@ def source_for_manual_entry() -> Source:
 
 def contact_exists(*, contact_id: int) -> bool:
     return Contact.objects.filter(pk=contact_id).exists()
-
-
-def source_in_use(*, source: Source) -> bool:
-    """Whether any contact still records this source (it cannot be deleted then)."""
-    return Contact.objects.filter(source=source).exists()
 
 
 @dataclass(frozen=True)

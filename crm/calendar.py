@@ -60,7 +60,3 @@ class BillingCalendar:
 def _add_months(year: int, month: int, delta: int) -> tuple[int, int]:
     index = year * 12 + (month - 1) + delta
     return index // 12, index % 12 + 1
-
-
-def current_calendar() -> BillingCalendar:
-    return BillingCalendar.for_account()
