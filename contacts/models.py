@@ -393,3 +393,44 @@ class UsageState(models.Model):
 
     def __str__(self) -> str:
         return "usage state"
+
+
+class EngagementType(models.TextChoices):
+    EMAIL_OPEN = "email_open", "Email open"
+    EMAIL_CLICK = "email_click", "Email click"
+    FORM_SUBMISSION = "form_submission", "Form submission"
+    PAGE_VIEW = "page_view", "Page view"
+    AD_CLICK = "ad_click", "Ad click"
+    CHAT = "chat", "Chat"
+    MEETING_BOOKED = "meeting_booked", "Meeting booked"
+
+
+class EngagementEvent(models.Model):
+    """Something a contact did. Workflows, lead scores and hygiene read these.
+
+    Append-only; `external_id` (when the sender has one) makes ingestion idempotent.
+    """
+
+    contact = models.ForeignKey(
+        Contact,
+        on_delete=models.CASCADE,
+        db_index=False,  # covered by engagement_contact_idx
+        related_name="engagement_events",
+    )
+    type = models.CharField(max_length=24, choices=EngagementType.choices)
+    occurred_at = models.DateTimeField()
+    external_id = models.CharField(max_length=200, null=True, blank=True, unique=True)
+    properties = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-occurred_at"]
+        indexes = [
+            # A contact's recent events of a type (criteria "N events of type T in D days").
+            models.Index(fields=["contact", "type", "-occurred_at"], name="engagement_contact_idx"),
+            # Scoring windows and "engaged within N days" over all contacts.
+            models.Index(fields=["type", "occurred_at"], name="engagement_type_time_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.contact_id}: {self.type} at {self.occurred_at:%Y-%m-%d %H:%M}"
