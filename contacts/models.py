@@ -178,7 +178,10 @@ class Contact(BaseModel):
         null=True,
         blank=True,
         editable=False,
-        help_text="Non-marketing from this instant (pending).",
+        help_text=(
+            "Marketing contact: non-marketing from this instant (a pending downgrade). "
+            "Non-marketing contact: non-marketing since this instant (the applied downgrade)."
+        ),
     )
     marketing_reason_type = models.CharField(
         max_length=20, choices=StatusSourceType.choices, blank=True, editable=False
@@ -199,11 +202,6 @@ class Contact(BaseModel):
             models.CheckConstraint(
                 condition=models.Q(marketing_status__in=MarketingStatus.values),
                 name="contact_marketing_status_valid",
-            ),
-            models.CheckConstraint(
-                condition=models.Q(marketing_until__isnull=True)
-                | models.Q(marketing_status=MarketingStatus.MARKETING),
-                name="contact_pending_only_when_marketing",
             ),
         ]
         indexes = [
@@ -236,7 +234,9 @@ class Contact(BaseModel):
 
     def pending_from(self, at):
         """The instant a pending downgrade takes effect, or None."""
-        if self.marketing_until is not None and self.marketing_until > at:
+        if self.marketing_status == MarketingStatus.MARKETING and (
+            self.marketing_until is not None and self.marketing_until > at
+        ):
             return self.marketing_until
         return None
 
@@ -390,6 +390,10 @@ class UsageState(models.Model):
     keeps the change clock monotonic, so the ledger's order is the counters' order."""
 
     last_change_at = models.DateTimeField(null=True, blank=True)
+    # Every downgrade due at or before this instant has been applied: the next rollover
+    # reads only (rolled_over_through, as_of] of contact_pending_idx, however many
+    # applied downgrades the index keeps ("non-marketing since").
+    rolled_over_through = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return "usage state"

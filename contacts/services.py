@@ -245,9 +245,10 @@ def _operation(
             to_status=(f"'{_N}'", []),
             effective_at=("u", []),
             delta=("0", []),
+            # marketing_until stays as "non-marketing since": it is indexed, and leaving
+            # every indexed column alone lets PostgreSQL update the rows in place (HOT).
             assignments=_sql(
-                f"marketing_status = '{_N}', marketing_until = NULL, updated_at = {{now}}",
-                now=_p(timezone.now()),
+                f"marketing_status = '{_N}', updated_at = {{now}}", now=_p(timezone.now())
             ),
         )
     raise ValueError(op)
@@ -788,6 +789,10 @@ def contacts_rollover(
         due = Contact.objects.filter(
             marketing_status=MarketingStatus.MARKETING, marketing_until__lte=as_of
         )
+        if state.rolled_over_through is not None:
+            # Downgrades are always scheduled after the instant they are asked for, and
+            # instants only grow, so none falls at or before the last rollover's as_of.
+            due = due.filter(marketing_until__gt=state.rolled_over_through)
         request, _ = _begin(
             operation=ROLLOVER,
             source=source,
@@ -808,6 +813,9 @@ def contacts_rollover(
             delete=False,
             progress=progress,
         )
+        if state.rolled_over_through is None or as_of > state.rolled_over_through:
+            state.rolled_over_through = as_of
+            state.save(update_fields=["rolled_over_through"])
         result = StatusChangeResult(
             operation=ROLLOVER,
             idempotency_key=request.idempotency_key,

@@ -401,7 +401,7 @@ def ledger_state() -> tuple:
         BillingPeriod.objects.count(),
         Invoice.objects.count(),
         InvoiceLine.objects.count(),
-        Contact.objects.filter(marketing_until__isnull=False).count(),
+        Contact.objects.filter(marketing_status="marketing", marketing_until__isnull=False).count(),
     )
 
 
@@ -428,7 +428,10 @@ def test_close_page_dry_run_writes_nothing_then_confirm_closes(billing, october)
     invoice = Invoice.objects.get()
     assert (invoice.number, invoice.total, invoice.status) == ("INV-20261001", 102_500, "draft")
     assert BillingPeriod.objects.get().peak_count == 2_100
-    assert Contact.objects.filter(marketing_until__isnull=False).count() == 0  # rollover applied
+    assert (
+        Contact.objects.filter(marketing_status="marketing", marketing_until__isnull=False).count()
+        == 0
+    )  # rollover applied
     assert [(r["outcome"].status, r["outcome"].invoice_number) for r in done.context["rows"]] == [
         ("closed", "INV-20261001")
     ]

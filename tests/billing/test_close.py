@@ -66,7 +66,10 @@ def test_closing_a_month_writes_one_correct_invoice(account, subscription, make_
     )
     assert sum(amount for _, amount, _ in lines) == invoice.total
     # The rollover applied November's 400 downgrades and December opened without them.
-    assert Contact.objects.filter(marketing_until__isnull=False).count() == 0
+    assert (
+        Contact.objects.filter(marketing_status="marketing", marketing_until__isnull=False).count()
+        == 0
+    )
     assert PeriodUsage.objects.get(period_start=DEC_1).opening_count == 5_750
 
 

@@ -199,7 +199,8 @@ def test_rollover_applies_due_downgrades_and_opens_the_next_period(
 
     leaves.refresh_from_db()
     assert result.applied == 1
-    assert (leaves.marketing_status, leaves.marketing_until) == ("non_marketing", None)
+    assert (leaves.marketing_status, leaves.marketing_until) == ("non_marketing", DEC_1)
+    assert leaves.pending_from(DEC_1) is None  # "non-marketing since", not pending
     row = StatusChange.objects.get(action=LedgerAction.ROLLOVER)
     assert (row.effective_at, row.delta) == (DEC_1, 0)
     december = PeriodUsage.objects.get(period_start=DEC_1)
