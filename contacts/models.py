@@ -206,8 +206,10 @@ class Contact(BaseModel):
         ]
         indexes = [
             # Pending downgrades: the rollover and the "pending" filter read only these rows.
+            # With the id in the key, a rollover chunk (an id range) skips the other chunks'
+            # rows inside the index instead of fetching each from the table.
             models.Index(
-                fields=["marketing_until"],
+                fields=["marketing_until", "id"],
                 name="contact_pending_idx",
                 condition=models.Q(marketing_until__isnull=False),
             ),

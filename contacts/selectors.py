@@ -110,21 +110,25 @@ def ledger_replay(*, start: dt.datetime, end: dt.datetime) -> LedgerReplay:
 
     table = StatusChange._meta.db_table
     adapt = connection.ops.adapt_datetimefield_value
+    # One pass over the period's rows gives both the highest running sum and the last
+    # one (the period's net change: rows with delta 0 change nothing).
     sql = f"""
         SELECT
             (SELECT COALESCE(SUM(delta), 0) FROM {table} WHERE effective_at <= %s),
-            (SELECT MAX(c) FROM (
-                SELECT SUM(d) OVER (ORDER BY effective_at ROWS UNBOUNDED PRECEDING) AS c
+            running.highest, running.net
+        FROM (
+            SELECT MAX(c) AS highest, SUM(d) AS net FROM (
+                SELECT d, SUM(d) OVER (ORDER BY effective_at ROWS UNBOUNDED PRECEDING) AS c
                 FROM (
                     SELECT effective_at, SUM(delta) AS d FROM {table}
                     WHERE effective_at > %s AND effective_at < %s AND delta <> 0
                     GROUP BY effective_at
                 ) AS per_instant
-            ) AS running),
-            (SELECT COALESCE(SUM(delta), 0) FROM {table} WHERE effective_at > %s AND effective_at < %s)
+            ) AS rising
+        ) AS running
     """
     with connection.cursor() as cursor:
-        cursor.execute(sql, [adapt(start), adapt(start), adapt(end), adapt(start), adapt(end)])
+        cursor.execute(sql, [adapt(start), adapt(start), adapt(end)])
         opening, highest_rise, period_sum = cursor.fetchone()
     opening = int(opening or 0)
     return LedgerReplay(

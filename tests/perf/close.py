@@ -156,7 +156,10 @@ def reset_close(count: int) -> None:
             params={"start": START},
         )
         execute(*(f"DELETE FROM {table}" for table in BILLING_TABLES))
-        execute(f"UPDATE {STATE} SET last_change_at = %(last)s", params={"last": _last_change_at()})
+        execute(
+            f"UPDATE {STATE} SET last_change_at = %(last)s, rolled_over_through = NULL",
+            params={"last": _last_change_at()},
+        )
         _contacts_as_before_the_close(count, all_contacts=False)
     data.vacuum()
     execute(*(f"VACUUM ANALYZE {table}" for table in BILLING_TABLES))
