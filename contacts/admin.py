@@ -816,6 +816,7 @@ from django.db.models import Count  # noqa: E402
 
 from contacts.models import (  # noqa: E402
     AdAccount,
+    AdLead,
     Chatflow,
     ConnectedApp,
     Form,
@@ -1089,3 +1090,13 @@ class AdAccountAdmin(TokenHolderAdmin):
             _token_message(self, request, account, token)
             return
         ad_account_save(ad_account=obj)
+
+
+@admin.register(AdLead)
+class AdLeadAdmin(ReadOnlyAdminMixin, AccountTimeZoneMixin, BigTableAdmin):
+    list_display = ["id", "ad_account", "lead_id", "contact", "created_contact", "received_at"]
+    list_select_related = ["ad_account", "contact"]
+    list_filter = ["ad_account", "created_contact"]
+    sortable_by = ["id"]
+    search_fields = ["=lead_id"]
+    search_help_text = "An exact platform lead id."

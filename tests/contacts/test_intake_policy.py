@@ -97,9 +97,7 @@ def test_the_channel_setting_wins_over_the_source_default_and_names_the_channel(
 
 
 @pytest.mark.parametrize("kind", sorted(LOCKED_KINDS))
-def test_contact_create_from_a_locked_source_is_non_marketing_and_refuses_marketing(
-    account, kind
-):
+def test_contact_create_from_a_locked_source_is_non_marketing_and_refuses_marketing(account, kind):
     source = SourceFactory(name=f"locked {kind}", kind=kind)
 
     with pytest.raises(LockedSourceError):
