@@ -1,5 +1,7 @@
 """Chatflows, connected apps (token, toggle timing, batch upsert) and ads leads (DESIGN §1.3)."""
 
+import json
+
 import pytest
 import time_machine
 from django.conf import settings
@@ -322,7 +324,21 @@ def test_a_batch_of_more_than_10000_is_refused_whole(account):
 def test_a_full_batch_is_set_based_and_a_retry_changes_nothing(account):
     # Given a marketing app and 10,000 new contacts
     app, token = connected_app_create(name="Shop", marketing=True)
-    items = [{"email": f"p{i}@example.com", "first_name": f"P{i}"} for i in range(INTAKE_BATCH_MAX)]
+    items = [
+        {
+            "email": f"firstname.lastname{i}@example-company.com",
+            "first_name": "Firstname",
+            "last_name": f"Lastname{i}",
+            "company": "Example Company Incorporated Limited",
+            "phone": "+1 555 0100 1234",
+            "lifecycle_stage": "lead",
+            "lead_status": "new",
+            "contact_type": "prospect",
+        }
+        for i in range(INTAKE_BATCH_MAX)
+    ]
+    # Over 2.5 MB of JSON (Django's form-data cap; DRF reads JSON bodies from the stream)
+    assert len(json.dumps({"contacts": items})) > 2.5 * 1024 * 1024
 
     # When the batch is taken, then taken again
     statements = []
