@@ -138,3 +138,19 @@ def ledger_replay(*, start: dt.datetime, end: dt.datetime) -> LedgerReplay:
         peak_count=opening + max(0, int(highest_rise or 0)),
         closing_count=opening + int(period_sum or 0),
     )
+
+
+# --- intake ---
+
+
+def form_public(*, slug: str):
+    """An active form by slug, or None (contacts_form slug unique index)."""
+    from contacts.models import Form
+
+    return Form.objects.select_related("source").filter(slug=slug, is_active=True).first()
+
+
+def chatflow_public(*, chatflow_id: int):
+    from contacts.models import Chatflow
+
+    return Chatflow.objects.select_related("source").filter(pk=chatflow_id, is_active=True).first()

@@ -223,6 +223,16 @@ class AccountAdmin(SingletonAdmin):
                 ),
             },
         ),
+        (
+            "New contacts from forms",
+            {
+                "fields": ["forms_create_marketing", "external_forms_marketing"],
+                "description": (
+                    "Marketing contacts are billable from the moment they are created. A form "
+                    "may override the first setting; the second applies to every external form."
+                ),
+            },
+        ),
         ("Record", {"fields": ["created_at", "updated_at"], "classes": ["collapse"]}),
     ]
     readonly_fields = ["created_at", "updated_at"]

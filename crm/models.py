@@ -48,6 +48,18 @@ class Account(BaseModel):
         validators=[validate_time_zone],
         help_text="Periods start at local midnight in this time zone.",
     )
+    # Intake defaults (DESIGN §1.3): here because `contacts` reads them and must not import billing.
+    forms_create_marketing = models.BooleanField(
+        default=True,
+        help_text="Our own forms create marketing contacts, unless a form says otherwise.",
+    )
+    external_forms_marketing = models.BooleanField(
+        default=True,
+        help_text=(
+            "External (non-native) forms create marketing contacts, and upgrade an existing "
+            "non-marketing contact that submits one."
+        ),
+    )
 
     class Meta:
         constraints = [

@@ -8,4 +8,5 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/", include("contacts.api.urls")),
     path("api/billing/", include("billing.api.urls")),
+    path("forms/", include("contacts.urls")),
 ]

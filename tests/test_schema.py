@@ -45,6 +45,12 @@ EXPECTED_OPERATIONS = {
     ("get", "/api/billing/invoices/"),
     ("get", "/api/billing/invoices/{number}/"),
     ("post", "/api/billing/preview/"),
+    # intake
+    ("post", "/api/intake/forms/{slug}/"),
+    ("post", "/api/intake/external-forms/"),
+    ("post", "/api/intake/chatflows/{id}/"),
+    ("post", "/api/intake/integrations/{id}/contacts/"),
+    ("post", "/api/intake/ads/{id}/leads/"),
 }
 
 

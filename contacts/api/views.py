@@ -60,6 +60,7 @@ from contacts.services import (
     StatusSource,
     contact_create,
     contact_update,
+    contacts_creation_policy,
     contacts_delete,
     contacts_set_marketing,
     contacts_set_non_marketing,
@@ -205,6 +206,11 @@ class ContactViewSet(viewsets.ModelViewSet):
         marketing = fields.pop("marketing", None)
         source = fields.pop("source", None) or source_for_manual_entry()
         status_source = None
+        try:
+            # The one creation rule: a locked source refuses marketing, whoever asks (400).
+            contacts_creation_policy(source=source, requested_marketing=marketing)
+        except LockedSourceError as exc:
+            raise ValidationError({"marketing": [str(exc)]}) from exc
         if marketing:
             if not request.user.has_perm(MARKETING_STATUS_PERMISSION):
                 raise PermissionDenied(

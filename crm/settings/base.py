@@ -127,7 +127,12 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "crm.api.CreatedCursorPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_THROTTLE_RATES": {"intake": os.environ.get("INTAKE_THROTTLE", "60/minute")},
+    # Public intake (forms, external forms, chatflows) per client address; connected apps and
+    # ad accounts per token (contacts.api.intake_auth).
+    "DEFAULT_THROTTLE_RATES": {
+        "intake": os.environ.get("INTAKE_THROTTLE", "60/minute"),
+        "intake_apps": os.environ.get("INTAKE_APPS_THROTTLE", "600/minute"),
+    },
     "EXCEPTION_HANDLER": "crm.exceptions.exception_handler",
 }
 

@@ -13,5 +13,5 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
 DATABASES["default"]["CONN_MAX_AGE"] = 0
 REST_FRAMEWORK = {
     **REST_FRAMEWORK,
-    "DEFAULT_THROTTLE_RATES": {"intake": "1000/minute"},
+    "DEFAULT_THROTTLE_RATES": {"intake": "1000/minute", "intake_apps": "1000/minute"},
 }
