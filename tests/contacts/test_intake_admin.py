@@ -3,37 +3,16 @@
 import re
 
 import pytest
-from django.contrib.auth.models import Group, Permission
 from django.contrib.messages import get_messages
 from django.test import Client
 from rest_framework.test import APIClient
 
 from contacts.models import AdAccount, Chatflow, ConnectedApp, Form, FormSubmission, Source
 from contacts.services import connected_app_create, form_save, form_submit
-from crm.roles import AUDITOR, MARKETING_OPS, ROLE_PERMISSIONS
+from crm.roles import AUDITOR, MARKETING_OPS
 from tests.factories import UserFactory
 
 TOKEN = re.compile(r"<code>(mk_(?:app|ads)_[A-Za-z0-9_\-]+)</code>")
-
-
-@pytest.fixture
-def roles(db):
-    """The intake permissions of crm.roles on the groups (the crm data migration adds them)."""
-    for role, names in ROLE_PERMISSIONS.items():
-        group = Group.objects.get(name=role)
-        for name in names:
-            if name.startswith("view:"):
-                app_label = name.split(":", 1)[1]
-                group.permissions.add(
-                    *Permission.objects.filter(
-                        content_type__app_label=app_label, codename__startswith="view_"
-                    )
-                )
-            else:
-                app_label, codename = name.split(".", 1)
-                group.permissions.add(
-                    *Permission.objects.filter(content_type__app_label=app_label, codename=codename)
-                )
 
 
 def login(user) -> Client:
@@ -43,12 +22,12 @@ def login(user) -> Client:
 
 
 @pytest.fixture
-def ops(account, roles):
+def ops(account):
     return login(UserFactory(username="ops2", groups=[MARKETING_OPS]))
 
 
 @pytest.fixture
-def auditor(account, roles):
+def auditor(account):
     return login(UserFactory(username="audit2", groups=[AUDITOR]))
 
 
