@@ -205,6 +205,10 @@ class _Operation:
     effective_at: tuple[str, list]
     delta: tuple[str, list]
     assignments: tuple[str, list]  # SET clause for the contacts table
+    # The target's own filter already says which rows change, and the SET leaves
+    # marketing_until (u) alone: the PostgreSQL path updates the rows straight from
+    # that filter, with no read of the old values first (the rollover).
+    in_place: bool = False
 
 
 def _operation(
@@ -260,6 +264,7 @@ def _operation(
             assignments=_sql(
                 f"marketing_status = '{_N}', updated_at = {{now}}", now=_p(timezone.now())
             ),
+            in_place=True,
         )
     raise ValueError(op)
 
@@ -321,6 +326,8 @@ def _run_chunk_postgresql(chunk: _Chunk, spec: _Operation, ledger_select) -> dic
     bounded to the chunk's id range, so the planner walks the primary key instead of
     hashing the whole table.
     """
+    if spec.in_place:
+        return _run_chunk_in_place(chunk, spec, ledger_select)
     rows = chunk.queryset.order_by().values_list("pk", "marketing_status", "marketing_until")
     rows_sql, rows_params = rows.query.sql_with_params()
     sql, params = _sql(
@@ -347,6 +354,40 @@ def _run_chunk_postgresql(chunk: _Chunk, spec: _Operation, ledger_select) -> dic
         lo=_p(chunk.lo),
         hi=_p(chunk.hi),
         needs=spec.needs_change,  # s and u are target's columns: the contacts table has neither
+        ledger=ledger_select,
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return {action: count for action, count in cursor.fetchall()}
+
+
+def _run_chunk_in_place(chunk: _Chunk, spec: _Operation, ledger_select) -> dict[str, int]:
+    """UPDATE … WHERE <the chunk's own filter> RETURNING into INSERT … SELECT.
+
+    About a quarter cheaper than reading the rows first: no join back to the table.
+    Only for a filter on the contacts table's own columns (no joins).
+    """
+    query = chunk.queryset.order_by().query
+    if len(query.alias_map) > 1:
+        raise ValueError("an in-place chunk filters on the contacts table alone")
+    where, where_params = query.get_compiler(connection=connection).compile(query.where)
+    sql, params = _sql(
+        f"""
+        WITH upd AS (
+            UPDATE {_CONTACT} SET {{assignments}}
+            WHERE {{where}}
+            RETURNING id, marketing_until AS u
+        ),
+        ins AS (
+            INSERT INTO {_LEDGER} ({_LEDGER_COLUMNS})
+            {{ledger}} FROM upd
+            RETURNING action
+        )
+        SELECT 'matched', COUNT(*) FROM ins
+        UNION ALL SELECT action, COUNT(*) FROM ins GROUP BY action
+        """,
+        assignments=spec.assignments,
+        where=(where, list(where_params)),
         ledger=ledger_select,
     )
     with connection.cursor() as cursor:
