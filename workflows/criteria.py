@@ -1021,3 +1021,73 @@ def criteria_queryset(
     """`queryset` (all contacts by default) narrowed to the tree: one SQL statement to read."""
     base = Contact.objects.all() if queryset is None else queryset
     return base.filter(criteria_q(tree, now=now))
+
+
+# --- The editor's schema (django-jsonform) ---
+
+
+def criteria_editor_schema() -> dict[str, Any]:
+    """The schema the admin's criteria editor renders, generated from the registry.
+
+    django-jsonform draws every key of an object, so the optional keys are all
+    here and the form drops the ones left empty (`workflows.forms`); the editor
+    offers our field names (the HubSpot aliases still validate when typed in JSON).
+    """
+    fields = [{"title": f"{s.label} ({s.name})", "value": s.name} for s in FIELDS.values()]
+    operators = [{"title": op, "value": op} for op in OPERATORS]
+    event_types = [{"title": "(any)", "value": ""}] + [
+        {"title": label, "value": value} for value, label in EngagementType.choices
+    ]
+    filter_schema = {
+        "type": "object",
+        "title": "Filter",
+        "properties": {
+            "propertyName": {"type": "string", "title": "Field", "choices": fields},
+            "operator": {"type": "string", "title": "Operator", "choices": operators},
+            "value": {
+                "type": "string",
+                "title": "Value",
+                "helpText": "EQ, NEQ, LT…GTE, CONTAINS_TOKEN (* is a wildcard), "
+                "BETWEEN's low end, WITHIN_LAST_DAYS' number of days.",
+            },
+            "highValue": {"type": "string", "title": "High value (BETWEEN)"},
+            "values": {
+                "type": "array",
+                "title": "Values (IN, NOT_IN)",
+                "items": {"type": "string"},
+            },
+            "eventType": {
+                "type": "string",
+                "title": "Event type (engagement facts)",
+                "choices": event_types,
+            },
+            "withinDays": {
+                "type": "string",
+                "title": "Within the last N days (engagement_count)",
+            },
+        },
+    }
+    return {
+        "type": "object",
+        "title": "Criteria",
+        "properties": {
+            "filterGroups": {
+                "type": "array",
+                "title": "Groups: a contact matches when it meets ANY group",
+                "maxItems": MAX_GROUPS,
+                "items": {
+                    "type": "object",
+                    "title": "Group: ALL of its filters must match",
+                    "properties": {
+                        "filters": {
+                            "type": "array",
+                            "title": "Filters",
+                            "minItems": 1,
+                            "maxItems": MAX_FILTERS_PER_GROUP,
+                            "items": filter_schema,
+                        }
+                    },
+                },
+            }
+        },
+    }
