@@ -650,7 +650,9 @@ def _to_integration(raw: Any) -> int | str:
     if isinstance(raw, int) and not isinstance(raw, bool):
         return _to_int(raw, low=1, high=2**63 - 1)
     text = _to_text(raw)
-    return int(text) if text.isdigit() else text
+    if re.fullmatch(r"\d+", text, flags=re.ASCII):
+        return _to_int(text, low=1, high=2**63 - 1, what="a source id")
+    return text
 
 
 def _to_token_pattern(raw: Any) -> str:
