@@ -1060,7 +1060,6 @@ IMPORT_DEFAULT_SOURCE = "CSV import"
 IMPORT_SORT_MEMORY = "256MB"  # PostgreSQL work_mem for the dedupe sort of a large file
 
 _STAGE = "import_stage"
-_KEPT = "import_kept"
 _IMPORT_FORCE_PORTABLE = False  # tests flip it to run the portable path on PostgreSQL
 
 
@@ -1556,7 +1555,6 @@ def _stage_ddl(table: str) -> str:
 
 def _drop_staging(cursor) -> None:
     cursor.execute(f"DROP TABLE IF EXISTS {_STAGE}")
-    cursor.execute(f"DROP TABLE IF EXISTS {_KEPT}")
 
 
 def _write_errors(contact_import_id: int, errors: list[tuple[int, str, str]]) -> None:
@@ -1581,12 +1579,13 @@ class _Staged:
     invalid: int = 0  # rows with an error (not imported)
     duplicates: int = 0  # rows whose email a later row repeats (not imported)
     kept: int = 0  # rows to upsert, one per email
+    last_line: int = 1  # the file's last staged line (the header is line 1)
 
 
 def _stage(contact_import: ContactImport, progress: ImportProgress | None) -> _Staged:
-    """Read the file into the staging table `import_kept` (one row per email, the last
-    one of the file), writing its row errors afresh. Call outside a transaction to let
-    others see the progress; the staging tables live as long as the connection."""
+    """Read the file into the staging table `import_stage`: one row per email (the file's
+    last), row errors written afresh. Outside a transaction, others see the progress;
+    the staging table lives as long as the connection (dropped by the caller)."""
     ImportRowError.objects.filter(contact_import=contact_import).delete()
     staged = _Staged()
     fast = _fast_path()
@@ -1605,54 +1604,56 @@ def _stage(contact_import: ContactImport, progress: ImportProgress | None) -> _S
                     cursor.executemany(
                         f"INSERT INTO {_STAGE} ({_STAGE_COLUMNS}) VALUES ({marks})", batch.rows
                     )
+                staged.last_line = batch.rows[-1][0]
             _write_errors(contact_import.pk, batch.errors)
             staged.rows = batch.read
             staged.invalid += batch.invalid
             if progress:
                 progress("reading", staged.rows, max(total, staged.rows))
         _dedupe(cursor, contact_import)
-        cursor.execute(f"SELECT COUNT(*) FROM {_KEPT}")
+        cursor.execute(f"SELECT COUNT(*) FROM {_STAGE}")
         staged.kept = cursor.fetchone()[0]
     staged.duplicates = staged.rows - staged.invalid - staged.kept
     return staged
 
 
 def _dedupe(cursor, contact_import: ContactImport) -> None:
-    """`import_kept`: the last row of each email, numbered `n` in email order (so the
-    upsert fills the email index in order); superseded rows become row errors."""
-    email_column = next(c for c, name in contact_import.mapping.items() if name == "email")
-    if connection.vendor == "postgresql":
-        # One sort of the file's rows in memory rather than on disk (the session's setting).
-        atomic = connection.in_atomic_block
-        cursor.execute(f"SET {'LOCAL ' if atomic else ''}work_mem = '{IMPORT_SORT_MEMORY}'")
-        cursor.execute(
-            f"CREATE TEMPORARY TABLE {_KEPT} AS SELECT row_number() OVER (ORDER BY email) AS n, "
-            f"d.* FROM (SELECT DISTINCT ON (email) * FROM {_STAGE} ORDER BY email, line DESC) d"
+    """Keep the last row of each email and index the staging table for the upsert.
+
+    The unique email index the upsert reads by is tried first: a file without
+    duplicates (the usual case) costs one sort. When it fails, the earlier rows of each
+    repeated email become row errors and leave the table, and the index is built again.
+    """
+    postgresql = connection.vendor == "postgresql"
+    if postgresql:  # sort in memory, not on disk (the session's setting, reset by the caller)
+        cursor.execute(f"SET maintenance_work_mem = '{IMPORT_SORT_MEMORY}'")
+    unique = f"CREATE UNIQUE INDEX {_STAGE}_email ON {_STAGE} (email)"
+    try:
+        with transaction.atomic():
+            cursor.execute(unique)
+    except IntegrityError:
+        email_column = next(c for c, name in contact_import.mapping.items() if name == "email")
+        repeated = (
+            f"FROM {_STAGE} s JOIN (SELECT email, MAX(line) AS last FROM {_STAGE} "
+            "GROUP BY email HAVING COUNT(*) > 1) d ON d.email = s.email WHERE s.line < d.last"
         )
-        if not atomic:
-            cursor.execute("RESET work_mem")
-    else:  # SQLite: rowid follows the insertion order, the email order
-        cursor.execute(f"CREATE INDEX {_STAGE}_email ON {_STAGE} (email, line)")
         cursor.execute(
-            f"CREATE TEMPORARY TABLE {_KEPT} AS SELECT s.* FROM {_STAGE} s WHERE NOT EXISTS "
-            f"(SELECT 1 FROM {_STAGE} s2 WHERE s2.email = s.email AND s2.line > s.line) "
-            "ORDER BY s.email"
-        )
-        cursor.execute(f"ALTER TABLE {_KEPT} ADD COLUMN n INTEGER")
-        cursor.execute(f"UPDATE {_KEPT} SET n = rowid")
-    cursor.execute(f"CREATE UNIQUE INDEX {_KEPT}_email ON {_KEPT} (email)")
-    cursor.execute(f"CREATE INDEX {_KEPT}_n ON {_KEPT} (n)")
-    cursor.execute(f"ANALYZE {_KEPT}")
-    cursor.execute(f"SELECT (SELECT COUNT(*) FROM {_STAGE}) - (SELECT COUNT(*) FROM {_KEPT})")
-    if cursor.fetchone()[0]:
-        table = ImportRowError._meta.db_table
-        cursor.execute(
-            f'INSERT INTO {table} (contact_import_id, line, "column", message) '
-            "SELECT %s, s.line, %s, 'Duplicate: ' || s.email || ' is also on line ' || "
-            "CAST(k.line AS TEXT) || ', the last row with this email, which is imported instead.' "
-            f"FROM {_STAGE} s JOIN {_KEPT} k ON k.email = s.email WHERE s.line <> k.line",
+            f'INSERT INTO {ImportRowError._meta.db_table} (contact_import_id, line, "column", '
+            "message) SELECT %s, s.line, %s, 'Duplicate: ' || s.email || ' is also on line ' || "
+            "CAST(d.last AS TEXT) || ', the last row with this email, which is imported instead.' "
+            + repeated,
             [contact_import.pk, email_column[:200]],
         )
+        cursor.execute(f"DELETE FROM {_STAGE} WHERE line IN (SELECT s.line {repeated})")
+        cursor.execute(unique)
+    # The upsert walks line ranges: a BRIN index is nearly free (lines follow the file's order).
+    if postgresql and not _IMPORT_FORCE_PORTABLE:
+        cursor.execute(f"CREATE INDEX {_STAGE}_line ON {_STAGE} USING brin (line)")
+    else:
+        cursor.execute(f"CREATE INDEX {_STAGE}_line ON {_STAGE} (line)")
+    if postgresql:
+        cursor.execute("RESET maintenance_work_mem")
+    cursor.execute(f"ANALYZE {_STAGE}")
 
 
 # --- comparing and upserting
@@ -1694,7 +1695,7 @@ def _count_changes() -> _ChangeCounts:
         cursor.execute(
             f"SELECT COALESCE(SUM(CASE WHEN c.id IS NULL THEN 1 ELSE 0 END), 0), "
             f"COALESCE(SUM(CASE WHEN c.id IS NOT NULL AND {_changed_sql('s', 'c')} THEN 1 ELSE 0 END), 0), "
-            f"COUNT(c.id) FROM {_KEPT} s LEFT JOIN {_CONTACT} c ON c.email = s.email"
+            f"COUNT(c.id) FROM {_STAGE} s LEFT JOIN {_CONTACT} c ON c.email = s.email"
         )
         new, updated, existing = cursor.fetchone()
     return _ChangeCounts(new=int(new), updated=int(updated), unchanged=int(existing) - int(updated))
@@ -1708,7 +1709,7 @@ _UPSERT_COLUMNS = (
 
 
 def _upsert_sql() -> str:
-    """PostgreSQL: one statement for the staged rows n in (lo, hi].
+    """PostgreSQL: one statement for the staged lines in (lo, hi], in email order.
 
     New emails are inserted non-marketing with the import's source. An existing email
     takes the staged row's non-empty values — read back from the staging table by its
@@ -1729,13 +1730,13 @@ def _upsert_sql() -> str:
             INSERT INTO {_CONTACT} AS c ({_UPSERT_COLUMNS})
             SELECT %(now)s, %(now)s, s.email, {inserted}, 0, NULL, %(source)s, '{_N}', NULL,
                    '', '', '', NULL
-            FROM {_KEPT} s WHERE s.n > %(lo)s AND s.n <= %(hi)s
-            ORDER BY s.n
+            FROM {_STAGE} s WHERE s.line > %(lo)s AND s.line <= %(hi)s
+            ORDER BY s.email
             ON CONFLICT (email) DO UPDATE SET
                 ({", ".join(_TEXT_FIELDS + _FLAG_FIELDS)}, updated_at) =
-                (SELECT {updated}, %(now)s FROM {_KEPT} s2 WHERE s2.email = EXCLUDED.email)
+                (SELECT {updated}, %(now)s FROM {_STAGE} s2 WHERE s2.email = EXCLUDED.email)
             WHERE EXISTS (
-                SELECT 1 FROM {_KEPT} s2
+                SELECT 1 FROM {_STAGE} s2
                 WHERE s2.email = EXCLUDED.email AND {_changed_sql("s2", "c")}
             )
             RETURNING (xmax = 0) AS inserted
@@ -1745,14 +1746,15 @@ def _upsert_sql() -> str:
 
 
 def _upsert_postgresql(
-    contact_import: ContactImport, kept: int, report: ImportProgress
+    contact_import: ContactImport, staged: _Staged, report: ImportProgress
 ) -> tuple[int, int]:
     sql = _upsert_sql()
     created = updated = 0
     now = timezone.now()
+    last = staged.last_line
     with connection.cursor() as cursor:
-        for lo in range(0, kept, IMPORT_UPSERT_BATCH):
-            hi = min(lo + IMPORT_UPSERT_BATCH, kept)
+        for lo in range(1, last, IMPORT_UPSERT_BATCH):
+            hi = min(lo + IMPORT_UPSERT_BATCH, last)
             cursor.execute(
                 sql, {"now": now, "source": contact_import.source_id, "lo": lo, "hi": hi}
             )
@@ -1761,12 +1763,12 @@ def _upsert_postgresql(
                     created += count
                 else:
                     updated += count
-            report("saving", hi, kept)
+            report("saving", hi - 1, last - 1)
     return created, updated
 
 
 def _upsert_portable(
-    contact_import: ContactImport, kept: int, report: ImportProgress
+    contact_import: ContactImport, staged: _Staged, report: ImportProgress
 ) -> tuple[int, int]:
     """Any database: chunks of staged rows, bulk_create the new, bulk_update the changed."""
     fields = IMPORT_STAGED_FIELDS[1:]
@@ -1775,23 +1777,23 @@ def _upsert_portable(
     while True:
         with connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT n, {', '.join(IMPORT_STAGED_FIELDS)} FROM {_KEPT} "
-                "WHERE n > %s ORDER BY n LIMIT %s",
+                f"SELECT line, {', '.join(IMPORT_STAGED_FIELDS)} FROM {_STAGE} "
+                "WHERE line > %s ORDER BY line LIMIT %s",
                 [last, IMPORT_PORTABLE_BATCH],
             )
             rows = cursor.fetchall()
         if not rows:
             break
         last = rows[-1][0]
-        staged = {
+        chunk = {
             email: {
                 name: (bool(value) if value is not None and name in _FLAG_FIELDS else value)
                 for name, value in zip(fields, values, strict=True)
             }
-            for _n, email, *values in rows
+            for _line, email, *values in rows
         }
         for attempt in (1, 2):
-            existing = Contact.objects.filter(email__in=list(staged)).only("id", "email", *fields)
+            existing = Contact.objects.filter(email__in=list(chunk)).only("id", "email", *fields)
             found = {contact.email: contact for contact in existing}
             now = timezone.now()
             creates = [
@@ -1807,10 +1809,10 @@ def _upsert_portable(
                         for name, value in values.items()
                     },
                 )
-                for email, values in staged.items()
+                for email, values in chunk.items()
                 if email not in found
             ]
-            changes = [c for email, c in found.items() if _apply_row(c, staged[email])]
+            changes = [c for email, c in found.items() if _apply_row(c, chunk[email])]
             for contact in changes:
                 contact.updated_at = now
             try:
@@ -1826,7 +1828,7 @@ def _upsert_portable(
             break
         created += len(creates)
         updated += len(changes)
-        report("saving", min(last, kept), kept)
+        report("saving", last - 1, staged.last_line - 1)
     return created, updated
 
 
@@ -1841,7 +1843,7 @@ def _record_members(contact_import: ContactImport) -> None:
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {table} (contact_import_id, contact_id) "
-            f"SELECT %s, c.id FROM {_KEPT} s JOIN {_CONTACT} c ON c.email = s.email "
+            f"SELECT %s, c.id FROM {_STAGE} s JOIN {_CONTACT} c ON c.email = s.email "
             f"WHERE NOT EXISTS (SELECT 1 FROM {table} m "
             "WHERE m.contact_import_id = %s AND m.contact_id = c.id)",
             [contact_import.pk, contact_import.pk],
@@ -1871,7 +1873,7 @@ def contact_import_preview(*, contact_import: ContactImport, actor=None) -> Cont
     try:
         staged = _stage(contact_import, None)
         counts = _count_changes()
-        existing = Contact.objects.filter(email__in=RawSQL(f"SELECT email FROM {_KEPT}", []))
+        existing = Contact.objects.filter(email__in=RawSQL(f"SELECT email FROM {_STAGE}", []))
         status = contacts_status_preview(
             contacts=existing, operation=SET_MARKETING, additional=counts.new
         )
@@ -1980,9 +1982,9 @@ def contact_import_run(
     fast = _fast_path()
     try:
         staged = _stage(contact_import, report)
-        report("saving", 0, staged.kept)
+        report("saving", 0, staged.last_line - 1)
         upsert = _upsert_postgresql if fast else _upsert_portable
-        created, updated = upsert(contact_import, staged.kept, report)
+        created, updated = upsert(contact_import, staged, report)
         fields = {
             "rows": staged.rows,
             "invalid_count": staged.invalid,
