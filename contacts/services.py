@@ -1646,10 +1646,7 @@ def _dedupe(cursor, contact_import: ContactImport) -> None:
         )
         cursor.execute(f"DELETE FROM {_STAGE} WHERE line IN (SELECT s.line {repeated})")
         cursor.execute(unique)
-    # The upsert walks line ranges: a BRIN index is nearly free (lines follow the file's order).
-    if postgresql and not _IMPORT_FORCE_PORTABLE:
-        cursor.execute(f"CREATE INDEX {_STAGE}_line ON {_STAGE} USING brin (line)")
-    else:
+    if not (postgresql and not _IMPORT_FORCE_PORTABLE):  # the portable upsert walks lines
         cursor.execute(f"CREATE INDEX {_STAGE}_line ON {_STAGE} (line)")
     if postgresql:
         cursor.execute("RESET maintenance_work_mem")
@@ -1709,7 +1706,7 @@ _UPSERT_COLUMNS = (
 
 
 def _upsert_sql() -> str:
-    """PostgreSQL: one statement for the staged lines in (lo, hi], in email order.
+    """PostgreSQL: one statement for the staged emails in (lo, hi] (None: unbounded).
 
     New emails are inserted non-marketing with the import's source. An existing email
     takes the staged row's non-empty values — read back from the staging table by its
@@ -1730,7 +1727,8 @@ def _upsert_sql() -> str:
             INSERT INTO {_CONTACT} AS c ({_UPSERT_COLUMNS})
             SELECT %(now)s, %(now)s, s.email, {inserted}, 0, NULL, %(source)s, '{_N}', NULL,
                    '', '', '', NULL
-            FROM {_STAGE} s WHERE s.line > %(lo)s AND s.line <= %(hi)s
+            FROM {_STAGE} s
+            WHERE (%(lo)s IS NULL OR s.email > %(lo)s) AND (%(hi)s IS NULL OR s.email <= %(hi)s)
             ORDER BY s.email
             ON CONFLICT (email) DO UPDATE SET
                 ({", ".join(_TEXT_FIELDS + _FLAG_FIELDS)}, updated_at) =
@@ -1745,16 +1743,27 @@ def _upsert_sql() -> str:
     """
 
 
+def _email_bounds(cursor, kept: int) -> list[str | None]:
+    """Every IMPORT_UPSERT_BATCH-th staged email, in order: the chunk bounds (one index scan)."""
+    cursor.execute(
+        f"SELECT email FROM (SELECT email, row_number() OVER (ORDER BY email) AS r "
+        f"FROM {_STAGE}) x WHERE r %% %s = 0 AND r < %s ORDER BY email",
+        [IMPORT_UPSERT_BATCH, kept],
+    )
+    return [None, *(row[0] for row in cursor.fetchall()), None]
+
+
 def _upsert_postgresql(
     contact_import: ContactImport, staged: _Staged, report: ImportProgress
 ) -> tuple[int, int]:
+    """Chunks of the staged rows in email order (walking the staging table's unique email
+    index), so each chunk fills the contacts' email indexes left to right."""
     sql = _upsert_sql()
     created = updated = 0
     now = timezone.now()
-    last = staged.last_line
     with connection.cursor() as cursor:
-        for lo in range(1, last, IMPORT_UPSERT_BATCH):
-            hi = min(lo + IMPORT_UPSERT_BATCH, last)
+        bounds = _email_bounds(cursor, staged.kept)
+        for number, (lo, hi) in enumerate(zip(bounds, bounds[1:], strict=False), start=1):
             cursor.execute(
                 sql, {"now": now, "source": contact_import.source_id, "lo": lo, "hi": hi}
             )
@@ -1763,7 +1772,7 @@ def _upsert_postgresql(
                     created += count
                 else:
                     updated += count
-            report("saving", hi - 1, last - 1)
+            report("saving", min(number * IMPORT_UPSERT_BATCH, staged.kept), staged.kept)
     return created, updated
 
 
@@ -1772,7 +1781,7 @@ def _upsert_portable(
 ) -> tuple[int, int]:
     """Any database: chunks of staged rows, bulk_create the new, bulk_update the changed."""
     fields = IMPORT_STAGED_FIELDS[1:]
-    created = updated = 0
+    created = updated = done = 0
     last = 0
     while True:
         with connection.cursor() as cursor:
@@ -1828,7 +1837,8 @@ def _upsert_portable(
             break
         created += len(creates)
         updated += len(changes)
-        report("saving", last - 1, staged.last_line - 1)
+        done += len(rows)
+        report("saving", done, staged.kept)
     return created, updated
 
 
@@ -1982,7 +1992,7 @@ def contact_import_run(
     fast = _fast_path()
     try:
         staged = _stage(contact_import, report)
-        report("saving", 0, staged.last_line - 1)
+        report("saving", 0, staged.kept)
         upsert = _upsert_postgresql if fast else _upsert_portable
         created, updated = upsert(contact_import, staged, report)
         fields = {

@@ -164,7 +164,12 @@ def explain_upsert(path: Path) -> str:
         with connection.cursor() as cursor:
             cursor.execute(
                 "EXPLAIN (ANALYZE, BUFFERS) " + services._upsert_sql(),
-                {"now": contact_import.created_at, "source": contact_import.source_id, "lo": 0, "hi": services.IMPORT_UPSERT_BATCH},
+                {
+                    "now": contact_import.created_at,
+                    "source": contact_import.source_id,
+                    "lo": None,
+                    "hi": None,
+                },
             )
             plan = "\n".join(row[0] for row in cursor.fetchall())
         transaction.set_rollback(True)
