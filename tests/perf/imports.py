@@ -149,6 +149,40 @@ def naive_baseline(sample: int) -> float:
     return (time.perf_counter() - started) / sample
 
 
+def handwritten(path: Path) -> float:
+    """The floor: what psql would do by hand — the server parses the CSV (COPY … CSV HEADER
+    into a temporary table) and one INSERT … SELECT … ON CONFLICT DO NOTHING loads it. No
+    validation, no row errors, no dedupe report, no progress."""
+    from django.db import connection
+
+    from contacts.services import _UPSERT_COLUMNS, import_source_default
+
+    empty_tables()
+    source = import_source_default()
+    started = time.perf_counter()
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS bench_raw")
+        cursor.execute(
+            "CREATE TEMPORARY TABLE bench_raw (email text, first_name text, last_name text, "
+            "company text, phone text, stage text)"
+        )
+        with (
+            open(path, "rb") as handle,
+            cursor.cursor.copy("COPY bench_raw FROM STDIN WITH (FORMAT csv, HEADER true)") as copy,
+        ):
+            while chunk := handle.read(1 << 20):
+                copy.write(chunk)
+        cursor.execute(
+            f"INSERT INTO contacts_contact ({_UPSERT_COLUMNS}) "
+            "SELECT now(), now(), lower(trim(email)), first_name, last_name, company, phone, "
+            "'lead', '', 'prospect', false, false, 0, NULL, %s, 'non_marketing', NULL, '', '', "
+            "'', NULL FROM bench_raw ON CONFLICT (email) DO NOTHING",
+            [source.pk],
+        )
+        cursor.execute("DROP TABLE bench_raw")
+    return time.perf_counter() - started
+
+
 def explain_upsert(path: Path) -> str:
     """The first upsert statement's plan on a 100,000-row file (EXPLAIN ANALYZE, rolled back)."""
     from django.core.files import File
@@ -187,6 +221,10 @@ def run(options, say) -> dict:
             f"     run {measured['run_seconds']:.1f} s ({size / measured['run_seconds']:,.0f} rows/s), "
             f"preview {measured['preview_seconds']:.1f} s, peak RSS {measured['maxrss_mb']:.0f} MB"
         )
+    for size in SIZES:
+        say(f"g: hand-written COPY + INSERT … SELECT of the {size:,} rows")
+        results["sizes"][size]["handwritten_seconds"] = seconds = handwritten(csv_path(size))
+        say(f"     {seconds:.1f} s ({size / seconds:,.0f} rows/s)")
     sample = min(options.loop, 2_000)
     say(f"g: naive baseline, contact_create × {sample:,}")
     results["naive_per_row"] = naive_baseline(sample)
