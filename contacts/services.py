@@ -2054,7 +2054,10 @@ def _marketing_part(contact_import: ContactImport) -> dict:
     except ChangeHeld as held:
         return {
             "status": ImportStatus.HELD,
-            "message": f"The contacts were imported as non-marketing. Their marketing part {held}",
+            "message": (
+                f"The contacts were imported as non-marketing; setting them as marketing is held. "
+                f"{held}"
+            ),
         }
     return {
         "marketing_count": result.changed + result.cancelled,

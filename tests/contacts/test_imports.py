@@ -426,7 +426,9 @@ def test_a_marketing_import_past_the_guardrails_lands_non_marketing_and_waits(pe
     done = run_import(FILE_OF_PEOPLE, marketing=True)
 
     assert done.status == ImportStatus.HELD
-    assert done.message.startswith("The contacts were imported as non-marketing.")
+    assert done.message.startswith(
+        "The contacts were imported as non-marketing; setting them as marketing is held. "
+    )
     assert "Waiting for approval #" in done.message
     assert statuses()["new@example.com"] == (N, False)
     assert statuses()["p@example.com"] == (M, True)
@@ -813,7 +815,11 @@ def test_command_dry_run_keeps_nothing(account, tmp_path, capsys):
         (None, [], "There is no file"),
         ("Name\nAnn\n", [], "No column is mapped to email"),
         ("Email\na@b.co\n", ["--map", "nope"], 'takes "Column=field"'),
-        ("Email\na@b.co\n", ["--map", "Email=shoe_size"], "“shoe_size” \\(for the column “Email”\\)"),
+        (
+            "Email\na@b.co\n",
+            ["--map", "Email=shoe_size"],
+            "“shoe_size” \\(for the column “Email”\\)",
+        ),
         ("Email\na@b.co\n", ["--user", "sales", "--marketing"], "contacts.change_marketing_status"),
     ],
 )
