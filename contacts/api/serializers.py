@@ -308,6 +308,7 @@ class StatusHistorySerializer(serializers.ModelSerializer):
 # --- imports ---
 
 
+@extend_schema_field({"type": "object", "additionalProperties": {"type": "string"}})
 class ImportMappingField(serializers.Field):
     """A mapping object {"column": "field"}; in a multipart upload, the same as a JSON string."""
 
