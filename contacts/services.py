@@ -16,17 +16,24 @@ workflow, the rollover — goes through `contacts_set_marketing`,
 
 from __future__ import annotations
 
+import codecs
+import csv
 import datetime as dt
 import hashlib
+import io
+import logging
 import re
 import secrets
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 
+from django.conf import settings
 from django.core.exceptions import EmptyResultSet, ValidationError
+from django.core.validators import validate_email
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, F, Max, Min, Q, QuerySet
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
@@ -43,11 +50,18 @@ from contacts.models import (
     Chatflow,
     ConnectedApp,
     Contact,
+    ContactImport,
+    ContactType,
     EngagementType,
     Form,
     FormSubmission,
+    ImportedContact,
+    ImportRowError,
+    ImportStatus,
+    LeadStatus,
     LedgerAction,
     LedgerStatus,
+    LifecycleStage,
     MarketingStatus,
     PeriodUsage,
     Source,
@@ -60,6 +74,8 @@ from contacts.models import (
 )
 from crm.calendar import BillingCalendar
 from crm.models import Account
+
+logger = logging.getLogger(__name__)
 
 # Ids per statement when the caller hands over a list (well under SQLite's variable limit).
 STATUS_ID_BATCH = 5_000
@@ -886,13 +902,20 @@ def contacts_rollover(
 
 
 def contacts_status_preview(
-    *, contacts: Target, operation: str, at: dt.datetime | None = None
+    *, contacts: Target, operation: str, at: dt.datetime | None = None, additional: int = 0
 ) -> StatusPreview:
-    """Counts of what a set-marketing or set-non-marketing would do; nothing is written."""
+    """Counts of what a set-marketing or set-non-marketing would do; nothing is written.
+
+    `additional` (set-marketing only) counts contacts that do not exist yet but would be
+    created and made marketing by the same operation — an import's new rows: they are
+    matched and would change, so the preview's extensions (billing's cost) price them too.
+    """
     if operation not in (SET_MARKETING, SET_NON_MARKETING):
         raise StatusError(
             f"Unknown operation {operation!r}; use set_marketing or set_non_marketing."
         )
+    if additional and operation != SET_MARKETING:
+        raise StatusError("Only a set-marketing preview can count contacts not created yet.")
     from contacts.selectors import usage_current
 
     target = _as_queryset_or_ids(contacts)
@@ -923,6 +946,8 @@ def contacts_status_preview(
         else:
             preview.would_schedule += counts["settled"]
             preview.already += counts["matched"] - counts["settled"]
+    preview.matched += additional
+    preview.would_change += additional
     if operation == SET_NON_MARKETING and preview.would_schedule:
         preview.effective_from = usage.period_end
     preview.live_after = preview.live_count + preview.would_change
@@ -1877,3 +1902,1069 @@ def ad_lead_receive(
             raise
         return existing, None
     return lead, intake
+
+
+# --- imports -------------------------------------------------------------------
+#
+# A CSV import (DESIGN §1.3 "import", issue 4 item 7) goes: upload
+# (`contact_import_create`: size limit, hash, header, columns mapped by their
+# aliases) → mapping (`contact_import_configure`) → preview (`contact_import_preview`:
+# counts and the billing impact, nothing written to contacts) → commit
+# (`contact_import_commit`: queues the background job) → run (`contact_import_run`).
+#
+# Every pass streams the file: one cheap Python pass normalises and validates each row
+# (the same rules on every database) and writes the good rows to a temporary staging
+# table — COPY on PostgreSQL, executemany elsewhere — and the bad ones to
+# `ImportRowError`. Duplicates are resolved in SQL (the last row of an email wins), so
+# memory stays flat whatever the file's size. Then contacts are upserted by email:
+# on PostgreSQL one INSERT … ON CONFLICT (email) DO UPDATE … WHERE changed statement
+# per IMPORT_UPSERT_BATCH staged rows; elsewhere chunks of bulk_create/bulk_update.
+# Existing contacts get the row's non-empty values only; status columns are never
+# touched by the upsert: a marketing import makes its contacts marketing afterwards
+# with one guarded `contacts_set_marketing` call (ledger source "import", id = the
+# import's id, name = the file's name), so nothing is ever downgraded.
+
+IMPORT_STAGE_BATCH = 50_000  # rows parsed between two staging writes and progress updates
+IMPORT_UPSERT_BATCH = 100_000  # staged rows per upsert statement on PostgreSQL (~1-2 s each)
+IMPORT_PORTABLE_BATCH = 2_000  # rows per bulk_create/bulk_update chunk elsewhere (~0.5 MB)
+IMPORT_ERROR_BATCH = 5_000  # ImportRowError rows per bulk_create
+IMPORT_HEAD_BYTES = 64 * 1024  # read to find the header and the delimiter
+IMPORT_DEFAULT_SOURCE = "CSV import"
+IMPORT_SORT_MEMORY = "256MB"  # PostgreSQL work_mem for the dedupe sort of a large file
+
+_STAGE = "import_stage"
+_IMPORT_FORCE_PORTABLE = False  # tests flip it to run the portable path on PostgreSQL
+
+
+class ImportFileError(StatusError):
+    """The file or the mapping cannot be imported; the message says why, for the user."""
+
+
+class ImportNotAllowed(StatusError):
+    """The user lacks a permission the import needs (a marketing import)."""
+
+
+class ImportStateError(StatusError):
+    """The import is not in a state that allows this step."""
+
+
+def _key(value: str) -> str:
+    """A header or value reduced to its letters and digits, lower-cased ("E-mail" → "email")."""
+    return re.sub(r"[^a-z0-9]", "", value.lower())
+
+
+def _choice_table(choices: type, *synonyms: tuple[str, str]) -> dict[str, str]:
+    table = {}
+    for value, label in choices.choices:
+        table[_key(value)] = value
+        table[_key(label)] = value
+    table.update({_key(alias): value for alias, value in synonyms})
+    return table
+
+
+@dataclass(frozen=True)
+class ImportField:
+    name: str
+    label: str
+    kind: str  # "email", "text", "choice" or "flag"
+    aliases: tuple[str, ...] = ()
+    max_length: int = 0
+    choices: dict[str, str] = field(default_factory=dict)
+
+
+# The contact fields a column can fill, and the header names (HubSpot's export's among
+# them) that map to each without asking. Headers are compared by `_key`.
+IMPORT_FIELDS: dict[str, ImportField] = {
+    f.name: f
+    for f in (
+        ImportField(
+            "email",
+            "Email",
+            "email",
+            ("email", "e-mail", "email address", "e-mail address", "mail", "work email"),
+            max_length=254,
+        ),
+        ImportField(
+            "first_name", "First name", "text", ("first name", "firstname", "given name"), 100
+        ),
+        ImportField(
+            "last_name",
+            "Last name",
+            "text",
+            ("last name", "lastname", "surname", "family name"),
+            100,
+        ),
+        ImportField(
+            "company",
+            "Company",
+            "text",
+            ("company", "company name", "organization", "organisation", "associated company"),
+            200,
+        ),
+        ImportField(
+            "phone",
+            "Phone",
+            "text",
+            ("phone", "phone number", "telephone", "mobile phone number", "mobile"),
+            40,
+        ),
+        ImportField(
+            "lifecycle_stage",
+            "Lifecycle stage",
+            "choice",
+            ("lifecycle stage", "lifecyclestage", "lifecycle"),
+            choices=_choice_table(LifecycleStage),
+        ),
+        ImportField(
+            "lead_status",
+            "Lead status",
+            "choice",
+            ("lead status", "hs_lead_status"),
+            choices=_choice_table(LeadStatus),
+        ),
+        ImportField(
+            "contact_type",
+            "Contact type",
+            "choice",
+            ("contact type", "type"),
+            choices=_choice_table(ContactType),
+        ),
+        ImportField(
+            "unsubscribed",
+            "Unsubscribed (yes only)",
+            "flag",
+            ("unsubscribed", "unsubscribed from all email", "opted out of all email"),
+        ),
+        ImportField("hard_bounced", "Hard bounced (yes only)", "flag", ("hard bounced", "bounced")),
+    )
+}
+IMPORT_STAGED_FIELDS = list(IMPORT_FIELDS)  # email first, then the rest, in this order
+_TEXT_FIELDS = [n for n, f in IMPORT_FIELDS.items() if f.kind in ("text", "choice")]
+_FLAG_FIELDS = [n for n, f in IMPORT_FIELDS.items() if f.kind == "flag"]
+_INSERT_DEFAULTS = {
+    "lifecycle_stage": LifecycleStage.LEAD.value,
+    "contact_type": ContactType.PROSPECT.value,
+}
+_HEADER_ALIASES = {
+    _key(alias): name for name, f in IMPORT_FIELDS.items() for alias in (name, *f.aliases)
+}
+_TRUE = frozenset({"true", "yes", "y", "1", "t", "x"})
+_FALSE = frozenset({"false", "no", "n", "0", "f", ""})
+# Django's EmailValidator's own patterns for a plain dot-atom address: a row that passes
+# needs no more work; anything else is asked of validate_email itself (IDN, literals).
+_EMAIL_FAST = re.compile(
+    r"[-!#$%&'*+/=?^_`{}|~0-9a-z]+(?:\.[-!#$%&'*+/=?^_`{}|~0-9a-z]+)*"
+    r"@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}(?<!-)"
+)
+
+
+def import_max_bytes() -> int:
+    return settings.IMPORT_MAX_BYTES
+
+
+def _size_text(size: int) -> str:
+    return f"{size / 1_000_000:,.1f} MB"
+
+
+def import_check_size(size: int) -> None:
+    limit = import_max_bytes()
+    if size > limit:
+        raise ImportFileError(
+            f"The file is {_size_text(size)}; an import takes at most {_size_text(limit)} "
+            "(setting IMPORT_MAX_BYTES). Split it into smaller files."
+        )
+
+
+@dataclass(frozen=True)
+class CsvHead:
+    delimiter: str
+    columns: list[str]
+
+
+def _read_head(head: bytes) -> CsvHead:
+    """The delimiter and header of a file from its first bytes (UTF-8, BOM or not)."""
+    try:
+        text = codecs.getincrementaldecoder("utf-8-sig")().decode(head, final=False)
+    except UnicodeDecodeError as error:
+        raise ImportFileError(
+            "The file is not UTF-8 text: save it as “CSV UTF-8” (comma or semicolon "
+            f"separated) and upload it again ({error.reason} at byte {error.start})."
+        ) from error
+    first_line = text.split("\n", 1)[0]
+    if not first_line.strip():
+        raise ImportFileError("The file is empty: its first line should name the columns.")
+    if "\n" not in text and len(head) >= IMPORT_HEAD_BYTES:
+        raise ImportFileError("The first line is too long to be a header of column names.")
+    # Semicolons when the header has more of them than commas (Excel in many locales).
+    delimiter = ";" if first_line.count(";") > first_line.count(",") else ","
+    columns = next(csv.reader(io.StringIO(first_line), delimiter=delimiter), [])
+    columns = [c.strip() for c in columns]
+    seen: dict[str, int] = {}
+    for number, name in enumerate(columns, start=1):
+        if name and name in seen:
+            raise ImportFileError(
+                f"The header names the column “{name}” twice (columns {seen[name]} and "
+                f"{number}); rename one and upload the file again."
+            )
+        seen[name] = number
+    if not any(columns):
+        raise ImportFileError("The first line should name the columns; it is empty.")
+    return CsvHead(delimiter=delimiter, columns=columns)
+
+
+def import_detect_mapping(columns: list[str]) -> dict[str, str]:
+    """Each column's field by its header's alias ("E-mail" → email), or "" (ignored).
+    A field goes to the first column that names it."""
+    mapping, taken = {}, set()
+    for column in columns:
+        if not column:
+            continue
+        name = _HEADER_ALIASES.get(_key(column), "")
+        if name in taken:
+            name = ""
+        taken.add(name)
+        mapping[column] = name
+    return mapping
+
+
+def import_resolve_mapping(columns: list[str], given: dict | None) -> dict[str, str]:
+    """The detected mapping with the caller's choices on top, checked.
+
+    `given` maps column names to field names ("" or None: ignore the column). A field the
+    caller maps is taken away from the column its alias had given it to.
+    """
+    mapping = import_detect_mapping(columns)
+    given = given or {}
+    if not isinstance(given, dict):
+        raise ImportFileError('The mapping must be an object: {"column name": "field", …}.')
+    problems = []
+    for column, name in given.items():
+        name = (name or "").strip() if isinstance(name, str) or name is None else name
+        if column not in mapping:
+            problems.append(
+                f"There is no column “{column}” in the file (its columns: "
+                + ", ".join(f"“{c}”" for c in columns if c)
+                + ")."
+            )
+        elif not isinstance(name, str) or (name and name not in IMPORT_FIELDS):
+            problems.append(
+                f"“{name}” (for the column “{column}”) is not a field an import can fill; "
+                "use one of " + ", ".join(IMPORT_FIELDS) + ", or an empty value to ignore it."
+            )
+    if problems:
+        raise ImportFileError(" ".join(problems))
+    chosen = {column: (name or "").strip() for column, name in given.items()}
+    for column in mapping:
+        if column in chosen:
+            mapping[column] = chosen[column]
+        elif mapping[column] and mapping[column] in chosen.values():
+            mapping[column] = ""
+    import_check_mapping(mapping)
+    return mapping
+
+
+def import_check_mapping(mapping: dict[str, str]) -> None:
+    by_field: dict[str, list[str]] = {}
+    for column, name in mapping.items():
+        if name:
+            by_field.setdefault(name, []).append(column)
+    twice = {name: cols for name, cols in by_field.items() if len(cols) > 1}
+    if twice:
+        raise ImportFileError(
+            " ".join(
+                f"The field {name} is mapped from more than one column ("
+                + ", ".join(f"“{c}”" for c in cols)
+                + "); keep one."
+                for name, cols in twice.items()
+            )
+        )
+    if "email" not in by_field:
+        raise ImportFileError(
+            "No column is mapped to email: contacts are matched by email, so one column must "
+            "hold it (map it, e.g. “Email”)."
+        )
+
+
+def _check_marketing_allowed(actor, marketing: bool) -> None:
+    """A marketing import needs contacts.change_marketing_status. No actor: an operator's
+    command, trusted like the other management commands."""
+    if marketing and actor is not None and not actor.has_perm("contacts.change_marketing_status"):
+        raise ImportNotAllowed(
+            "Setting the contacts of an import as marketing needs the permission "
+            "contacts.change_marketing_status; import without “marketing”, or ask someone "
+            "who has it."
+        )
+
+
+def import_source_default() -> Source:
+    source, _ = Source.objects.get_or_create(
+        name=IMPORT_DEFAULT_SOURCE,
+        defaults={"kind": SourceKind.IMPORT, "default_marketing": False},
+    )
+    return source
+
+
+def _check_import_source(source: Source) -> None:
+    if source.kind != SourceKind.IMPORT:
+        raise ImportFileError(
+            f"The source “{source.name}” is a {source.get_kind_display()} source; an import "
+            "records a source of the kind “Import”."
+        )
+
+
+def contact_import_create(
+    *,
+    file,
+    file_name: str,
+    actor=None,
+    source: Source | None = None,
+    mapping: dict | None = None,
+    marketing: bool = False,
+) -> ContactImport:
+    """Store an uploaded CSV and read its header; nothing is imported yet.
+
+    `file` is a Django File (an upload, or `File(open(path, "rb"))`). Refused with
+    `ImportFileError` (too big, not UTF-8, no header, a bad mapping) or
+    `ImportNotAllowed` (marketing without the permission) before anything is stored.
+    """
+    _check_marketing_allowed(actor, marketing)
+    size = file.size
+    import_check_size(size)
+    source = source or import_source_default()
+    _check_import_source(source)
+    file.seek(0)
+    head = _read_head(file.read(IMPORT_HEAD_BYTES))
+    resolved = import_resolve_mapping(head.columns, mapping)
+    digest = hashlib.sha256()
+    file.seek(0)
+    for chunk in file.chunks():
+        digest.update(chunk)
+    file.seek(0)
+    contact_import = ContactImport(
+        file_name=(file_name or "import.csv")[:255],
+        file_size=size,
+        file_hash=digest.hexdigest(),
+        delimiter=head.delimiter,
+        columns=head.columns,
+        mapping=resolved,
+        marketing=marketing,
+        source=source,
+        created_by=actor if getattr(actor, "pk", None) else None,
+    )
+    contact_import.file.save(contact_import.file_name, file, save=False)
+    try:
+        contact_import.save()
+    except Exception:
+        contact_import.file.delete(save=False)
+        raise
+    return contact_import
+
+
+def contact_import_configure(
+    *, contact_import: ContactImport, mapping: dict | None, marketing: bool, actor=None
+) -> ContactImport:
+    """Change the mapping or the marketing flag before the commit; the preview must be redone."""
+    if contact_import.status not in (ImportStatus.DRAFT, ImportStatus.PREVIEWED):
+        raise ImportStateError("This import was already committed; its mapping is fixed.")
+    _check_marketing_allowed(actor, marketing)
+    contact_import.mapping = import_resolve_mapping(contact_import.columns, mapping)
+    contact_import.marketing = marketing
+    contact_import.status = ImportStatus.DRAFT
+    contact_import.preview = {}
+    contact_import.save(update_fields=["mapping", "marketing", "status", "preview", "updated_at"])
+    return contact_import
+
+
+# --- reading and staging
+
+
+ImportProgress = Callable[[str, int, int], None]  # (phase, done, total)
+
+
+@dataclass
+class _Batch:
+    rows: list[tuple]  # (line, email, first_name, …): IMPORT_STAGED_FIELDS' values, None = empty
+    errors: list[tuple[int, str, str]]  # (line, column, message)
+    read: int  # data rows read so far (blank lines not counted)
+    invalid: int  # rows of this batch with an error
+
+
+def _open_text(contact_import: ContactImport):
+    handle = contact_import.file.storage.open(contact_import.file.name, "rb")
+    return io.TextIOWrapper(getattr(handle, "file", handle), encoding="utf-8-sig", newline="")
+
+
+def _cleaner(spec: ImportField):
+    """A function raw → (value or None, error message or None) for one column."""
+    if spec.kind == "email":
+
+        def clean(raw: str):
+            value = raw.strip().lower()
+            if not value:
+                return None, "The email is empty: every row needs one."
+            if len(value) <= spec.max_length and _EMAIL_FAST.fullmatch(value):
+                return value, None
+            if len(value) > spec.max_length:
+                return None, f"The email is longer than {spec.max_length} characters."
+            try:
+                validate_email(value)
+            except Exception:
+                return None, f"“{raw.strip()[:100]}” is not a valid email address."
+            return value, None
+
+    elif spec.kind == "text":
+        limit = spec.max_length
+
+        def clean(raw: str):
+            value = raw.strip()
+            if not value:
+                return None, None
+            if len(value) > limit:
+                return None, f"Longer than {limit} characters ({len(value)})."
+            return value, None
+
+    elif spec.kind == "choice":
+        table = dict(spec.choices)
+        allowed = ", ".join(dict.fromkeys(spec.choices.values()))
+
+        def clean(raw: str):
+            value = table.get(raw)
+            if value is not None:
+                return value, None
+            if not raw.strip():
+                return None, None
+            value = table.get(_key(raw))
+            if value is None:
+                return None, f"“{raw.strip()[:100]}” is not a {spec.label.lower()} ({allowed})."
+            if len(table) < 1_000:  # remember the spelling: the same few values repeat
+                table[raw] = value
+            return value, None
+
+    else:  # flag: an import may record an unsubscribe or a bounce, never clear one
+
+        def clean(raw: str):
+            value = raw.strip().lower()
+            if value in _TRUE:
+                return True, None
+            if value in _FALSE:
+                return None, None
+            return None, f"“{raw.strip()[:100]}” is not yes or no."
+
+    return clean
+
+
+def _read_batches(contact_import: ContactImport, size: int) -> Iterator[_Batch]:
+    """The file's rows, normalised and checked, `size` at a time. Streams: one batch in memory."""
+    columns = contact_import.columns
+    by_field = {
+        name: columns.index(column) for column, name in contact_import.mapping.items() if name
+    }
+    plan = [
+        (by_field[name], _cleaner(IMPORT_FIELDS[name]), columns[by_field[name]])
+        if name in by_field
+        else None
+        for name in IMPORT_STAGED_FIELDS
+    ]
+    csv.field_size_limit(1_000_000)
+    read = invalid = in_batch = 0
+    rows: list[tuple] = []
+    errors: list[tuple[int, str, str]] = []
+    try:
+        with _open_text(contact_import) as text:
+            reader = csv.reader(text, delimiter=contact_import.delimiter)
+            next(reader, None)  # the header
+            end = reader.line_num
+            for record in reader:
+                line, end = end + 1, reader.line_num
+                if not record or (len(record) == 1 and not record[0].strip()):
+                    continue  # a blank line
+                read += 1
+                in_batch += 1
+                values = [line]
+                bad = False
+                length = len(record)
+                for step in plan:
+                    if step is None:
+                        values.append(None)
+                        continue
+                    index, clean, column = step
+                    value, message = clean(record[index] if index < length else "")
+                    if message is not None:
+                        errors.append((line, column, message))
+                        bad = True
+                    values.append(value)
+                if bad:
+                    invalid += 1
+                else:
+                    rows.append(tuple(values))
+                if in_batch >= size:
+                    yield _Batch(rows, errors, read, invalid)
+                    rows, errors, invalid, in_batch = [], [], 0, 0
+    except UnicodeDecodeError as error:
+        raise ImportFileError(
+            f"The file is not UTF-8 text after line {end}: save it as “CSV UTF-8” and "
+            "upload it again."
+        ) from error
+    except csv.Error as error:
+        raise ImportFileError(f"Line {end + 1} cannot be read as CSV: {error}.") from error
+    yield _Batch(rows, errors, read, invalid)
+
+
+def _fast_path() -> bool:
+    return connection.vendor == "postgresql" and not _IMPORT_FORCE_PORTABLE
+
+
+_STAGE_COLUMNS = "line, " + ", ".join(IMPORT_STAGED_FIELDS)
+
+
+def _stage_ddl(table: str) -> str:
+    columns = ", ".join(
+        f"{name} {'BOOLEAN' if IMPORT_FIELDS[name].kind == 'flag' else 'TEXT'}"
+        + (" NOT NULL" if name == "email" else "")
+        for name in IMPORT_STAGED_FIELDS
+    )
+    return f"CREATE TEMPORARY TABLE {table} (line INTEGER NOT NULL, {columns})"
+
+
+def _drop_staging(cursor) -> None:
+    cursor.execute(f"DROP TABLE IF EXISTS {_STAGE}")
+
+
+def _write_errors(contact_import_id: int, errors: list[tuple[int, str, str]]) -> None:
+    if errors:
+        ImportRowError.objects.bulk_create(
+            (
+                ImportRowError(
+                    contact_import_id=contact_import_id,
+                    line=line,
+                    column=column[:200],
+                    message=message[:500],
+                )
+                for line, column, message in errors
+            ),
+            batch_size=IMPORT_ERROR_BATCH,
+        )
+
+
+@dataclass
+class _Staged:
+    rows: int = 0  # data rows in the file
+    invalid: int = 0  # rows with an error (not imported)
+    duplicates: int = 0  # rows whose email a later row repeats (not imported)
+    kept: int = 0  # rows to upsert, one per email
+    last_line: int = 1  # the file's last staged line (the header is line 1)
+
+
+def _stage(contact_import: ContactImport, progress: ImportProgress | None) -> _Staged:
+    """Read the file into the staging table `import_stage`: one row per email (the file's
+    last), row errors written afresh. Outside a transaction, others see the progress;
+    the staging table lives as long as the connection (dropped by the caller)."""
+    ImportRowError.objects.filter(contact_import=contact_import).delete()
+    staged = _Staged()
+    fast = _fast_path()
+    total = contact_import.rows or 0
+    with connection.cursor() as cursor:
+        _drop_staging(cursor)
+        cursor.execute(_stage_ddl(_STAGE))
+        for batch in _read_batches(contact_import, IMPORT_STAGE_BATCH):
+            if batch.rows:
+                if fast:
+                    with cursor.cursor.copy(f"COPY {_STAGE} ({_STAGE_COLUMNS}) FROM STDIN") as copy:
+                        for row in batch.rows:
+                            copy.write_row(row)
+                else:
+                    marks = ", ".join(["%s"] * (len(IMPORT_STAGED_FIELDS) + 1))
+                    cursor.executemany(
+                        f"INSERT INTO {_STAGE} ({_STAGE_COLUMNS}) VALUES ({marks})", batch.rows
+                    )
+                staged.last_line = batch.rows[-1][0]
+            _write_errors(contact_import.pk, batch.errors)
+            staged.rows = batch.read
+            staged.invalid += batch.invalid
+            if progress:
+                progress("reading", staged.rows, max(total, staged.rows))
+        _dedupe(cursor, contact_import)
+        cursor.execute(f"SELECT COUNT(*) FROM {_STAGE}")
+        staged.kept = cursor.fetchone()[0]
+    staged.duplicates = staged.rows - staged.invalid - staged.kept
+    return staged
+
+
+def _dedupe(cursor, contact_import: ContactImport) -> None:
+    """Keep the last row of each email and index the staging table for the upsert.
+
+    The unique email index the upsert reads by is tried first: a file without
+    duplicates (the usual case) costs one sort. When it fails, the earlier rows of each
+    repeated email become row errors and leave the table, and the index is built again.
+    """
+    postgresql = connection.vendor == "postgresql"
+    if postgresql:  # sort in memory, not on disk (the session's setting, reset by the caller)
+        cursor.execute(f"SET maintenance_work_mem = '{IMPORT_SORT_MEMORY}'")
+    unique = f"CREATE UNIQUE INDEX {_STAGE}_email ON {_STAGE} (email)"
+    try:
+        with transaction.atomic():
+            cursor.execute(unique)
+    except IntegrityError:
+        email_column = next(c for c, name in contact_import.mapping.items() if name == "email")
+        repeated = (
+            f"FROM {_STAGE} s JOIN (SELECT email, MAX(line) AS last FROM {_STAGE} "
+            "GROUP BY email HAVING COUNT(*) > 1) d ON d.email = s.email WHERE s.line < d.last"
+        )
+        cursor.execute(
+            f'INSERT INTO {ImportRowError._meta.db_table} (contact_import_id, line, "column", '
+            "message) SELECT %s, s.line, %s, 'Duplicate: ' || s.email || ' is also on line ' || "
+            "CAST(d.last AS TEXT) || ', the last row with this email, which is imported instead.' "
+            + repeated,
+            [contact_import.pk, email_column[:200]],
+        )
+        cursor.execute(f"DELETE FROM {_STAGE} WHERE line IN (SELECT s.line {repeated})")
+        cursor.execute(unique)
+    if not (postgresql and not _IMPORT_FORCE_PORTABLE):  # the portable upsert walks lines
+        cursor.execute(f"CREATE INDEX {_STAGE}_line ON {_STAGE} (line)")
+    if postgresql:
+        cursor.execute("RESET maintenance_work_mem")
+    cursor.execute(f"ANALYZE {_STAGE}")
+
+
+# --- comparing and upserting
+
+
+def _changed_sql(s: str, c: str) -> str:
+    """SQL: the staged row `s` has a non-empty value its contact `c` lacks (flags: only yes)."""
+    parts = [f"({s}.{n} IS NOT NULL AND {s}.{n} <> {c}.{n})" for n in _TEXT_FIELDS]
+    parts += [f"({s}.{n} AND NOT {c}.{n})" for n in _FLAG_FIELDS]
+    return "(" + " OR ".join(parts) + ")"
+
+
+def _apply_row(contact: Contact, staged: dict) -> bool:
+    """Python twin of `_changed_sql` and the upsert's SET: the non-empty values, flags only
+    ever set. True when the contact changed."""
+    changed = False
+    for name in _TEXT_FIELDS:
+        value = staged[name]
+        if value is not None and value != getattr(contact, name):
+            setattr(contact, name, value)
+            changed = True
+    for name in _FLAG_FIELDS:
+        if staged[name] and not getattr(contact, name):
+            setattr(contact, name, True)
+            changed = True
+    return changed
+
+
+@dataclass
+class _ChangeCounts:
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+
+def _count_changes() -> _ChangeCounts:
+    """What the upsert would do to the staged rows: new, updated, unchanged (one query)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT COALESCE(SUM(CASE WHEN c.id IS NULL THEN 1 ELSE 0 END), 0), "
+            f"COALESCE(SUM(CASE WHEN c.id IS NOT NULL AND {_changed_sql('s', 'c')} THEN 1 ELSE 0 END), 0), "
+            f"COUNT(c.id) FROM {_STAGE} s LEFT JOIN {_CONTACT} c ON c.email = s.email"
+        )
+        new, updated, existing = cursor.fetchone()
+    return _ChangeCounts(new=int(new), updated=int(updated), unchanged=int(existing) - int(updated))
+
+
+_UPSERT_COLUMNS = (
+    "created_at, updated_at, email, " + ", ".join(IMPORT_STAGED_FIELDS[1:]) + ", lead_score, "
+    "last_engaged_at, source_id, marketing_status, marketing_until, marketing_reason_type, "
+    "marketing_reason_id, marketing_reason_name, marketing_changed_at"
+)
+
+
+def _upsert_sql() -> str:
+    """PostgreSQL: one statement for the staged emails in (lo, hi] (None: unbounded).
+
+    New emails are inserted non-marketing with the import's source. An existing email
+    takes the staged row's non-empty values — read back from the staging table by its
+    unique email index, because EXCLUDED cannot tell an empty cell from a default —
+    and only when something differs (WHERE), so a re-run writes nothing. No status
+    column is in the SET list.
+    """
+    inserted = ", ".join(
+        f"COALESCE(s.{n}, {'FALSE' if n in _FLAG_FIELDS else repr(_INSERT_DEFAULTS.get(n, ''))})"
+        for n in IMPORT_STAGED_FIELDS[1:]
+    )
+    updated = ", ".join(
+        [f"COALESCE(s2.{n}, c.{n})" for n in _TEXT_FIELDS]
+        + [f"c.{n} OR COALESCE(s2.{n}, FALSE)" for n in _FLAG_FIELDS]
+    )
+    return f"""
+        WITH up AS (
+            INSERT INTO {_CONTACT} AS c ({_UPSERT_COLUMNS})
+            SELECT %(now)s, %(now)s, s.email, {inserted}, 0, NULL, %(source)s, '{_N}', NULL,
+                   '', '', '', NULL
+            FROM {_STAGE} s
+            WHERE (%(lo)s IS NULL OR s.email > %(lo)s) AND (%(hi)s IS NULL OR s.email <= %(hi)s)
+            ORDER BY s.email
+            ON CONFLICT (email) DO UPDATE SET
+                ({", ".join(_TEXT_FIELDS + _FLAG_FIELDS)}, updated_at) =
+                (SELECT {updated}, %(now)s FROM {_STAGE} s2 WHERE s2.email = EXCLUDED.email)
+            WHERE EXISTS (
+                SELECT 1 FROM {_STAGE} s2
+                WHERE s2.email = EXCLUDED.email AND {_changed_sql("s2", "c")}
+            )
+            RETURNING (xmax = 0) AS inserted
+        )
+        SELECT inserted, COUNT(*) FROM up GROUP BY inserted
+    """
+
+
+def _email_bounds(cursor, kept: int) -> list[str | None]:
+    """Every IMPORT_UPSERT_BATCH-th staged email, in order: the chunk bounds (one index scan)."""
+    cursor.execute(
+        f"SELECT email FROM (SELECT email, row_number() OVER (ORDER BY email) AS r "
+        f"FROM {_STAGE}) x WHERE r %% %s = 0 AND r < %s ORDER BY email",
+        [IMPORT_UPSERT_BATCH, kept],
+    )
+    return [None, *(row[0] for row in cursor.fetchall()), None]
+
+
+def _upsert_postgresql(
+    contact_import: ContactImport, staged: _Staged, report: ImportProgress
+) -> tuple[int, int]:
+    """Chunks of the staged rows in email order (walking the staging table's unique email
+    index), so each chunk fills the contacts' email indexes left to right."""
+    sql = _upsert_sql()
+    created = updated = 0
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        bounds = _email_bounds(cursor, staged.kept)
+        for number, (lo, hi) in enumerate(zip(bounds, bounds[1:], strict=False), start=1):
+            cursor.execute(
+                sql, {"now": now, "source": contact_import.source_id, "lo": lo, "hi": hi}
+            )
+            for was_inserted, count in cursor.fetchall():
+                if was_inserted:
+                    created += count
+                else:
+                    updated += count
+            report("saving", min(number * IMPORT_UPSERT_BATCH, staged.kept), staged.kept)
+    return created, updated
+
+
+def _upsert_portable(
+    contact_import: ContactImport, staged: _Staged, report: ImportProgress
+) -> tuple[int, int]:
+    """Any database: chunks of staged rows, bulk_create the new, bulk_update the changed."""
+    fields = IMPORT_STAGED_FIELDS[1:]
+    created = updated = done = 0
+    last = 0
+    while True:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT line, {', '.join(IMPORT_STAGED_FIELDS)} FROM {_STAGE} "
+                "WHERE line > %s ORDER BY line LIMIT %s",
+                [last, IMPORT_PORTABLE_BATCH],
+            )
+            rows = cursor.fetchall()
+        if not rows:
+            break
+        last = rows[-1][0]
+        chunk = {
+            email: {
+                name: (bool(value) if value is not None and name in _FLAG_FIELDS else value)
+                for name, value in zip(fields, values, strict=True)
+            }
+            for _line, email, *values in rows
+        }
+        for attempt in (1, 2):
+            existing = Contact.objects.filter(email__in=list(chunk)).only("id", "email", *fields)
+            found = {contact.email: contact for contact in existing}
+            now = timezone.now()
+            creates = [
+                Contact(
+                    email=email,
+                    source_id=contact_import.source_id,
+                    **{
+                        name: (
+                            value
+                            if value is not None
+                            else (False if name in _FLAG_FIELDS else _INSERT_DEFAULTS.get(name, ""))
+                        )
+                        for name, value in values.items()
+                    },
+                )
+                for email, values in chunk.items()
+                if email not in found
+            ]
+            changes = [c for email, c in found.items() if _apply_row(c, chunk[email])]
+            for contact in changes:
+                contact.updated_at = now
+            try:
+                with transaction.atomic():
+                    Contact.objects.bulk_create(creates, batch_size=IMPORT_PORTABLE_BATCH)
+                    Contact.objects.bulk_update(
+                        changes, [*fields, "updated_at"], batch_size=IMPORT_PORTABLE_BATCH
+                    )
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+                continue  # someone created one of these emails meanwhile: read them again
+            break
+        created += len(creates)
+        updated += len(changes)
+        done += len(rows)
+        report("saving", done, staged.kept)
+    return created, updated
+
+
+def _import_target(contact_import: ContactImport) -> QuerySet:
+    members = ImportedContact.objects.filter(contact_import_id=contact_import.pk)
+    return Contact.objects.filter(pk__in=members.values("contact_id"))
+
+
+def _record_members(contact_import: ContactImport) -> None:
+    """The marketing import's contacts, by email, into ImportedContact (once each)."""
+    table = ImportedContact._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (contact_import_id, contact_id) "
+            f"SELECT %s, c.id FROM {_STAGE} s JOIN {_CONTACT} c ON c.email = s.email "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {table} m "
+            "WHERE m.contact_import_id = %s AND m.contact_id = c.id)",
+            [contact_import.pk, contact_import.pk],
+        )
+
+
+def _json_preview(preview: StatusPreview) -> dict:
+    data = asdict(preview)
+    for key, value in data.items():
+        if isinstance(value, dt.datetime):
+            data[key] = value.isoformat()
+    return data
+
+
+def contact_import_preview(*, contact_import: ContactImport, actor=None) -> ContactImport:
+    """Read the whole file and say what committing it would do; contacts are not touched.
+
+    `preview` holds: rows, new, updated, unchanged, invalid, duplicates, becomes_marketing
+    (0 unless the import is marked marketing), marketing_candidates (what marking it
+    would make marketing), the status service's preview of that change — its `extra`
+    carries billing's cost, new contacts counted through `additional` — and
+    `same_file` (earlier imports of the same bytes). Row errors are stored already.
+    """
+    if contact_import.status not in (ImportStatus.DRAFT, ImportStatus.PREVIEWED):
+        raise ImportStateError("This import was already committed; there is nothing to preview.")
+    _check_marketing_allowed(actor, contact_import.marketing)
+    try:
+        staged = _stage(contact_import, None)
+        counts = _count_changes()
+        existing = Contact.objects.filter(email__in=RawSQL(f"SELECT email FROM {_STAGE}", []))
+        status = contacts_status_preview(
+            contacts=existing, operation=SET_MARKETING, additional=counts.new
+        )
+    except ImportFileError as error:
+        _fail(contact_import, str(error))
+        raise
+    finally:
+        with connection.cursor() as cursor:
+            _drop_staging(cursor)
+    candidates = status.would_change + status.would_cancel
+    contact_import.preview = {
+        "rows": staged.rows,
+        "new": counts.new,
+        "updated": counts.updated,
+        "unchanged": counts.unchanged,
+        "invalid": staged.invalid,
+        "duplicates": staged.duplicates,
+        "marketing_candidates": candidates,
+        "becomes_marketing": candidates if contact_import.marketing else 0,
+        "already_marketing": status.already,
+        "status_preview": _json_preview(status),
+        "same_file": list(
+            ContactImport.objects.filter(
+                file_hash=contact_import.file_hash,
+                status__in=[ImportStatus.DONE, ImportStatus.HELD],
+            )
+            .exclude(pk=contact_import.pk)
+            .order_by("-pk")
+            .values_list("pk", flat=True)[:5]
+        ),
+    }
+    contact_import.rows = staged.rows
+    contact_import.invalid_count = staged.invalid
+    contact_import.duplicate_count = staged.duplicates
+    contact_import.total_rows = staged.rows
+    contact_import.status = ImportStatus.PREVIEWED
+    contact_import.previewed_at = timezone.now()
+    contact_import.save()
+    return contact_import
+
+
+def contact_import_commit(
+    *, contact_import: ContactImport, actor=None, enqueue: bool = True
+) -> ContactImport:
+    """Queue a previewed import's job (after commit). Committing again changes nothing."""
+    _check_marketing_allowed(actor, contact_import.marketing)
+    with transaction.atomic():
+        locked = ContactImport.objects.select_for_update().get(pk=contact_import.pk)
+        if locked.status == ImportStatus.DRAFT:
+            raise ImportStateError(
+                "Preview the import before committing it (its mapping changed since the last "
+                "preview, or it was never previewed)."
+            )
+        if locked.status == ImportStatus.FAILED:
+            raise ImportStateError(f"This import failed and cannot run: {locked.message}")
+        if locked.status != ImportStatus.PREVIEWED:
+            return locked  # queued, running or finished already
+        locked.status = ImportStatus.QUEUED
+        locked.phase = "queued"
+        locked.processed_rows = 0
+        locked.committed_by = actor if getattr(actor, "pk", None) else None
+        locked.committed_at = timezone.now()
+        locked.save()
+        if enqueue:
+            from contacts.tasks import run_contact_import
+
+            pk = locked.pk
+            transaction.on_commit(lambda: run_contact_import.delay(pk))
+    return locked
+
+
+def _fail(contact_import: ContactImport, message: str) -> None:
+    ContactImport.objects.filter(pk=contact_import.pk).update(
+        status=ImportStatus.FAILED, message=message, phase="", finished_at=timezone.now()
+    )
+    contact_import.refresh_from_db()
+
+
+def contact_import_run(
+    *, contact_import_id: int, progress: ImportProgress | None = None
+) -> ContactImport:
+    """The background job: stage the file, upsert the contacts, then the marketing part.
+
+    Runs a queued import (or one left running by a crashed worker); anything else is
+    returned as it is. Safe to run again: the upsert writes only what differs and the
+    status change has the idempotency key "import:<id>:marketing". Row errors are
+    written afresh. Progress (phase, processed / total rows) is written as it goes.
+    """
+    started = timezone.now()
+    claimed = ContactImport.objects.filter(
+        pk=contact_import_id, status__in=[ImportStatus.QUEUED, ImportStatus.RUNNING]
+    ).update(status=ImportStatus.RUNNING, started_at=started, phase="reading", processed_rows=0)
+    contact_import = ContactImport.objects.select_related("source", "committed_by").get(
+        pk=contact_import_id
+    )
+    if not claimed:
+        return contact_import
+
+    def report(phase: str, done: int, total: int) -> None:
+        ContactImport.objects.filter(pk=contact_import_id).update(
+            phase=phase, processed_rows=done, total_rows=total
+        )
+        if progress:
+            progress(phase, done, total)
+
+    fast = _fast_path()
+    try:
+        staged = _stage(contact_import, report)
+        report("saving", 0, staged.kept)
+        upsert = _upsert_postgresql if fast else _upsert_portable
+        created, updated = upsert(contact_import, staged, report)
+        fields = {
+            "rows": staged.rows,
+            "invalid_count": staged.invalid,
+            "duplicate_count": staged.duplicates,
+            "created_count": created,
+            "updated_count": updated,
+            "unchanged_count": staged.kept - created - updated,
+            "status": ImportStatus.DONE,
+            "message": "",
+        }
+        if contact_import.marketing:
+            report("marketing", 0, staged.kept)
+            fields.update(_marketing_part(contact_import))
+    except ImportFileError as error:
+        _fail(contact_import, str(error))
+        return contact_import
+    except Exception as error:  # recorded on the import; the worker's log has the trace
+        logger.exception("import %s failed", contact_import_id)
+        _fail(
+            contact_import, f"The import stopped on an internal error ({error.__class__.__name__})."
+        )
+        return contact_import
+    finally:
+        with connection.cursor() as cursor:
+            _drop_staging(cursor)
+    fields.update(phase="", finished_at=timezone.now())
+    fields["processed_rows"] = fields["total_rows"] = staged.kept
+    ContactImport.objects.filter(pk=contact_import_id).update(**fields)
+    contact_import.refresh_from_db()
+    return contact_import
+
+
+def _marketing_part(contact_import: ContactImport) -> dict:
+    """Make the import's contacts marketing: one guarded set-based call of the status service.
+
+    Held by billing's guardrails (`ChangeHeld`): the contacts stay non-marketing and the
+    import is HELD; an approver runs the same change later (same idempotency key,
+    the same durable target), and `contact_import_sync` then marks the import done.
+    """
+    _record_members(contact_import)
+    target = _import_target(contact_import)
+    key = contact_import.marketing_idempotency_key
+    if not StatusChangeRequest.objects.filter(idempotency_key=key).exists():
+        preview = contacts_status_preview(contacts=target, operation=SET_MARKETING)
+        if not (preview.would_change or preview.would_cancel):
+            return {"marketing_count": 0, "marketing_result": {"already": preview.already}}
+    try:
+        result = contacts_set_marketing(
+            contacts=target,
+            source=StatusSource(
+                StatusSourceType.IMPORT, id=str(contact_import.pk), name=contact_import.file_name
+            ),
+            actor=contact_import.committed_by or contact_import.created_by,
+            idempotency_key=key,
+            guarded=True,
+        )
+    except ChangeHeld as held:
+        return {
+            "status": ImportStatus.HELD,
+            "message": (
+                f"The contacts were imported as non-marketing; setting them as marketing is held. "
+                f"{held}"
+            ),
+        }
+    return {
+        "marketing_count": result.changed + result.cancelled,
+        "marketing_result": result.as_dict(),
+    }
+
+
+def contact_import_sync(*, contact_import: ContactImport) -> ContactImport:
+    """A held import whose marketing part an approver has run since: mark it done."""
+    if contact_import.status != ImportStatus.HELD:
+        return contact_import
+    request = StatusChangeRequest.objects.filter(
+        idempotency_key=contact_import.marketing_idempotency_key
+    ).first()
+    if request is None:
+        return contact_import
+    result = request.result or {}
+    ContactImport.objects.filter(pk=contact_import.pk, status=ImportStatus.HELD).update(
+        status=ImportStatus.DONE,
+        marketing_result=result,
+        marketing_count=result.get("changed", 0) + result.get("cancelled", 0),
+        message="The marketing part was approved and has run.",
+    )
+    contact_import.refresh_from_db()
+    return contact_import
+
+
+def contact_import_discard(*, contact_import: ContactImport) -> None:
+    """Delete an import that was never committed, with its file and row errors."""
+    if contact_import.status not in (
+        ImportStatus.DRAFT,
+        ImportStatus.PREVIEWED,
+        ImportStatus.FAILED,
+    ):
+        raise ImportStateError("A committed import is a record of what was imported; it stays.")
+    contact_import.file.delete(save=False)
+    contact_import.delete()

@@ -24,6 +24,11 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "billing.view_subscription",
         "billing.view_alert",
         "billing.view_pendingapproval",
+        # imports
+        "contacts.view_contactimport",
+        "contacts.add_contactimport",
+        "contacts.delete_contactimport",
+        "contacts.view_importrowerror",
         # intake: forms, chatflows, connected apps, ad accounts
         "contacts.view_form",
         "contacts.add_form",
@@ -46,6 +51,9 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "contacts.change_contact",
         "contacts.view_source",
         "contacts.view_statuschange",
+        # imports (never marketing: Sales lacks contacts.change_marketing_status)
+        "contacts.view_contactimport",
+        "contacts.add_contactimport",
     ],
     BILLING_ADMIN: [
         "contacts.view_contact",

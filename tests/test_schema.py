@@ -45,6 +45,12 @@ EXPECTED_OPERATIONS = {
     ("get", "/api/billing/invoices/"),
     ("get", "/api/billing/invoices/{number}/"),
     ("post", "/api/billing/preview/"),
+    # --- imports ---
+    ("get", "/api/imports/"),
+    ("post", "/api/imports/"),
+    ("get", "/api/imports/{id}/"),
+    ("post", "/api/imports/{id}/commit/"),
+    ("get", "/api/imports/{id}/errors/"),
     # intake
     ("post", "/api/intake/forms/{slug}/"),
     ("post", "/api/intake/external-forms/"),

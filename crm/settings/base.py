@@ -183,3 +183,10 @@ LOGGING = {
 }
 # A closed period's invoice stays a draft this long, then becomes final and never changes.
 BILLING_GRACE_HOURS = env_int("BILLING_GRACE_HOURS", 6)
+
+# --- imports -----------------------------------------------------------------
+# Uploaded files (CSV imports) are stored here; not served by the app.
+MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", str(BASE_DIR / "media")))
+MEDIA_URL = "media/"
+# The largest CSV an import accepts (admin, API and command): 200 MB is ~2.5M typical rows.
+IMPORT_MAX_BYTES = env_int("IMPORT_MAX_BYTES", 200 * 1024 * 1024)
