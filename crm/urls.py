@@ -2,10 +2,13 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from contacts.views import unsubscribe
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/", include("contacts.api.urls")),
     path("api/billing/", include("billing.api.urls")),
+    path("unsubscribe/<str:token>/", unsubscribe, name="unsubscribe"),
 ]

@@ -177,3 +177,6 @@ LOGGING = {
 }
 # A closed period's invoice stays a draft this long, then becomes final and never changes.
 BILLING_GRACE_HOURS = env_int("BILLING_GRACE_HOURS", 6)
+# Absolute links in email (the unsubscribe link) start with this: the public address.
+PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL", "http://127.0.0.1:8000")
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "marketing@marketable.example")
