@@ -1550,7 +1550,10 @@ def communication_send(
             subject=subject, body=body, from_email=from_email or None, to=[contact.email]
         ).send()
     except Exception as error:
-        log.status, log.error = EmailSendStatus.FAILED, f"{error.__class__.__name__}: {error}"[:1000]
+        log.status, log.error = (
+            EmailSendStatus.FAILED,
+            f"{error.__class__.__name__}: {error}"[:1000],
+        )
     else:
         log.status = EmailSendStatus.SENT
     log.at = timezone.now()

@@ -1,12 +1,15 @@
-"""The public pages of contacts (no login): the unsubscribe page of marketing email."""
+"""HTTP views of contacts outside the admin and the API: the public unsubscribe page (no
+login), and the streamed CSV export response the admin and the API both return."""
 
 from __future__ import annotations
 
+from django.http import StreamingHttpResponse
 from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
 from contacts.models import Contact
+from contacts.selectors import contacts_export_csv
 from contacts.services import InvalidUnsubscribeToken, contact_unsubscribe, unsubscribe_token_read
 
 TEMPLATE = "contacts/unsubscribe.html"
@@ -42,3 +45,12 @@ def unsubscribe(request, token: str):
         "address": masked(contact.email),
     }
     return render(request, TEMPLATE, context)
+
+
+def export_response(queryset, now) -> StreamingHttpResponse:
+    """The CSV export, streamed chunk by chunk (contacts.selectors.contacts_export_csv)."""
+    response = StreamingHttpResponse(
+        contacts_export_csv(contacts=queryset, at=now), content_type="text/csv; charset=utf-8"
+    )
+    response["Content-Disposition"] = f'attachment; filename="contacts-{now:%Y%m%d-%H%M%S}.csv"'
+    return response

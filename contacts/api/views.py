@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 
 from django.db.models.functions import Now
-from django.http import StreamingHttpResponse
 from django.utils import timezone
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
@@ -68,7 +67,6 @@ from contacts.selectors import (
     contact_exists,
     contact_list,
     contact_status_history,
-    contacts_export_csv,
     marketing_email_audience,
     marketing_send_breakdown,
     source_for_manual_entry,
@@ -104,6 +102,7 @@ from contacts.services import (
     source_delete,
     source_update,
 )
+from contacts.views import export_response
 from crm.api import MARKETING_STATUS_PERMISSION, CanChangeMarketingStatus, requires
 from crm.exceptions import Conflict
 
@@ -431,19 +430,6 @@ class CSVRenderer(BaseRenderer):
 
     def render(self, data, accepted_media_type=None, renderer_context=None):
         return json.dumps(data).encode() if data is not None else b""
-
-
-def export_filename(now) -> str:
-    return f"contacts-{now:%Y%m%d-%H%M%S}.csv"
-
-
-def export_response(queryset, now) -> StreamingHttpResponse:
-    """The CSV export, streamed chunk by chunk (contacts.selectors.contacts_export_csv)."""
-    response = StreamingHttpResponse(
-        contacts_export_csv(contacts=queryset, at=now), content_type="text/csv; charset=utf-8"
-    )
-    response["Content-Disposition"] = f'attachment; filename="{export_filename(now)}"'
-    return response
 
 
 class ContactExportView(GenericAPIView):
