@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
@@ -253,19 +253,32 @@ def contacts_export_rows(
 
 
 def contacts_export_csv(
-    *, contacts: QuerySet[Contact], at: dt.datetime | None = None
+    *,
+    contacts: QuerySet[Contact],
+    at: dt.datetime | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> Iterator[str]:
-    """The export as CSV text, one piece per chunk (for StreamingHttpResponse or a file)."""
+    """The export as CSV text, one piece per chunk (for StreamingHttpResponse or a file).
+
+    `progress(n)` is told after each piece how many contact rows it held.
+    """
     buffer = io.StringIO()
     writer = csv.writer(buffer)
+    rows = 0
     for count, row in enumerate(contacts_export_rows(contacts=contacts, at=at)):
         writer.writerow(row)
+        rows += count > 0  # not the header
         if count % EXPORT_CHUNK_SIZE == 0:
             yield buffer.getvalue()
             buffer.seek(0)
             buffer.truncate()
+            if progress and rows:
+                progress(rows)
+            rows = 0
     if buffer.tell():
         yield buffer.getvalue()
+        if progress and rows:
+            progress(rows)
 
 
 def marketing_q(at) -> Q:
