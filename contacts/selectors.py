@@ -333,29 +333,30 @@ def marketing_send_breakdown(
     at = at or timezone.now()
     marketing = marketing_q(at)
     eligible = marketing & Q(unsubscribed=False, hard_bounced=False)
+    # The keys must not be field names ("unsubscribed" would shadow the column).
     counts = {
-        "audience": Count("pk"),
-        "marketing": Count("pk", filter=marketing),
-        "unsubscribed": Count("pk", filter=marketing & Q(unsubscribed=True)),
-        "bounced": Count("pk", filter=marketing & Q(unsubscribed=False, hard_bounced=True)),
-        "eligible": Count("pk", filter=eligible),
-        "unsubscribed_any": Count("pk", filter=Q(unsubscribed=True)),
-        "bounced_any": Count("pk", filter=Q(hard_bounced=True)),
+        "n_audience": Count("pk"),
+        "n_marketing": Count("pk", filter=marketing),
+        "n_unsubscribed": Count("pk", filter=marketing & Q(unsubscribed=True)),
+        "n_bounced": Count("pk", filter=marketing & Q(unsubscribed=False, hard_bounced=True)),
+        "n_eligible": Count("pk", filter=eligible),
+        "n_unsubscribed_any": Count("pk", filter=Q(unsubscribed=True)),
+        "n_bounced_any": Count("pk", filter=Q(hard_bounced=True)),
     }
     if email is not None and email.pk:
         # emailsend_once (email, contact) answers each probe.
         sent = Exists(EmailSend.objects.filter(email_id=email.pk, contact_id=OuterRef("pk")))
-        counts["already"] = Count("pk", filter=eligible & Q(sent))
+        counts["n_already"] = Count("pk", filter=eligible & Q(sent))
     row = contacts.order_by().aggregate(**counts)
-    already = row.get("already") or 0
+    already = row.get("n_already") or 0
     return SendBreakdown(
-        audience=row["audience"],
-        will_receive=row["eligible"] - already,
-        excluded_non_marketing=row["audience"] - row["marketing"],
-        excluded_unsubscribed=row["unsubscribed"],
-        excluded_bounced=row["bounced"],
-        unsubscribed_any=row["unsubscribed_any"],
-        bounced_any=row["bounced_any"],
+        audience=row["n_audience"],
+        will_receive=row["n_eligible"] - already,
+        excluded_non_marketing=row["n_audience"] - row["n_marketing"],
+        excluded_unsubscribed=row["n_unsubscribed"],
+        excluded_bounced=row["n_bounced"],
+        unsubscribed_any=row["n_unsubscribed_any"],
+        bounced_any=row["n_bounced_any"],
         already_sent=already,
     )
 

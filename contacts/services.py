@@ -1382,7 +1382,7 @@ def _membership_change(
                 allowed=Count("pk", filter=allowed),
                 member=Count("pk", filter=Q(member)),
                 allowed_member=Count("pk", filter=allowed & Q(member)),
-            )
+            )  # (none of these keys is a Contact field: an aggregate would shadow it)
             change.matched += counts["matched"]
             if operation == "add":
                 change.refused_non_marketing += counts["matched"] - counts["allowed"]
