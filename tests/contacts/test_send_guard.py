@@ -186,7 +186,9 @@ def test_a_status_change_between_preview_and_send_is_honoured(
     late = ContactFactory(email="late@example.com")
     marketing(late)
     result = contacts_set_non_marketing(contacts=late, source=SOURCE)
-    assert marketing_send_breakdown(contacts=marketing_email_audience(email=email)).will_receive == 3
+    assert (
+        marketing_send_breakdown(contacts=marketing_email_audience(email=email)).will_receive == 3
+    )
 
     # When, before the send, one unsubscribes, one bounces, and the update date passes
     contact_update(contact=audience["ok1"], unsubscribed=True)
