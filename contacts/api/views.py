@@ -553,12 +553,10 @@ class MarketingEmailViewSet(viewsets.ModelViewSet):
         email.refresh_from_db()
         data = {
             "status": email.status,
-            "breakdown": outcome.breakdown.as_dict(),
+            "breakdown": SendBreakdownSerializer(outcome.breakdown.as_dict()).data,
             "email": MarketingEmailSerializer(email).data,
         }
-        return Response(
-            MarketingEmailSendResultSerializer(data).data, status=http.HTTP_202_ACCEPTED
-        )
+        return Response(data, status=http.HTTP_202_ACCEPTED)
 
 
 class _MembersMixin:
