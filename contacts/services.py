@@ -1055,15 +1055,16 @@ def unsubscribe_token(*, contact_id: int, email_id: int | None) -> str:
     """A signed token naming the contact and the email: cannot be forged or re-aimed."""
     from django.core import signing
 
-    return signing.dumps({"c": int(contact_id), "e": email_id}, salt=UNSUBSCRIBE_SALT)
+    # No timestamp: one stable link per (contact, email), valid as long as the email exists.
+    return signing.Signer(salt=UNSUBSCRIBE_SALT).sign_object({"c": int(contact_id), "e": email_id})
 
 
 def unsubscribe_token_read(token: str) -> tuple[int, int | None]:
     from django.core import signing
 
     try:
-        data = signing.loads(token, salt=UNSUBSCRIBE_SALT)
-    except signing.BadSignature as error:
+        data = signing.Signer(salt=UNSUBSCRIBE_SALT).unsign_object(token)
+    except (signing.BadSignature, ValueError) as error:
         raise InvalidUnsubscribeToken("This unsubscribe link is not valid.") from error
     contact_id, email_id = (data.get("c"), data.get("e")) if isinstance(data, dict) else (0, 0)
     if not isinstance(contact_id, int) or not (email_id is None or isinstance(email_id, int)):
