@@ -18,6 +18,7 @@ END = "<!-- END GENERATED -->"
 BULK_BAR = 1.5  # service ≤ 1.5 × hand-written SQL
 O1_BAR = 1.5  # one change at N contacts ≤ 1.5 × at the small size
 CLOSE_BAR = 5.0  # closing a month with 1M contacts and 1M ledger rows: ≤ 5 s
+EXPORT_MEMORY_BAR = 1.2  # peak RSS exporting 1M ÷ exporting 100k (flat memory)
 
 INTRO = """# Benchmarks
 
@@ -133,7 +134,34 @@ def rows(results: dict) -> list[tuple[str, str, str]]:
     out = status_rows(results) if "bulk" in results else []
     if "close" in results:
         out += close_rows(results["close"])
+    if "export" in results:
+        out += export_rows(results["export"])
     return out
+
+
+def export_rows(e: dict) -> list[tuple[str, str, str]]:
+    small, large, naive = e["service_small"], e["service_large"], e["naive_small"]
+
+    def line(label: str, run: dict) -> tuple[str, str, str]:
+        return (
+            label,
+            f"{run['rows_per_second']:,.0f} rows/s",
+            f"{run['rows']:,} rows in {run['seconds']:.1f} s; peak RSS {run['peak_rss_mb']:.0f} MB "
+            f"(+{run['rss_growth_mb']:.0f} MB over the loaded process)",
+        )
+
+    return [
+        line(f"g. export {small['rows']:,} contacts (keyset chunks of {e['chunk']:,})", small),
+        line(f"g. export {large['rows']:,} contacts, same code", large),
+        line(f"g. naive export of {naive['rows']:,}: list() + csv.writer", naive),
+        (
+            f"g. peak RSS {large['rows']:,} ÷ {small['rows']:,} (bar ≤ {EXPORT_MEMORY_BAR})",
+            f"{e['rss_ratio']:.2f}×",
+            verdict(e["rss_ratio"], EXPORT_MEMORY_BAR)
+            + f"; the naive export's RSS grew {naive['rss_growth_mb']:.0f} MB for "
+            f"{naive['rows']:,} rows",
+        ),
+    ]
 
 
 def _runs(values: list[float]) -> str:

@@ -21,6 +21,9 @@ f. closing a month (`billing_close_periods`) with N marketing contacts and N + N
    rollover and the ledger replay timed alone, the memory of one close in a fresh
    process; the bar: ≤ 5 s, bounded memory (tests/perf/close.py). `--only close` runs
    just this section.
+g. exporting contacts as CSV (tests/perf/exports.py): the streamed export of 100,000 and
+   of N contacts, each in a fresh process (rows/s, peak RSS; the bar: ratio ≤ ~1.2),
+   against the naive `list()` + csv.writer of 100,000. `--only export` runs just this.
 
 Between runs every contender gets the same state: contacts non-marketing again, the
 ledger and counters truncated, VACUUM ANALYZE, CHECKPOINT. One untimed hand-written run
@@ -87,8 +90,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--calls", type=int, default=300, help="single changes timed at each size")
     parser.add_argument(
         "--only",
-        choices=["close"],
-        help="run one section only (close: f.); the docs are then left alone",
+        choices=["close", "export"],
+        help="run one section only (close: f., export: g.); the docs are then left alone",
     )
     parser.add_argument(
         "--no-write", dest="write", action="store_false", help="print only; leave the docs alone"
@@ -101,7 +104,7 @@ def run(options: argparse.Namespace) -> dict:
 
     from contacts.models import Contact
     from contacts.services import STATUS_RANGE_BATCH
-    from tests.perf import close, contenders, data
+    from tests.perf import close, contenders, data, exports
 
     results: dict = {"options": vars(options)}
 
@@ -110,6 +113,9 @@ def run(options: argparse.Namespace) -> dict:
 
     if options.only == "close":
         results["close"] = close.run(options.contacts, options.repeat, say)
+        return results
+    if options.only == "export":
+        results["export"] = exports.run(options, say)
         return results
 
     # e, small table first, then a, then e on the large table.
@@ -187,6 +193,8 @@ def run(options: argparse.Namespace) -> dict:
 
     # f
     results["close"] = close.run(options.contacts, options.repeat, say)
+    # g
+    results["export"] = exports.run(options, say)
     return results
 
 
