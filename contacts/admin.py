@@ -952,7 +952,15 @@ class MarketingEmailForm(forms.ModelForm):
             return {}
         from contacts.filters import contact_filter_params
 
-        return contact_filter_params(value)
+        try:
+            return contact_filter_params(value)
+        except ValidationError as error:
+            # A dict of errors by filter key: shown on this one field.
+            raise ValidationError(
+                [f"{key}: {' '.join(messages)}" for key, messages in error.message_dict.items()]
+                if hasattr(error, "error_dict")
+                else error.messages
+            ) from error
 
 
 @admin.register(MarketingEmail)
@@ -1015,9 +1023,13 @@ class MarketingEmailAdmin(AccountTimeZoneMixin, admin.ModelAdmin):
         return fieldsets
 
     def get_readonly_fields(self, request, obj=None):
-        if obj is not None and obj.status != MarketingEmailStatus.DRAFT:
-            return [*MarketingEmailForm.Meta.fields, *self.SEND_FIELDS]
         return self.SEND_FIELDS
+
+    def has_change_permission(self, request, obj=None):
+        # Once sending started the email is history: its page is read-only.
+        if obj is not None and obj.status != MarketingEmailStatus.DRAFT:
+            return False
+        return super().has_change_permission(request, obj)
 
     def has_delete_permission(self, request, obj=None):
         if obj is not None and obj.status != MarketingEmailStatus.DRAFT:

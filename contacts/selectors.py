@@ -15,6 +15,7 @@ from contacts.models import (
     Contact,
     EmailSend,
     MarketingEmail,
+    MarketingEmailStatus,
     MarketingStatus,
     PeriodUsage,
     Source,
@@ -343,8 +344,13 @@ def marketing_send_breakdown(
         "n_unsubscribed_any": Count("pk", filter=Q(unsubscribed=True)),
         "n_bounced_any": Count("pk", filter=Q(hard_bounced=True)),
     }
-    if email is not None and email.pk:
-        # emailsend_once (email, contact) answers each probe.
+    # Only an email that has sent (its counts, kept with the sends, or its status say so)
+    # pays for the probe; emailsend_once (email, contact) answers each one.
+    if (
+        email is not None
+        and email.pk
+        and (email.status != MarketingEmailStatus.DRAFT or email.sent_count or email.failed_count)
+    ):
         sent = Exists(EmailSend.objects.filter(email_id=email.pk, contact_id=OuterRef("pk")))
         counts["n_already"] = Count("pk", filter=eligible & Q(sent))
     row = contacts.order_by().aggregate(**counts)

@@ -1326,10 +1326,8 @@ def marketing_email_update(*, email, **fields):
 def marketing_email_delete(*, email) -> None:
     from contacts.models import MarketingEmailStatus
 
-    if email.status != MarketingEmailStatus.DRAFT:
-        raise SendRefused(
-            f"“{email}” is {email.get_status_display().lower()}: its send log is kept."
-        )
+    if email.status != MarketingEmailStatus.DRAFT or email.sends.exists():
+        raise SendRefused(f"“{email}” has been sent to contacts: its send log is kept.")
     email.delete()
 
 

@@ -202,3 +202,32 @@ def test_sales_sends_a_communication_from_the_admin(sales_client, sales, leads):
     assert sales_client.get(f"/admin/contacts/communication/{log.pk}/change/").status_code == 200
     assert sales_client.post(f"/admin/contacts/communication/{log.pk}/delete/").status_code == 403
     assert Contact.objects.count() == 3
+
+
+def test_a_bad_audience_filter_is_a_form_error(ops_client):
+    response = ops_client.post(
+        "/admin/contacts/marketingemail/add/",
+        {
+            "name": "News",
+            "subject": "News",
+            "body": "Hello {unsubscribe_url}",
+            "audience_filter": '{"lifecycle_stage": "nope"}',
+        },
+    )
+    assert response.status_code == 200
+    assert "lifecycle_stage:" in str(response.context["adminform"].form.errors["audience_filter"])
+    assert not MarketingEmail.objects.exists()
+
+
+def test_a_sent_email_is_read_only_and_cannot_be_deleted(
+    ops_client, email, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        ops_client.post(send_url(email))
+    change = f"/admin/contacts/marketingemail/{email.pk}/change/"
+    page = ops_client.get(change)
+    assert page.status_code == 200
+    assert page.context["has_change_permission"] is False
+    assert ops_client.post(change, {"name": "x"}).status_code == 403
+    assert ops_client.post(f"/admin/contacts/marketingemail/{email.pk}/delete/").status_code == 403
+    assert MarketingEmail.objects.get().name == "Launch"

@@ -403,3 +403,13 @@ def test_a_forged_unsubscribe_token_changes_nothing(email, audience, forge):
         "unsub-bounced@example.com",
     ]
     assert not Unsubscription.objects.exists()
+
+
+def test_a_draft_a_workflow_sent_cannot_be_deleted(email):
+    from contacts.services import marketing_email_delete
+
+    marketing_email_send(email=email, contacts=Contact.objects.all())
+
+    with pytest.raises(SendRefused):
+        marketing_email_delete(email=email)
+    assert MarketingEmail.objects.filter(pk=email.pk).exists()
