@@ -28,9 +28,10 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Count, Exists, OuterRef, Q
 from django.http import (
     Http404,
     HttpResponseBadRequest,
@@ -47,9 +48,16 @@ from django.utils.html import format_html
 from contacts.api.views import import_errors_csv_response
 from contacts.models import (
     LOCKED_KINDS,
+    AdAudience,
+    Communication,
     Contact,
     ContactImport,
+    ContactList,
+    EmailSend,
+    EmailSendStatus,
     ImportStatus,
+    MarketingEmail,
+    MarketingEmailStatus,
     MarketingStatus,
     PeriodUsage,
     Source,
@@ -57,6 +65,7 @@ from contacts.models import (
     StatusChange,
     StatusChangeRequest,
     StatusSourceType,
+    Unsubscription,
     normalise_email,
 )
 from contacts.selectors import (
@@ -64,6 +73,8 @@ from contacts.selectors import (
     contact_list,
     contact_status_history,
     import_sources,
+    marketing_email_audience,
+    marketing_send_breakdown,
     source_for_manual_entry,
     source_list,
 )
@@ -73,13 +84,18 @@ from contacts.services import (
     IMPORT_FIELDS,
     SET_MARKETING,
     SET_NON_MARKETING,
+    AlreadySent,
     ChangeHeld,
     IdempotencyConflict,
     ImportFileError,
     ImportNotAllowed,
     ImportStateError,
     LockedSourceError,
+    MembershipChange,
     StatusSource,
+    ad_audience_add,
+    ad_audience_remove,
+    communication_send,
     contact_create,
     contact_import_commit,
     contact_import_configure,
@@ -95,7 +111,12 @@ from contacts.services import (
     contacts_status_preview,
     import_check_size,
     import_max_bytes,
+    marketing_email_create,
+    marketing_email_delete,
+    marketing_email_send,
+    marketing_email_update,
 )
+from contacts.views import export_response
 from crm.admin import (
     AccountTimeZoneMixin,
     BigTableAdmin,
@@ -153,6 +174,34 @@ class MarketingStatusFilter(admin.SimpleListFilter):
             return queryset.not_billable(now)
         if value == "pending":
             return queryset.pending_downgrade(now)  # contact_pending_idx
+        return queryset
+
+
+class ContactListFilter(admin.SimpleListFilter):
+    """Members of a static list (contactlist_member_once serves the lookup)."""
+
+    title = "contact list"
+    parameter_name = "contact_list"
+
+    def lookups(self, request, model_admin):
+        return [(str(pk), name) for pk, name in ContactList.objects.values_list("pk", "name")]
+
+    def queryset(self, request, queryset):
+        if self.value() and self.value().isdigit():
+            return queryset.filter(list_memberships__contact_list_id=int(self.value()))
+        return queryset
+
+
+class AdAudienceFilter(admin.SimpleListFilter):
+    title = "ad audience"
+    parameter_name = "ad_audience"
+
+    def lookups(self, request, model_admin):
+        return [(str(pk), name) for pk, name in AdAudience.objects.values_list("pk", "name")]
+
+    def queryset(self, request, queryset):
+        if self.value() and self.value().isdigit():
+            return queryset.filter(ad_audiences__id=int(self.value()))
         return queryset
 
 
@@ -290,12 +339,20 @@ class ContactAdmin(AccountTimeZoneMixin, BigTableAdmin):
         "contact_type",
         "unsubscribed",
         "hard_bounced",
+        ContactListFilter,
+        AdAudienceFilter,
     ]
     # The box needs search_fields; get_search_results below does the matching.
     search_fields = ["email", "first_name", "last_name", "company"]
     search_help_text = "The start of an email address, a first or last name, or a company."
     autocomplete_fields = ["source"]
-    actions = ["set_marketing_action", "set_non_marketing_action"]
+    actions = [
+        "set_marketing_action",
+        "set_non_marketing_action",
+        "export_csv_action",
+        "add_to_ad_audience_action",
+        "remove_from_ad_audience_action",
+    ]
     form = ContactForm
 
     # --- reads
@@ -449,6 +506,11 @@ class ContactAdmin(AccountTimeZoneMixin, BigTableAdmin):
                 "<path:object_id>/marketing-status/",
                 self.admin_site.admin_view(self.marketing_status_view),
                 name="{}_{}_marketing_status".format(*info),
+            ),
+            path(
+                "export/",
+                self.admin_site.admin_view(self.export_view),
+                name="{}_{}_export".format(*info),
             ),
             *super().get_urls(),
         ]
@@ -650,6 +712,64 @@ class ContactAdmin(AccountTimeZoneMixin, BigTableAdmin):
         text += f" Live count {result.live_count:,}, this period's peak {result.peak_count:,}."
         self.message_user(request, text, messages.SUCCESS)
 
+    # --- communications: CSV export, ad audiences
+
+    @admin.action(description="Export selected to CSV", permissions=["view"])
+    def export_csv_action(self, request, queryset):
+        return export_response(queryset, timezone.now())
+
+    def export_view(self, request):
+        """ "Export all matching": the changelist's own filters and search, streamed as CSV."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        try:
+            changelist = self.get_changelist_instance(request)
+        except IncorrectLookupParameters:
+            return HttpResponseBadRequest("These list filters are not valid.")
+        return export_response(changelist.queryset, timezone.now())
+
+    def has_change_adaudience_permission(self, request) -> bool:
+        return request.user.has_perm("contacts.change_adaudience")
+
+    @admin.action(description="Add to ad audience…", permissions=["change_adaudience"])
+    def add_to_ad_audience_action(self, request, queryset):
+        return self._ad_audience(request, queryset, "add", "add_to_ad_audience_action")
+
+    @admin.action(description="Remove from ad audience…", permissions=["change_adaudience"])
+    def remove_from_ad_audience_action(self, request, queryset):
+        return self._ad_audience(request, queryset, "remove", "remove_from_ad_audience_action")
+
+    def _ad_audience(self, request, queryset, operation: str, action_name: str):
+        """Choose the audience, see the breakdown, confirm (three posts of one page)."""
+        service = ad_audience_add if operation == "add" else ad_audience_remove
+        form = AdAudienceChoiceForm(request.POST if "audience" in request.POST else None)
+        change = None
+        if form.is_bound and form.is_valid():
+            audience = form.cleaned_data["audience"]
+            if request.POST.get("post") == "yes":
+                change = service(audience=audience, contacts=queryset, actor=request.user)
+                self.message_user(request, membership_message(change, audience), messages.SUCCESS)
+                return None
+            change = service(audience=audience, contacts=queryset, preview=True)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Add to ad audience" if operation == "add" else "Remove from ad audience",
+            "subtitle": None,
+            "opts": self.opts,
+            "media": self.media,
+            "form": form,
+            "change": change,
+            "adding": operation == "add",
+            "action_name": action_name,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
+            "select_across": request.POST.get("select_across") or "0",
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(
+            request, "admin/contacts/contact/ad_audience_confirmation.html", context
+        )
+
 
 # --- sources -------------------------------------------------------------------
 
@@ -836,7 +956,6 @@ class PeriodUsageAdmin(ReadOnlyAdminMixin, AccountTimeZoneMixin, admin.ModelAdmi
 # (which creates the channel's own Source and keeps its default in step). Connected apps'
 # and ad accounts' tokens are stored hashed: the admin shows a new token once, in a message.
 
-from django.db.models import Count  # noqa: E402
 
 from contacts.models import (  # noqa: E402
     AdAccount,
@@ -1500,3 +1619,320 @@ class ContactImportAdmin(AccountTimeZoneMixin, admin.ModelAdmin):
                     contact_import.pk,
                 )
         return super().change_view(request, object_id, form_url, extra_context)
+
+
+# --- communications: marketing email, send log, lists, ad audiences, communications ---
+
+
+class AdAudienceChoiceForm(forms.Form):
+    audience = forms.ModelChoiceField(queryset=AdAudience.objects.all(), label="Ad audience")
+
+
+def membership_message(change: MembershipChange, owner) -> str:
+    if change.operation == "add":
+        text = (
+            f"Added {change.added:,} to “{owner}”; {change.already_member:,} were already members."
+        )
+        if change.refused_non_marketing:
+            text += (
+                f" {change.refused_non_marketing:,} non-marketing contacts were refused: "
+                "only marketing contacts may be in ad audiences."
+            )
+        return text
+    return f"Removed {change.removed:,} from “{owner}”; {change.not_member:,} were not members."
+
+
+class MarketingEmailForm(forms.ModelForm):
+    class Meta:
+        model = MarketingEmail
+        fields = ["name", "subject", "body", "from_email", "audience_filter", "audience_list"]
+        widgets = {"body": forms.Textarea(attrs={"rows": 14, "cols": 80})}
+
+    def clean_audience_filter(self):
+        value = self.cleaned_data.get("audience_filter") or {}
+        if not value:
+            return {}
+        from contacts.filters import contact_filter_params
+
+        try:
+            return contact_filter_params(value)
+        except ValidationError as error:
+            # A dict of errors by filter key: shown on this one field.
+            raise ValidationError(
+                [f"{key}: {' '.join(messages)}" for key, messages in error.message_dict.items()]
+                if hasattr(error, "error_dict")
+                else error.messages
+            ) from error
+
+
+@admin.register(MarketingEmail)
+class MarketingEmailAdmin(AccountTimeZoneMixin, admin.ModelAdmin):
+    """Drafts are edited here; "Preview & send" shows the breakdown and sends on confirm.
+
+    Writes go through contacts.services (create, update, delete of drafts only, send).
+    """
+
+    form = MarketingEmailForm
+    list_display = [
+        "name",
+        "subject",
+        "status",
+        "audience_display",
+        "recipient_count",
+        "sent_count",
+        "failed_count",
+        "sent_at",
+    ]
+    list_filter = ["status"]
+    search_fields = ["name", "subject"]
+    list_select_related = ["audience_list"]
+    autocomplete_fields = ["audience_list"]
+    SEND_FIELDS = [
+        "status",
+        "send_started_at",
+        "sent_at",
+        "sent_by",
+        "audience_count",
+        "recipient_count",
+        "excluded_non_marketing",
+        "excluded_unsubscribed",
+        "excluded_bounced",
+        "sent_count",
+        "failed_count",
+    ]
+
+    @admin.display(description="Audience")
+    def audience_display(self, obj: MarketingEmail) -> str:
+        if obj.audience_list_id:
+            return f"List “{obj.audience_list}”"
+        return "Filter " + ", ".join(f"{k}={v}" for k, v in (obj.audience_filter or {}).items())
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = [
+            (None, {"fields": ["name", "subject", "body", "from_email"]}),
+            (
+                "Audience",
+                {
+                    "fields": ["audience_filter", "audience_list"],
+                    "description": "A contact filter (as the contacts API takes it, e.g. "
+                    '{"lifecycle_stage": "lead"}) or a static list. Only marketing contacts '
+                    "that are neither unsubscribed nor hard bounced receive it.",
+                },
+            ),
+        ]
+        if obj is not None:
+            fieldsets.append(("Send", {"fields": self.SEND_FIELDS}))
+        return fieldsets
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.SEND_FIELDS
+
+    def has_change_permission(self, request, obj=None):
+        # Once sending started the email is history: its page is read-only.
+        if obj is not None and obj.status != MarketingEmailStatus.DRAFT:
+            return False
+        return super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        if obj is not None and obj.status != MarketingEmailStatus.DRAFT:
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def has_send_permission(self, request) -> bool:
+        return request.user.has_perm("contacts.send_marketingemail")
+
+    def save_model(self, request, obj, form, change):
+        fields = {name: form.cleaned_data[name] for name in MarketingEmailForm.Meta.fields}
+        if change:
+            saved = marketing_email_update(email=MarketingEmail.objects.get(pk=obj.pk), **fields)
+        else:
+            saved = marketing_email_create(**fields)
+        obj.pk = saved.pk
+        obj._state.adding = False
+
+    def delete_model(self, request, obj):
+        marketing_email_delete(email=obj)
+
+    def get_urls(self):
+        info = self.opts.app_label, self.opts.model_name
+        return [
+            path(
+                "<path:object_id>/send/",
+                self.admin_site.admin_view(self.send_view),
+                name="{}_{}_send".format(*info),
+            ),
+            *super().get_urls(),
+        ]
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None and obj.pk is not None:
+            context["send_url"] = reverse(
+                f"{self.admin_site.name}:contacts_marketingemail_send", args=[quote(obj.pk)]
+            )
+        return super().render_change_form(
+            request, context, add=add, change=change, form_url=form_url, obj=obj
+        )
+
+    def send_view(self, request, object_id):
+        """GET: the breakdown and, for a user who may send, the confirm button. POST: send."""
+        email = self.get_object(request, unquote(object_id))
+        if email is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if not self.has_view_permission(request, email):
+            raise PermissionDenied
+        change_url = reverse(
+            f"{self.admin_site.name}:contacts_marketingemail_change", args=[quote(email.pk)]
+        )
+        if request.method == "POST":
+            if not self.has_send_permission(request):
+                raise PermissionDenied
+            try:
+                outcome = marketing_email_send(email=email, actor=request.user)
+            except AlreadySent as error:
+                self.message_user(request, str(error), messages.WARNING)
+                return HttpResponseRedirect(change_url)
+            except ValidationError as error:
+                self.message_user(request, " ".join(error.messages), messages.ERROR)
+                return HttpResponseRedirect(change_url)
+            email.refresh_from_db()
+            if email.status == MarketingEmailStatus.SENT:
+                text = f"“{email}” was sent to {email.sent_count:,} contacts."
+                if email.failed_count:
+                    text += f" {email.failed_count:,} failed (see the send log)."
+            else:
+                text = (
+                    f"“{email}” is being sent to {outcome.breakdown.will_receive:,} contacts in "
+                    "the background."
+                )
+            self.message_user(request, text, messages.SUCCESS)
+            return HttpResponseRedirect(change_url)
+        error = None
+        breakdown = None
+        try:
+            breakdown = marketing_send_breakdown(
+                contacts=marketing_email_audience(email=email), email=email
+            )
+        except ValidationError as invalid:
+            error = " ".join(invalid.messages)
+        with timezone.override(account_time_zone()):
+            context = {
+                **self.admin_site.each_context(request),
+                "title": f"Preview & send “{email}”",
+                "subtitle": None,
+                "opts": self.opts,
+                "original": email,
+                "email": email,
+                "breakdown": breakdown,
+                "error": error,
+                "can_send": self.has_send_permission(request)
+                and email.status != MarketingEmailStatus.SENT
+                and breakdown is not None,
+                "change_url": change_url,
+            }
+            request.current_app = self.admin_site.name
+            response = TemplateResponse(request, "admin/contacts/marketingemail/send.html", context)
+            response.render()
+        return response
+
+
+@admin.register(EmailSend)
+class EmailSendAdmin(ReadOnlyAdminMixin, AccountTimeZoneMixin, BigTableAdmin):
+    list_display = ["id", "email", "contact_id", "to_address", "status", "at", "error"]
+    list_select_related = ["email"]
+    list_filter = ["status", "email"]
+    sortable_by = ["id"]
+    search_fields = ["=to_address"]
+    search_help_text = "An exact email address."
+
+
+@admin.register(Unsubscription)
+class UnsubscriptionAdmin(ReadOnlyAdminMixin, AccountTimeZoneMixin, BigTableAdmin):
+    list_display = ["id", "contact_id", "email", "at"]
+    list_select_related = ["email"]
+    sortable_by = ["id"]
+
+
+class MembersLinkMixin:
+    """A link to the contacts changelist filtered to the members (no inline: lists grow)."""
+
+    member_filter = ""
+
+    @admin.display(description="Members")
+    def members_link(self, obj):
+        url = reverse("admin:contacts_contact_changelist") + f"?{self.member_filter}={obj.pk}"
+        return format_html('<a href="{}">{} members</a>', url, obj.member_count)
+
+    def get_queryset(self, request):
+        # One GROUP BY over the membership index for the page's few rows.
+        return super().get_queryset(request).annotate(member_count=Count("memberships"))
+
+
+@admin.register(ContactList)
+class ContactListAdmin(MembersLinkMixin, admin.ModelAdmin):
+    list_display = ["name", "description", "members_link", "created_at"]
+    search_fields = ["name"]
+    readonly_fields = ["members_link"]
+    fields = ["name", "description", "members_link"]
+    member_filter = "contact_list"
+
+
+@admin.register(AdAudience)
+class AdAudienceAdmin(MembersLinkMixin, admin.ModelAdmin):
+    list_display = ["name", "platform", "members_link", "created_at"]
+    list_filter = ["platform"]
+    search_fields = ["name"]
+    readonly_fields = ["members_link"]
+    fields = ["name", "platform", "members_link"]
+    member_filter = "ad_audience"
+
+
+class CommunicationForm(forms.ModelForm):
+    body = forms.CharField(widget=forms.Textarea(attrs={"rows": 10, "cols": 80}))
+
+    class Meta:
+        model = Communication
+        fields = ["contact", "type", "subject"]
+
+
+@admin.register(Communication)
+class CommunicationAdmin(AccountTimeZoneMixin, BigTableAdmin):
+    """The log of non-marketing communication. Adding one sends it (to any contact);
+    rows never change afterwards."""
+
+    form = CommunicationForm
+    list_display = ["at", "type", "to_address", "contact_id", "subject", "status", "actor"]
+    list_select_related = ["actor"]
+    list_filter = ["type", "status"]
+    sortable_by = ["at"]
+    search_fields = ["=to_address"]
+    search_help_text = "An exact email address."
+    raw_id_fields = ["contact"]
+    actions = None
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ["contact", "type", "subject", "body"]
+        return ["type", "to_address", "contact_id", "subject", "status", "error", "at", "actor"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [] if obj is None else self.get_fields(request, obj)
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def save_model(self, request, obj, form, change):
+        data = form.cleaned_data
+        log = communication_send(
+            contact=data["contact"],
+            type=data["type"],
+            subject=data["subject"],
+            body=data["body"],
+            actor=request.user,
+        )
+        obj.pk = log.pk
+        obj._state.adding = False
+        if log.status != EmailSendStatus.SENT:
+            self.message_user(request, f"Sending failed: {log.error}", messages.ERROR)

@@ -25,3 +25,38 @@ def run_contact_import(contact_import_id: int) -> dict:
 
     contact_import = contact_import_run(contact_import_id=contact_import_id)
     return {"id": contact_import.pk, "status": contact_import.status}
+
+
+# --- communications ---
+
+# Chunks of SEND_CHUNK_SIZE a worker sends before it re-enqueues the rest (~10,000 emails):
+# a long send never holds one worker for hours, and a crash loses little.
+SEND_CHUNKS_PER_TASK = 50
+
+
+@shared_task(name="contacts.send_marketing_email", bind=True, acks_late=True, max_retries=3)
+def send_marketing_email(self, email_id: int) -> dict:
+    """Send (or resume sending) a marketing email to its audience. Idempotent.
+
+    Returns early unless the email is "sending". Each run sends at most
+    SEND_CHUNKS_PER_TASK chunks and re-enqueues itself while recipients remain;
+    eagerly (the embedded default) it runs to the end in-process instead.
+    """
+    from contacts.models import MarketingEmail, MarketingEmailStatus
+    from contacts.selectors import marketing_email_audience
+    from contacts.services import marketing_email_deliver, marketing_email_finish
+
+    email = MarketingEmail.objects.filter(pk=email_id).first()
+    if email is None or email.status != MarketingEmailStatus.SENDING:
+        return {"email_id": email_id, "skipped": True}
+    eager = bool(self.request.is_eager)
+    result = marketing_email_deliver(
+        email=email,
+        contacts=marketing_email_audience(email=email),
+        max_chunks=None if eager else SEND_CHUNKS_PER_TASK,
+    )
+    if result.done:
+        marketing_email_finish(email=email)
+    else:
+        send_marketing_email.delay(email_id)
+    return {"email_id": email_id, **result.as_dict()}

@@ -24,6 +24,23 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "billing.view_subscription",
         "billing.view_alert",
         "billing.view_pendingapproval",
+        # communications: marketing email, audiences, lists (the send guard applies)
+        "contacts.view_marketingemail",
+        "contacts.add_marketingemail",
+        "contacts.change_marketingemail",
+        "contacts.delete_marketingemail",
+        "contacts.send_marketingemail",
+        "contacts.view_emailsend",
+        "contacts.view_unsubscription",
+        "contacts.view_contactlist",
+        "contacts.add_contactlist",
+        "contacts.change_contactlist",
+        "contacts.delete_contactlist",
+        "contacts.view_adaudience",
+        "contacts.add_adaudience",
+        "contacts.change_adaudience",
+        "contacts.delete_adaudience",
+        "contacts.view_communication",
         # imports
         "contacts.view_contactimport",
         "contacts.add_contactimport",
@@ -54,6 +71,9 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         # imports (never marketing: Sales lacks contacts.change_marketing_status)
         "contacts.view_contactimport",
         "contacts.add_contactimport",
+        # non-marketing communication (one-to-one, transactional…), never marketing email
+        "contacts.view_communication",
+        "contacts.add_communication",
     ],
     BILLING_ADMIN: [
         "contacts.view_contact",

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from contacts.views import unsubscribe
 from workflows.admin import admin_urls as workflows_admin_urls
 
 urlpatterns = [
@@ -12,4 +13,5 @@ urlpatterns = [
     path("api/", include("contacts.api.urls")),
     path("api/billing/", include("billing.api.urls")),
     path("forms/", include("contacts.urls")),
+    path("unsubscribe/<str:token>/", unsubscribe, name="unsubscribe"),
 ]

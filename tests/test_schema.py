@@ -58,6 +58,25 @@ EXPECTED_OPERATIONS = {
     ("post", "/api/intake/integrations/{id}/contacts/"),
     ("post", "/api/intake/ads/{id}/leads/"),
 }
+# --- communications ---
+EXPECTED_OPERATIONS |= {
+    ("get", "/api/contacts/export/"),
+    *{(m, "/api/marketing-emails/") for m in ("get", "post")},
+    *{(m, "/api/marketing-emails/{id}/") for m in ("get", "put", "patch", "delete")},
+    ("get", "/api/marketing-emails/{id}/preview/"),
+    ("post", "/api/marketing-emails/{id}/send/"),
+    *{(m, "/api/ad-audiences/") for m in ("get", "post")},
+    *{(m, "/api/ad-audiences/{id}/") for m in ("get", "put", "patch", "delete")},
+    ("post", "/api/ad-audiences/{id}/members/"),
+    ("post", "/api/ad-audiences/{id}/members/remove/"),
+    *{(m, "/api/contact-lists/") for m in ("get", "post")},
+    *{(m, "/api/contact-lists/{id}/") for m in ("get", "put", "patch", "delete")},
+    ("post", "/api/contact-lists/{id}/members/"),
+    ("post", "/api/contact-lists/{id}/members/remove/"),
+    ("get", "/api/communications/"),
+    ("post", "/api/communications/"),
+    ("get", "/api/communications/{id}/"),
+}
 
 
 def generate(patches=None):

@@ -1,28 +1,39 @@
+from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from contacts.api.views import ContactImportViewSet, ContactViewSet, SourceViewSet
-
-# SimpleRouter: no browsable API root (it would need model permissions of its own).
-router = SimpleRouter()
-router.register("contacts", ContactViewSet, basename="contact")
-router.register("sources", SourceViewSet, basename="source")
-# --- imports ---
-router.register("imports", ContactImportViewSet, basename="contactimport")
-
-urlpatterns = router.urls
-
-# --- intake ---
-from django.urls import path  # noqa: E402
-
-from contacts.api.intake_views import (  # noqa: E402
+from contacts.api.intake_views import (
     AdLeadsView,
     ChatflowIntakeView,
     ExternalFormIntakeView,
     FormIntakeView,
     IntegrationContactsView,
 )
+from contacts.api.views import (
+    AdAudienceViewSet,
+    CommunicationViewSet,
+    ContactExportView,
+    ContactImportViewSet,
+    ContactListViewSet,
+    ContactViewSet,
+    MarketingEmailViewSet,
+    SourceViewSet,
+)
 
-urlpatterns += [
+# SimpleRouter: no browsable API root (it would need model permissions of its own).
+router = SimpleRouter()
+router.register("contacts", ContactViewSet, basename="contact")
+router.register("sources", SourceViewSet, basename="source")
+router.register("imports", ContactImportViewSet, basename="contactimport")
+router.register("marketing-emails", MarketingEmailViewSet, basename="marketingemail")
+router.register("ad-audiences", AdAudienceViewSet, basename="adaudience")
+router.register("contact-lists", ContactListViewSet, basename="contactlist")
+router.register("communications", CommunicationViewSet, basename="communication")
+
+urlpatterns = [
+    # Before the router: "export" is not a contact id.
+    path("contacts/export/", ContactExportView.as_view(), name="contact-export"),
+    *router.urls,
+    # Public intake (throttled) and app/ad-account token intake.
     path("intake/forms/<slug:slug>/", FormIntakeView.as_view(), name="intake-form"),
     path("intake/external-forms/", ExternalFormIntakeView.as_view(), name="intake-external-form"),
     path("intake/chatflows/<int:pk>/", ChatflowIntakeView.as_view(), name="intake-chatflow"),

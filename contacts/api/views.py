@@ -11,10 +11,13 @@ parameters, and a moving "now" parameter would turn every retry into a conflict.
 
 from __future__ import annotations
 
+import json
+
 from django.db.models.functions import Now
 from django.http import StreamingHttpResponse
 from django.utils import timezone
 from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
@@ -22,57 +25,89 @@ from drf_spectacular.utils import (
     extend_schema,
     extend_schema_view,
 )
-from rest_framework import serializers, viewsets
+from rest_framework import mixins, serializers, viewsets
 from rest_framework import status as http
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
+from rest_framework.generics import GenericAPIView
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 
 from contacts.api.serializers import (
     IDEMPOTENCY_KEY_MAX,
+    AdAudienceSerializer,
     BulkMarketingStatusChangeSerializer,
+    CommunicationSerializer,
     ContactCreateSerializer,
     ContactImportCreateSerializer,
     ContactImportSerializer,
+    ContactListSerializer,
     ContactSerializer,
     ContactStatusChangeResultSerializer,
     HeldSerializer,
+    MarketingEmailSendResultSerializer,
+    MarketingEmailSerializer,
     MarketingStatusChangeSerializer,
+    MembershipChangeSerializer,
+    MembershipRequestSerializer,
+    SendBreakdownSerializer,
     SourceSerializer,
     StatusChangeResultSerializer,
     StatusHistorySerializer,
     StatusPreviewSerializer,
 )
 from contacts.filters import ContactFilter
-from contacts.models import MarketingStatus, StatusSourceType
+from contacts.models import (
+    AdAudience,
+    Communication,
+    ContactList,
+    MarketingEmail,
+    MarketingStatus,
+    StatusSourceType,
+)
 from contacts.selectors import (
+    EXPORT_HEADER,
     contact_exists,
     contact_list,
     contact_status_history,
+    marketing_email_audience,
+    marketing_send_breakdown,
     source_for_manual_entry,
     source_list,
 )
 from contacts.services import (
     SET_MARKETING,
     SET_NON_MARKETING,
+    AlreadySent,
     ChangeHeld,
     IdempotencyConflict,
     LockedSourceError,
+    SendRefused,
     SourceInUse,
     StatusChangeResult,
     StatusSource,
+    ad_audience_add,
+    ad_audience_remove,
+    communication_send,
     contact_create,
+    contact_list_add,
+    contact_list_remove,
     contact_update,
     contacts_creation_policy,
     contacts_delete,
     contacts_set_marketing,
     contacts_set_non_marketing,
     contacts_status_preview,
+    marketing_email_create,
+    marketing_email_delete,
+    marketing_email_send,
+    marketing_email_update,
     source_create,
     source_delete,
     source_update,
 )
+from contacts.views import export_response
 from crm.api import MARKETING_STATUS_PERMISSION, CanChangeMarketingStatus, requires
 from crm.exceptions import Conflict
 
@@ -522,3 +557,290 @@ def import_errors_csv_response(contact_import) -> StreamingHttpResponse:
         f'attachment; filename="import-{contact_import.pk}-errors.csv"'
     )
     return response
+
+
+# --- communications: export, marketing email, ad audiences, lists, communications ---
+
+
+class CSVRenderer(BaseRenderer):
+    """Lets a client ask for text/csv (the export streams it itself); errors still render."""
+
+    media_type = "text/csv"
+    format = "csv"
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return json.dumps(data).encode() if data is not None else b""
+
+
+class ContactExportView(GenericAPIView):
+    """GET /api/contacts/export/: every contact the list's filters match, as CSV."""
+
+    filter_backends = [ContactFilterBackend]
+    filterset_class = ContactFilter
+    renderer_classes = [JSONRenderer, CSVRenderer]
+    pagination_class = None
+
+    def get_queryset(self):
+        return contact_list()
+
+    def initial(self, request, *args, **kwargs):
+        self.now = timezone.now()
+        super().initial(request, *args, **kwargs)
+
+    @extend_schema(
+        summary="Export contacts as CSV (streamed)",
+        description="The same filters as the contacts list. Columns: "
+        + ", ".join(EXPORT_HEADER)
+        + ". Text cells starting with = + - @ (or tab / carriage return) get a leading "
+        "quote so a spreadsheet shows them as text, not as a formula.",
+        filters=True,
+        responses={(200, "text/csv"): OpenApiTypes.STR},
+    )
+    def get(self, request):
+        return export_response(self.filter_queryset(self.get_queryset()), self.now)
+
+
+def _membership_target(data: dict):
+    if "ids" in data:
+        return data["ids"]
+    return ContactFilter(data=data["filter"], queryset=contact_list(), now=Now()).qs
+
+
+def _send_refused(error: SendRefused):
+    return Conflict(str(error))
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List marketing emails"),
+    retrieve=extend_schema(summary="A marketing email"),
+    create=extend_schema(
+        summary="Create a marketing email (a draft)",
+        description="The body must contain {unsubscribe_url}. The audience is a contact "
+        "filter (audience_filter) or a static list (audience_list), not both.",
+    ),
+    update=extend_schema(summary="Replace a draft marketing email (409 once sending)"),
+    partial_update=extend_schema(summary="Change a draft marketing email (409 once sending)"),
+    destroy=extend_schema(summary="Delete a draft marketing email (409 once sending)"),
+)
+class MarketingEmailViewSet(viewsets.ModelViewSet):
+    serializer_class = MarketingEmailSerializer
+    lookup_value_regex = r"[0-9]{1,18}"
+
+    def get_queryset(self):
+        return MarketingEmail.objects.all()
+
+    def perform_create(self, serializer):
+        serializer.instance = marketing_email_create(**serializer.validated_data)
+
+    def perform_update(self, serializer):
+        try:
+            serializer.instance = marketing_email_update(
+                email=serializer.instance, **serializer.validated_data
+            )
+        except SendRefused as error:
+            raise _send_refused(error) from error
+
+    def perform_destroy(self, instance):
+        try:
+            marketing_email_delete(email=instance)
+        except SendRefused as error:
+            raise _send_refused(error) from error
+
+    @extend_schema(
+        summary="Who would receive it, and why the others would not",
+        description="Audience size, will receive, excluded by reason (each excluded contact "
+        "once: non-marketing, then unsubscribed, then bounced) and per reason with overlaps "
+        "(unsubscribed_any, bounced_any). One aggregate query; nothing is written.",
+        responses=SendBreakdownSerializer,
+    )
+    @action(detail=True, methods=["get"], pagination_class=None)
+    def preview(self, request, pk=None):
+        email = self.get_object()
+        breakdown = marketing_send_breakdown(
+            contacts=marketing_email_audience(email=email), email=email
+        )
+        return Response(SendBreakdownSerializer(breakdown.as_dict()).data)
+
+    @extend_schema(
+        summary="Send it (in the background)",
+        description="Idempotent: a draft starts sending; a sending email resumes (only the "
+        "rest is sent); a sent email answers 409 and sends nothing. Only marketing, "
+        "subscribed, unbounced contacts receive it, checked again at send time.",
+        request=None,
+        responses={
+            202: MarketingEmailSendResultSerializer,
+            409: OpenApiResponse(description="Already sent; nothing more was sent."),
+        },
+    )
+    @action(
+        detail=True,
+        methods=["post"],
+        permission_classes=[
+            requires(
+                "contacts.send_marketingemail",
+                "contacts.view_marketingemail",
+                message="Sending marketing email needs the permission "
+                "contacts.send_marketingemail.",
+            )
+        ],
+    )
+    def send(self, request, pk=None):
+        email = self.get_object()
+        try:
+            outcome = marketing_email_send(email=email, actor=request.user)
+        except AlreadySent as error:
+            raise _send_refused(error) from error
+        email.refresh_from_db()
+        data = {
+            "status": email.status,
+            "breakdown": SendBreakdownSerializer(outcome.breakdown.as_dict()).data,
+            "email": MarketingEmailSerializer(email).data,
+        }
+        return Response(data, status=http.HTTP_202_ACCEPTED)
+
+
+class _MembersMixin:
+    """POST {id}/members/ (add) and {id}/members/remove/, by ids or filter, with preview."""
+
+    add_service = None
+    remove_service = None
+    owner_argument = ""
+
+    def _members(self, request, service):
+        owner = self.get_object()
+        serializer = MembershipRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        change = service(
+            **{self.owner_argument: owner},
+            contacts=_membership_target(data),
+            preview=data["preview"],
+        )
+        return Response(MembershipChangeSerializer(change.as_dict()).data)
+
+
+def _members_actions(change_permission: str, noun: str, refuse_note: str):
+    """The add/remove actions of a membership viewset, with their permission and schema."""
+    permission = requires(change_permission, "contacts.view_contact")
+
+    @extend_schema(
+        summary=f"Add contacts to the {noun}",
+        description=f"By ids or by filter; preview=true only counts. {refuse_note}",
+        request=MembershipRequestSerializer,
+        responses=MembershipChangeSerializer,
+    )
+    @action(detail=True, methods=["post"], permission_classes=[permission], url_path="members")
+    def members(self, request, pk=None):
+        return self._members(request, type(self).add_service)
+
+    @extend_schema(
+        summary=f"Remove contacts from the {noun}",
+        request=MembershipRequestSerializer,
+        responses=MembershipChangeSerializer,
+    )
+    @action(
+        detail=True,
+        methods=["post"],
+        permission_classes=[permission],
+        url_path="members/remove",
+    )
+    def remove_members(self, request, pk=None):
+        return self._members(request, type(self).remove_service)
+
+    return members, remove_members
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List ad audiences"),
+    retrieve=extend_schema(summary="An ad audience"),
+    create=extend_schema(summary="Create an ad audience"),
+    update=extend_schema(summary="Replace an ad audience"),
+    partial_update=extend_schema(summary="Change an ad audience"),
+    destroy=extend_schema(summary="Delete an ad audience (and its memberships)"),
+)
+class AdAudienceViewSet(_MembersMixin, viewsets.ModelViewSet):
+    serializer_class = AdAudienceSerializer
+    lookup_value_regex = r"[0-9]{1,18}"
+    owner_argument = "audience"
+    add_service = staticmethod(ad_audience_add)
+    remove_service = staticmethod(ad_audience_remove)
+    members, remove_members = _members_actions(
+        "contacts.change_adaudience",
+        "ad audience",
+        "Only marketing contacts are added: the others are refused and counted "
+        "(refused_non_marketing). Unsubscribed or bounced marketing contacts are accepted.",
+    )
+
+    def get_queryset(self):
+        return AdAudience.objects.all()
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List static contact lists"),
+    retrieve=extend_schema(summary="A contact list"),
+    create=extend_schema(summary="Create a contact list"),
+    update=extend_schema(summary="Replace a contact list"),
+    partial_update=extend_schema(summary="Change a contact list"),
+    destroy=extend_schema(summary="Delete a contact list (refused while an email uses it)"),
+)
+class ContactListViewSet(_MembersMixin, viewsets.ModelViewSet):
+    serializer_class = ContactListSerializer
+    lookup_value_regex = r"[0-9]{1,18}"
+    owner_argument = "contact_list"
+    add_service = staticmethod(contact_list_add)
+    remove_service = staticmethod(contact_list_remove)
+    members, remove_members = _members_actions(
+        "contacts.change_contactlist",
+        "list",
+        "Any contact may be on a list; the send guard decides who gets marketing email.",
+    )
+
+    def get_queryset(self):
+        return ContactList.objects.all()
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List non-marketing communications, newest first"),
+    retrieve=extend_schema(summary="A communication"),
+    create=extend_schema(
+        summary="Send a non-marketing communication",
+        description="Sales one-to-one, transactional, registration, chat transcript, ticket "
+        "reply or feedback survey: reaches any contact (marketing or not, unsubscribed or "
+        "not) and is logged with its type. 'marketing' is refused. A retry with the same "
+        "idempotency_key (or Idempotency-Key header) returns the first log and sends nothing.",
+        parameters=[IDEMPOTENCY_PARAMETER],
+    ),
+)
+class CommunicationViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    viewsets.GenericViewSet,
+):
+    serializer_class = CommunicationSerializer
+    filterset_fields = ["contact", "type"]
+    lookup_value_regex = r"[0-9]{1,18}"
+
+    def get_queryset(self):
+        return Communication.objects.all()
+
+    def create(self, request, *args, **kwargs):
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        client_key = _client_key(request, data.get("idempotency_key"))
+        try:
+            log = communication_send(
+                contact=data["contact"],
+                type=data["type"],
+                subject=data["subject"],
+                body=data["body"],
+                actor=request.user,
+                idempotency_key=f"api:{request.user.pk}:{client_key}" if client_key else None,
+            )
+        except SendRefused as error:
+            raise ValidationError({"type": [str(error)]}) from error
+        headers = {REPLAYED_HEADER: "true"} if log.replayed else {}
+        code = http.HTTP_201_CREATED if not log.replayed else http.HTTP_200_OK
+        return Response(self.get_serializer(log).data, status=code, headers=headers)

@@ -20,6 +20,7 @@ O1_BAR = 1.5  # one change at N contacts ≤ 1.5 × at the small size
 CLOSE_BAR = 5.0  # closing a month with 1M contacts and 1M ledger rows: ≤ 5 s
 IMPORT_BAR = 50_000  # CSV import: rows per second at 1,000,000 rows
 IMPORT_MEMORY_BAR = 1.5  # peak RSS at 1M rows ≤ 1.5 × at 100k
+EXPORT_MEMORY_BAR = 1.2  # peak RSS exporting 1M ÷ exporting 100k (flat memory)
 
 INTRO = """# Benchmarks
 
@@ -137,7 +138,34 @@ def rows(results: dict) -> list[tuple[str, str, str]]:
         out += close_rows(results["close"])
     if "imports" in results:
         out += import_rows(results["imports"])
+    if "export" in results:
+        out += export_rows(results["export"])
     return out
+
+
+def export_rows(e: dict) -> list[tuple[str, str, str]]:
+    small, large, naive = e["service_small"], e["service_large"], e["naive_small"]
+
+    def line(label: str, run: dict) -> tuple[str, str, str]:
+        return (
+            label,
+            f"{run['rows_per_second']:,.0f} rows/s",
+            f"{run['rows']:,} rows in {run['seconds']:.1f} s; peak RSS {run['peak_rss_mb']:.0f} MB "
+            f"(+{run['rss_growth_mb']:.0f} MB over the loaded process)",
+        )
+
+    return [
+        line(f"h. export {small['rows']:,} contacts (keyset chunks of {e['chunk']:,})", small),
+        line(f"h. export {large['rows']:,} contacts, same code", large),
+        line(f"h. naive export of {naive['rows']:,}: list() + csv.writer", naive),
+        (
+            f"h. peak RSS {large['rows']:,} ÷ {small['rows']:,} (bar ≤ {EXPORT_MEMORY_BAR})",
+            f"{e['rss_ratio']:.2f}×",
+            verdict(e["rss_ratio"], EXPORT_MEMORY_BAR)
+            + f"; the naive export's RSS grew {naive['rss_growth_mb']:.0f} MB for "
+            f"{naive['rows']:,} rows",
+        ),
+    ]
 
 
 def import_rows(g: dict) -> list[tuple[str, str, str]]:

@@ -25,6 +25,9 @@ g. a CSV import of 1,000,000 new contacts (`contact_import_run`, tests/perf/impo
    and of 100,000, each in a fresh process for its peak RSS; against a hand-written COPY
    + INSERT … SELECT of the same file and a per-row `contact_create` loop; the bars:
    ≥ 50,000 rows/s, peak RSS at 1M ≤ 1.5 × at 100k. `--only import` runs just this.
+h. exporting contacts as CSV (tests/perf/exports.py): the streamed export of 100,000 and
+   of N contacts, each in a fresh process (rows/s, peak RSS; the bar: ratio ≤ ~1.2),
+   against the naive `list()` + csv.writer of 100,000. `--only export` runs just this.
 
 Between runs every contender gets the same state: contacts non-marketing again, the
 ledger and counters truncated, VACUUM ANALYZE, CHECKPOINT. One untimed hand-written run
@@ -91,8 +94,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--calls", type=int, default=300, help="single changes timed at each size")
     parser.add_argument(
         "--only",
-        choices=["close", "import"],
-        help="run one section only (close: f., import: g.); the docs are then left alone",
+        choices=["close", "import", "export"],
+        help="run one section only (close: f., import: g., export: h.); the docs are then left alone",
     )
     parser.add_argument(
         "--no-write", dest="write", action="store_false", help="print only; leave the docs alone"
@@ -105,7 +108,7 @@ def run(options: argparse.Namespace) -> dict:
 
     from contacts.models import Contact
     from contacts.services import STATUS_RANGE_BATCH
-    from tests.perf import close, contenders, data, imports
+    from tests.perf import close, contenders, data, exports, imports
 
     results: dict = {"options": vars(options)}
 
@@ -117,6 +120,9 @@ def run(options: argparse.Namespace) -> dict:
         return results
     if options.only == "import":
         results["imports"] = imports.run(options, say)
+        return results
+    if options.only == "export":
+        results["export"] = exports.run(options, say)
         return results
 
     # e, small table first, then a, then e on the large table.
@@ -196,6 +202,8 @@ def run(options: argparse.Namespace) -> dict:
     results["close"] = close.run(options.contacts, options.repeat, say)
     # g
     results["imports"] = imports.run(options, say)
+    # h
+    results["export"] = exports.run(options, say)
     return results
 
 
