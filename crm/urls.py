@@ -12,6 +12,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/", include("contacts.api.urls")),
     path("api/billing/", include("billing.api.urls")),
+    path("api/", include("workflows.api.urls")),
     path("forms/", include("contacts.urls")),
     path("unsubscribe/<str:token>/", unsubscribe, name="unsubscribe"),
 ]
