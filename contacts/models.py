@@ -152,9 +152,7 @@ class Contact(BaseModel):
     lifecycle_stage = models.CharField(
         max_length=20, choices=LifecycleStage.choices, default=LifecycleStage.LEAD
     )
-    lead_status = models.CharField(
-        max_length=30, choices=LeadStatus.choices, blank=True
-    )
+    lead_status = models.CharField(max_length=30, choices=LeadStatus.choices, blank=True)
     contact_type = models.CharField(
         max_length=20, choices=ContactType.choices, default=ContactType.PROSPECT
     )
