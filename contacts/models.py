@@ -654,7 +654,7 @@ class ConnectedApp(TokenHolder, BaseModel):
 class AdPlatform(models.TextChoices):
     FACEBOOK = "facebook", "Facebook / Instagram"
     LINKEDIN = "linkedin", "LinkedIn"
-    GOOGLE = "google", "Google"
+    GOOGLE = "google", "Google Ads"
     OTHER = "other", "Other"
 
 
@@ -1053,13 +1053,6 @@ class Unsubscription(models.Model):
 
     def __str__(self) -> str:
         return f"{self.contact_id} at {self.at:%Y-%m-%d %H:%M}"
-
-
-class AdPlatform(models.TextChoices):
-    FACEBOOK = "facebook", "Facebook / Instagram"
-    GOOGLE = "google", "Google Ads"
-    LINKEDIN = "linkedin", "LinkedIn"
-    OTHER = "other", "Other"
 
 
 class AdAudience(BaseModel):

@@ -475,6 +475,7 @@ class Command(BaseCommand):
                 self.seed_history(contacts, seed=seed, sources=sources)
             else:
                 self.top_up(contacts - existing, seed=seed, sources=sources)
+        self.ensure_channels()
         self.ensure_admin()
         if existing < contacts:
             self.summary(time.monotonic() - started)
@@ -679,6 +680,60 @@ class Command(BaseCommand):
                         f"scheduled {result.scheduled}, cancelled {result.cancelled}, "
                         f"applied {result.applied}"
                     )
+
+    def ensure_channels(self) -> None:
+        """A hosted form, a chatflow, a two-way-sync app, an ad account, a marketing email
+        draft, an ad audience and a list, so every screen has something to show. Made
+        once (by name); an app's or ad account's token is not shown: regenerate it in the
+        admin to use the intake endpoints."""
+        from contacts.models import (
+            AdAccount,
+            AdAudience,
+            AdPlatform,
+            Chatflow,
+            ConnectedApp,
+            ContactList,
+            Form,
+            MarketingEmail,
+        )
+        from contacts.services import (
+            ad_account_create,
+            chatflow_save,
+            connected_app_create,
+            form_save,
+            marketing_email_create,
+        )
+
+        if not Form.objects.filter(slug="newsletter").exists():
+            form_save(
+                form=Form(
+                    name="Newsletter signup",
+                    slug="newsletter",
+                    fields=[
+                        {"name": "first_name", "required": True},
+                        {"name": "company", "label": "Organisation"},
+                    ],
+                    consent_label="Send me the monthly newsletter.",
+                    consent_required=True,
+                )
+            )
+        if not Chatflow.objects.filter(name="Website chat").exists():
+            chatflow_save(chatflow=Chatflow(name="Website chat"))
+        if not ConnectedApp.objects.filter(name="Shop").exists():
+            connected_app_create(name="Shop", two_way_sync=True)
+        if not AdAccount.objects.filter(name="LinkedIn lead gen").exists():
+            ad_account_create(name="LinkedIn lead gen", platform=AdPlatform.LINKEDIN)
+        if not MarketingEmail.objects.filter(name="November newsletter").exists():
+            marketing_email_create(
+                name="November newsletter",
+                subject="What's new in November",
+                body="Hello,\n\nHere is what is new this month.\n\nUnsubscribe: {unsubscribe_url}",
+                audience_filter={"lifecycle_stage": "lead"},
+            )
+        AdAudience.objects.get_or_create(
+            name="Retargeting: leads", defaults={"platform": AdPlatform.LINKEDIN}
+        )
+        ContactList.objects.get_or_create(name="Webinar attendees")
 
     def ensure_admin(self) -> None:
         User = get_user_model()
