@@ -52,10 +52,21 @@ def state() -> dict:
 
 
 def test_one_source_of_every_kind_with_its_default(seeded):
-    sources = Source.objects.all()
+    # The demo's channels (a form, a chatflow, an app, an ad account) own a source each.
+    sources = Source.objects.filter(form=None, chatflow=None, connected_app=None, ad_account=None)
     assert sorted(s.kind for s in sources) == sorted(SourceKind.values)
     for source in sources:
         assert source.default_marketing == Source.kind_default(source.kind)
+
+
+def test_the_demo_has_a_hosted_form_and_the_other_channels(seeded, client):
+    from contacts.models import AdAccount, Chatflow, ConnectedApp, Form, MarketingEmail
+
+    assert client.get("/forms/newsletter/").status_code == 200
+    assert Form.objects.get(slug="newsletter").source.kind == SourceKind.FORM
+    assert Chatflow.objects.count() == ConnectedApp.objects.filter(two_way_sync=True).count() == 1
+    assert AdAccount.objects.get().marketing is True
+    assert MarketingEmail.objects.get().status == "draft"
 
 
 def test_contacts_with_realistic_fields(seeded):
