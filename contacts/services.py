@@ -72,6 +72,7 @@ from contacts.models import (
     UsageState,
     normalise_email,
 )
+from crm import jobs
 from crm.calendar import BillingCalendar
 from crm.models import Account
 
@@ -2824,7 +2825,7 @@ def contact_import_commit(
             from contacts.tasks import run_contact_import
 
             pk = locked.pk
-            transaction.on_commit(lambda: run_contact_import.delay(pk))
+            jobs.enqueue(run_contact_import, pk)
     return locked
 
 
@@ -3261,7 +3262,7 @@ def marketing_email_send(*, email, contacts: QuerySet | None = None, actor=None)
             locked.excluded_bounced = breakdown.excluded_bounced
             locked.save()
         email_id = locked.pk
-        transaction.on_commit(lambda: send_marketing_email.delay(email_id))
+        jobs.enqueue(send_marketing_email, email_id)
     email.refresh_from_db()
     return SendOutcome(email_id=email.pk, status=email.status, breakdown=breakdown)
 

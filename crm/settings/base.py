@@ -161,6 +161,9 @@ CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "")
 # No broker configured: run tasks in-process so a newcomer needs nothing installed.
 CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
 CELERY_TASK_EAGER_PROPAGATES = True
+# Without a broker, long jobs (imports, sends) run in a thread so their page returns at
+# once and their progress can be watched (crm/jobs.py).
+EMBEDDED_BACKGROUND_JOBS = os.environ.get("EMBEDDED_BACKGROUND_JOBS", "1") == "1"
 CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND") or None
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
