@@ -113,6 +113,7 @@ from contacts.services import (
     import_max_bytes,
     marketing_email_create,
     marketing_email_delete,
+    marketing_email_release_stale_claims,
     marketing_email_send,
     marketing_email_update,
 )
@@ -1687,6 +1688,7 @@ class MarketingEmailAdmin(AccountTimeZoneMixin, admin.ModelAdmin):
     search_fields = ["name", "subject"]
     list_select_related = ["audience_list"]
     autocomplete_fields = ["audience_list"]
+    actions = ["release_stale_claims"]
     SEND_FIELDS = [
         "status",
         "send_started_at",
@@ -1700,6 +1702,22 @@ class MarketingEmailAdmin(AccountTimeZoneMixin, admin.ModelAdmin):
         "sent_count",
         "failed_count",
     ]
+
+    @admin.action(
+        description="Resend to recipients stuck as “claimed” for over an hour",
+        permissions=["send"],
+    )
+    def release_stale_claims(self, request, queryset):
+        released = sum(
+            marketing_email_release_stale_claims(email=email, actor=request.user)
+            for email in queryset
+        )
+        self.message_user(
+            request,
+            f"{released} stuck recipients released; their send resumes."
+            if released
+            else "No recipient was stuck (claimed over an hour ago and never confirmed).",
+        )
 
     @admin.display(description="Audience")
     def audience_display(self, obj: MarketingEmail) -> str:

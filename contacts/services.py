@@ -3267,6 +3267,46 @@ def marketing_email_send(*, email, contacts: QuerySet | None = None, actor=None)
     return SendOutcome(email_id=email.pk, status=email.status, breakdown=breakdown)
 
 
+# A claimed row older than this is taken for a send that died between its claim and its
+# confirmation (a worker killed mid-chunk): well beyond a chunk's few seconds of SMTP.
+STALE_CLAIM_AGE = dt.timedelta(hours=1)
+
+
+def marketing_email_release_stale_claims(
+    *, email, older_than: dt.timedelta = STALE_CLAIM_AGE, actor=None
+) -> int:
+    """Let recipients whose send died mid-chunk be sent again; return how many.
+
+    Sending is at most once: a row claimed but never confirmed (the worker died between
+    the claim and the SMTP answer) blocks its contact for good. An operator who has
+    checked that those messages did not go out releases them here: the stale claimed
+    rows are deleted and the send resumes (a sent email goes back to "sending"), so the
+    guard decides afresh who receives it. Sent and failed rows are never touched.
+    """
+    from contacts.models import EmailSend, EmailSendStatus, MarketingEmail, MarketingEmailStatus
+    from contacts.tasks import send_marketing_email
+
+    cutoff = timezone.now() - older_than
+    with transaction.atomic():
+        locked = MarketingEmail.objects.select_for_update().get(pk=email.pk)
+        if locked.status == MarketingEmailStatus.DRAFT:
+            return 0
+        released, _ = EmailSend.objects.filter(
+            email_id=locked.pk, status=EmailSendStatus.CLAIMED, at__lt=cutoff
+        ).delete()
+        if released:
+            if locked.status == MarketingEmailStatus.SENT:
+                locked.status = MarketingEmailStatus.SENDING
+                locked.sent_at = None
+                locked.save(update_fields=["status", "sent_at", "updated_at"])
+            logger.info(
+                "released %s stale claims of marketing email %s (by %s)", released, locked.pk, actor
+            )
+            jobs.enqueue(send_marketing_email, locked.pk)
+    email.refresh_from_db()
+    return released
+
+
 def marketing_email_create(**fields):
     from contacts.models import MarketingEmail
 

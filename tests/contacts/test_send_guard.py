@@ -32,6 +32,7 @@ from contacts.services import (
     contacts_set_non_marketing,
     marketing_email_create,
     marketing_email_deliver,
+    marketing_email_release_stale_claims,
     marketing_email_send,
     unsubscribe_token,
 )
@@ -245,6 +246,40 @@ def test_a_killed_send_resumes_without_duplicates(
     statuses = dict(EmailSend.objects.filter(email=email).values_list("contact_id", "status"))
     assert statuses[limbo.pk] == "claimed"
     assert len(statuses) == 7
+
+
+def test_a_stale_claim_released_by_the_operator_is_sent_once(
+    email, audience, django_capture_on_commit_callbacks
+):
+    # Given a sent email whose worker died with one contact claimed but never confirmed
+    # two hours ago, and one claimed a minute ago (a send that may still be running)
+    with django_capture_on_commit_callbacks(execute=True):
+        marketing_email_send(email=email)
+    stuck, recent = Contact.objects.filter(email__in=["ok1@example.com", "ok2@example.com"])
+    EmailSend.objects.filter(email=email).delete()
+    mail.outbox.clear()
+    for contact, age in ((stuck, dt.timedelta(hours=2)), (recent, dt.timedelta(minutes=1))):
+        EmailSend.objects.create(
+            email=email,
+            contact_id=contact.pk,
+            to_address=contact.email,
+            status=EmailSendStatus.CLAIMED,
+            claim="dead-worker",
+            at=timezone.now() - age,
+        )
+
+    # When the operator releases the stale claims
+    with django_capture_on_commit_callbacks(execute=True):
+        released = marketing_email_release_stale_claims(email=email)
+
+    # Then only the stale one is released and sent, once; the recent claim is left alone
+    assert released == 1
+    assert recipients() == [stuck.email]
+    statuses = dict(EmailSend.objects.filter(email=email).values_list("contact_id", "status"))
+    assert statuses == {stuck.pk: "sent", recent.pk: "claimed"}
+    email.refresh_from_db()
+    assert email.status == "sent"
+    assert marketing_email_release_stale_claims(email=email) == 0  # nothing left to release
 
 
 def test_explicit_contacts_go_through_the_same_guard(email, audience):
