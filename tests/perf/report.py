@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import re
 import statistics
@@ -354,13 +355,17 @@ def markdown(results: dict) -> str:
     out = [
         BEGIN,
         "",
-        f"## Results of {info['date']}",
+        f"## Results (written {info['date']})",
         "",
         f"Machine: {info['cpus']} CPUs ({info['cpu']}), {info['memory']} memory; "
         f"{info['postgresql']} ({info['settings']}). "
-        f"Load average at the start: {results['load_at_start']}, at the end: {info['load']} "
-        "(other work on the machine adds noise). "
-        f"Whole run: {results['total_seconds']:.0f} s.",
+        "Each section was measured on its own date; the load average (1 minute, at its "
+        "start → its end) says how much other work shared the machine:",
+        "",
+        *[
+            f"- {section}: {when}, load {load}"
+            for section, (when, load) in sorted(results.get("measured", {}).items())
+        ],
         "",
         "| measure | result | notes |",
         "|---|---|---|",
@@ -398,6 +403,46 @@ def markdown(results: dict) -> str:
         ]
     out.append(END)
     return "\n".join(out) + "\n"
+
+
+# Each section's results are kept in docs/benchmarks.json with when and under what load
+# they were measured, so one section re-run (`--only close`) updates its own rows and
+# leaves the others as last measured. The keys of `results` that each section writes:
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "a–e. status service": (
+        "options",
+        "setup_seconds",
+        "single_small",
+        "single_large",
+        "bulk",
+        "service_loop",
+        "naive_loop",
+    ),
+    "f. close": ("close",),
+    "g. import": ("imports",),
+    "h. export": ("export",),
+}
+STORE = Path(settings.BASE_DIR) / "docs" / "benchmarks.json"
+
+
+def store(results: dict) -> dict:
+    """Merge this run's sections into docs/benchmarks.json; return every stored section's
+    results, flattened as one run would give them, plus "measured" (section → when, load)."""
+    stored = json.loads(STORE.read_text()) if STORE.exists() else {}
+    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    for section, keys in SECTIONS.items():
+        if all(key in results for key in keys if key != "options"):
+            stored[section] = {
+                "measured": when,
+                "load": f"{results['load_at_start']} → {machine()['load']}",
+                "results": {key: results[key] for key in keys if key in results},
+            }
+    STORE.write_text(json.dumps(stored, indent=1, sort_keys=True, default=str) + "\n")
+    merged: dict = {"measured": {}}
+    for section, entry in stored.items():
+        merged.update(entry["results"])
+        merged["measured"][section] = (entry["measured"], entry["load"])
+    return merged
 
 
 def write_markdown(results: dict) -> Path:

@@ -79,9 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     results["load_at_start"] = load_at_start
     text = report.table(results)
     print(text)
-    if options.write and not options.only:
-        path = report.write_markdown(results)
-        print(f"\nWrote {path}")
+    if options.write:
+        path = report.write_markdown(report.store(results))
+        print(f"\nWrote {path} (and {report.STORE.name})")
     return 0
 
 
@@ -95,7 +95,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         choices=["close", "import", "export"],
-        help="run one section only (close: f., import: g., export: h.); the docs are then left alone",
+        help="run one section only (close: f., import: g., export: h.); its rows in the docs are updated, the others kept",
     )
     parser.add_argument(
         "--no-write", dest="write", action="store_false", help="print only; leave the docs alone"
