@@ -178,32 +178,34 @@ class MarketingStatusFilter(admin.SimpleListFilter):
         return queryset
 
 
-class ContactListFilter(admin.SimpleListFilter):
-    """Members of a static list (contactlist_member_once serves the lookup)."""
+def membership_filter(model, *, title: str, parameter: str, lookup: str):
+    """A changelist filter: the members of one list or audience (its unique
+    (owner, contact) constraint serves the lookup)."""
 
-    title = "contact list"
-    parameter_name = "contact_list"
+    class MembershipFilter(admin.SimpleListFilter):
+        def lookups(self, request, model_admin):
+            return [(str(pk), name) for pk, name in model.objects.values_list("pk", "name")]
 
-    def lookups(self, request, model_admin):
-        return [(str(pk), name) for pk, name in ContactList.objects.values_list("pk", "name")]
+        def queryset(self, request, queryset):
+            if self.value() and self.value().isdigit():
+                return queryset.filter(**{lookup: int(self.value())})
+            return queryset
 
-    def queryset(self, request, queryset):
-        if self.value() and self.value().isdigit():
-            return queryset.filter(list_memberships__contact_list_id=int(self.value()))
-        return queryset
+    MembershipFilter.title = title
+    MembershipFilter.parameter_name = parameter
+    MembershipFilter.__name__ = f"{model.__name__}Filter"
+    return MembershipFilter
 
 
-class AdAudienceFilter(admin.SimpleListFilter):
-    title = "ad audience"
-    parameter_name = "ad_audience"
-
-    def lookups(self, request, model_admin):
-        return [(str(pk), name) for pk, name in AdAudience.objects.values_list("pk", "name")]
-
-    def queryset(self, request, queryset):
-        if self.value() and self.value().isdigit():
-            return queryset.filter(ad_audiences__id=int(self.value()))
-        return queryset
+ContactListFilter = membership_filter(
+    ContactList,
+    title="contact list",
+    parameter="contact_list",
+    lookup="list_memberships__contact_list_id",
+)
+AdAudienceFilter = membership_filter(
+    AdAudience, title="ad audience", parameter="ad_audience", lookup="ad_audiences__id"
+)
 
 
 class SourceKindFilter(admin.ChoicesFieldListFilter):
