@@ -226,13 +226,13 @@ def explain_replay() -> str:
     from contacts.selectors import ledger_replay
     from tests.perf.contenders import explain_first
 
-    return explain_first(lambda: ledger_replay(start=START, end=END), "WITH per_instant AS")
+    return explain_first(lambda: ledger_replay(start=START, end=END), "OVER (ORDER BY effective_at")
 
 
 def explain_rollover_chunk() -> str:
     from tests.perf.contenders import explain_first
 
-    return explain_first(rollover, "WITH target AS")
+    return explain_first(rollover, "WITH upd AS")
 
 
 def memory_in_child() -> dict:
