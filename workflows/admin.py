@@ -106,12 +106,11 @@ from django.contrib import messages  # noqa: E402
 from django.core.validators import MaxValueValidator, MinValueValidator  # noqa: E402
 from django.http import HttpResponseRedirect  # noqa: E402
 from django.urls import reverse  # noqa: E402
+from django.utils.formats import date_format  # noqa: E402
 from django.utils.html import format_html  # noqa: E402
 
 from billing.pricing import format_money  # noqa: E402
 from billing.selectors import billing_demotion_saving  # noqa: E402
-from django.utils.formats import date_format  # noqa: E402
-
 from crm.admin import AccountTimeZoneMixin, ReadOnlyAdminMixin, account_time_zone  # noqa: E402
 from workflows.forms import CriteriaFormField  # noqa: E402
 from workflows.models import (  # noqa: E402
@@ -202,7 +201,11 @@ def hygiene_wizard_view(request):
                     actor=request.user,
                 )
                 with timezone.override(account_time_zone()):
-                    when = date_format(timezone.localtime(run.effective_from), "j F Y") if run.effective_from else "the next update date"
+                    when = (
+                        date_format(timezone.localtime(run.effective_from), "j F Y")
+                        if run.effective_from
+                        else "the next update date"
+                    )
                 messages.success(
                     request,
                     f"{run.scheduled} contacts are non-marketing from {when}; "
@@ -221,7 +224,8 @@ def hygiene_wizard_view(request):
         "preview": preview,
         "sample": preview_sample if preview else [],
         "reasons": [
-            (REASON_LABELS[name], count) for name, count in (preview.by_reason if preview else {}).items()
+            (REASON_LABELS[name], count)
+            for name, count in (preview.by_reason if preview else {}).items()
         ],
         "saving": _money(preview.saving, preview.currency) if preview else None,
         "confirm_form": confirm_form,
@@ -303,7 +307,18 @@ class HygienePolicyForm(forms.ModelForm):
 
     class Meta:
         model = HygienePolicy
-        fields = "__all__"
+        fields = [
+            "name",
+            "enabled",
+            "include_unsubscribed",
+            "include_hard_bounced",
+            "include_unengaged",
+            "unengaged_days",
+            "criteria",
+            "schedule",
+            "days_before_update",
+            "interval_days",
+        ]
 
     def clean_criteria(self):
         return self.cleaned_data.get("criteria") or {"filterGroups": []}
@@ -356,7 +371,10 @@ class HygienePolicyAdmin(StatusChangingAdminMixin, AccountTimeZoneMixin, admin.M
             return "—"
         url = reverse("admin:workflows_hygienerun_change", args=[run.pk])
         return format_html(
-            '<a href="{}">{}: {} scheduled</a>', url, date_format(timezone.localtime(run.at), "j M Y H:i"), run.scheduled
+            '<a href="{}">{}: {} scheduled</a>',
+            url,
+            date_format(timezone.localtime(run.at), "j M Y H:i"),
+            run.scheduled,
         )
 
     @admin.action(description="Run now (schedule the matches non-marketing)")
@@ -424,7 +442,15 @@ class RotationPlanForm(forms.ModelForm):
 
     class Meta:
         model = RotationPlan
-        fields = "__all__"
+        fields = [
+            "name",
+            "criteria",
+            "size",
+            "rotate_per_period",
+            "ranking",
+            "lead_days",
+            "enabled",
+        ]
 
     def clean(self):
         cleaned = super().clean()
@@ -436,7 +462,17 @@ class RotationPlanForm(forms.ModelForm):
 
 class RotationRunInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = RotationRun
-    fields = ["step", "boundary", "status", "at", "members_before", "demoted", "promoted", "members_after", "message"]
+    fields = [
+        "step",
+        "boundary",
+        "status",
+        "at",
+        "members_before",
+        "demoted",
+        "promoted",
+        "members_after",
+        "message",
+    ]
     readonly_fields = fields
     ordering = ["-id"]
     extra = 0
@@ -447,7 +483,15 @@ class RotationRunInline(ReadOnlyAdminMixin, admin.TabularInline):
 @admin.register(RotationPlan)
 class RotationPlanAdmin(StatusChangingAdminMixin, AccountTimeZoneMixin, admin.ModelAdmin):
     form = RotationPlanForm
-    list_display = ["name", "enabled", "size", "rotate_per_period", "ranking", "lead_days", "members_display"]
+    list_display = [
+        "name",
+        "enabled",
+        "size",
+        "rotate_per_period",
+        "ranking",
+        "lead_days",
+        "members_display",
+    ]
     list_filter = ["enabled", "ranking"]
     search_fields = ["name"]
     inlines = [RotationRunInline]
@@ -457,7 +501,9 @@ class RotationPlanAdmin(StatusChangingAdminMixin, AccountTimeZoneMixin, admin.Mo
     def members_display(self, obj):
         return f"{rotation_billable_members(obj, at=timezone.now()).count()} / {obj.size}"
 
-    @admin.action(description="Run the due steps now (promote after the rollover, demote before the update date)")
+    @admin.action(
+        description="Run the due steps now (promote after the rollover, demote before the update date)"
+    )
     def run_now_action(self, request, queryset):
         if not request.user.has_perm(MARKETING_STATUS):
             raise PermissionDenied
@@ -465,7 +511,9 @@ class RotationPlanAdmin(StatusChangingAdminMixin, AccountTimeZoneMixin, admin.Mo
             outcome = rotation_tick(plan=plan)
             parts = []
             if outcome.promote is not None:
-                parts.append(f"promoted {outcome.promote.promoted} ({outcome.promote.get_status_display()})")
+                parts.append(
+                    f"promoted {outcome.promote.promoted} ({outcome.promote.get_status_display()})"
+                )
             if outcome.demote is not None:
                 parts.append(f"demoting {outcome.demote.demoted} at the update date")
             self.message_user(request, f"{plan}: " + (", ".join(parts) or "nothing due"))
@@ -473,7 +521,18 @@ class RotationPlanAdmin(StatusChangingAdminMixin, AccountTimeZoneMixin, admin.Mo
 
 @admin.register(RotationRun)
 class RotationRunAdmin(ReadOnlyAdminMixin, AccountTimeZoneMixin, admin.ModelAdmin):
-    list_display = ["id", "plan", "step", "boundary", "status", "at", "members_before", "demoted", "promoted", "members_after"]
+    list_display = [
+        "id",
+        "plan",
+        "step",
+        "boundary",
+        "status",
+        "at",
+        "members_before",
+        "demoted",
+        "promoted",
+        "members_after",
+    ]
     list_filter = ["step", "status", "plan"]
     list_select_related = ["plan"]
     exclude = ["candidate_ids"]

@@ -5,7 +5,6 @@ from django.db import models
 
 from crm.models import BaseModel
 
-
 # --- workflows, enrollments, runs (issue 5, items 2-6, 11) ---
 
 
@@ -132,7 +131,9 @@ class HygieneRun(models.Model):
     scheduled = models.PositiveIntegerField(default=0)
     effective_from = models.DateTimeField(null=True, blank=True)
     saving = models.BigIntegerField(
-        null=True, blank=True, help_text="A month's invoice saving from the next period (minor units)."
+        null=True,
+        blank=True,
+        help_text="A month's invoice saving from the next period (minor units).",
     )
     currency = models.CharField(max_length=3, blank=True)
     breakdown = models.JSONField(default=dict, blank=True)
@@ -187,7 +188,9 @@ class RotationPlan(BaseModel):
     class Meta:
         ordering = ["name"]
         constraints = [
-            models.CheckConstraint(condition=models.Q(size__gte=1), name="rotationplan_size_positive"),
+            models.CheckConstraint(
+                condition=models.Q(size__gte=1), name="rotationplan_size_positive"
+            ),
             models.CheckConstraint(
                 condition=models.Q(ranking__in=RotationRanking.values),
                 name="rotationplan_ranking_valid",

@@ -112,9 +112,10 @@ def hygiene_preview(*, options: dict, now: dt.datetime) -> HygienePreview:
     selection = hygiene_selection(options=options, now=now)
     by_reason = {}
     if reasons:
-        by_reason = contacts_settled_billable().aggregate(
-            **{name: Count("pk", filter=q) for name, q in reasons.items()}
+        raw = contacts_settled_billable().aggregate(
+            **{f"n_{name}": Count("pk", filter=q) for name, q in reasons.items()}
         )
+        by_reason = {name: raw[f"n_{name}"] for name in reasons}
     status = contacts_status_preview(contacts=selection, operation=SET_NON_MARKETING, at=now)
     cost = (status.extra.get("cost") or {}).get("next_period") or {}
     return HygienePreview(
@@ -155,14 +156,16 @@ def savings_report(
     """
     unsub, bounced = Q(unsubscribed=True), Q(hard_bounced=True)
     unengaged = unengaged_q(days=unengaged_days, now=now)
-    counts = contacts_settled_billable().aggregate(
-        unsubscribed=Count("pk", filter=unsub),
-        hard_bounced=Count("pk", filter=bounced),
-        unengaged=Count("pk", filter=unengaged),
-        hard_bounced_once=Count("pk", filter=bounced & ~unsub),
-        unengaged_once=Count("pk", filter=unengaged & ~unsub & ~bounced),
-        total=Count("pk", filter=unsub | bounced | unengaged),
+    # Aliases must not shadow the columns the filters read ("unsubscribed"…).
+    raw = contacts_settled_billable().aggregate(
+        n_unsubscribed=Count("pk", filter=unsub),
+        n_hard_bounced=Count("pk", filter=bounced),
+        n_unengaged=Count("pk", filter=unengaged),
+        n_hard_bounced_once=Count("pk", filter=bounced & ~unsub),
+        n_unengaged_once=Count("pk", filter=unengaged & ~unsub & ~bounced),
+        n_total=Count("pk", filter=unsub | bounced | unengaged),
     )
+    counts = {key[2:]: value for key, value in raw.items()}
     pending = Contact.objects.pending_downgrade(now).count()  # contact_pending_idx
     once = {
         "unsubscribed": counts["unsubscribed"],
@@ -197,17 +200,17 @@ def savings_report(
 def rotation_ranking(plan: RotationPlan, *, best_first: bool) -> list:
     """ORDER BY for a plan's ranking; least engaged first unless `best_first`."""
     score, engaged = F("lead_score"), F("last_engaged_at")
-    if plan.ranking == RotationRanking.ENGAGEMENT:
-        keys = [engaged, score]
-    else:
-        keys = [score, engaged]
+    by_engagement = plan.ranking == RotationRanking.ENGAGEMENT
+    keys = [engaged, score] if by_engagement else [score, engaged]
     if best_first:
         return [k.desc(nulls_last=True) for k in keys] + [F("pk").asc()]
     return [k.asc(nulls_first=True) for k in keys] + [F("pk").asc()]
 
 
 def rotation_active_members(plan: RotationPlan) -> QuerySet[RotationMember]:
-    return RotationMember.objects.filter(plan=plan, left_at__isnull=True)  # rotationmember_active_idx
+    return RotationMember.objects.filter(
+        plan=plan, left_at__isnull=True
+    )  # rotationmember_active_idx
 
 
 def rotation_billable_members(plan: RotationPlan, *, at: dt.datetime) -> QuerySet[Contact]:

@@ -68,12 +68,21 @@ def test_unengaged_and_criteria_are_added_to_the_union(book):
         "unengaged_days": 90,
         "criteria": {
             "filterGroups": [
-                {"filters": [{"propertyName": "email", "operator": "EQ", "value": "h21@example.com"}]}
+                {
+                    "filters": [
+                        {"propertyName": "email", "operator": "EQ", "value": "h21@example.com"}
+                    ]
+                }
             ]
         },
     }
     preview = hygiene_preview(options=options, now=NOW)
-    assert preview.by_reason == {"unsubscribed": 3, "hard_bounced": 2, "unengaged": 4, "criteria": 1}
+    assert preview.by_reason == {
+        "unsubscribed": 3,
+        "hard_bounced": 2,
+        "unengaged": 4,
+        "criteria": 1,
+    }
     assert preview.count == 9
     # 21 → 12: 1300 − 1100
     assert preview.saving == 200
@@ -153,9 +162,9 @@ def test_policy_before_update_runs_once_inside_its_window(book):
     [run] = hygiene_policies_run_due(at=at(2026, 11, 28, 1))
     assert (run.policy, run.trigger, run.scheduled, run.saving) == (policy, "schedule", 4, 100)
     assert set(
-        StatusChange.objects.filter(action="downgrade_scheduled", source_type="hygiene").values_list(
-            "source_id", "source_name"
-        )
+        StatusChange.objects.filter(
+            action="downgrade_scheduled", source_type="hygiene"
+        ).values_list("source_id", "source_name")
     ) == {(str(policy.pk), "Monthly clean-up")}
     # The next beats in the same window do nothing
     assert hygiene_policies_run_due(at=at(2026, 11, 29)) == []

@@ -16,7 +16,11 @@ from workflows.selectors import rotation_billable_members
 from workflows.services import rotation_demote, rotation_promote, rotation_tick
 
 K, R = 10, 4
-LEADS = {"filterGroups": [{"filters": [{"propertyName": "lifecycle_stage", "operator": "EQ", "value": "lead"}]}]}
+LEADS = {
+    "filterGroups": [
+        {"filters": [{"propertyName": "lifecycle_stage", "operator": "EQ", "value": "lead"}]}
+    ]
+}
 
 
 @pytest.fixture
@@ -57,13 +61,11 @@ def test_never_more_than_k_billable_members_across_three_periods(plan):
     assert (run.promoted, run.members_before, run.members_after) == (10, 0, 10)
     assert scores(rotation_billable_members(plan, at=at(2026, 11, 2))) == list(range(20, 30))
     seen_never = set()
-    for month, (update, demote_at) in enumerate(
-        [
-            (at(2026, 12, 1), at(2026, 11, 28, 9)),
-            (at(2027, 1, 1), at(2026, 12, 29, 9)),
-            (at(2027, 2, 1), at(2027, 1, 29, 9)),
-        ]
-    ):
+    for update, demote_at in [
+        (at(2026, 12, 1), at(2026, 11, 28, 9)),
+        (at(2027, 1, 1), at(2026, 12, 29, 9)),
+        (at(2027, 2, 1), at(2027, 1, 29, 9)),
+    ]:
         # Outside the lead time: nothing
         assert rotation_demote(plan=plan, at=demote_at.replace(day=demote_at.day - 2)) is None
         # Before the update date: the four lowest members are scheduled, still billable
@@ -99,9 +101,9 @@ def test_never_more_than_k_billable_members_across_three_periods(plan):
         # The demoted ones left the plan
         assert RotationMember.objects.filter(contact_id__in=leaving, left_at=after).count() == R
     # Each promotion took the best never-tried leads: 19..16, 15..12, 11..8
-    assert sorted(Contact.objects.filter(pk__in=seen_never).values_list("lead_score", flat=True)) == list(
-        range(8, 20)
-    )
+    assert sorted(
+        Contact.objects.filter(pk__in=seen_never).values_list("lead_score", flat=True)
+    ) == list(range(8, 20))
     assert [p.peak_count for p in BillingPeriod.objects.order_by("start")] == [K, K, K]
     # Ledger rows name the plan
     sources = set(
