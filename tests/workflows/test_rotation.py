@@ -167,3 +167,21 @@ def test_beat_task_runs_enabled_plans(plan, time_machine):
     time_machine.move_to(at(2026, 11, 29, 9), tick=False)
     assert run_rotation_plans() == [{"plan": plan.pk, "demoted": R, "promoted": K}]
     assert RotationRun.objects.count() == 2
+
+
+def test_command_runs_and_dry_runs(plan, time_machine):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    contacts_rollover(at=at(2026, 11, 1, 0, 30))
+    time_machine.move_to(at(2026, 11, 2, 9), tick=False)
+    out = StringIO()
+    call_command("run_rotation", "--plan", str(plan.pk), "--dry-run", stdout=out)
+    assert "would promote 10" in out.getvalue()
+    assert (
+        not RotationRun.objects.exists()
+        and not Contact.objects.billable(at(2026, 11, 2, 9)).exists()
+    )
+    call_command("run_rotation", stdout=out)
+    assert billable_members(plan, at(2026, 11, 2, 9)) == K
