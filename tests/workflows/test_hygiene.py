@@ -243,3 +243,47 @@ def test_wizard_needs_the_marketing_status_permission(book, client):
     assert client.post(WIZARD, {"step": "confirm", "idempotency_key": "x"}).status_code == 403
     assert HygieneRun.objects.count() == 0
     assert StatusChange.objects.filter(source_type="hygiene").count() == 0
+
+
+def test_policy_admin_saves_a_policy_and_needs_the_marketing_status_permission(book, client):
+    user = _ops(client)
+    user.user_permissions.add(
+        *Permission.objects.filter(codename__in=["view_hygienepolicy", "add_hygienepolicy"])
+    )
+    form = {
+        "name": "Bounces",
+        "enabled": "on",
+        "include_hard_bounced": "on",
+        "unengaged_days": "90",
+        "criteria": '{"filterGroups": []}',
+        "schedule": "before_update",
+        "days_before_update": "3",
+        "interval_days": "7",
+    }
+    response = client.post("/admin/workflows/hygienepolicy/add/", form)
+    assert response.status_code == 302
+    policy = HygienePolicy.objects.get()
+    assert policy.options()["include_hard_bounced"] is True
+    assert policy.options()["include_unsubscribed"] is False
+    # Without contacts.change_marketing_status: no adding, nothing stored
+    other = _ops(client, marketing_status=False)
+    other.user_permissions.add(
+        *Permission.objects.filter(codename__in=["view_hygienepolicy", "add_hygienepolicy"])
+    )
+    client.force_login(other)
+    assert (
+        client.post("/admin/workflows/hygienepolicy/add/", {**form, "name": "X"}).status_code == 403
+    )
+    assert HygienePolicy.objects.count() == 1
+
+
+def test_runs_are_read_only_in_the_admin(book, client, superuser):
+    run = hygiene_run(options=UNSUB_BOUNCED, idempotency_key="k1", trigger="wizard", at=NOW)
+    client.force_login(superuser)
+    assert client.get(f"/admin/workflows/hygienerun/{run.pk}/change/").status_code == 200
+    assert (
+        client.post(f"/admin/workflows/hygienerun/{run.pk}/delete/", {"post": "yes"}).status_code
+        == 403
+    )
+    assert client.get("/admin/workflows/hygienerun/add/").status_code == 403
+    assert HygieneRun.objects.filter(pk=run.pk).exists()

@@ -185,3 +185,38 @@ def test_command_runs_and_dry_runs(plan, time_machine):
     )
     call_command("run_rotation", stdout=out)
     assert billable_members(plan, at(2026, 11, 2, 9)) == K
+
+
+def test_plan_admin_shows_members_and_history(plan, client, superuser):
+    contacts_rollover(at=at(2026, 11, 1, 0, 30))
+    rotation_promote(plan=plan, at=at(2026, 11, 2))
+    client.force_login(superuser)
+    listing = client.get("/admin/workflows/rotationplan/")
+    assert listing.status_code == 200
+    page = client.get(f"/admin/workflows/rotationplan/{plan.pk}/change/")
+    assert page.status_code == 200
+    assert "Promote (after the rollover)" in page.content.decode()
+
+
+def test_plan_admin_refuses_r_above_k_and_users_without_the_status_permission(pool, client):
+    from django.contrib.auth.models import Permission
+
+    user = UserFactory(username="planner")
+    user.user_permissions.set(
+        Permission.objects.filter(codename__in=["add_rotationplan", "view_rotationplan"])
+    )
+    client.force_login(user)
+    form = {
+        "name": "P",
+        "criteria": '{"filterGroups": []}',
+        "size": "3",
+        "rotate_per_period": "4",
+        "ranking": "lead_score",
+        "lead_days": "3",
+    }
+    assert client.post("/admin/workflows/rotationplan/add/", form).status_code == 403
+    user.user_permissions.add(Permission.objects.get(codename="change_marketing_status"))
+    response = client.post("/admin/workflows/rotationplan/add/", form)
+    assert response.status_code == 200
+    assert "Rotate at most" in response.content.decode()
+    assert not RotationPlan.objects.exists()
