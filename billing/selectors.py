@@ -51,7 +51,7 @@ def billing_usage(*, at: dt.datetime | None = None) -> dict:
         "percent_used": round(100 * usage.peak_count / included, 1) if included else None,
         "period_start": usage.period_start,
         "period_end": usage.period_end,
-        "next_update_date": usage.next_update.isoformat(),
+        "next_update_date": usage.next_update,
         "pending_downgrades": usage.pending_downgrades,
         # What the pending downgrades save: next period opens without them.
         "pending_saving": estimate.total

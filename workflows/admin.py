@@ -194,9 +194,11 @@ def hygiene_wizard_view(request):
         if request.POST.get("step") == "confirm":
             confirm = HygieneConfirmForm(request.POST)
             if confirm.is_valid():
+                key = "wizard:" + confirm.cleaned_data["idempotency_key"]
+                again = HygieneRun.objects.filter(idempotency_key=key).exists()
                 run = hygiene_run(
                     options=options,
-                    idempotency_key="wizard:" + confirm.cleaned_data["idempotency_key"],
+                    idempotency_key=key,
                     trigger=RunTrigger.WIZARD,
                     actor=request.user,
                 )
@@ -208,7 +210,8 @@ def hygiene_wizard_view(request):
                     )
                 messages.success(
                     request,
-                    f"{run.scheduled} contacts are non-marketing from {when}; "
+                    ("Already done (a second submit changes nothing): " if again else "")
+                    + f"{run.scheduled} contacts are non-marketing from {when}; "
                     f"saving {_money(run.saving, run.currency)} a month from then.",
                 )
                 url = reverse("admin:contacts_contact_changelist") + "?marketing=pending"
