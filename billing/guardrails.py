@@ -59,6 +59,11 @@ def preview_extension(preview) -> dict:
     )
     if preview.operation != "set_marketing":
         cost["hold_reason"] = None  # only set-marketing is ever held
+    if preview.operation == "set_non_marketing":
+        from billing.selectors import billing_demotion_saving
+
+        # What the downgrades it would schedule save from the next period.
+        cost["next_period"] = billing_demotion_saving(demote=preview.would_schedule, at=preview.at)
     return {"cost": cost}
 
 

@@ -101,3 +101,29 @@ def billing_daily_usage(*, since: dt.date) -> QuerySet[DailyUsage]:
 
 def billing_pending_approvals() -> QuerySet[PendingApproval]:
     return PendingApproval.objects.filter(status="pending").select_related("requested_by")
+
+
+# --- demotion savings (hygiene, rotation, savings report) ---
+
+
+def billing_demotion_saving(*, demote: int, at: dt.datetime | None = None) -> dict:
+    """What scheduling `demote` more contacts non-marketing now saves on a month's invoice
+    from the next period: the invoice at the next period's expected opening count (this
+    period's live count less its pending downgrades, as the dashboard's pending saving)
+    with and without them, priced by `price_for_peak`."""
+    usage = usage_current(at=at or timezone.now())
+    subscription = Subscription.load()
+    opening = max(0, usage.live_count - usage.pending_downgrades)
+    after = max(0, opening - demote)
+    total = price_for_peak(peak=opening, subscription=subscription).total
+    total_after = price_for_peak(peak=after, subscription=subscription).total
+    return {
+        "demote": demote,
+        "next_opening": opening,
+        "next_opening_after": after,
+        "next_total": total,
+        "next_total_after": total_after,
+        "saving": total - total_after,
+        "currency": subscription.currency,
+        "next_update_date": usage.next_update.isoformat(),
+    }

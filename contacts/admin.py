@@ -22,6 +22,7 @@ this module imports nothing from billing (DESIGN §2).
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 
 from django import forms
@@ -164,6 +165,7 @@ class MarketingStatusFilter(admin.SimpleListFilter):
             ("marketing", "Marketing"),
             ("non_marketing", "Non-marketing"),
             ("pending", "Pending non-marketing (from the next update date)"),
+            ("settled", "Marketing, no pending change"),
         ]
 
     def queryset(self, request, queryset):
@@ -175,7 +177,32 @@ class MarketingStatusFilter(admin.SimpleListFilter):
             return queryset.not_billable(now)
         if value == "pending":
             return queryset.pending_downgrade(now)  # contact_pending_idx
+        if value == "settled":  # what a hygiene pass or the savings report can still demote
+            return queryset.filter(marketing_status="marketing", marketing_until__isnull=True)
         return queryset
+
+
+class UnengagedFilter(admin.SimpleListFilter):
+    """No engagement in N days (never engaged included) and created more than N days ago:
+    the savings report's and hygiene's "unengaged". Any whole N from 1 to 3650 is accepted."""
+
+    title = "unengaged for"
+    parameter_name = "unengaged"
+    DAYS = (30, 60, 90, 180, 365)
+
+    def lookups(self, request, model_admin):
+        return [(str(days), f"{days} days or more") for days in self.DAYS]
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        if not value:
+            return queryset
+        if not value.isdigit() or not 1 <= int(value) <= 3_650:
+            raise IncorrectLookupParameters("unengaged: a number of days from 1 to 3650")
+        cutoff = timezone.now() - dt.timedelta(days=int(value))
+        return queryset.filter(
+            Q(last_engaged_at__lt=cutoff) | Q(last_engaged_at__isnull=True), created_at__lt=cutoff
+        )
 
 
 def membership_filter(model, *, title: str, parameter: str, lookup: str):
@@ -344,6 +371,7 @@ class ContactAdmin(AccountTimeZoneMixin, BigTableAdmin):
         "hard_bounced",
         ContactListFilter,
         AdAudienceFilter,
+        UnengagedFilter,
     ]
     # The box needs search_fields; get_search_results below does the matching.
     search_fields = ["email", "first_name", "last_name", "company"]

@@ -61,6 +61,20 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "contacts.add_adaccount",
         "contacts.change_adaccount",
         "contacts.view_adlead",
+        # hygiene, rotation, savings
+        "workflows.view_hygienepolicy",
+        "workflows.add_hygienepolicy",
+        "workflows.change_hygienepolicy",
+        "workflows.delete_hygienepolicy",
+        "workflows.view_hygienerun",
+        "workflows.add_hygienerun",
+        "workflows.view_rotationplan",
+        "workflows.add_rotationplan",
+        "workflows.change_rotationplan",
+        "workflows.delete_rotationplan",
+        "workflows.view_rotationrun",
+        "workflows.view_rotationmember",
+        "workflows.view_savings",
     ],
     SALES: [
         "contacts.view_contact",
@@ -87,6 +101,7 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "billing.approve_overage",
         "crm.view_account",
         "crm.change_account",
+        "workflows.view_savings",
     ],
     # Auditors read everything the apps hold and change nothing.
     AUDITOR: ["view:contacts", "view:billing", "view:crm", "view:workflows"],

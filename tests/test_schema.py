@@ -77,6 +77,8 @@ EXPECTED_OPERATIONS |= {
     ("post", "/api/communications/"),
     ("get", "/api/communications/{id}/"),
 }
+# --- hygiene, rotation, savings ---
+EXPECTED_OPERATIONS |= {("get", "/api/workflows/savings/")}
 
 
 def generate(patches=None):

@@ -29,3 +29,204 @@ def criteria_preview(
         count=matching.count(),
         sample=matching.select_related("source").order_by("-id")[:sample_size],
     )
+
+
+# --- hygiene, rotation, savings (issue 5, items 8-10) ---
+#
+# Hygiene and the savings report select *settled* billable contacts: marketing with no
+# pending downgrade (`marketing_until IS NULL`). Those are exactly what a downgrade can
+# still save; a pending contact already leaves at the next update date.
+
+from django.db.models import Count, Exists, F, OuterRef, Q  # noqa: E402
+
+from contacts.models import MarketingStatus  # noqa: E402
+from contacts.services import SET_NON_MARKETING, contacts_status_preview  # noqa: E402
+from workflows.criteria import criteria_q  # noqa: E402
+from workflows.models import (  # noqa: E402
+    DEFAULT_UNENGAGED_DAYS,
+    RotationMember,
+    RotationPlan,
+    RotationRanking,
+)
+
+HYGIENE_REASONS = ("unsubscribed", "hard_bounced", "unengaged", "criteria")
+
+
+def contacts_settled_billable():
+    """Marketing contacts without a pending downgrade (contact_pending_idx is partial on
+    marketing_until, so `IS NULL` reads the status column)."""
+    return Contact.objects.filter(
+        marketing_status=MarketingStatus.MARKETING, marketing_until__isnull=True
+    )
+
+
+def unengaged_q(*, days: int, now: dt.datetime) -> Q:
+    """No engagement in `days` days (never engaged included), created more than `days` ago."""
+    cutoff = now - dt.timedelta(days=days)
+    return (Q(last_engaged_at__lt=cutoff) | Q(last_engaged_at__isnull=True)) & Q(
+        created_at__lt=cutoff
+    )
+
+
+def hygiene_reason_qs(*, options: dict, now: dt.datetime) -> dict[str, Q]:
+    """The ticked reasons of a hygiene pass, each as a Q over Contact."""
+    reasons: dict[str, Q] = {}
+    if options.get("include_unsubscribed"):
+        reasons["unsubscribed"] = Q(unsubscribed=True)
+    if options.get("include_hard_bounced"):
+        reasons["hard_bounced"] = Q(hard_bounced=True)
+    if options.get("include_unengaged"):
+        days = int(options.get("unengaged_days") or DEFAULT_UNENGAGED_DAYS)
+        reasons["unengaged"] = unengaged_q(days=days, now=now)
+    tree = options.get("criteria") or {"filterGroups": []}
+    if tree.get("filterGroups"):
+        reasons["criteria"] = criteria_q(tree, now=now)
+    return reasons
+
+
+def hygiene_selection(*, options: dict, now: dt.datetime) -> QuerySet[Contact]:
+    """Settled billable contacts meeting any ticked reason (none ticked: no contact)."""
+    reasons = hygiene_reason_qs(options=options, now=now)
+    if not reasons:
+        return Contact.objects.none()
+    union = Q()
+    for q in reasons.values():
+        union |= q
+    return contacts_settled_billable().filter(union)
+
+
+@dataclass(frozen=True)
+class HygienePreview:
+    count: int
+    by_reason: dict[str, int]  # contacts meeting each reason (a contact may meet several)
+    effective_from: dt.datetime  # the next update date
+    saving: int | None  # a month's invoice from the next period, minor units
+    currency: str
+    cost: dict  # billing's numbers (StatusPreview.extra["cost"]["next_period"])
+    sample: QuerySet[Contact]
+
+
+def hygiene_preview(*, options: dict, now: dt.datetime) -> HygienePreview:
+    """What a hygiene pass would schedule and save; nothing is written. Two aggregates."""
+    reasons = hygiene_reason_qs(options=options, now=now)
+    selection = hygiene_selection(options=options, now=now)
+    by_reason = {}
+    if reasons:
+        raw = contacts_settled_billable().aggregate(
+            **{f"n_{name}": Count("pk", filter=q) for name, q in reasons.items()}
+        )
+        by_reason = {name: raw[f"n_{name}"] for name in reasons}
+    status = contacts_status_preview(contacts=selection, operation=SET_NON_MARKETING, at=now)
+    cost = (status.extra.get("cost") or {}).get("next_period") or {}
+    return HygienePreview(
+        count=status.would_schedule,
+        by_reason=by_reason,
+        effective_from=status.period_end,
+        saving=cost.get("saving"),
+        currency=cost.get("currency", ""),
+        cost=cost,
+        sample=selection.select_related("source").order_by("-id")[:CRITERIA_SAMPLE_SIZE],
+    )
+
+
+# Savings report: reasons in precedence order (a contact is counted once, under the first).
+SAVINGS_REASONS = ("unsubscribed", "hard_bounced", "unengaged")
+
+
+@dataclass(frozen=True)
+class SavingsReport:
+    at: dt.datetime
+    unengaged_days: int
+    next_update_date: dt.datetime
+    reasons: dict[str, dict]  # reason -> {count, once, saving}
+    total: int  # distinct contacts
+    saving: int  # demoting all of them
+    already_pending: int  # marketing contacts already leaving at the next update date
+    currency: str
+
+
+def savings_report(
+    *, now: dt.datetime, unengaged_days: int = DEFAULT_UNENGAGED_DAYS, price=None
+) -> SavingsReport:
+    """Settled marketing contacts that cannot be marketed to (unsubscribed, hard bounced) or
+    are unengaged, and what demoting them would save from the next period.
+
+    One aggregate over the settled billable contacts; `price(demote=n)` is billing's
+    `billing_demotion_saving` (the interface passes it: workflows' reads stay billing-free).
+    """
+    unsub, bounced = Q(unsubscribed=True), Q(hard_bounced=True)
+    unengaged = unengaged_q(days=unengaged_days, now=now)
+    # Aliases must not shadow the columns the filters read ("unsubscribed"…).
+    raw = contacts_settled_billable().aggregate(
+        n_unsubscribed=Count("pk", filter=unsub),
+        n_hard_bounced=Count("pk", filter=bounced),
+        n_unengaged=Count("pk", filter=unengaged),
+        n_hard_bounced_once=Count("pk", filter=bounced & ~unsub),
+        n_unengaged_once=Count("pk", filter=unengaged & ~unsub & ~bounced),
+        n_total=Count("pk", filter=unsub | bounced | unengaged),
+    )
+    counts = {key[2:]: value for key, value in raw.items()}
+    pending = Contact.objects.pending_downgrade(now).count()  # contact_pending_idx
+    once = {
+        "unsubscribed": counts["unsubscribed"],
+        "hard_bounced": counts["hard_bounced_once"],
+        "unengaged": counts["unengaged_once"],
+    }
+    price = price or (lambda demote: {"saving": None, "currency": ""})
+    reasons = {}
+    currency = ""
+    for name in SAVINGS_REASONS:
+        priced = price(demote=counts[name])
+        currency = priced.get("currency", currency)
+        reasons[name] = {"count": counts[name], "once": once[name], "saving": priced["saving"]}
+    total = price(demote=counts["total"])
+    from contacts.selectors import usage_current
+
+    return SavingsReport(
+        at=now,
+        unengaged_days=unengaged_days,
+        next_update_date=usage_current(at=now).next_update,
+        reasons=reasons,
+        total=counts["total"],
+        saving=total["saving"],
+        already_pending=pending,
+        currency=total.get("currency", currency),
+    )
+
+
+# --- rotation ---
+
+
+def rotation_ranking(plan: RotationPlan, *, best_first: bool) -> list:
+    """ORDER BY for a plan's ranking; least engaged first unless `best_first`."""
+    score, engaged = F("lead_score"), F("last_engaged_at")
+    by_engagement = plan.ranking == RotationRanking.ENGAGEMENT
+    keys = [engaged, score] if by_engagement else [score, engaged]
+    if best_first:
+        return [k.desc(nulls_last=True) for k in keys] + [F("pk").asc()]
+    return [k.asc(nulls_first=True) for k in keys] + [F("pk").asc()]
+
+
+def rotation_active_members(plan: RotationPlan) -> QuerySet[RotationMember]:
+    return RotationMember.objects.filter(
+        plan=plan, left_at__isnull=True
+    )  # rotationmember_active_idx
+
+
+def rotation_billable_members(plan: RotationPlan, *, at: dt.datetime) -> QuerySet[Contact]:
+    """The plan's members billable at `at` (a member pending downgrade still counts)."""
+    member_ids = rotation_active_members(plan).values("contact_id")
+    return Contact.objects.billable(at).filter(pk__in=member_ids)
+
+
+def rotation_candidates(plan: RotationPlan, *, at: dt.datetime) -> QuerySet[Contact]:
+    """Pool contacts the plan may promote: not billable, not suppressed, not an active
+    member; those never in the plan come first, then the best by the ranking."""
+    past = RotationMember.objects.filter(plan=plan, contact=OuterRef("pk"))
+    return (
+        Contact.objects.not_billable(at)
+        .filter(criteria_q(plan.criteria, now=at), unsubscribed=False, hard_bounced=False)
+        .exclude(pk__in=rotation_active_members(plan).values("contact_id"))
+        .annotate(was_member=Exists(past))
+        .order_by("was_member", *rotation_ranking(plan, best_first=True))
+    )

@@ -8,3 +8,32 @@
 
 
 # --- hygiene, rotation, savings (issue 5, items 8-10) ---
+
+from celery import shared_task  # noqa: E402
+
+
+@shared_task(name="workflows.run_hygiene_policies", acks_late=True, max_retries=3)
+def run_hygiene_policies() -> list[dict]:
+    """Hourly: run each enabled hygiene policy that is due (once per due slot; idempotent)."""
+    from workflows.services import hygiene_policies_run_due
+
+    return [
+        {"run": run.pk, "policy": run.policy_id, "scheduled": run.scheduled}
+        for run in hygiene_policies_run_due()
+    ]
+
+
+@shared_task(name="workflows.run_rotation_plans", acks_late=True, max_retries=3)
+def run_rotation_plans() -> list[dict]:
+    """Hourly: each enabled rotation plan promotes once the current period's rollover has
+    run (UsageState.rolled_over_through) and demotes within its lead time (idempotent)."""
+    from workflows.services import rotation_plans_run
+
+    return [
+        {
+            "plan": outcome.plan_id,
+            "demoted": outcome.demote.demoted if outcome.demote else None,
+            "promoted": outcome.promote.promoted if outcome.promote else None,
+        }
+        for outcome in rotation_plans_run()
+    ]

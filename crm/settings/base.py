@@ -172,6 +172,9 @@ CELERY_BEAT_SCHEDULE: dict = {
     "apply-due-downgrades": {"task": "contacts.apply_due_downgrades", "schedule": 3600.0},
     # Daily catch-up; hourly so a period closes within the hour after its end.
     "close-billing-periods": {"task": "billing.close_periods", "schedule": 3600.0},
+    # Hygiene policies and rotation plans check hourly whether a step is due.
+    "run-hygiene-policies": {"task": "workflows.run_hygiene_policies", "schedule": 3600.0},
+    "run-rotation-plans": {"task": "workflows.run_rotation_plans", "schedule": 3600.0},
 }
 
 # --- Marketable ------------------------------------------------------------

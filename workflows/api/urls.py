@@ -11,6 +11,11 @@ urlpatterns: list = []
 
 
 # --- hygiene, rotation, savings (issue 5, items 8-10) ---
+from workflows.api.views import SavingsReportView  # noqa: E402
+
+urlpatterns += [
+    path("workflows/savings/", SavingsReportView.as_view(), name="workflows-savings"),
+]
 
 
 urlpatterns += router.urls
