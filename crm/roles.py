@@ -61,6 +61,13 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "contacts.add_adaccount",
         "contacts.change_adaccount",
         "contacts.view_adlead",
+        # engagement events (ingested through the API) and scoring rules
+        "contacts.view_engagementevent",
+        "contacts.add_engagementevent",
+        "workflows.view_scoringrule",
+        "workflows.add_scoringrule",
+        "workflows.change_scoringrule",
+        "workflows.delete_scoringrule",
     ],
     SALES: [
         "contacts.view_contact",

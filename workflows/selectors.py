@@ -29,3 +29,13 @@ def criteria_preview(
         count=matching.count(),
         sample=matching.select_related("source").order_by("-id")[:sample_size],
     )
+
+
+# --- engagement scoring (issue 5, item 7) ---
+
+
+def scoring_rules_enabled() -> list:
+    """The enabled scoring rules (a handful: one small query)."""
+    from workflows.models import ScoringRule
+
+    return list(ScoringRule.objects.filter(enabled=True).order_by("event_type", "id"))

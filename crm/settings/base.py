@@ -169,6 +169,8 @@ CELERY_BEAT_SCHEDULE: dict = {
     "apply-due-downgrades": {"task": "contacts.apply_due_downgrades", "schedule": 3600.0},
     # Daily catch-up; hourly so a period closes within the hour after its end.
     "close-billing-periods": {"task": "billing.close_periods", "schedule": 3600.0},
+    # Windowed and decaying scoring rules drift from the incremental scores: daily rebuild.
+    "recompute-lead-scores": {"task": "workflows.recompute_scores", "schedule": 86400.0},
 }
 
 # --- Marketable ------------------------------------------------------------
