@@ -10,7 +10,7 @@ contacts.services (the one status service)."""
 # The lead score of a contact is Σ over its events of Σ over the enabled rules of the
 # event's type of the rule's value at `now`: plain `points`; `points` when the event is in
 # the rule's window (occurred_at ≥ now − window days), else 0; `points × 0.5^(age days /
-# half-life)` for a decaying rule (age ≥ 0). The sum is rounded to a whole number.
+# half-life)` for a decaying rule (age ≥ 0). The sum is rounded half up to a whole number.
 #
 # Incremental (`scores_apply_events`, on ingestion): each new event adds its rules' value
 # *now* to the contact's score, in one UPDATE … FROM. That is exact for plain rules (the
@@ -28,6 +28,7 @@ contacts.services (the one status service)."""
 # hand, or imported them, does not lose them to the nightly task).
 
 import datetime as _dt  # noqa: E402
+import math  # noqa: E402
 import time as _time  # noqa: E402
 from collections.abc import Callable as _Callable  # noqa: E402
 from collections.abc import Sequence as _Sequence  # noqa: E402
@@ -49,6 +50,12 @@ from workflows.selectors import scoring_rules_enabled  # noqa: E402
 # contacts, and a transaction short enough not to hold ingestion's row locks for long.
 SCORE_RECOMPUTE_CHUNK = 20_000
 SECONDS_PER_DAY = 86_400.0
+
+
+def score_round(value: float) -> int:
+    """Half up, the same in Python and in both databases' SQL (FLOOR(x + 0.5)): PostgreSQL's
+    ROUND on a double and Python's round() take ties to even, SQLite's away from zero."""
+    return math.floor(value + 0.5)
 
 
 def scoring_rule_value(*, rule: ScoringRule, occurred_at: _dt.datetime, now: _dt.datetime) -> float:
@@ -79,7 +86,9 @@ def scores_event_points(
             totals[event.contact_id] = totals.get(event.contact_id, 0.0) + scoring_rule_value(
                 rule=rule, occurred_at=event.occurred_at, now=now
             )
-    return {contact_id: points for contact_id, total in totals.items() if (points := round(total))}
+    return {
+        contact_id: points for contact_id, total in totals.items() if (points := score_round(total))
+    }
 
 
 def scores_apply_events(
@@ -163,7 +172,7 @@ def scores_recompute(
     """Rebuild lead scores from the events and the enabled rules, set-based.
 
     Per chunk of SCORE_RECOMPUTE_CHUNK contact ids, in its own transaction: one UPDATE …
-    FROM (SELECT contact_id, ROUND(SUM(CASE …)) FROM events GROUP BY contact_id) for the
+    FROM (SELECT contact_id, FLOOR(SUM(CASE …) + 0.5) FROM events GROUP BY contact_id) for the
     contacts whose score differs, and one UPDATE to 0 for the contacts with no event of a
     scored type. `contacts_since` limits it to contacts engaged since then
     (`last_engaged_at`). `dry_run` runs the same statements and rolls each chunk back,
@@ -197,7 +206,7 @@ def scores_recompute(
     scored = f"""
         UPDATE {contact_table} AS t SET lead_score = s.score
         FROM (
-            SELECT e.contact_id AS id, CAST(ROUND(SUM({value_sql})) AS integer) AS score
+            SELECT e.contact_id AS id, CAST(FLOOR(SUM({value_sql}) + 0.5) AS integer) AS score
             FROM {event_table} AS e
             WHERE e.contact_id >= %s AND e.contact_id < %s AND e.type IN ({type_marks})
             GROUP BY e.contact_id
