@@ -13,7 +13,7 @@ from contacts.services import engagement_events_ingest, form_save, form_submit
 from tests.conftest import at
 from tests.factories import ContactFactory
 from workflows.models import ScoringRule
-from workflows.services import scores_apply_events, scores_recompute
+from workflows.services import scores_apply_events, scores_event_points, scores_recompute
 from workflows.tasks import recompute_scores
 
 NOW = at(2026, 6, 1, 12)
@@ -25,10 +25,8 @@ def rule(event_type, points, **fields):
 
 
 def ingest(items, now=NOW):
-    """As the engagement API does: store, then score what was stored."""
-    batch = engagement_events_ingest(items=items, now=now, notify=False)
-    scores_apply_events(events=batch.new_events, now=now)
-    return batch
+    """As the engagement API does: store, and score what was stored, in one UPDATE."""
+    return engagement_events_ingest(items=items, now=now, notify=False, score=scores_event_points)
 
 
 def ev(contact, external_id, type="email_open", when=MAY_1):
@@ -93,6 +91,24 @@ def test_ingestion_adds_the_points_of_the_new_events(db):
     # Then Ann has 2 × 3, Bob 10 − 1, Cid nothing (his rule is off)
     assert batch.created == 4
     assert scores(ann, bob, cid) == [6, 9, 0]
+
+
+def test_scoring_after_the_ingestion_gives_the_same_scores(db):
+    # Given the same rules and events, scored by the ingestion's scorer for Ann and by
+    # scores_apply_events afterwards (the listener's way) for Bob
+    rule("email_open", 2)
+    rule("chat", 5, half_life_days=10)
+    ann, bob = ContactFactory(), ContactFactory()
+    day = NOW - dt.timedelta(days=3)
+    ingest([ev(ann, "a1", when=day), ev(ann, "a2", type="chat", when=day)])
+    batch = engagement_events_ingest(
+        items=[ev(bob, "b1", when=day), ev(bob, "b2", type="chat", when=day)],
+        now=NOW,
+        notify=False,
+    )
+    changed = scores_apply_events(events=batch.new_events, now=NOW)
+    # Then both have 2 + 5 × 0.5^0.3 ≈ 6.06 → 6
+    assert (changed, scores(ann, bob)) == (1, [6, 6])
 
 
 def test_a_retry_scores_nothing_twice(db):

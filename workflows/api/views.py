@@ -4,9 +4,11 @@
 # --- engagement scoring (issue 5, item 7) ---
 #
 # The engagement API composes the two apps, which is why it lives here: contacts stores
-# the events (`engagement_events_ingest`), workflows scores the ones newly stored
-# (`scores_apply_events`) — in one transaction, so a batch is stored and scored together
-# or not at all (a retry then finds nothing stored and does both).
+# the events (`engagement_events_ingest`) and workflows scores the ones newly stored
+# (`scores_event_points`, handed to the ingestion as its scorer) — in one transaction, so a
+# batch is stored and scored together or not at all (a retry then finds nothing stored
+# and does both), and in one UPDATE per contact for last_engaged_at and the score
+# (measured: two UPDATEs, one per app, cost ~30 % more per batch).
 
 from dataclasses import asdict as _asdict  # noqa: E402
 
@@ -30,7 +32,7 @@ from workflows.api.serializers import (  # noqa: E402
     ScoringRuleSerializer,
 )
 from workflows.models import ScoringRule  # noqa: E402
-from workflows.services import scores_apply_events  # noqa: E402
+from workflows.services import scores_event_points  # noqa: E402
 from workflows.tasks import recompute_scores as recompute_scores_task  # noqa: E402
 
 ENGAGEMENT_TAG = "engagement"
@@ -72,8 +74,9 @@ class EngagementEventsView(_APIView):
             )
         now = _timezone.now()
         with _transaction.atomic():
-            batch = engagement_events_ingest(items=items, now=now, notify=False)
-            scored = scores_apply_events(events=batch.new_events, now=now)
+            batch = engagement_events_ingest(
+                items=items, now=now, notify=False, score=scores_event_points
+            )
         # Plain dicts: a 10,000-item report through serializer fields costs more than the
         # ingestion itself; EngagementBatchResultSerializer documents the same shape.
         return _Response(
@@ -81,7 +84,7 @@ class EngagementEventsView(_APIView):
                 "created": batch.created,
                 "duplicates": batch.duplicates,
                 "errors": batch.errors,
-                "scored_contacts": scored,
+                "scored_contacts": batch.scored,
                 "items": [_asdict(item) for item in batch.items],
             }
         )
