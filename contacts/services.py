@@ -3551,6 +3551,8 @@ ENGAGEMENT_PORTABLE_BATCH = 2_000
 # refused (it would move last_engaged_at past now, and decay would count it as fresh).
 ENGAGEMENT_FUTURE_TOLERANCE = dt.timedelta(hours=1)
 ENGAGEMENT_ITEM_KEYS = ("contact_id", "email", "type", "occurred_at", "external_id", "properties")
+_ENGAGEMENT_KEY_SET = frozenset(ENGAGEMENT_ITEM_KEYS)
+_ENGAGEMENT_TYPES = frozenset(EngagementType.values)  # .values builds a list on every call
 _BIGINT_MAX = 2**63 - 1
 
 
@@ -3609,7 +3611,7 @@ def _engagement_item_clean(
     if not isinstance(item, dict):
         return {}, ["Each event must be an object."]
     messages: list[str] = []
-    unknown = sorted(str(key) for key in set(item) - set(ENGAGEMENT_ITEM_KEYS))
+    unknown = sorted(str(key) for key in item.keys() - _ENGAGEMENT_KEY_SET)
     if unknown:
         messages.append(
             f"Unknown fields: {', '.join(unknown)} (allowed: {', '.join(ENGAGEMENT_ITEM_KEYS)})."
@@ -3635,7 +3637,7 @@ def _engagement_item_clean(
     kind = item.get("type")
     if kind in (None, ""):
         messages.append("type: this field is required.")
-    elif kind not in EngagementType.values:
+    elif kind not in _ENGAGEMENT_TYPES:
         messages.append(f"type: {kind!r} is not one of {', '.join(EngagementType.values)}.")
     else:
         cleaned["type"] = kind
@@ -3676,10 +3678,19 @@ def _engagement_contacts(ids: set[int], emails: set[str]) -> tuple[dict[int, str
         chunk = keys[start : start + ENGAGEMENT_LOOKUP_CHUNK]
         chunk_ids = [value for kind, value in chunk if kind == "id"]
         chunk_emails = [value for kind, value in chunk if kind == "email"]
-        # The primary key and the unique email index.
-        for pk, email in Contact.objects.filter(
-            Q(pk__in=chunk_ids) | Q(email__in=chunk_emails)
-        ).values_list("pk", "email"):
+        if connection.vendor == "postgresql":  # two array parameters, not 10,000 placeholders
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"SELECT id, email FROM {Contact._meta.db_table} "
+                    "WHERE id = ANY(%s::bigint[]) OR email = ANY(%s::text[])",
+                    [chunk_ids, chunk_emails],
+                )  # a BitmapOr of the primary key and the unique email index
+                found = cursor.fetchall()
+        else:
+            found = Contact.objects.filter(
+                Q(pk__in=chunk_ids) | Q(email__in=chunk_emails)
+            ).values_list("pk", "email")
+        for pk, email in found:
             email_of[pk] = email
             id_of[email] = pk
     return email_of, id_of
