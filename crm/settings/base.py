@@ -153,6 +153,7 @@ SPECTACULAR_SETTINGS = {
         "LedgerStatusEnum": "contacts.models.LedgerStatus",
         "StatusSourceTypeEnum": "contacts.models.StatusSourceType",
         "AlertKindEnum": "billing.models.AlertKind",
+        "EngagementTypeEnum": "contacts.models.EngagementType",
     },
 }
 
