@@ -1984,3 +1984,24 @@ class CommunicationAdmin(AccountTimeZoneMixin, BigTableAdmin):
         obj._state.adding = False
         if log.status != EmailSendStatus.SENT:
             self.message_user(request, f"Sending failed: {log.error}", messages.ERROR)
+
+
+# --- engagement events (issue 5, item 7) --------------------------------------------
+
+from contacts.models import EngagementEvent  # noqa: E402
+
+
+@admin.register(EngagementEvent)
+class EngagementEventAdmin(ReadOnlyAdminMixin, AccountTimeZoneMixin, BigTableAdmin):
+    """Events are written by ingestion only (the API, intake): read-only here."""
+
+    list_display = ["occurred_at", "type", "contact", "external_id", "created_at"]
+    list_filter = ["type"]
+    list_select_related = ["contact"]
+    raw_id_fields = ["contact"]
+    # Exact lookups only: the unique external_id index and the unique email index.
+    search_fields = ["=external_id", "=contact__email"]
+    search_help_text = "An exact external id, or a contact's exact email."
+    # The primary key: newest first without sorting the table (occurred_at alone has no index).
+    ordering = ["-id"]
+    fields = ["contact", "type", "occurred_at", "external_id", "properties", "created_at"]

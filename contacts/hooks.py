@@ -99,3 +99,51 @@ def check_guards(request: GuardRequest) -> str | None:
         if reason:
             return reason
     return None
+
+
+# --- engagement: events recorded by contacts itself (issue 5, item 7) -------------
+#
+# `contacts` stores engagement events; `workflows` scores them (scoring rules). When
+# contacts records events on its own — a form submission, a chat, an ads lead, through
+# `contacts.services.engagement_events_ingest` with `notify=True` — the listeners
+# registered here run after the transaction commits, with the events newly stored
+# (duplicates by external id are not in the list). Workflows registers one from its
+# AppConfig.ready() that adds their points to the lead scores.
+#
+# A listener's failure is logged and does not undo the events (already committed); the
+# score it missed is restored by the next full recompute (workflows' daily task). The
+# engagement API composes contacts and workflows itself, in one transaction, and passes
+# `notify=False`: its events are scored once, by the view, not again here.
+
+
+@dataclass(frozen=True)
+class NewEngagementEvent:
+    """One engagement event as newly stored: what scoring needs to know about it."""
+
+    contact_id: int
+    type: str
+    occurred_at: dt.datetime
+
+
+EngagementListener = Callable[[list[NewEngagementEvent]], None]
+_engagement_listeners: list[EngagementListener] = []
+
+
+def register_engagement_listener(listener: EngagementListener) -> None:
+    if listener not in _engagement_listeners:
+        _engagement_listeners.append(listener)
+
+
+def unregister_engagement_listener(listener: EngagementListener) -> None:
+    if listener in _engagement_listeners:
+        _engagement_listeners.remove(listener)
+
+
+def notify_engagement_recorded(events: list[NewEngagementEvent]) -> None:
+    if not events:
+        return
+    for listener in list(_engagement_listeners):
+        try:
+            listener(events)
+        except Exception:  # the events are stored; the recompute restores the score
+            logger.exception("engagement listener %r failed", listener)

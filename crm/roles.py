@@ -75,6 +75,13 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "workflows.view_rotationrun",
         "workflows.view_rotationmember",
         "workflows.view_savings",
+        # engagement events (ingested through the API) and scoring rules
+        "contacts.view_engagementevent",
+        "contacts.add_engagementevent",
+        "workflows.view_scoringrule",
+        "workflows.add_scoringrule",
+        "workflows.change_scoringrule",
+        "workflows.delete_scoringrule",
     ],
     SALES: [
         "contacts.view_contact",

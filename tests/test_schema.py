@@ -21,6 +21,7 @@ PROPOSED_ENUM_NAME_OVERRIDES = {
     "LedgerStatusEnum": "contacts.models.LedgerStatus",
     "StatusSourceTypeEnum": "contacts.models.StatusSourceType",
     "AlertKindEnum": "billing.models.AlertKind",
+    "EngagementTypeEnum": "contacts.models.EngagementType",
 }
 
 EXPECTED_OPERATIONS = {
@@ -79,6 +80,13 @@ EXPECTED_OPERATIONS |= {
 }
 # --- hygiene, rotation, savings ---
 EXPECTED_OPERATIONS |= {("get", "/api/workflows/savings/")}
+# engagement scoring (issue 5, item 7)
+EXPECTED_OPERATIONS |= {
+    ("post", "/api/engagement-events/"),
+    *{(m, "/api/scoring-rules/") for m in ("get", "post")},
+    *{(m, "/api/scoring-rules/{id}/") for m in ("get", "put", "patch", "delete")},
+    ("post", "/api/scoring-rules/recompute/"),
+}
 
 
 def generate(patches=None):

@@ -547,3 +547,83 @@ class RotationMemberAdmin(ReadOnlyAdminMixin, AccountTimeZoneMixin, admin.ModelA
     list_filter = ["plan"]
     list_select_related = ["plan", "contact"]
     raw_id_fields = ["contact"]
+
+
+# --- engagement scoring (issue 5, item 7) ---
+
+from django.contrib import messages as _messages  # noqa: E402
+from django.http import HttpResponseNotAllowed as _NotAllowed  # noqa: E402
+from django.http import HttpResponseRedirect as _Redirect  # noqa: E402
+from django.urls import reverse as _reverse  # noqa: E402
+
+from workflows.models import ScoringRule  # noqa: E402
+from workflows.tasks import recompute_scores as _recompute_scores_task  # noqa: E402
+
+
+@admin.register(ScoringRule)
+class ScoringRuleAdmin(admin.ModelAdmin):
+    """Marketing ops edit the rules; the changelist's "Recompute scores" button rebuilds
+    every lead score from the events (the daily task, run now)."""
+
+    list_display = [
+        "__str__",
+        "event_type",
+        "points",
+        "window_days",
+        "half_life_days",
+        "enabled",
+        "updated_at",
+    ]
+    list_filter = ["event_type", "enabled"]
+    list_editable = ["enabled"]
+    fieldsets = [
+        (None, {"fields": ["name", "event_type", "points", "enabled"]}),
+        (
+            "Time",
+            {
+                "fields": ["window_days", "half_life_days"],
+                "description": (
+                    "At most one: a window counts only the last N days' events; a half-life "
+                    "halves an event's points every N days. Scores follow new events at once; "
+                    "windows and decay are brought up to date by the daily recompute."
+                ),
+            },
+        ),
+    ]
+
+    def get_urls(self):
+        return [
+            path(
+                "recompute/",
+                self.admin_site.admin_view(self.recompute_view),
+                name="workflows_scoringrule_recompute",
+            ),
+            *super().get_urls(),
+        ]
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {
+            **(extra_context or {}),
+            "can_recompute": self.has_change_permission(request),
+        }
+        return super().changelist_view(request, extra_context)
+
+    def recompute_view(self, request):
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        if request.method != "POST":
+            return _NotAllowed(["POST"])
+        queued = _recompute_scores_task.delay()
+        if queued.ready():  # tasks run in-process (no broker)
+            result = queued.get()
+            if not result["rules"]:
+                message = "No enabled scoring rule: scoring is off, no score was touched."
+            else:
+                message = (
+                    f"Lead scores recomputed: {result['changed']:,} changed "
+                    f"({result['rules']} rules, {result['seconds']:.1f} s)."
+                )
+        else:
+            message = "Lead scores are being recomputed in the background."
+        self.message_user(request, message, _messages.SUCCESS)
+        return _Redirect(_reverse("admin:workflows_scoringrule_changelist"))

@@ -230,3 +230,13 @@ def rotation_candidates(plan: RotationPlan, *, at: dt.datetime) -> QuerySet[Cont
         .annotate(was_member=Exists(past))
         .order_by("was_member", *rotation_ranking(plan, best_first=True))
     )
+
+
+# --- engagement scoring (issue 5, item 7) ---
+
+
+def scoring_rules_enabled() -> list:
+    """The enabled scoring rules (a handful: one small query)."""
+    from workflows.models import ScoringRule
+
+    return list(ScoringRule.objects.filter(enabled=True).order_by("event_type", "id"))

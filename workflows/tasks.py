@@ -6,6 +6,23 @@
 
 # --- engagement scoring (issue 5, item 7) ---
 
+from celery import shared_task  # noqa: E402
+
+
+@shared_task(name="workflows.recompute_scores", acks_late=True, max_retries=3)
+def recompute_scores(contacts_since: str | None = None, dry_run: bool = False) -> dict:
+    """Rebuild every lead score from the events and the rules (daily, beat schedule).
+
+    Idempotent: a rerun rewrites only the scores that differ. `contacts_since` (ISO 8601)
+    limits it to contacts engaged since then; `dry_run` counts and writes nothing.
+    """
+    from django.utils.dateparse import parse_datetime
+
+    from workflows.services import scores_recompute
+
+    since = parse_datetime(contacts_since) if contacts_since else None
+    return scores_recompute(contacts_since=since, dry_run=dry_run).as_dict()
+
 
 # --- hygiene, rotation, savings (issue 5, items 8-10) ---
 

@@ -153,6 +153,7 @@ SPECTACULAR_SETTINGS = {
         "LedgerStatusEnum": "contacts.models.LedgerStatus",
         "StatusSourceTypeEnum": "contacts.models.StatusSourceType",
         "AlertKindEnum": "billing.models.AlertKind",
+        "EngagementTypeEnum": "contacts.models.EngagementType",
     },
 }
 
@@ -175,6 +176,8 @@ CELERY_BEAT_SCHEDULE: dict = {
     # Hygiene policies and rotation plans check hourly whether a step is due.
     "run-hygiene-policies": {"task": "workflows.run_hygiene_policies", "schedule": 3600.0},
     "run-rotation-plans": {"task": "workflows.run_rotation_plans", "schedule": 3600.0},
+    # Windowed and decaying scoring rules drift from the incremental scores: daily rebuild.
+    "recompute-lead-scores": {"task": "workflows.recompute_scores", "schedule": 86400.0},
 }
 
 # --- Marketable ------------------------------------------------------------

@@ -22,6 +22,7 @@ CLOSE_BAR = 5.0  # closing a month with 1M contacts and 1M ledger rows: ≤ 5 s
 IMPORT_BAR = 50_000  # CSV import: rows per second at 1,000,000 rows
 IMPORT_MEMORY_BAR = 1.5  # peak RSS at 1M rows ≤ 1.5 × at 100k
 EXPORT_MEMORY_BAR = 1.2  # peak RSS exporting 1M ÷ exporting 100k (flat memory)
+ENGAGEMENT_BAR = 5.0  # 100,000 engagement events ingested and scored: ≤ 5 s
 
 INTRO = """# Benchmarks
 
@@ -141,7 +142,54 @@ def rows(results: dict) -> list[tuple[str, str, str]]:
         out += import_rows(results["imports"])
     if "export" in results:
         out += export_rows(results["export"])
+    if "engagement" in results:
+        out += engagement_rows(results["engagement"])
     return out
+
+
+def engagement_rows(j: dict) -> list[tuple[str, str, str]]:
+    per_event = j["naive"]["per_event"]
+    naive_total = per_event * j["events"]
+    batches = j["batches"]
+    recompute = j["recompute"]
+    return [
+        (
+            f"j. ingest {j['events']:,} events, {len(batches)} batches of {j['batch']:,} "
+            f"(service + scoring), {j['contacts']:,} contacts (bar ≤ {ENGAGEMENT_BAR:.0f} s)",
+            f"{j['seconds']:.2f} s",
+            f"{j['events'] / j['seconds']:,.0f} events/s; batches {min(batches):.2f}–"
+            f"{max(batches):.2f} s; {j['created']:,} stored, {j['scored']:,} scores moved; "
+            + verdict(j["seconds"], ENGAGEMENT_BAR),
+        ),
+        (
+            f"j. scoring as a second UPDATE (ingest, then `scores_apply_events`), "
+            f"{len(j['two_updates_batches'])} batches",
+            f"{statistics.mean(j['two_updates_batches']):.2f} s/batch",
+            f"vs {statistics.mean(batches):.2f} s/batch with one UPDATE for both",
+        ),
+        (
+            f"j. the same {j['batch']:,} again (a retry: all duplicates)",
+            f"{j['retry_seconds']:.2f} s",
+            f"{j['retry_created']} stored",
+        ),
+        (
+            f"j. one batch of {j['batch']:,} through the API client (JSON in and out)",
+            f"{j['api']['seconds']:.2f} s",
+            f"{j['api']['created']:,} stored; response {j['api']['response_bytes'] / 1e6:.1f} MB",
+        ),
+        (
+            f"j. naive: one event at a time ({j['naive']['sample']:,} events)",
+            f"{per_event * 1000:.2f} ms/event",
+            f"{j['events']:,} would take {naive_total:,.0f} s: the batches are "
+            f"{naive_total / j['seconds']:.0f}× faster",
+        ),
+        (
+            f"j. full score recompute, {j['contacts']:,} contacts, {j['events_stored']:,} events",
+            f"{recompute['seconds']:.2f} s",
+            f"{recompute['chunks']} chunks; {recompute['changed']:,} scores differed from the "
+            "incremental ones (windowed/decayed rounding)",
+        ),
+    ]
 
 
 def export_rows(e: dict) -> list[tuple[str, str, str]]:

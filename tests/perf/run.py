@@ -28,6 +28,10 @@ g. a CSV import of 1,000,000 new contacts (`contact_import_run`, tests/perf/impo
 h. exporting contacts as CSV (tests/perf/exports.py): the streamed export of 100,000 and
    of N contacts, each in a fresh process (rows/s, peak RSS; the bar: ratio ≤ ~1.2),
    against the naive `list()` + csv.writer of 100,000. `--only export` runs just this.
+j. engagement (tests/perf/engagement.py): 100,000 events ingested in 10 batches of 10,000
+   through the ingestion service and scoring, as the API does (bar: ≤ 5 s), a retry, one
+   batch through the API client, a naive per-event loop on `--loop` events (extrapolated),
+   and the full score recompute. `--only engagement` runs just this.
 
 Between runs every contender gets the same state: contacts non-marketing again, the
 ledger and counters truncated, VACUUM ANALYZE, CHECKPOINT. One untimed hand-written run
@@ -94,8 +98,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--calls", type=int, default=300, help="single changes timed at each size")
     parser.add_argument(
         "--only",
-        choices=["close", "import", "export"],
-        help="run one section only (close: f., import: g., export: h.); its rows in the docs are updated, the others kept",
+        choices=["close", "import", "export", "engagement"],
+        help="run one section only (close: f., import: g., export: h., engagement: j.); "
+        "its rows in the docs are updated, the others kept",
     )
     parser.add_argument(
         "--no-write", dest="write", action="store_false", help="print only; leave the docs alone"
@@ -108,7 +113,7 @@ def run(options: argparse.Namespace) -> dict:
 
     from contacts.models import Contact
     from contacts.services import STATUS_RANGE_BATCH
-    from tests.perf import close, contenders, data, exports, imports
+    from tests.perf import close, contenders, data, engagement, exports, imports
 
     results: dict = {"options": vars(options)}
 
@@ -123,6 +128,9 @@ def run(options: argparse.Namespace) -> dict:
         return results
     if options.only == "export":
         results["export"] = exports.run(options, say)
+        return results
+    if options.only == "engagement":
+        results["engagement"] = engagement.run(options, say)
         return results
 
     # e, small table first, then a, then e on the large table.
@@ -204,6 +212,8 @@ def run(options: argparse.Namespace) -> dict:
     results["imports"] = imports.run(options, say)
     # h
     results["export"] = exports.run(options, say)
+    # j
+    results["engagement"] = engagement.run(options, say)
     return results
 
 

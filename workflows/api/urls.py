@@ -9,6 +9,13 @@ urlpatterns: list = []
 
 # --- engagement scoring (issue 5, item 7) ---
 
+from workflows.api.views import EngagementEventsView, ScoringRuleViewSet  # noqa: E402
+
+router.register("scoring-rules", ScoringRuleViewSet, basename="scoringrule")
+urlpatterns += [
+    path("engagement-events/", EngagementEventsView.as_view(), name="engagement-events"),
+]
+
 
 # --- hygiene, rotation, savings (issue 5, items 8-10) ---
 from workflows.api.views import SavingsReportView  # noqa: E402

@@ -1,0 +1,208 @@
+"""j. Engagement ingestion and scoring (`--only engagement`).
+
+With N contacts (`--contacts`; fill: tests/perf/data.py) and scoring rules for every type
+(plain ones, a windowed and a decaying one):
+
+* 100,000 new events in 10 batches of 10,000, each as the API does it — one transaction,
+  `engagement_events_ingest(score=scores_event_points)`: resolve the contacts, INSERT …
+  ON CONFLICT DO NOTHING RETURNING, one UPDATE … FROM for last_engaged_at and the score.
+  The events' contacts are spread over the whole table; the bar: ≤ 5 s in all;
+* for comparison, 2 more batches with scoring as a second statement
+  (`scores_apply_events` after the ingestion: two UPDATEs per contact);
+* the same 10,000 again (a retry: all duplicates);
+* one batch of 10,000 new events through the API client (JSON in and out, permissions);
+* the naive baseline on a sample (`--loop`): per event, a lookup of its external id, of its
+  contact, an INSERT, an UPDATE of last_engaged_at and one of the score — extrapolated;
+* the full recompute (`scores_recompute`) over the N contacts and the events stored.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import time
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from contacts.models import Contact, EngagementEvent, EngagementType
+from tests.perf import data
+
+EVENTS = 100_000
+BATCH = 10_000
+BAR_SECONDS = 5.0
+SEED = 20261126
+
+
+def _events(prefix: str, count: int, contact_max: int, now: dt.datetime, rng) -> list[dict]:
+    types = EngagementType.values
+    return [
+        {
+            "contact_id": rng.randint(1, contact_max),
+            "type": types[n % len(types)],
+            "occurred_at": (now - dt.timedelta(seconds=rng.randint(0, 60 * 86_400))).isoformat(),
+            "external_id": f"{prefix}-{n}",
+            "properties": {"campaign": f"c{n % 17}"},
+        }
+        for n in range(count)
+    ]
+
+
+def _rules() -> None:
+    from workflows.models import ScoringRule
+
+    ScoringRule.objects.all().delete()
+    points = {
+        "email_open": 1,
+        "email_click": 3,
+        "form_submission": 10,
+        "page_view": 1,
+        "ad_click": 4,
+        "chat": 6,
+        "meeting_booked": 20,
+    }
+    for event_type, value in points.items():
+        ScoringRule.objects.create(event_type=event_type, points=value)
+    ScoringRule.objects.create(event_type="page_view", points=2, window_days=30)
+    ScoringRule.objects.create(event_type="email_click", points=5, half_life_days=14)
+
+
+def _ingest_as_the_api_does(items: list[dict], now: dt.datetime) -> tuple[int, int]:
+    from contacts.services import engagement_events_ingest
+    from workflows.services import scores_event_points
+
+    with transaction.atomic():
+        batch = engagement_events_ingest(
+            items=items, now=now, notify=False, score=scores_event_points
+        )
+    return batch.created, batch.scored
+
+
+def _ingest_then_score(items: list[dict], now: dt.datetime) -> int:
+    from contacts.services import engagement_events_ingest
+    from workflows.services import scores_apply_events
+
+    with transaction.atomic():
+        batch = engagement_events_ingest(items=items, now=now, notify=False)
+        scores_apply_events(events=batch.new_events, now=now)
+    return batch.created
+
+
+def _naive(items: list[dict]) -> None:
+    """What one would write first: one event at a time, five statements each."""
+    from django.db.models import F, Q
+
+    from contacts.services import _engagement_datetime
+    from workflows.services import scores_event_points
+
+    for item in items:
+        with transaction.atomic():
+            if EngagementEvent.objects.filter(external_id=item["external_id"]).exists():
+                continue
+            contact = Contact.objects.only("id").get(pk=item["contact_id"])
+            occurred_at, _ = _engagement_datetime(item["occurred_at"])
+            EngagementEvent.objects.create(
+                contact=contact,
+                type=item["type"],
+                occurred_at=occurred_at,
+                external_id=item["external_id"],
+                properties=item["properties"],
+            )
+            Contact.objects.filter(pk=contact.pk).filter(
+                Q(last_engaged_at__isnull=True) | Q(last_engaged_at__lt=occurred_at)
+            ).update(last_engaged_at=occurred_at)
+            from contacts.hooks import NewEngagementEvent
+
+            points = scores_event_points(
+                events=[NewEngagementEvent(contact.pk, item["type"], occurred_at)],
+                now=timezone.now(),
+            )
+            if points:
+                Contact.objects.filter(pk=contact.pk).update(
+                    lead_score=F("lead_score") + points[contact.pk]
+                )
+
+
+def _api_batch(items: list[dict]) -> tuple[float, int, int]:
+    from django.contrib.auth import get_user_model
+    from rest_framework.test import APIClient
+
+    user, _ = get_user_model().objects.get_or_create(
+        username="bench-engagement", defaults={"is_staff": True, "is_superuser": True}
+    )
+    client = APIClient(SERVER_NAME="127.0.0.1")  # an allowed host in local settings
+    client.force_authenticate(user)
+    started = time.perf_counter()
+    response = client.post("/api/engagement-events/", {"events": items}, format="json")
+    seconds = time.perf_counter() - started
+    assert response.status_code == 200, response.content[:500]
+    return seconds, response.json()["created"], len(response.content)
+
+
+def run(options, say) -> dict:
+    from workflows.services import scores_recompute
+
+    table = EngagementEvent._meta.db_table
+    contacts = options.contacts
+    say(f"j: setting up {contacts:,} contacts")
+    data.fill(contacts)
+    data.execute(f"TRUNCATE {table} RESTART IDENTITY")
+    # Scores as scoring keeps them (every contact without events: 0), not the fill's values,
+    # so the final recompute measures the nightly steady state and checks the increments.
+    data.execute(f"UPDATE {Contact._meta.db_table} SET lead_score = 0 WHERE lead_score <> 0")
+    data.vacuum()
+    _rules()
+    data.execute(f"VACUUM ANALYZE {table}")
+    data.checkpoint()
+    rng = random.Random(SEED)
+    now = timezone.now()
+    events = _events("bench", EVENTS, contacts, now, rng)
+    result: dict = {"contacts": contacts, "events": EVENTS, "batch": BATCH, "batches": []}
+
+    say(f"j: {EVENTS:,} events in batches of {BATCH:,} (service + scoring, as the API)")
+    started = time.perf_counter()
+    created = scored = 0
+    for start in range(0, EVENTS, BATCH):
+        t0 = time.perf_counter()
+        c, s = _ingest_as_the_api_does(events[start : start + BATCH], now)
+        result["batches"].append(time.perf_counter() - t0)
+        created, scored = created + c, scored + s
+    result["seconds"] = time.perf_counter() - started
+    result["created"], result["scored"] = created, scored
+    say(f"     {result['seconds']:.2f} s ({created:,} created, {scored:,} scores moved)")
+
+    say("j: 2 batches scored by a second UPDATE (for comparison)")
+    two = _events("two", 2 * BATCH, contacts, now, rng)
+    runs = []
+    for start in range(0, len(two), BATCH):
+        t0 = time.perf_counter()
+        _ingest_then_score(two[start : start + BATCH], now)
+        runs.append(time.perf_counter() - t0)
+    result["two_updates_batches"] = runs
+
+    say("j: a retry of one batch (all duplicates)")
+    t0 = time.perf_counter()
+    c, _ = _ingest_as_the_api_does(events[:BATCH], now)
+    result["retry_seconds"], result["retry_created"] = time.perf_counter() - t0, c
+
+    say(f"j: one batch of {BATCH:,} through the API client")
+    api_items = _events("api", BATCH, contacts, now, rng)
+    seconds, api_created, size = _api_batch(api_items)
+    result["api"] = {"seconds": seconds, "created": api_created, "response_bytes": size}
+
+    say(f"j: naive per-event loop, {options.loop:,} events")
+    sample = _events("naive", options.loop, contacts, now, rng)
+    t0 = time.perf_counter()
+    _naive(sample)
+    per_event = (time.perf_counter() - t0) / len(sample)
+    result["naive"] = {"sample": len(sample), "per_event": per_event}
+
+    say("j: full recompute")
+    data.execute(f"VACUUM ANALYZE {table}", f"VACUUM ANALYZE {Contact._meta.db_table}")
+    recompute = scores_recompute(now=now)
+    result["recompute"] = recompute.as_dict()
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM {table}")
+        result["events_stored"] = cursor.fetchone()[0]
+    say(f"     {recompute.seconds:.2f} s, {recompute.changed:,} changed")
+    return result
