@@ -160,8 +160,12 @@ class Contact(BaseModel):
         default=False, help_text="Unsubscribed from marketing email."
     )
     hard_bounced = models.BooleanField(default=False)
-    lead_score = models.IntegerField(default=0, db_index=True)
-    last_engaged_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    # Not indexed, on purpose: engagement ingestion and scoring rewrite these two columns
+    # for every contact that engages, and an update that changes no indexed column stays
+    # in place (HOT) instead of writing all the table's indexes. Their readers — criteria,
+    # hygiene, rotation's ranking, the savings report — select broad sets anyway.
+    lead_score = models.IntegerField(default=0)
+    last_engaged_at = models.DateTimeField(null=True, blank=True)
     source = models.ForeignKey(Source, on_delete=models.PROTECT, related_name="contacts")
 
     # The marketing status is written only by contacts.services (editable=False keeps
