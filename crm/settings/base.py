@@ -169,6 +169,8 @@ CELERY_BEAT_SCHEDULE: dict = {
     "apply-due-downgrades": {"task": "contacts.apply_due_downgrades", "schedule": 3600.0},
     # Daily catch-up; hourly so a period closes within the hour after its end.
     "close-billing-periods": {"task": "billing.close_periods", "schedule": 3600.0},
+    # Scheduled workflows: each minute, queue the runs that are due (their own interval).
+    "dispatch-due-workflows": {"task": "workflows.dispatch_due", "schedule": 60.0},
 }
 
 # --- Marketable ------------------------------------------------------------
