@@ -61,6 +61,14 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "contacts.add_adaccount",
         "contacts.change_adaccount",
         "contacts.view_adlead",
+        # workflows: manage, preview and run them; runs and enrollments are read-only
+        "workflows.view_workflow",
+        "workflows.add_workflow",
+        "workflows.change_workflow",
+        "workflows.delete_workflow",
+        "workflows.run_workflow",
+        "workflows.view_workflowrun",
+        "workflows.view_enrollment",
     ],
     SALES: [
         "contacts.view_contact",
@@ -85,6 +93,10 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "billing.change_alert",
         "billing.change_pendingapproval",
         "billing.approve_overage",
+        # held workflow runs: approve (past the per-run limit or billing's guardrails) or reject
+        "workflows.view_workflow",
+        "workflows.view_workflowrun",
+        "workflows.approve_run",
         "crm.view_account",
         "crm.change_account",
     ],

@@ -339,6 +339,10 @@ def workflow_run_request(
             )
     except IntegrityError:  # the same key, concurrently
         return WorkflowRun.objects.get(idempotency_key=idempotency_key)
+    if trigger not in (RunTrigger.EVENT, RunTrigger.SCHEDULE):
+        # A manual run counts as the latest run (the dispatcher sets it for scheduled ones;
+        # event runs, about single contacts, do not move the schedule).
+        Workflow.objects.filter(pk=workflow.pk).update(last_run_at=run.created_at)
     if enqueue:
         from workflows.tasks import run_workflow
 
@@ -371,8 +375,6 @@ def workflow_run_execute(
     if run.as_of is None:
         run.as_of = at or started
         WorkflowRun.objects.filter(pk=run.pk).update(as_of=run.as_of)
-    if run.trigger != RunTrigger.EVENT:  # event runs do not move the schedule
-        Workflow.objects.filter(pk=workflow.pk).update(last_run_at=started)
     try:
         _execute(run, workflow, progress=progress)
     except ChangeHeld as held:  # billing's guard held a chunk (a race with the preflight)
@@ -721,5 +723,4 @@ def workflow_run_now(
 ) -> WorkflowRun:
     """Record a run and execute it in this process (the command)."""
     run = workflow_run_request(workflow=workflow, trigger=trigger, actor=actor, enqueue=False)
-    Workflow.objects.filter(pk=workflow.pk).update(last_run_at=timezone.now())
     return workflow_run_execute(run=run, progress=progress)

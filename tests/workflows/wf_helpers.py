@@ -75,3 +75,20 @@ def make_marketing(*contacts) -> None:
     contacts_set_marketing(
         contacts=[c.pk for c in contacts], source=StatusSource("manual", name="test")
     )
+
+
+def grant_roles() -> None:
+    """The groups' workflow permissions from crm/roles.py (the crm migration that syncs them
+    is added when the branches merge)."""
+    from django.contrib.auth.models import Group, Permission
+
+    from crm.roles import ROLE_PERMISSIONS
+
+    for role, names in ROLE_PERMISSIONS.items():
+        group, _ = Group.objects.get_or_create(name=role)
+        for name in names:
+            if name.startswith("workflows."):
+                codename = name.split(".", 1)[1]
+                group.permissions.add(
+                    Permission.objects.get(content_type__app_label="workflows", codename=codename)
+                )
