@@ -110,6 +110,7 @@ from workflows.models import (  # noqa: E402
     RunTrigger,
     Workflow,
     WorkflowRun,
+    actions_clean,
 )
 from workflows.selectors import marketing_definition  # noqa: E402
 from workflows.services import (  # noqa: E402
@@ -126,9 +127,24 @@ RUN_PERMISSION = "workflows.run_workflow"
 RECENT_RUNS = 10
 
 
+class ActionsFormField(JSONFormField):
+    """The actions editor (django-jsonform); `actions_clean` validates, not the widget's own
+    validator (which wants every optional key present). Empty keys are dropped."""
+
+    def validate(self, value):
+        forms.Field.validate(self, value)
+        if value in self.empty_values:
+            return
+        actions_clean(value)
+
+    def clean(self, value):
+        value = super().clean(value)
+        return actions_clean(value) if value else []
+
+
 class WorkflowAdminForm(forms.ModelForm):
     criteria = CriteriaFormField(label="Enrollment criteria")
-    actions = JSONFormField(
+    actions = ActionsFormField(
         schema=ACTIONS_JSON_SCHEMA,
         required=False,
         help_text="Run in this order over the contacts that newly meet the criteria. "

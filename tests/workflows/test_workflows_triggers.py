@@ -51,10 +51,13 @@ def test_a_rolled_back_update_triggers_nothing(account, django_capture_on_commit
 
     make_workflow(event_triggered=True)
     contact = ContactFactory(lifecycle_stage="lead")
-    with django_capture_on_commit_callbacks(execute=True), pytest.raises(RuntimeError):
-        with transaction.atomic():
-            contact_update(contact=contact, lifecycle_stage="mql")
-            raise RuntimeError("rolled back")
+    with (
+        django_capture_on_commit_callbacks(execute=True),
+        pytest.raises(RuntimeError),
+        transaction.atomic(),
+    ):
+        contact_update(contact=contact, lifecycle_stage="mql")
+        raise RuntimeError("rolled back")
     assert not WorkflowRun.objects.exists()
 
 
