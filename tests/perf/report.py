@@ -140,6 +140,10 @@ def rows(results: dict) -> list[tuple[str, str, str]]:
         out += import_rows(results["imports"])
     if "export" in results:
         out += export_rows(results["export"])
+    if "workflows" in results:
+        from tests.perf.workflows import rows as workflow_rows
+
+        out += workflow_rows(results["workflows"])
     return out
 
 

@@ -28,6 +28,10 @@ g. a CSV import of 1,000,000 new contacts (`contact_import_run`, tests/perf/impo
 h. exporting contacts as CSV (tests/perf/exports.py): the streamed export of 100,000 and
    of N contacts, each in a fresh process (rows/s, peak RSS; the bar: ratio ≤ ~1.2),
    against the naive `list()` + csv.writer of 100,000. `--only export` runs just this.
+i. a marketing definition (a 5-filter workflow) re-evaluated over N contacts, enrollments
+   and ledger rows included, against one hand-written statement (bar ≤ 2×) and a
+   per-contact loop extrapolated (bar ≥ 50×); one contact's event evaluation at 10,000 and
+   N (bar: ratio ≤ 1.5) (tests/perf/workflows.py). `--only workflows` runs just this.
 
 Between runs every contender gets the same state: contacts non-marketing again, the
 ledger and counters truncated, VACUUM ANALYZE, CHECKPOINT. One untimed hand-written run
@@ -94,8 +98,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--calls", type=int, default=300, help="single changes timed at each size")
     parser.add_argument(
         "--only",
-        choices=["close", "import", "export"],
-        help="run one section only (close: f., import: g., export: h.); the docs are then left alone",
+        choices=["close", "import", "export", "workflows"],
+        help="run one section only (close: f., import: g., export: h., workflows: i.); the docs "
+        "are then left alone",
     )
     parser.add_argument(
         "--no-write", dest="write", action="store_false", help="print only; leave the docs alone"
@@ -123,6 +128,11 @@ def run(options: argparse.Namespace) -> dict:
         return results
     if options.only == "export":
         results["export"] = exports.run(options, say)
+        return results
+    if options.only == "workflows":
+        from tests.perf import workflows
+
+        results["workflows"] = workflows.run(options, say)
         return results
 
     # e, small table first, then a, then e on the large table.
