@@ -235,7 +235,7 @@ def _explain(workflow) -> str:
 
     run = workflow_run_request(workflow=workflow, trigger=RunTrigger.COMMAND, enqueue=False)
     now = timezone.now()
-    new = _in_range(workflow_candidates(workflow, now=now).new, 1, 1 + WORKFLOW_RANGE_BATCH)
+    new = _in_range(workflow_candidates(workflow, now=now).matching, 1, 1 + WORKFLOW_RANGE_BATCH)
     sql, params = _enroll_sql(workflow, run, new, now)
     with connection.cursor() as cursor:
         cursor.execute("EXPLAIN " + sql, params)
