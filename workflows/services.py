@@ -404,6 +404,7 @@ def _execute(run: WorkflowRun, workflow: Workflow, *, progress: RunProgress | No
         _finish(run)
         return
     kinds = workflow.action_types
+    preflight_done = False
     if ActionType.SET_MARKETING in kinds and run.cursor == 0:
         candidates = workflow_candidates(workflow, now=now, ids=ids)
         status = contacts_status_preview(contacts=candidates.new, operation=SET_MARKETING, at=now)
@@ -414,8 +415,9 @@ def _execute(run: WorkflowRun, workflow: Workflow, *, progress: RunProgress | No
         if limit or billing:
             _hold(run, limit=limit, billing=billing)
             return
+        preflight_done = True
     for done, total, lo, hi in _run_chunks(run, workflow, now=now, ids=ids):
-        _run_chunk(run, workflow, now=now, ids=ids, lo=lo, hi=hi)
+        _run_chunk(run, workflow, now=now, ids=ids, lo=lo, hi=hi, preflight_done=preflight_done)
         if progress:
             progress(done, total)
     _finish(run)
@@ -475,13 +477,33 @@ def _enroll_sql(workflow: Workflow, run: WorkflowRun, new: QuerySet, now) -> tup
         conflict = "DO NOTHING"
     # The SELECT always has a WHERE (criteria), so SQLite parses ON CONFLICT as the upsert's.
     sql = (
-        f"INSERT INTO {table} (workflow_id, contact_id, run_id, enrolled_at, last_matched_at, "
-        f"times) {select_sql} ON CONFLICT (workflow_id, contact_id) {conflict}"
+        f"{_INSERT_HEAD.format(table=table)}{_SEP}{select_sql}{_SEP}"
+        f"ON CONFLICT (workflow_id, contact_id) {conflict}"
     )
     return sql, list(select_params)
 
 
-def _run_chunk(run, workflow, *, now, ids, lo: int, hi: int | None) -> None:
+_INSERT_HEAD = (
+    "INSERT INTO {table} (workflow_id, contact_id, run_id, enrolled_at, last_matched_at, times)"
+)
+_SEP = "\n"  # the INSERT head, its SELECT and its ON CONFLICT clause, one a line
+
+
+def _insert_of(sql: str) -> str:
+    return sql.split(_SEP)[0]
+
+
+def _select_of(sql: str) -> str:
+    return sql.split(_SEP)[1]
+
+
+def _conflict_of(sql: str) -> str:
+    return sql.split(_SEP)[2]
+
+
+def _run_chunk(
+    run, workflow, *, now, ids, lo: int, hi: int | None, preflight_done: bool = False
+) -> None:
     """One chunk: exits, enrollments and the database actions in ONE transaction; then the
     emails (not undoable, at most once per contact); then the cursor."""
     counts = {"matched": 0, "enrolled": 0, "changed": 0, "refused": 0}
@@ -516,22 +538,32 @@ def _run_chunk(run, workflow, *, now, ids, lo: int, hi: int | None) -> None:
             if ids is not None:
                 exited = exited.filter(contact_id__in=ids)
             exited.exclude(contact_id__in=matching.order_by().values("pk")).update(exited_at=now)
-        tallies = matching.order_by().aggregate(
-            matched=Count("pk"),
-            **(
-                {"excluded": Count("pk", filter=candidates.excluded_q)}
-                if candidates.excluded_q is not None
-                else {}
-            ),
-        )
-        counts["matched"] = tallies["matched"]
-        counts["refused"] = tallies.get("excluded") or 0
-        if counts["matched"]:
-            try:
-                sql, params = _enroll_sql(workflow, run, insertable, now)
-            except EmptyResultSet:
-                sql = None
-            if sql:
+        try:
+            sql, params = _enroll_sql(workflow, run, insertable, now)
+        except EmptyResultSet:
+            sql = None
+        if sql and connection.vendor == "postgresql" and candidates.excluded_q is None:
+            # One pass over the chunk: the INSERT's SELECT also counts the matches.
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"WITH m AS MATERIALIZED ({_select_of(sql)}), "
+                    f"ins AS ({_insert_of(sql)} SELECT * FROM m {_conflict_of(sql)} RETURNING 1) "
+                    "SELECT (SELECT COUNT(*) FROM m), (SELECT COUNT(*) FROM ins)",
+                    params,
+                )
+                counts["matched"], counts["enrolled"] = cursor.fetchone()
+        else:
+            tallies = matching.order_by().aggregate(
+                matched=Count("pk"),
+                **(
+                    {"excluded": Count("pk", filter=candidates.excluded_q)}
+                    if candidates.excluded_q is not None
+                    else {}
+                ),
+            )
+            counts["matched"] = tallies["matched"]
+            counts["refused"] = tallies.get("excluded") or 0
+            if sql and counts["matched"]:
                 with connection.cursor() as cursor:
                     cursor.execute(sql, params)
                     counts["enrolled"] = max(cursor.rowcount, 0)
@@ -546,7 +578,9 @@ def _run_chunk(run, workflow, *, now, ids, lo: int, hi: int | None) -> None:
                     source=source,
                     actor=actor,
                     idempotency_key=f"{key}:{name}",
-                    guarded=not run.billing_approved,
+                    # The preflight checked billing's guardrails over the whole run; a
+                    # resumed run (no preflight) is guarded chunk by chunk again.
+                    guarded=not (run.billing_approved or preflight_done),
                 )
                 if not result.replayed:
                     counts["changed"] += result.changed + result.cancelled
