@@ -88,6 +88,7 @@ EXPECTED_OPERATIONS |= {
     ("get", "/api/workflow-runs/{id}/"),
 }
 
+
 def generate(patches=None):
     with patched_settings(patches):
         _load_enum_name_overrides.cache_clear()
