@@ -147,3 +147,49 @@ def notify_engagement_recorded(events: list[NewEngagementEvent]) -> None:
             listener(events)
         except Exception:  # the events are stored; the recompute restores the score
             logger.exception("engagement listener %r failed", listener)
+
+
+# --- contact listeners (workflows' event triggers) ----------------------------------
+#
+# `contacts` cannot import `workflows`, yet an event-triggered workflow must see a
+# contact as soon as it is created or updated. So every write path that creates or
+# updates contacts — `contact_create`, `contact_update`, `contact_intake`, the
+# connected-app batch, the CSV import, `contacts_set_property` — calls
+# `contacts_changed(ids)`, which notifies the registered listeners with the ids
+# AFTER the transaction commits (never for a rolled-back write). A listener gets the
+# ids only and must be cheap in the number of contacts (workflows enqueue a task that
+# evaluates just those ids). A failing listener is logged; the write is already stored.
+
+ContactListener = Callable[[list[int]], None]
+_contact_listeners: list[ContactListener] = []
+
+
+def register_contact_listener(listener: ContactListener) -> None:
+    if listener not in _contact_listeners:
+        _contact_listeners.append(listener)
+
+
+def unregister_contact_listener(listener: ContactListener) -> None:
+    if listener in _contact_listeners:
+        _contact_listeners.remove(listener)
+
+
+def notify_contacts_changed(ids: list[int]) -> None:
+    for listener in list(_contact_listeners):
+        try:
+            listener(ids)
+        except Exception:  # a listener's failure must not undo a committed write
+            logger.exception("contact listener %r failed", listener)
+
+
+def contacts_changed(ids) -> None:
+    """Tell the listeners, after commit, that these contacts were created or updated."""
+    ids = sorted({int(pk) for pk in ids})
+    if ids and _contact_listeners:
+        from django.db import transaction
+
+        transaction.on_commit(lambda: notify_contacts_changed(ids))
+
+
+def has_contact_listeners() -> bool:
+    return bool(_contact_listeners)

@@ -43,6 +43,7 @@ from contacts.hooks import (
     NewEngagementEvent,
     UsageChange,
     check_guards,
+    contacts_changed,
     notify_engagement_recorded,
     notify_usage_changed,
     preview_extras,
@@ -1077,6 +1078,7 @@ def contact_create(
         contact = Contact(email=normalise_email(email), source=source, **fields)
         contact.full_clean(exclude=["source"])
         _contact_insert(contact, decision, actor=actor, idempotency_key=idempotency_key)
+        contacts_changed([contact.pk])  # event-triggered workflows, after commit
     return contact
 
 
@@ -1107,6 +1109,7 @@ def contact_update(*, contact: Contact, **fields) -> Contact:
         setattr(contact, name, value)
     contact.full_clean(exclude=["source"])
     _save_unique_email(contact, update_fields=[*fields, "updated_at"])
+    contacts_changed([contact.pk])  # event-triggered workflows, after commit
     return contact
 
 
@@ -1263,6 +1266,7 @@ def contact_intake(
                 # Created meanwhile by a concurrent intake: update it instead.
                 contact = Contact.objects.select_for_update().get(email=email)
             else:
+                contacts_changed([contact.pk])  # event-triggered workflows, after commit
                 return IntakeResult(
                     contact=contact,
                     created=True,
@@ -1767,6 +1771,7 @@ def connected_app_contacts_upsert(
     for result in results:
         counter = "errors" if result.status == "error" else result.status
         setattr(batch, counter, getattr(batch, counter) + 1)
+    contacts_changed(r.id for r in results if r.status in ("created", "updated") and r.id)
     return batch
 
 
@@ -2900,8 +2905,30 @@ def contact_import_run(
     fields.update(phase="", finished_at=timezone.now())
     fields["processed_rows"] = fields["total_rows"] = staged.kept
     ContactImport.objects.filter(pk=contact_import_id).update(**fields)
+    if created or updated:
+        _import_notify_changed(started)
     contact_import.refresh_from_db()
     return contact_import
+
+
+IMPORT_NOTIFY_BATCH = 5_000  # ids per contact-listener notification (~40 KB)
+
+
+def _import_notify_changed(started: dt.datetime) -> None:
+    """The contacts an import created or updated (their updated_at moved), to the contact
+    listeners (event-triggered workflows), a batch of ids at a time."""
+    from contacts.hooks import has_contact_listeners
+
+    if not has_contact_listeners():
+        return
+    ids = Contact.objects.filter(updated_at__gte=started).order_by().values_list("pk", flat=True)
+    batch: list[int] = []
+    for pk in ids.iterator(chunk_size=IMPORT_NOTIFY_BATCH):
+        batch.append(pk)
+        if len(batch) == IMPORT_NOTIFY_BATCH:
+            contacts_changed(batch)
+            batch = []
+    contacts_changed(batch)
 
 
 def _marketing_part(contact_import: ContactImport) -> dict:
@@ -3943,3 +3970,49 @@ def engagement_events_ingest(
     if notify and new_events:
         transaction.on_commit(lambda: notify_engagement_recorded(new_events))
     return batch
+
+
+# --- workflows: set a property (issue 5, item 4) ---
+
+# The properties a workflow action may set: plain CRM fields, never the status.
+SETTABLE_PROPERTIES = {
+    "lifecycle_stage": frozenset(LifecycleStage.values),
+    "lead_status": frozenset({"", *LeadStatus.values}),
+}
+
+
+@dataclass
+class PropertyChange:
+    field: str
+    value: str
+    matched: int = 0
+    changed: int = 0
+
+
+def contacts_set_property(
+    *, contacts: Target, field: str, value: str, at: dt.datetime | None = None
+) -> PropertyChange:
+    """Set the lifecycle stage or the lead status of a set of contacts, set-based.
+
+    One UPDATE per id-range chunk, touching only the rows whose value differs (so a
+    rerun changes nothing). Other fields — and the marketing status above all — are
+    refused. It does not notify the contact listeners: a workflow's own writes do not
+    trigger event workflows (no cascades or loops); the schedule picks them up.
+    """
+    if field not in SETTABLE_PROPERTIES:
+        raise StatusError(
+            f"Only {' and '.join(sorted(SETTABLE_PROPERTIES))} can be set this way, not {field!r}."
+        )
+    if value not in SETTABLE_PROPERTIES[field]:
+        raise StatusError(f"{value!r} is not a valid {field.replace('_', ' ')}.")
+    now = at or timezone.now()
+    change = PropertyChange(field=field, value=value)
+    with transaction.atomic():
+        for chunk in _chunks(_as_queryset_or_ids(contacts)):
+            change.matched += chunk.queryset.order_by().count()
+            change.changed += (
+                Contact.objects.filter(pk__in=chunk.queryset.order_by().values("pk"))
+                .exclude(**{field: value})
+                .update(**{field: value, "updated_at": now})
+            )
+    return change

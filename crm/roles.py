@@ -82,6 +82,14 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "workflows.add_scoringrule",
         "workflows.change_scoringrule",
         "workflows.delete_scoringrule",
+        # workflows: manage, preview and run them; runs and enrollments are read-only
+        "workflows.view_workflow",
+        "workflows.add_workflow",
+        "workflows.change_workflow",
+        "workflows.delete_workflow",
+        "workflows.run_workflow",
+        "workflows.view_workflowrun",
+        "workflows.view_enrollment",
     ],
     SALES: [
         "contacts.view_contact",
@@ -106,6 +114,10 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "billing.change_alert",
         "billing.change_pendingapproval",
         "billing.approve_overage",
+        # held workflow runs: approve (past the per-run limit or billing's guardrails) or reject
+        "workflows.view_workflow",
+        "workflows.view_workflowrun",
+        "workflows.approve_run",
         "crm.view_account",
         "crm.change_account",
         "workflows.view_savings",

@@ -88,6 +88,16 @@ EXPECTED_OPERATIONS |= {
     ("post", "/api/scoring-rules/recompute/"),
 }
 
+# --- workflows, enrollments, runs ---
+EXPECTED_OPERATIONS |= {
+    *{(m, "/api/workflows/") for m in ("get", "post")},
+    *{(m, "/api/workflows/{id}/") for m in ("get", "put", "patch", "delete")},
+    ("post", "/api/workflows/{id}/preview/"),
+    ("post", "/api/workflows/{id}/run/"),
+    ("get", "/api/workflow-runs/"),
+    ("get", "/api/workflow-runs/{id}/"),
+}
+
 
 def generate(patches=None):
     with patched_settings(patches):

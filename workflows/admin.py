@@ -118,6 +118,7 @@ from workflows.models import (  # noqa: E402
     MAX_UNENGAGED_DAYS,
     HygienePolicy,
     HygieneRun,
+    HygieneTrigger,
     RotationMember,
     RotationPlan,
     RotationRun,
@@ -199,7 +200,7 @@ def hygiene_wizard_view(request):
                 run = hygiene_run(
                     options=options,
                     idempotency_key=key,
-                    trigger=RunTrigger.WIZARD,
+                    trigger=HygieneTrigger.WIZARD,
                     actor=request.user,
                 )
                 with timezone.override(account_time_zone()):
@@ -388,7 +389,7 @@ class HygienePolicyAdmin(StatusChangingAdminMixin, AccountTimeZoneMixin, admin.M
             run = hygiene_run(
                 options=policy.options(),
                 idempotency_key=f"manual:{policy.pk}:{uuid.uuid4().hex}",
-                trigger=RunTrigger.MANUAL,
+                trigger=HygieneTrigger.MANUAL,
                 policy=policy,
                 actor=request.user,
             )
@@ -627,3 +628,341 @@ class ScoringRuleAdmin(admin.ModelAdmin):
             message = "Lead scores are being recomputed in the background."
         self.message_user(request, message, _messages.SUCCESS)
         return _Redirect(_reverse("admin:workflows_scoringrule_changelist"))
+
+
+# --- workflows, enrollments, runs (issue 5, items 2-6, 11) ---
+
+from django.shortcuts import get_object_or_404  # noqa: E402
+from django.utils.html import format_html_join  # noqa: E402
+from django_jsonform.forms.fields import JSONFormField  # noqa: E402
+
+from contacts.models import ConnectedApp  # noqa: E402
+from crm.admin import BigTableAdmin, ReadOnlyAdminMixin  # noqa: E402
+from workflows.forms import CriteriaFormField  # noqa: E402
+from workflows.models import (  # noqa: E402
+    ACTIONS_JSON_SCHEMA,
+    Enrollment,
+    RunStatus,
+    Workflow,
+    WorkflowRun,
+    actions_clean,
+)
+from workflows.selectors import marketing_definition  # noqa: E402
+from workflows.services import (  # noqa: E402
+    APPROVE_PERMISSIONS,
+    WorkflowError,
+    workflow_from_two_way_sync,
+    workflow_preview,
+    workflow_run_approve,
+    workflow_run_reject,
+    workflow_run_request,
+)
+
+RUN_PERMISSION = "workflows.run_workflow"
+RECENT_RUNS = 10
+
+
+class ActionsFormField(JSONFormField):
+    """The actions editor (django-jsonform); `actions_clean` validates, not the widget's own
+    validator (which wants every optional key present). Empty keys are dropped."""
+
+    def validate(self, value):
+        forms.Field.validate(self, value)
+        if value in self.empty_values:
+            return
+        actions_clean(value)
+
+    def clean(self, value):
+        value = super().clean(value)
+        return actions_clean(value) if value else []
+
+
+class WorkflowAdminForm(forms.ModelForm):
+    criteria = CriteriaFormField(label="Enrollment criteria")
+    actions = ActionsFormField(
+        schema=ACTIONS_JSON_SCHEMA,
+        required=False,
+        help_text="Run in this order over the contacts that newly meet the criteria. "
+        "Marketing email and ad audiences go through the send guard (marketing contacts only).",
+    )
+
+    class Meta:
+        model = Workflow
+        fields = [
+            "name",
+            "description",
+            "enabled",
+            "purpose",
+            "criteria",
+            "actions",
+            "re_enrollment",
+            "event_triggered",
+            "schedule_minutes",
+            "max_new_marketing",
+        ]
+
+    def clean_actions(self):
+        return self.cleaned_data.get("actions") or []
+
+
+def _recent_runs_table(workflow: Workflow) -> str:
+    runs = workflow.runs.order_by("-id")[:RECENT_RUNS]
+    rows = format_html_join(
+        "",
+        "<tr><td><a href='{}'>#{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
+        "<td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+        (
+            (
+                reverse("admin:workflows_workflowrun_change", args=[run.pk]),
+                run.pk,
+                run.get_trigger_display(),
+                run.get_status_display(),
+                run.matched,
+                run.enrolled,
+                run.changed,
+                run.refused,
+                run.duration or "—",
+                run.hold_reason or run.error or "",
+            )
+            for run in runs
+        ),
+    )
+    if not rows:
+        return "No run yet."
+    return format_html(
+        "<table><thead><tr><th>Run</th><th>Trigger</th><th>Status</th><th>Matched</th>"
+        "<th>Enrolled</th><th>Changed</th><th>Refused</th><th>Duration</th><th>Note</th></tr>"
+        "</thead><tbody>{}</tbody></table>",
+        rows,
+    )
+
+
+@admin.register(Workflow)
+class WorkflowAdmin(admin.ModelAdmin):
+    form = WorkflowAdminForm
+    change_form_template = "admin/workflows/workflow/change_form.html"
+    change_list_template = "admin/workflows/workflow/change_list.html"
+    list_display = [
+        "name",
+        "purpose",
+        "enabled",
+        "event_triggered",
+        "schedule_minutes",
+        "re_enrollment",
+        "last_run_at",
+    ]
+    list_filter = ["enabled", "purpose", "event_triggered"]
+    search_fields = ["name"]
+    readonly_fields = ["last_run_at", "created_by", "recent_runs"]
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = [
+            (None, {"fields": ["name", "description", "enabled", "purpose"]}),
+            ("Who", {"fields": ["criteria"]}),
+            ("What", {"fields": ["actions"]}),
+            (
+                "When",
+                {
+                    "fields": [
+                        "event_triggered",
+                        "schedule_minutes",
+                        "re_enrollment",
+                        "max_new_marketing",
+                    ]
+                },
+            ),
+        ]
+        if obj is not None:
+            fieldsets.append(("Runs", {"fields": ["recent_runs", "last_run_at", "created_by"]}))
+        return fieldsets
+
+    @admin.display(description="Recent runs")
+    def recent_runs(self, obj):
+        return _recent_runs_table(obj)
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            obj.created_by = request.user
+        obj.save()  # the form ran full_clean (criteria_validate and the actions' schema)
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path("<int:pk>/preview/", view(self.preview_view), name="workflows_workflow_preview"),
+            path("<int:pk>/run/", view(self.run_view), name="workflows_workflow_run"),
+            path(
+                "definition/",
+                view(self.definition_view),
+                name="workflows_marketing_definition",
+            ),
+            path(
+                "from-two-way-sync/",
+                view(self.template_view),
+                name="workflows_workflow_from_two_way_sync",
+            ),
+            *super().get_urls(),
+        ]
+
+    def _context(self, request, **extra):
+        return {**self.admin_site.each_context(request), "opts": self.model._meta, **extra}
+
+    def preview_view(self, request, pk):
+        workflow = get_object_or_404(Workflow, pk=pk)
+        if not (
+            self.has_view_permission(request, workflow) and request.user.has_perm(RUN_PERMISSION)
+        ):
+            raise PermissionDenied
+        preview = workflow_preview(workflow=workflow)
+        return TemplateResponse(
+            request,
+            "admin/workflows/workflow/preview.html",
+            self._context(
+                request, title=f"Preview of “{workflow}”", workflow=workflow, preview=preview
+            ),
+        )
+
+    def run_view(self, request, pk):
+        workflow = get_object_or_404(Workflow, pk=pk)
+        if not request.user.has_perm(RUN_PERMISSION):
+            raise PermissionDenied
+        if request.method != "POST":
+            return HttpResponseRedirect(reverse("admin:workflows_workflow_preview", args=[pk]))
+        run = workflow_run_request(
+            workflow=workflow,
+            trigger=RunTrigger.MANUAL,
+            actor=request.user,
+            idempotency_key=request.POST.get("run_key") or None,
+        )
+        self.log_change(request, workflow, f"Run #{run.pk} requested.")
+        run.refresh_from_db()
+        messages.info(request, f"Run #{run.pk}: {run.get_status_display().lower()}.")
+        return HttpResponseRedirect(reverse("admin:workflows_workflowrun_change", args=[run.pk]))
+
+    def definition_view(self, request):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        definition = marketing_definition(now=timezone.now())
+        return TemplateResponse(
+            request,
+            "admin/workflows/workflow/definition.html",
+            self._context(request, title="Marketing contact definition", definition=definition),
+        )
+
+    def template_view(self, request):
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        if request.method == "POST":
+            app = get_object_or_404(ConnectedApp, pk=request.POST.get("app"), two_way_sync=True)
+            try:
+                workflow = workflow_from_two_way_sync(app=app, actor=request.user)
+            except WorkflowError as error:
+                messages.error(request, str(error))
+            else:
+                self.log_addition(request, workflow, "From the two-way sync template.")
+                messages.success(
+                    request,
+                    f"“{workflow}” created, disabled: add the app's filters, then enable it.",
+                )
+                return HttpResponseRedirect(
+                    reverse("admin:workflows_workflow_change", args=[workflow.pk])
+                )
+        apps = ConnectedApp.objects.filter(two_way_sync=True).order_by("name")
+        return TemplateResponse(
+            request,
+            "admin/workflows/workflow/from_two_way_sync.html",
+            self._context(request, title="New workflow from a two-way sync app", apps=apps),
+        )
+
+
+@admin.register(WorkflowRun)
+class WorkflowRunAdmin(ReadOnlyAdminMixin, BigTableAdmin):
+    list_display = [
+        "id",
+        "workflow",
+        "trigger",
+        "status",
+        "matched",
+        "enrolled",
+        "changed",
+        "refused",
+        "would_become_marketing",
+        "created_at",
+        "duration",
+    ]
+    list_filter = ["status", "trigger"]
+    list_select_related = ["workflow"]
+    raw_id_fields = ["workflow"]
+    change_form_template = "admin/workflows/workflowrun/change_form.html"
+    actions = ["approve_runs", "reject_runs"]
+
+    def get_actions(self, request):
+        # ReadOnlyAdminMixin turns actions off; approving held runs is the one exception.
+        actions = admin.ModelAdmin.get_actions(self, request)
+        actions.pop("delete_selected", None)
+        return actions
+
+    def has_approve_permission(self, request):
+        return any(request.user.has_perm(p) for p in APPROVE_PERMISSIONS)
+
+    @admin.action(description="Approve the selected held runs (they run)", permissions=["approve"])
+    def approve_runs(self, request, queryset):
+        self._decide(request, queryset, workflow_run_approve, "approved")
+
+    @admin.action(description="Reject the selected held runs", permissions=["approve"])
+    def reject_runs(self, request, queryset):
+        self._decide(request, queryset, workflow_run_reject, "rejected")
+
+    def _decide(self, request, queryset, service, verb):
+        for run in queryset.filter(status=RunStatus.HELD):
+            try:
+                service(run=run, user=request.user)
+            except WorkflowError as error:
+                messages.error(request, f"Run #{run.pk}: {error}")
+                continue
+            self.log_change(request, run, f"Held run {verb}.")
+            messages.success(request, f"Run #{run.pk} {verb}.")
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path("<int:pk>/decide/", view(self.decide_view), name="workflows_workflowrun_decide"),
+            *super().get_urls(),
+        ]
+
+    def decide_view(self, request, pk):
+        run = get_object_or_404(WorkflowRun, pk=pk)
+        if request.method != "POST" or not self.has_approve_permission(request):
+            raise PermissionDenied
+        if request.POST.get("decision") == "approve":
+            self._decide(
+                request, WorkflowRun.objects.filter(pk=pk), workflow_run_approve, "approved"
+            )
+        else:
+            self._decide(
+                request, WorkflowRun.objects.filter(pk=pk), workflow_run_reject, "rejected"
+            )
+        return HttpResponseRedirect(reverse("admin:workflows_workflowrun_change", args=[run.pk]))
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = {
+            **(extra_context or {}),
+            "can_decide": self.has_approve_permission(request),
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+
+@admin.register(Enrollment)
+class EnrollmentAdmin(ReadOnlyAdminMixin, BigTableAdmin):
+    list_display = [
+        "id",
+        "workflow",
+        "contact",
+        "enrolled_at",
+        "last_matched_at",
+        "exited_at",
+        "times",
+    ]
+    list_filter = ["workflow"]
+    list_select_related = ["workflow", "contact"]
+    raw_id_fields = ["workflow", "contact", "run"]
+    search_fields = ["contact__email"]  # the contacts' unique email index

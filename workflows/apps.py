@@ -12,3 +12,9 @@ class WorkflowsConfig(AppConfig):
         from workflows.services import scores_on_engagement_recorded
 
         register_engagement_listener(scores_on_engagement_recorded)
+        # Event triggers: contacts notifies its contact listeners (contacts/hooks.py) with the
+        # ids of created/updated contacts after commit; workflows evaluates just those.
+        from contacts.hooks import register_contact_listener
+        from workflows.tasks import on_contacts_changed
+
+        register_contact_listener(on_contacts_changed)

@@ -1,13 +1,347 @@
 """Workflows, enrollments and runs; scoring rules; hygiene policies and rotation plans."""
 
 from django.conf import settings
-from django.core.validators import MaxValueValidator, MinValueValidator
-from django.db import models
-
-from contacts.models import EngagementType
-from crm.models import BaseModel
 
 # --- workflows, enrollments, runs (issue 5, items 2-6, 11) ---
+#
+# A workflow: criteria (workflows/criteria.py) and ordered actions over the contacts that
+# NEWLY meet them. `Enrollment` (unique per workflow and contact) is what makes "newly":
+# a contact is acted on once; with re-enrollment, again only after a run saw it stop
+# matching (`exited_at`) and it then matches anew. Runs are recorded (`WorkflowRun`).
+# The rules and the run algorithm: workflows/services.py and docs/ARCHITECTURE.md.
+from django.core.exceptions import ValidationError  # noqa: E402
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from jsonschema import Draft202012Validator  # noqa: E402
+
+from contacts.models import EngagementType, LeadStatus, LifecycleStage  # noqa: E402
+from crm.models import BaseModel
+
+DEFAULT_MAX_NEW_MARKETING = 10_000
+
+
+class WorkflowPurpose(models.TextChoices):
+    ENROLLMENT = "enrollment", "Enrollment: sets contacts marketing"
+    EXCLUSION = "exclusion", "Exclusion: sets contacts non-marketing"
+    OTHER = "other", "Other"
+
+
+class ActionType(models.TextChoices):
+    SET_MARKETING = "set_marketing", "Set as marketing contact"
+    SET_NON_MARKETING = "set_non_marketing", "Set as non-marketing (from the next update date)"
+    SEND_MARKETING_EMAIL = "send_marketing_email", "Send a marketing email"
+    ADD_TO_AD_AUDIENCE = "add_to_ad_audience", "Add to an ad audience"
+    REMOVE_FROM_AD_AUDIENCE = "remove_from_ad_audience", "Remove from an ad audience"
+    SET_PROPERTY = "set_property", "Set lifecycle stage or lead status"
+
+
+PROPERTY_FIELDS = ("lifecycle_stage", "lead_status")
+MAX_ACTIONS = 20
+
+# The shape of `Workflow.actions`: an ordered list, each item one action. `email` is a
+# MarketingEmail id, `audience` an AdAudience id; `field`/`value` for set_property.
+ACTIONS_JSON_SCHEMA: dict = {
+    "type": "array",
+    "title": "Actions (run in this order)",
+    "maxItems": MAX_ACTIONS,
+    "items": {
+        "type": "object",
+        "title": "Action",
+        "properties": {
+            "type": {
+                "type": "string",
+                "title": "Action",
+                "choices": [{"value": v, "title": t} for v, t in ActionType.choices],
+            },
+            "email": {"type": ["integer", "null"], "title": "Marketing email id"},
+            "audience": {"type": ["integer", "null"], "title": "Ad audience id"},
+            "field": {
+                "type": ["string", "null"],
+                "title": "Property",
+                "choices": [{"value": f, "title": f} for f in PROPERTY_FIELDS],
+            },
+            "value": {"type": ["string", "null"], "title": "Property value"},
+        },
+        "required": ["type"],
+        "additionalProperties": False,
+    },
+}
+_ACTIONS_SHAPE = {  # the editor's "choices" is django-jsonform's; the validator wants enums
+    **ACTIONS_JSON_SCHEMA,
+    "items": {
+        **ACTIONS_JSON_SCHEMA["items"],
+        "properties": {
+            **ACTIONS_JSON_SCHEMA["items"]["properties"],
+            "type": {"enum": list(ActionType.values)},
+            "field": {"enum": [*PROPERTY_FIELDS, None]},
+        },
+    },
+}
+_ACTIONS_VALIDATOR = Draft202012Validator(_ACTIONS_SHAPE)
+_NEEDS = {
+    ActionType.SEND_MARKETING_EMAIL: ("email",),
+    ActionType.ADD_TO_AD_AUDIENCE: ("audience",),
+    ActionType.REMOVE_FROM_AD_AUDIENCE: ("audience",),
+    ActionType.SET_PROPERTY: ("field", "value"),
+}
+_PROPERTY_CHOICES = {
+    "lifecycle_stage": set(LifecycleStage.values),
+    "lead_status": {"", *LeadStatus.values},
+}
+
+
+def actions_clean(actions) -> list[dict]:
+    """Validate a list of actions; return it without empty keys. Raises ValidationError
+    naming each bad action (1-based)."""
+    errors = [
+        f"Actions{''.join(f'[{p}]' for p in e.absolute_path)}: {e.message}"
+        for e in _ACTIONS_VALIDATOR.iter_errors(actions)
+    ]
+    if errors:
+        raise ValidationError(errors)
+    cleaned, problems = [], []
+    for n, action in enumerate(actions, start=1):
+        action = {k: v for k, v in action.items() if v not in (None, "") or k == "value"}
+        kind = action["type"]
+        wanted = {"type", *_NEEDS.get(kind, ())}
+        missing = [k for k in _NEEDS.get(kind, ()) if k not in action]
+        extra = sorted(set(action) - wanted)
+        if missing:
+            problems.append(f"Action {n} ({kind}) needs {', '.join(missing)}.")
+        if extra and kind != ActionType.SET_PROPERTY:
+            problems.append(f"Action {n} ({kind}) does not take {', '.join(extra)}.")
+        if kind == ActionType.SET_PROPERTY and not missing:
+            allowed = _PROPERTY_CHOICES[action["field"]]
+            if action["value"] not in allowed:
+                problems.append(
+                    f"Action {n}: {action['value']!r} is not a {action['field']} "
+                    f"(one of {', '.join(sorted(v for v in allowed if v)) or 'empty'})."
+                )
+        cleaned.append({k: action[k] for k in ("type", *_NEEDS.get(kind, ())) if k in action})
+    kinds = [a["type"] for a in cleaned]
+    if ActionType.SET_MARKETING in kinds and ActionType.SET_NON_MARKETING in kinds:
+        problems.append("A workflow cannot both set marketing and set non-marketing.")
+    if problems:
+        raise ValidationError(problems)
+    return cleaned
+
+
+def validate_actions(value) -> None:
+    actions_clean(value)
+
+
+def validate_criteria(value) -> None:
+    from workflows.criteria import CriteriaError, criteria_validate
+
+    try:
+        criteria_validate(value)
+    except CriteriaError as exc:
+        raise exc.as_validation_error() from exc
+
+
+def empty_criteria() -> dict:
+    return {"filterGroups": []}
+
+
+class Workflow(BaseModel):
+    name = models.CharField(max_length=200, unique=True)
+    description = models.TextField(blank=True)
+    enabled = models.BooleanField(default=False)
+    purpose = models.CharField(
+        max_length=20,
+        choices=WorkflowPurpose.choices,
+        default=WorkflowPurpose.OTHER,
+        help_text="Exclusion wins: an enrollment workflow never makes marketing a contact "
+        "that an enabled exclusion workflow matches (it is counted as refused).",
+    )
+    criteria = models.JSONField(default=empty_criteria, validators=[validate_criteria])
+    actions = models.JSONField(default=list, blank=True, validators=[validate_actions])
+    re_enrollment = models.BooleanField(
+        default=False,
+        help_text="Act again on a contact that stopped matching and then matches anew. Off: a "
+        "contact is acted on once, so a manual decision is not undone by the rule every night.",
+    )
+    schedule_minutes = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Run every N minutes (empty: not scheduled).",
+    )
+    event_triggered = models.BooleanField(
+        default=False, help_text="Evaluate a contact as soon as it is created or updated."
+    )
+    max_new_marketing = models.PositiveIntegerField(
+        default=DEFAULT_MAX_NEW_MARKETING,
+        help_text="A run that would make more contacts marketing waits for approval.",
+    )
+    last_run_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        editable=False,
+        related_name="+",
+    )
+
+    class Meta:
+        ordering = ["name"]
+        permissions = [
+            ("run_workflow", "Can run and preview workflows"),
+            ("approve_run", "Can approve workflow runs held past their limit"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(schedule_minutes__isnull=True)
+                | models.Q(schedule_minutes__gt=0),
+                name="workflow_schedule_positive",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self):
+        super().clean()
+        if not isinstance(self.actions, list):
+            return
+        try:
+            self.actions = actions_clean(self.actions)
+        except ValidationError as exc:
+            raise ValidationError({"actions": exc.messages}) from exc
+        from contacts.models import AdAudience, MarketingEmail
+
+        problems = []
+        for n, action in enumerate(self.actions, start=1):
+            if "email" in action and not MarketingEmail.objects.filter(pk=action["email"]).exists():
+                problems.append(f"Action {n}: there is no marketing email #{action['email']}.")
+            if (
+                "audience" in action
+                and not AdAudience.objects.filter(pk=action["audience"]).exists()
+            ):
+                problems.append(f"Action {n}: there is no ad audience #{action['audience']}.")
+        if problems:
+            raise ValidationError({"actions": problems})
+
+    @property
+    def action_types(self) -> list[str]:
+        return [a.get("type") for a in self.actions or []]
+
+    @property
+    def changes_marketing_status(self) -> bool:
+        return bool(
+            {ActionType.SET_MARKETING, ActionType.SET_NON_MARKETING} & set(self.action_types)
+        )
+
+
+class Enrollment(models.Model):
+    """A contact enrolled in a workflow: acted on once (again only with re-enrollment)."""
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="enrollments")
+    contact = models.ForeignKey(
+        "contacts.Contact", on_delete=models.CASCADE, related_name="workflow_enrollments"
+    )
+    run = models.ForeignKey(
+        "WorkflowRun",
+        null=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The run that enrolled it last.",
+        db_index=False,  # the (run, contact) index below serves "the contacts of a run"
+    )
+    enrolled_at = models.DateTimeField(help_text="First enrollment.")
+    last_matched_at = models.DateTimeField(help_text="The latest time it newly met the criteria.")
+    exited_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Re-enrollment workflows: when a run saw it stop matching (empty: matching).",
+    )
+    times = models.PositiveIntegerField(default=1, help_text="How many times it enrolled.")
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["workflow", "contact"], name="enrollment_once"),
+        ]
+        indexes = [models.Index(fields=["run", "contact"], name="enrollment_run_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.contact_id} in {self.workflow_id}"
+
+
+class RunTrigger(models.TextChoices):
+    MANUAL = "manual", "Manual (admin)"
+    SCHEDULE = "schedule", "Schedule"
+    EVENT = "event", "Contact created or updated"
+    API = "api", "API"
+    COMMAND = "command", "Command"
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    HELD = "held", "Held for approval"
+    REJECTED = "rejected", "Rejected"
+    FAILED = "failed", "Failed"
+
+
+class WorkflowRun(models.Model):
+    """One run of a workflow. Only the system writes it (the admin shows it read-only)."""
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="runs")
+    trigger = models.CharField(max_length=20, choices=RunTrigger.choices)
+    status = models.CharField(max_length=20, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    contact_ids = models.JSONField(
+        null=True, blank=True, help_text="Event runs: only these contacts are evaluated."
+    )
+    matched = models.PositiveIntegerField(default=0)
+    enrolled = models.PositiveIntegerField(default=0)
+    changed = models.PositiveIntegerField(
+        default=0, help_text="Status changes made (became marketing, or scheduled non-marketing)."
+    )
+    refused = models.PositiveIntegerField(
+        default=0,
+        help_text="Matched by an enabled exclusion workflow (exclusion wins), or refused by the "
+        "send guard (non-marketing, unsubscribed, bounced).",
+    )
+    would_become_marketing = models.PositiveIntegerField(default=0)
+    results = models.JSONField(default=dict, blank=True, help_text="Per action counts.")
+    cursor = models.BigIntegerField(
+        default=0, help_text="Contacts with ids below this are done (a rerun resumes here)."
+    )
+    hold_reason = models.TextField(blank=True)
+    held_by_limit = models.BooleanField(default=False)
+    held_by_billing = models.BooleanField(default=False)
+    limit_approved = models.BooleanField(default=False)
+    billing_approved = models.BooleanField(default=False)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    as_of = models.DateTimeField(
+        null=True, blank=True, help_text="The instant the criteria are evaluated at."
+    )
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["workflow", "-id"], name="workflowrun_workflow_idx")]
+
+    def __str__(self) -> str:
+        return f"Run #{self.pk} of {self.workflow_id} ({self.status})"
+
+    @property
+    def duration(self):
+        if self.started_at and self.finished_at:
+            return self.finished_at - self.started_at
+        return None
 
 
 # --- engagement scoring (issue 5, item 7) ---
@@ -107,10 +441,6 @@ DEFAULT_UNENGAGED_DAYS = 90
 MAX_ROTATION_SIZE = 100_000
 
 
-def empty_criteria() -> dict:
-    return {"filterGroups": []}
-
-
 class HygieneSchedule(models.TextChoices):
     MANUAL = "manual", "Only when run by hand"
     BEFORE_UPDATE = "before_update", "N days before each update date"
@@ -189,7 +519,7 @@ class HygienePolicy(HygieneOptions, BaseModel):
         return self.name
 
 
-class RunTrigger(models.TextChoices):
+class HygieneTrigger(models.TextChoices):
     WIZARD = "wizard", "Wizard"
     MANUAL = "manual", "Run now (admin)"
     SCHEDULE = "schedule", "Schedule"
@@ -207,7 +537,7 @@ class HygieneRun(models.Model):
         HygienePolicy, null=True, blank=True, on_delete=models.SET_NULL, related_name="runs"
     )
     name = models.CharField(max_length=200)
-    trigger = models.CharField(max_length=16, choices=RunTrigger.choices)
+    trigger = models.CharField(max_length=16, choices=HygieneTrigger.choices)
     idempotency_key = models.CharField(max_length=200, unique=True)
     options = models.JSONField(default=dict)
     at = models.DateTimeField()

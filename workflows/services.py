@@ -3,6 +3,89 @@ contacts.services (the one status service)."""
 
 
 # --- workflows, enrollments, runs (issue 5, items 2-6, 11) ---
+#
+# How a run works (DESIGN §1.5; docs/ARCHITECTURE.md "Workflows"):
+#
+# * The contacts it acts on are the NEWLY matching ones: the criteria's matches less the
+#   contacts with an active enrollment in this workflow (without re-enrollment every
+#   enrollment stays active forever; with it, a run that sees an enrolled contact no
+#   longer matching marks it exited, and a later match enrolls it again).
+# * Exclusion wins: a workflow that sets marketing never enrolls a contact that an enabled
+#   exclusion workflow matches; such contacts are counted as refused (and stay
+#   un-enrolled, so they enroll the day the exclusion stops matching).
+# * Before writing anything, a run that sets marketing previews the whole new set once: past
+#   the workflow's per-run limit, or where billing's guardrails would hold it (the
+#   preview's `extra["cost"]["hold_reason"]`, billing's own rule), the run is HELD and
+#   nothing is written; an approver releases it (workflow_run_approve) or rejects it.
+# * Then chunks of contact ids (WORKFLOW_RANGE_BATCH wide), each ONE transaction: exits,
+#   then one INSERT … SELECT … ON CONFLICT into the enrollments (the run's id on each
+#   row), then every action over "the contacts this run enrolled in this id range" —
+#   a durable set, so each action is idempotent on a rerun: the status service by its
+#   idempotency key (run id + chunk), the property update writes only differing rows,
+#   audiences are ON CONFLICT, emails are at most once per contact (EmailSend). Marketing
+#   email goes out after the chunk commits (a send cannot be rolled back), then the
+#   run's cursor moves past the chunk. A run killed half-way is rerun from its cursor.
+
+import datetime as dt  # noqa: E402
+import logging  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+
+from django.core.exceptions import EmptyResultSet  # noqa: E402
+from django.db import IntegrityError, connection, transaction  # noqa: E402
+from django.db.models import (  # noqa: E402
+    BigIntegerField,
+    Count,
+    DateTimeField,
+    Exists,
+    F,
+    IntegerField,
+    Max,
+    Min,
+    OuterRef,
+    Q,
+    QuerySet,
+    Value,
+)
+from django.utils import timezone  # noqa: E402
+
+from contacts.models import AdAudience, Contact, MarketingEmail, StatusSourceType  # noqa: E402
+from contacts.services import (  # noqa: E402
+    SET_MARKETING,
+    SET_NON_MARKETING,
+    ChangeHeld,
+    StatusError,
+    StatusPreview,
+    StatusSource,
+    ad_audience_add,
+    ad_audience_remove,
+    contacts_set_marketing,
+    contacts_set_non_marketing,
+    contacts_set_property,
+    contacts_status_preview,
+    marketing_email_send,
+)
+from workflows.criteria import criteria_q, criteria_validate  # noqa: E402
+from workflows.models import (  # noqa: E402
+    ActionType,
+    Enrollment,
+    HygieneTrigger,
+    RunStatus,
+    RunTrigger,
+    Workflow,
+    WorkflowPurpose,
+    WorkflowRun,
+)
+
+logger = logging.getLogger(__name__)
+
+# Contact ids per run chunk: one transaction, one enrollment INSERT, one status statement.
+WORKFLOW_RANGE_BATCH = 50_000
+PREVIEW_SAMPLE_SIZE = 20
+APPROVE_PERMISSIONS = ("workflows.approve_run", "billing.approve_overage")
+BILLING_APPROVE_PERMISSION = "billing.approve_overage"
+
+RunProgress = Callable[[int, int], None]
 
 
 # --- engagement scoring (issue 5, item 7) ---
@@ -243,21 +326,9 @@ def scores_recompute(
 # source; billing is reached only through the status service's hooks (the preview's
 # `extra["cost"]`, the guardrails of a guarded set-marketing).
 
-import datetime as dt  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
 
-from django.db import IntegrityError, transaction  # noqa: E402
-from django.utils import timezone  # noqa: E402
-
-from contacts.models import Contact, StatusSourceType, UsageState  # noqa: E402
-from contacts.services import (  # noqa: E402
-    ChangeHeld,
-    StatusSource,
-    contacts_set_marketing,
-    contacts_set_non_marketing,
-)
+from contacts.models import UsageState  # noqa: E402
 from crm.calendar import BillingCalendar  # noqa: E402
-from workflows.criteria import criteria_validate  # noqa: E402
 from workflows.models import (  # noqa: E402
     HygienePolicy,
     HygieneRun,
@@ -267,7 +338,6 @@ from workflows.models import (  # noqa: E402
     RotationRun,
     RotationRunStatus,
     RotationStep,
-    RunTrigger,
 )
 from workflows.selectors import (  # noqa: E402
     hygiene_preview,
@@ -385,7 +455,7 @@ def hygiene_policies_run_due(*, at: dt.datetime | None = None) -> list[HygieneRu
             hygiene_run(
                 options=policy.options(),
                 idempotency_key=key,
-                trigger=RunTrigger.SCHEDULE,
+                trigger=HygieneTrigger.SCHEDULE,
                 policy=policy,
                 at=now,
             )
@@ -575,3 +645,685 @@ def rotation_plans_run(*, at: dt.datetime | None = None) -> list[RotationOutcome
         rotation_tick(plan=plan, at=at)
         for plan in RotationPlan.objects.filter(enabled=True).order_by("pk")
     ]
+
+
+class WorkflowError(StatusError):
+    """A workflow request that cannot be done; the message is meant for the user."""
+
+
+class RunNotAllowed(WorkflowError):
+    pass
+
+
+def workflow_status_source(workflow: Workflow) -> StatusSource:
+    return StatusSource(StatusSourceType.WORKFLOW, id=str(workflow.pk), name=workflow.name)
+
+
+# --- what a run acts on ---
+
+
+def _matching(workflow: Workflow, *, now: dt.datetime, ids: list[int] | None = None) -> QuerySet:
+    queryset = Contact.objects.all() if ids is None else Contact.objects.filter(pk__in=ids)
+    return queryset.filter(criteria_q(workflow.criteria, now=now))
+
+
+def _active_enrollment(workflow: Workflow) -> Exists:
+    # enrollment_once (workflow, contact) answers the probe.
+    return Exists(
+        Enrollment.objects.filter(
+            workflow_id=workflow.pk, contact_id=OuterRef("pk"), exited_at__isnull=True
+        )
+    )
+
+
+def exclusion_q(workflow: Workflow, *, now: dt.datetime) -> Q | None:
+    """Contacts an enabled exclusion workflow matches (None: there is none), for a workflow
+    that sets marketing. Exclusion wins (DESIGN §1.5)."""
+    if ActionType.SET_MARKETING not in workflow.action_types:
+        return None
+    exclusions = Workflow.objects.filter(enabled=True, purpose=WorkflowPurpose.EXCLUSION).exclude(
+        pk=workflow.pk
+    )
+    q = None
+    for other in exclusions:
+        if not criteria_validate(other.criteria).groups:
+            continue
+        other_q = criteria_q(other.criteria, now=now)
+        q = other_q if q is None else q | other_q
+    return q
+
+
+@dataclass
+class Candidates:
+    matching: QuerySet  # meet the criteria
+    new: QuerySet  # … newly (no active enrollment), not excluded: the run acts on these
+    excluded: QuerySet | None  # … newly, but an exclusion workflow matches them (refused)
+    excluded_q: Q | None = None  # the same as a filter over `matching`
+
+
+def workflow_candidates(
+    workflow: Workflow, *, now: dt.datetime, ids: list[int] | None = None
+) -> Candidates:
+    matching = _matching(workflow, now=now, ids=ids)
+    fresh = matching.exclude(_active_enrollment(workflow))
+    excluded_q = exclusion_q(workflow, now=now)
+    if excluded_q is None:
+        return Candidates(matching=matching, new=fresh, excluded=None)
+    return Candidates(
+        matching=matching,
+        new=fresh.exclude(excluded_q),
+        excluded=fresh.filter(excluded_q),
+        excluded_q=excluded_q & ~Q(_active_enrollment(workflow)),
+    )
+
+
+# --- preview ---
+
+
+@dataclass
+class WorkflowPreview:
+    workflow_id: int
+    at: dt.datetime
+    matched: int = 0
+    would_enroll: int = 0
+    refused_excluded: int = 0
+    already_enrolled: int = 0
+    would_become_marketing: int = 0
+    would_schedule_non_marketing: int = 0
+    sample: list = field(default_factory=list)  # Contacts, newest first
+    status_preview: StatusPreview | None = None
+    cost: dict | None = None
+    hold_reasons: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {
+            "workflow": self.workflow_id,
+            "at": self.at.isoformat(),
+            "matched": self.matched,
+            "would_enroll": self.would_enroll,
+            "already_enrolled": self.already_enrolled,
+            "refused_excluded": self.refused_excluded,
+            "would_become_marketing": self.would_become_marketing,
+            "would_schedule_non_marketing": self.would_schedule_non_marketing,
+            "cost": self.cost,
+            "hold_reasons": self.hold_reasons,
+            "sample": [{"id": c.pk, "email": c.email, "name": c.full_name} for c in self.sample],
+        }
+
+
+def _hold_reasons(workflow: Workflow, status_preview: StatusPreview) -> tuple[str, str]:
+    """(limit reason, billing reason), each "" when it does not hold."""
+    limit = ""
+    if status_preview.would_change > workflow.max_new_marketing:
+        limit = (
+            f"it would make {status_preview.would_change:,} contacts marketing, more than the "
+            f"workflow's per-run limit of {workflow.max_new_marketing:,}"
+        )
+    billing = (status_preview.extra.get("cost") or {}).get("hold_reason") or ""
+    return limit, billing
+
+
+def workflow_preview(
+    *, workflow: Workflow, now: dt.datetime | None = None, sample_size: int = PREVIEW_SAMPLE_SIZE
+) -> WorkflowPreview:
+    """What a run would do now: counts, a sample, the billing impact. Writes nothing."""
+    now = now or timezone.now()
+    preview = WorkflowPreview(workflow_id=workflow.pk, at=now)
+    if not criteria_validate(workflow.criteria).groups:
+        return preview
+    candidates = workflow_candidates(workflow, now=now)
+    preview.matched = candidates.matching.count()
+    preview.would_enroll = candidates.new.count()
+    if candidates.excluded is not None:
+        preview.refused_excluded = candidates.excluded.count()
+    preview.already_enrolled = preview.matched - preview.would_enroll - preview.refused_excluded
+    preview.sample = list(candidates.new.select_related("source").order_by("-id")[:sample_size])
+    kinds = workflow.action_types
+    if ActionType.SET_MARKETING in kinds:
+        status = contacts_status_preview(contacts=candidates.new, operation=SET_MARKETING, at=now)
+        preview.status_preview = status
+        preview.would_become_marketing = status.would_change
+        preview.cost = status.extra.get("cost")
+        preview.hold_reasons = [r for r in _hold_reasons(workflow, status) if r]
+    elif ActionType.SET_NON_MARKETING in kinds:
+        status = contacts_status_preview(
+            contacts=candidates.new, operation=SET_NON_MARKETING, at=now
+        )
+        preview.status_preview = status
+        preview.would_schedule_non_marketing = status.would_schedule
+        preview.cost = status.extra.get("cost")
+    return preview
+
+
+# --- writing workflows ---
+
+WORKFLOW_FIELDS = frozenset(
+    {
+        "name",
+        "description",
+        "enabled",
+        "purpose",
+        "criteria",
+        "actions",
+        "re_enrollment",
+        "schedule_minutes",
+        "event_triggered",
+        "max_new_marketing",
+    }
+)
+
+
+def workflow_create(*, actor=None, **fields) -> Workflow:
+    unknown = set(fields) - WORKFLOW_FIELDS
+    if unknown:
+        raise WorkflowError(f"Unknown workflow fields: {', '.join(sorted(unknown))}.")
+    workflow = Workflow(created_by=actor if getattr(actor, "pk", None) else None, **fields)
+    workflow.full_clean()
+    workflow.save()
+    return workflow
+
+
+def workflow_update(*, workflow: Workflow, **fields) -> Workflow:
+    unknown = set(fields) - WORKFLOW_FIELDS
+    if unknown:
+        raise WorkflowError(f"Unknown workflow fields: {', '.join(sorted(unknown))}.")
+    for name, value in fields.items():
+        setattr(workflow, name, value)
+    workflow.full_clean()
+    workflow.save()
+    return workflow
+
+
+def workflow_from_two_way_sync(*, app, actor=None) -> Workflow:
+    """The two-way-sync rule of a connected app (DESIGN §1.3): "created by this app and meets
+    these filters → marketing" is an enrollment workflow with a source filter. Created
+    disabled; add the app's filters to the group, then enable it."""
+    if not app.two_way_sync:
+        raise WorkflowError(f"“{app.name}” has no two-way sync.")
+    name = f"Two-way sync: {app.name}"
+    suffix = 1
+    while Workflow.objects.filter(name=name).exists():
+        suffix += 1
+        name = f"Two-way sync: {app.name} ({suffix})"
+    return workflow_create(
+        actor=actor,
+        name=name,
+        description=f"Contacts created by the integration “{app.name}” that meet these filters "
+        "become marketing contacts.",
+        purpose=WorkflowPurpose.ENROLLMENT,
+        enabled=False,
+        event_triggered=True,
+        criteria={
+            "filterGroups": [
+                {
+                    "filters": [
+                        {"propertyName": "source_integration", "operator": "EQ", "value": app.pk}
+                    ]
+                }
+            ]
+        },
+        actions=[{"type": ActionType.SET_MARKETING}],
+    )
+
+
+# --- runs ---
+
+
+def workflow_run_request(
+    *,
+    workflow: Workflow,
+    trigger: str,
+    actor=None,
+    contact_ids: list[int] | None = None,
+    idempotency_key: str | None = None,
+    enqueue: bool = True,
+) -> WorkflowRun:
+    """Record a queued run and (after commit) enqueue it. A reused idempotency key answers
+    the run it made, and makes no second one."""
+    if idempotency_key:
+        existing = WorkflowRun.objects.filter(idempotency_key=idempotency_key).first()
+        if existing is not None:
+            if existing.workflow_id != workflow.pk:
+                raise WorkflowError(
+                    f"The idempotency key {idempotency_key!r} was used for another workflow."
+                )
+            return existing
+    try:
+        with transaction.atomic():
+            run = WorkflowRun.objects.create(
+                workflow=workflow,
+                trigger=trigger,
+                contact_ids=contact_ids,
+                requested_by=actor if getattr(actor, "pk", None) else None,
+                idempotency_key=idempotency_key or None,
+            )
+    except IntegrityError:  # the same key, concurrently
+        return WorkflowRun.objects.get(idempotency_key=idempotency_key)
+    if trigger not in (RunTrigger.EVENT, RunTrigger.SCHEDULE):
+        # A manual run counts as the latest run (the dispatcher sets it for scheduled ones;
+        # event runs, about single contacts, do not move the schedule).
+        Workflow.objects.filter(pk=workflow.pk).update(last_run_at=run.created_at)
+    if enqueue:
+        from workflows.tasks import run_workflow
+
+        transaction.on_commit(lambda: run_workflow.delay(run.pk))
+    return run
+
+
+def _fail(run: WorkflowRun, message: str) -> WorkflowRun:
+    WorkflowRun.objects.filter(pk=run.pk).update(
+        status=RunStatus.FAILED, error=message[:2000], finished_at=timezone.now()
+    )
+    run.refresh_from_db()
+    return run
+
+
+def workflow_run_execute(
+    *, run: WorkflowRun, progress: RunProgress | None = None, at: dt.datetime | None = None
+) -> WorkflowRun:
+    """Run (or resume) a run. Returns at once unless it is queued, running or failed
+    (a failed or killed run resumes from its cursor). Never raises for a run's own
+    failure: the run records it (status failed, error)."""
+    started = timezone.now()
+    claimed = WorkflowRun.objects.filter(
+        pk=run.pk, status__in=[RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.FAILED]
+    ).update(status=RunStatus.RUNNING, error="", started_at=started)
+    run = WorkflowRun.objects.select_related("workflow", "requested_by").get(pk=run.pk)
+    if not claimed:
+        return run
+    workflow = run.workflow
+    if run.as_of is None:
+        run.as_of = at or started
+        WorkflowRun.objects.filter(pk=run.pk).update(as_of=run.as_of)
+    try:
+        _execute(run, workflow, progress=progress)
+    except ChangeHeld as held:  # billing's guard held a chunk (a race with the preflight)
+        _hold(run, billing=str(held))
+    except Exception as error:  # recorded on the run; the log has the trace
+        logger.exception("workflow run %s failed", run.pk)
+        _fail(run, f"The run stopped on an error ({error.__class__.__name__}: {error}).")
+    run.refresh_from_db()
+    return run
+
+
+def _hold(run: WorkflowRun, *, limit: str = "", billing: str = "") -> None:
+    reasons = [r for r in (limit, billing) if r]
+    WorkflowRun.objects.filter(pk=run.pk).update(
+        status=RunStatus.HELD,
+        hold_reason="; ".join(reasons).capitalize()[:2000],
+        held_by_limit=bool(limit),
+        held_by_billing=bool(billing),
+        finished_at=timezone.now(),
+    )
+
+
+def _execute(run: WorkflowRun, workflow: Workflow, *, progress: RunProgress | None) -> None:
+    now = run.as_of
+    ids = run.contact_ids
+    if not criteria_validate(workflow.criteria).groups:
+        _finish(run)
+        return
+    kinds = workflow.action_types
+    preflight_done = False
+    if ActionType.SET_MARKETING in kinds and run.cursor == 0:
+        candidates = workflow_candidates(workflow, now=now, ids=ids)
+        status = contacts_status_preview(contacts=candidates.new, operation=SET_MARKETING, at=now)
+        limit, billing = _hold_reasons(workflow, status)
+        limit = "" if run.limit_approved else limit
+        billing = "" if run.billing_approved else billing
+        WorkflowRun.objects.filter(pk=run.pk).update(would_become_marketing=status.would_change)
+        if limit or billing:
+            _hold(run, limit=limit, billing=billing)
+            return
+        preflight_done = True
+    for done, total, lo, hi in _run_chunks(run, workflow, now=now, ids=ids):
+        _run_chunk(run, workflow, now=now, ids=ids, lo=lo, hi=hi, preflight_done=preflight_done)
+        if progress:
+            progress(done, total)
+    _finish(run)
+
+
+def _finish(run: WorkflowRun) -> None:
+    finished = timezone.now()
+    WorkflowRun.objects.filter(pk=run.pk).update(
+        status=RunStatus.DONE, finished_at=finished, hold_reason=""
+    )
+
+
+def _run_chunks(run, workflow, *, now, ids):
+    """(done, total, lo, hi) for each id range still to do (from the run's cursor)."""
+    if ids is not None:
+        if run.cursor == 0:
+            yield 1, 1, 0, None
+        return
+    bounds = Contact.objects.order_by().aggregate(lo=Min("pk"), hi=Max("pk"))
+    if bounds["lo"] is None:
+        return
+    first = max(bounds["lo"], run.cursor)
+    starts = list(range(first, bounds["hi"] + 1, WORKFLOW_RANGE_BATCH))
+    for done, lo in enumerate(starts, start=1):
+        yield done, len(starts), lo, lo + WORKFLOW_RANGE_BATCH
+
+
+def _in_range(queryset: QuerySet, lo: int, hi: int | None, field_name: str = "pk") -> QuerySet:
+    if hi is None:
+        return queryset
+    return queryset.filter(**{f"{field_name}__gte": lo, f"{field_name}__lt": hi})
+
+
+def _enroll_sql(workflow: Workflow, run: WorkflowRun, new: QuerySet, now) -> tuple[str, list]:
+    """One INSERT … SELECT … ON CONFLICT for the chunk's new contacts (PostgreSQL and SQLite ≥
+    3.35 alike). A re-enrollment workflow revives an exited enrollment instead."""
+    rows = (
+        new.order_by()
+        .annotate(
+            _w=Value(workflow.pk, output_field=BigIntegerField()),
+            _c=F("pk"),
+            _r=Value(run.pk, output_field=BigIntegerField()),
+            _e=Value(now, output_field=DateTimeField()),
+            _m=Value(now, output_field=DateTimeField()),
+            _t=Value(1, output_field=IntegerField()),
+        )
+        .values_list("_w", "_c", "_r", "_e", "_m", "_t")
+    )
+    select_sql, select_params = rows.query.sql_with_params()
+    table = Enrollment._meta.db_table
+    if workflow.re_enrollment:
+        conflict = (
+            f"DO UPDATE SET run_id = excluded.run_id, last_matched_at = excluded.last_matched_at, "
+            f"exited_at = NULL, times = {table}.times + 1 WHERE {table}.exited_at IS NOT NULL"
+        )
+    else:
+        conflict = "DO NOTHING"
+    # The SELECT always has a WHERE (criteria), so SQLite parses ON CONFLICT as the upsert's.
+    sql = (
+        f"{_INSERT_HEAD.format(table=table)}{_SEP}{select_sql}{_SEP}"
+        f"ON CONFLICT (workflow_id, contact_id) {conflict}"
+    )
+    return sql, list(select_params)
+
+
+_INSERT_HEAD = (
+    "INSERT INTO {table} (workflow_id, contact_id, run_id, enrolled_at, last_matched_at, times)"
+)
+_SEP = "\n"  # the INSERT head, its SELECT and its ON CONFLICT clause, one a line
+
+
+def _insert_of(sql: str) -> str:
+    return sql.split(_SEP)[0]
+
+
+def _select_of(sql: str) -> str:
+    return sql.split(_SEP)[1]
+
+
+def _conflict_of(sql: str) -> str:
+    return sql.split(_SEP)[2]
+
+
+def _run_chunk(
+    run, workflow, *, now, ids, lo: int, hi: int | None, preflight_done: bool = False
+) -> None:
+    """One chunk: exits, enrollments and the database actions in ONE transaction; then the
+    emails (not undoable, at most once per contact); then the cursor."""
+    counts = {"matched": 0, "enrolled": 0, "changed": 0, "refused": 0}
+    results: dict[str, dict] = {}
+    base_ids = ids
+    candidates = workflow_candidates(workflow, now=now, ids=base_ids)
+    matching = _in_range(candidates.matching, lo, hi)
+    # The INSERT's ON CONFLICT skips the contacts already enrolled (one probe of
+    # enrollment_once each), so it reads the matching contacts without the "no active
+    # enrollment" anti-join: the planner sizes that join from the enrollments' statistics,
+    # which a first run makes stale as it goes (a nested loop over every enrollment per
+    # contact, measured at seconds a chunk).
+    insertable = (
+        matching
+        if candidates.excluded_q is None
+        else matching.exclude(exclusion_q(workflow, now=now))
+    )
+    target = _in_range(
+        Contact.objects.filter(workflow_enrollments__run_id=run.pk), lo, hi
+    )  # enrollment_run_idx (run, contact): the contacts this run enrolled in this range
+    key = f"workflow-run:{run.pk}:{lo if hi is not None else 'ids'}"
+    source = workflow_status_source(workflow)
+    actor = run.requested_by
+    with transaction.atomic():
+        if workflow.re_enrollment:
+            exited = _in_range(
+                Enrollment.objects.filter(workflow_id=workflow.pk, exited_at__isnull=True),
+                lo,
+                hi,
+                "contact_id",
+            )
+            if ids is not None:
+                exited = exited.filter(contact_id__in=ids)
+            exited.exclude(contact_id__in=matching.order_by().values("pk")).update(exited_at=now)
+        try:
+            sql, params = _enroll_sql(workflow, run, insertable, now)
+        except EmptyResultSet:
+            sql = None
+        if sql and connection.vendor == "postgresql" and candidates.excluded_q is None:
+            # One pass over the chunk: the INSERT's SELECT also counts the matches.
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"WITH m AS MATERIALIZED ({_select_of(sql)}), "
+                    f"ins AS ({_insert_of(sql)} SELECT * FROM m {_conflict_of(sql)} RETURNING 1) "
+                    "SELECT (SELECT COUNT(*) FROM m), (SELECT COUNT(*) FROM ins)",
+                    params,
+                )
+                counts["matched"], counts["enrolled"] = cursor.fetchone()
+        else:
+            tallies = matching.order_by().aggregate(
+                matched=Count("pk"),
+                **(
+                    {"excluded": Count("pk", filter=candidates.excluded_q)}
+                    if candidates.excluded_q is not None
+                    else {}
+                ),
+            )
+            counts["matched"] = tallies["matched"]
+            counts["refused"] = tallies.get("excluded") or 0
+            if sql and counts["matched"]:
+                with connection.cursor() as cursor:
+                    cursor.execute(sql, params)
+                    counts["enrolled"] = max(cursor.rowcount, 0)
+        for n, action in enumerate(workflow.actions):
+            kind = action["type"]
+            name = f"{n + 1}:{kind}"
+            if kind == ActionType.SEND_MARKETING_EMAIL:
+                continue  # after commit, below
+            if kind == ActionType.SET_MARKETING:
+                result = contacts_set_marketing(
+                    contacts=target,
+                    source=source,
+                    actor=actor,
+                    idempotency_key=f"{key}:{name}",
+                    # The preflight checked billing's guardrails over the whole run; a
+                    # resumed run (no preflight) is guarded chunk by chunk again.
+                    guarded=not (run.billing_approved or preflight_done),
+                )
+                if not result.replayed:
+                    counts["changed"] += result.changed + result.cancelled
+                    _add(results, name, changed=result.changed, cancelled=result.cancelled)
+            elif kind == ActionType.SET_NON_MARKETING:
+                result = contacts_set_non_marketing(
+                    contacts=target, source=source, actor=actor, idempotency_key=f"{key}:{name}"
+                )
+                if not result.replayed:
+                    counts["changed"] += result.scheduled
+                    _add(results, name, scheduled=result.scheduled)
+            elif kind == ActionType.SET_PROPERTY:
+                change = contacts_set_property(
+                    contacts=target, field=action["field"], value=action["value"], at=now
+                )
+                _add(results, name, changed=change.changed)
+            elif kind in (ActionType.ADD_TO_AD_AUDIENCE, ActionType.REMOVE_FROM_AD_AUDIENCE):
+                audience = AdAudience.objects.filter(pk=action["audience"]).first()
+                if audience is None:
+                    raise WorkflowError(
+                        f"Action {n + 1}: ad audience #{action['audience']} is gone."
+                    )
+                if kind == ActionType.ADD_TO_AD_AUDIENCE:
+                    change = ad_audience_add(audience=audience, contacts=target, actor=actor)
+                    counts["refused"] += change.refused_non_marketing
+                    _add(
+                        results,
+                        name,
+                        added=change.added,
+                        refused_non_marketing=change.refused_non_marketing,
+                    )
+                else:
+                    change = ad_audience_remove(audience=audience, contacts=target, actor=actor)
+                    _add(results, name, removed=change.removed)
+        _add_counts(run, counts, results, cursor=None)
+    for n, action in enumerate(workflow.actions):
+        if action["type"] != ActionType.SEND_MARKETING_EMAIL:
+            continue
+        email = MarketingEmail.objects.filter(pk=action["email"]).first()
+        if email is None:
+            raise WorkflowError(f"Action {n + 1}: marketing email #{action['email']} is gone.")
+        outcome = marketing_email_send(email=email, contacts=target, actor=actor)
+        breakdown = outcome.breakdown
+        refused = (
+            breakdown.excluded_non_marketing
+            + breakdown.excluded_unsubscribed
+            + breakdown.excluded_bounced
+        )
+        email_results: dict[str, dict] = {}
+        _add(
+            email_results,
+            f"{n + 1}:{ActionType.SEND_MARKETING_EMAIL}",
+            sent=outcome.delivery.sent if outcome.delivery else 0,
+            refused_non_marketing=breakdown.excluded_non_marketing,
+            refused_unsubscribed=breakdown.excluded_unsubscribed,
+            refused_bounced=breakdown.excluded_bounced,
+        )
+        _add_counts(run, {"refused": refused}, email_results, cursor=None)
+    if hi is not None:
+        WorkflowRun.objects.filter(pk=run.pk).update(cursor=hi)
+    else:
+        WorkflowRun.objects.filter(pk=run.pk).update(cursor=1)
+    run.refresh_from_db(fields=["cursor", "results"])
+
+
+def _add(results: dict, name: str, **values: int) -> None:
+    entry = results.setdefault(name, {})
+    for k, v in values.items():
+        entry[k] = entry.get(k, 0) + v
+
+
+def _add_counts(run: WorkflowRun, counts: dict, results: dict, *, cursor) -> None:
+    """Add a chunk's counts to the run (F(): no lost update), merge its per-action results."""
+    locked = WorkflowRun.objects.select_for_update().get(pk=run.pk)
+    merged = dict(locked.results or {})
+    for name, values in results.items():
+        entry = dict(merged.get(name, {}))
+        for k, v in values.items():
+            entry[k] = entry.get(k, 0) + v
+        merged[name] = entry
+    WorkflowRun.objects.filter(pk=run.pk).update(
+        results=merged, **{k: F(k) + v for k, v in counts.items() if v}
+    )
+
+
+# --- approval ---
+
+
+def workflow_run_approve(*, run: WorkflowRun, user, execute: bool = True) -> WorkflowRun:
+    """Release a held run: past the per-run limit it needs workflows.approve_run or
+    billing.approve_overage; held by billing's guardrails, billing.approve_overage (billing's
+    approval, given here by the same kind of user). Then it runs (or is queued)."""
+    run = WorkflowRun.objects.get(pk=run.pk)
+    if run.status != RunStatus.HELD:
+        raise WorkflowError(f"Run #{run.pk} is {run.get_status_display().lower()}, not held.")
+    if run.held_by_limit and not any(user.has_perm(p) for p in APPROVE_PERMISSIONS):
+        raise RunNotAllowed("Approving a run past its limit needs workflows.approve_run.")
+    if run.held_by_billing and not user.has_perm(BILLING_APPROVE_PERMISSION):
+        raise RunNotAllowed(
+            "This run is held by billing's guardrails: approving it needs billing.approve_overage."
+        )
+    updated = WorkflowRun.objects.filter(pk=run.pk, status=RunStatus.HELD).update(
+        status=RunStatus.QUEUED,
+        limit_approved=run.limit_approved or run.held_by_limit,
+        billing_approved=run.billing_approved or run.held_by_billing,
+        decided_by=user,
+        decided_at=timezone.now(),
+        finished_at=None,
+    )
+    logger.info("workflow run %s approved by %s (%s)", run.pk, user, run.hold_reason)
+    run.refresh_from_db()
+    if updated and execute:
+        from workflows.tasks import run_workflow
+
+        transaction.on_commit(lambda: run_workflow.delay(run.pk))
+    return run
+
+
+def workflow_run_reject(*, run: WorkflowRun, user) -> WorkflowRun:
+    if not any(user.has_perm(p) for p in APPROVE_PERMISSIONS):
+        raise RunNotAllowed("Rejecting a held run needs workflows.approve_run.")
+    updated = WorkflowRun.objects.filter(pk=run.pk, status=RunStatus.HELD).update(
+        status=RunStatus.REJECTED, decided_by=user, decided_at=timezone.now()
+    )
+    if not updated:
+        raise WorkflowError(f"Run #{run.pk} is not held.")
+    logger.info("workflow run %s rejected by %s", run.pk, user)
+    run.refresh_from_db()
+    return run
+
+
+# --- triggers: schedule and events ---
+
+
+def workflows_dispatch_due(*, now: dt.datetime | None = None) -> list[int]:
+    """Queue a run of each enabled scheduled workflow whose interval has passed. Two
+    dispatchers at once queue one run: last_run_at is moved by compare-and-set."""
+    now = now or timezone.now()
+    queued = []
+    for workflow in Workflow.objects.filter(enabled=True, schedule_minutes__isnull=False):
+        previous = workflow.last_run_at
+        if previous and previous + dt.timedelta(minutes=workflow.schedule_minutes) > now:
+            continue
+        with transaction.atomic():
+            claimed = Workflow.objects.filter(pk=workflow.pk, last_run_at=previous).update(
+                last_run_at=now
+            )
+            if not claimed:
+                continue
+            run = workflow_run_request(workflow=workflow, trigger=RunTrigger.SCHEDULE)
+            queued.append(run.pk)
+    return queued
+
+
+def workflows_on_contacts_changed(
+    *, contact_ids: list[int], at: dt.datetime | None = None
+) -> list[int]:
+    """Evaluate these contacts (only these: pk IN ids, whatever the table's size) against
+    every enabled event-triggered workflow. A run is recorded only for a workflow with
+    something to do; re-enrollment exits are recorded on the enrollments alone."""
+    now = at or timezone.now()
+    runs = []
+    for workflow in Workflow.objects.filter(enabled=True, event_triggered=True):
+        if not criteria_validate(workflow.criteria).groups:
+            continue
+        if workflow.re_enrollment:
+            matching = _matching(workflow, now=now, ids=contact_ids)
+            Enrollment.objects.filter(
+                workflow_id=workflow.pk, exited_at__isnull=True, contact_id__in=contact_ids
+            ).exclude(contact_id__in=matching.order_by().values("pk")).update(exited_at=now)
+        candidates = workflow_candidates(workflow, now=now, ids=contact_ids)
+        if not candidates.new.exists():
+            continue
+        run = workflow_run_request(
+            workflow=workflow, trigger=RunTrigger.EVENT, contact_ids=contact_ids, enqueue=False
+        )
+        runs.append(workflow_run_execute(run=run, at=now).pk)
+    return runs
+
+
+def workflow_run_now(
+    *, workflow: Workflow, trigger: str = RunTrigger.COMMAND, actor=None, progress=None
+) -> WorkflowRun:
+    """Record a run and execute it in this process (the command)."""
+    run = workflow_run_request(workflow=workflow, trigger=trigger, actor=actor, enqueue=False)
+    return workflow_run_execute(run=run, progress=progress)

@@ -178,6 +178,8 @@ CELERY_BEAT_SCHEDULE: dict = {
     "run-rotation-plans": {"task": "workflows.run_rotation_plans", "schedule": 3600.0},
     # Windowed and decaying scoring rules drift from the incremental scores: daily rebuild.
     "recompute-lead-scores": {"task": "workflows.recompute_scores", "schedule": 86400.0},
+    # Scheduled workflows: each minute, queue the runs that are due (their own interval).
+    "dispatch-due-workflows": {"task": "workflows.dispatch_due", "schedule": 60.0},
 }
 
 # --- Marketable ------------------------------------------------------------

@@ -144,6 +144,10 @@ def rows(results: dict) -> list[tuple[str, str, str]]:
         out += export_rows(results["export"])
     if "engagement" in results:
         out += engagement_rows(results["engagement"])
+    if "workflows" in results:
+        from tests.perf.workflows import rows as workflow_rows
+
+        out += workflow_rows(results["workflows"])
     return out
 
 

@@ -32,6 +32,10 @@ j. engagement (tests/perf/engagement.py): 100,000 events ingested in 10 batches 
    through the ingestion service and scoring, as the API does (bar: ≤ 5 s), a retry, one
    batch through the API client, a naive per-event loop on `--loop` events (extrapolated),
    and the full score recompute. `--only engagement` runs just this.
+i. a marketing definition (a 5-filter workflow) re-evaluated over N contacts, enrollments
+   and ledger rows included, against one hand-written statement (bar ≤ 2×) and a
+   per-contact loop extrapolated (bar ≥ 50×); one contact's event evaluation at 10,000 and
+   N (bar: ratio ≤ 1.5) (tests/perf/workflows.py). `--only workflows` runs just this.
 
 Between runs every contender gets the same state: contacts non-marketing again, the
 ledger and counters truncated, VACUUM ANALYZE, CHECKPOINT. One untimed hand-written run
@@ -98,9 +102,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--calls", type=int, default=300, help="single changes timed at each size")
     parser.add_argument(
         "--only",
-        choices=["close", "import", "export", "engagement"],
-        help="run one section only (close: f., import: g., export: h., engagement: j.); "
-        "its rows in the docs are updated, the others kept",
+        choices=["close", "import", "export", "workflows", "engagement"],
+        help="run one section only (close: f., import: g., export: h., workflows: i., "
+        "engagement: j.); its rows in the docs are updated, the others kept",
     )
     parser.add_argument(
         "--no-write", dest="write", action="store_false", help="print only; leave the docs alone"
@@ -131,6 +135,10 @@ def run(options: argparse.Namespace) -> dict:
         return results
     if options.only == "engagement":
         results["engagement"] = engagement.run(options, say)
+    if options.only == "workflows":
+        from tests.perf import workflows
+
+        results["workflows"] = workflows.run(options, say)
         return results
 
     # e, small table first, then a, then e on the large table.

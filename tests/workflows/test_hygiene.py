@@ -7,7 +7,7 @@ from contacts.models import Contact, StatusChange
 from contacts.services import StatusSource, contacts_set_marketing, contacts_set_non_marketing
 from tests.conftest import at
 from tests.factories import UserFactory
-from workflows.models import HygienePolicy, HygieneRun, HygieneSchedule, RunTrigger
+from workflows.models import HygienePolicy, HygieneRun, HygieneSchedule, HygieneTrigger
 from workflows.selectors import hygiene_preview
 from workflows.services import hygiene_policies_run_due, hygiene_run
 
@@ -101,7 +101,7 @@ def test_unengaged_skips_contacts_created_within_the_window(book, make_contacts)
 def test_run_schedules_them_non_marketing_from_the_next_update_date(book):
     # When the wizard's confirmation runs
     run = hygiene_run(
-        options=UNSUB_BOUNCED, idempotency_key="k1", trigger=RunTrigger.WIZARD, at=NOW
+        options=UNSUB_BOUNCED, idempotency_key="k1", trigger=HygieneTrigger.WIZARD, at=NOW
     )
     # Then the four are pending from 1 Dec, still billable now
     expected = sorted(set(book["unsub"] + book["bounced"]))

@@ -1,0 +1,110 @@
+"""Workflow guardrails: the per-run limit and billing's hard cap hold a run; approval, rejection."""
+
+import pytest
+
+from billing.models import Subscription
+from contacts.models import Contact, StatusChange
+from tests.factories import ContactFactory, UserFactory
+from tests.workflows.wf_helpers import M, make_workflow
+from workflows.models import Enrollment, RunStatus
+from workflows.services import (
+    RunNotAllowed,
+    workflow_run_approve,
+    workflow_run_execute,
+    workflow_run_now,
+    workflow_run_reject,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def mqls(db):
+    return [ContactFactory(email=f"m{i}@x.com", lifecycle_stage="mql") for i in range(3)]
+
+
+def nothing_written():
+    return not StatusChange.objects.exists() and not Enrollment.objects.exists()
+
+
+def test_a_run_past_its_limit_is_held_and_writes_nothing_until_approved(account, mqls):
+    # Given a workflow allowed 2 new marketing contacts a run, and 3 MQLs
+    workflow = make_workflow(max_new_marketing=2)
+
+    # When it runs
+    held = workflow_run_now(workflow=workflow)
+
+    # Then it waits, with the reason, and nothing is written
+    assert held.status == RunStatus.HELD
+    assert held.hold_reason == (
+        "It would make 3 contacts marketing, more than the workflow's per-run limit of 2"
+    )
+    assert (held.held_by_limit, held.held_by_billing, held.would_become_marketing) == (
+        True,
+        False,
+        3,
+    )
+    assert nothing_written()
+
+    # And Marketing ops may not approve it
+    ops = UserFactory(username="ops", groups=["Marketing ops"])
+    with pytest.raises(RunNotAllowed):
+        workflow_run_approve(run=held, user=ops, execute=False)
+    assert nothing_written()
+
+    # When a billing admin approves it, it runs past the limit
+    approver = UserFactory(username="boss", groups=["Billing admin"])
+    approved = workflow_run_approve(run=held, user=approver, execute=False)
+    assert (approved.status, approved.decided_by) == ("queued", approver)
+    done = workflow_run_execute(run=approved)
+    assert (done.status, done.enrolled, done.changed) == ("done", 3, 3)
+    assert Contact.objects.filter(marketing_status=M).count() == 3
+
+
+def test_a_rejected_run_never_runs(account, mqls):
+    workflow = make_workflow(max_new_marketing=1)
+    held = workflow_run_now(workflow=workflow)
+    approver = UserFactory(username="boss", groups=["Billing admin"])
+
+    rejected = workflow_run_reject(run=held, user=approver)
+
+    assert (rejected.status, rejected.decided_by) == ("rejected", approver)
+    assert workflow_run_execute(run=rejected).status == "rejected"
+    assert nothing_written()
+
+
+def test_billings_hard_cap_holds_the_run_and_only_billing_approval_releases_it(account, mqls):
+    # Given a hard cap of 2 billable contacts
+    subscription = Subscription.load()
+    subscription.hard_cap = 2
+    subscription.save()
+    workflow = make_workflow()
+
+    held = workflow_run_now(workflow=workflow)
+
+    assert held.status == RunStatus.HELD
+    assert (held.held_by_limit, held.held_by_billing) == (False, True)
+    assert "past the hard cap of 2" in held.hold_reason
+    assert nothing_written()
+
+    # A workflows approver without billing.approve_overage cannot release it
+    from django.contrib.auth.models import Permission
+
+    runner = UserFactory(username="runner")
+    runner.user_permissions.add(
+        Permission.objects.get(codename="approve_run", content_type__app_label="workflows")
+    )
+    with pytest.raises(RunNotAllowed, match="billing.approve_overage"):
+        workflow_run_approve(run=held, user=runner, execute=False)
+
+    # A billing admin can: the run goes past the cap (approved overage)
+    approver = UserFactory(username="boss", groups=["Billing admin"])
+    done = workflow_run_execute(run=workflow_run_approve(run=held, user=approver, execute=False))
+    assert (done.status, done.changed) == ("done", 3)
+
+
+def test_a_run_within_the_guardrails_runs_at_once(account, mqls):
+    subscription = Subscription.load()
+    subscription.hard_cap = 10
+    subscription.save()
+    assert workflow_run_now(workflow=make_workflow(max_new_marketing=3)).status == "done"
