@@ -432,7 +432,9 @@ class EngagementEvent(models.Model):
     )
     type = models.CharField(max_length=24, choices=EngagementType.choices)
     occurred_at = models.DateTimeField()
-    external_id = models.CharField(max_length=200, null=True, blank=True, unique=True)
+    # Unique by the constraint below, not unique=True, which on PostgreSQL adds a second,
+    # LIKE-pattern index: one more write for every event ingested.
+    external_id = models.CharField(max_length=200, null=True, blank=True)
     properties = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -443,6 +445,10 @@ class EngagementEvent(models.Model):
             models.Index(fields=["contact", "type", "-occurred_at"], name="engagement_contact_idx"),
             # Scoring windows and "engaged within N days" over all contacts.
             models.Index(fields=["type", "occurred_at"], name="engagement_type_time_idx"),
+        ]
+        constraints = [
+            # Ingestion is idempotent by the sender's id (INSERT … ON CONFLICT (external_id)).
+            models.UniqueConstraint(fields=["external_id"], name="engagement_external_id_once"),
         ]
 
     def __str__(self) -> str:
