@@ -473,6 +473,8 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "f. close": ("close",),
     "g. import": ("imports",),
     "h. export": ("export",),
+    "i. workflows": ("workflows",),
+    "j. engagement": ("engagement",),
 }
 STORE = Path(settings.BASE_DIR) / "docs" / "benchmarks.json"
 

@@ -28,14 +28,14 @@ g. a CSV import of 1,000,000 new contacts (`contact_import_run`, tests/perf/impo
 h. exporting contacts as CSV (tests/perf/exports.py): the streamed export of 100,000 and
    of N contacts, each in a fresh process (rows/s, peak RSS; the bar: ratio ≤ ~1.2),
    against the naive `list()` + csv.writer of 100,000. `--only export` runs just this.
-j. engagement (tests/perf/engagement.py): 100,000 events ingested in 10 batches of 10,000
-   through the ingestion service and scoring, as the API does (bar: ≤ 5 s), a retry, one
-   batch through the API client, a naive per-event loop on `--loop` events (extrapolated),
-   and the full score recompute. `--only engagement` runs just this.
 i. a marketing definition (a 5-filter workflow) re-evaluated over N contacts, enrollments
    and ledger rows included, against one hand-written statement (bar ≤ 2×) and a
    per-contact loop extrapolated (bar ≥ 50×); one contact's event evaluation at 10,000 and
    N (bar: ratio ≤ 1.5) (tests/perf/workflows.py). `--only workflows` runs just this.
+j. engagement (tests/perf/engagement.py): 100,000 events ingested in 10 batches of 10,000
+   through the ingestion service and scoring, as the API does (bar: ≤ 5 s), a retry, one
+   batch through the API client, a naive per-event loop on `--loop` events (extrapolated),
+   and the full score recompute. `--only engagement` runs just this.
 
 Between runs every contender gets the same state: contacts non-marketing again, the
 ledger and counters truncated, VACUUM ANALYZE, CHECKPOINT. One untimed hand-written run
@@ -117,7 +117,7 @@ def run(options: argparse.Namespace) -> dict:
 
     from contacts.models import Contact
     from contacts.services import STATUS_RANGE_BATCH
-    from tests.perf import close, contenders, data, engagement, exports, imports
+    from tests.perf import close, contenders, data, engagement, exports, imports, workflows
 
     results: dict = {"options": vars(options)}
 
@@ -135,9 +135,8 @@ def run(options: argparse.Namespace) -> dict:
         return results
     if options.only == "engagement":
         results["engagement"] = engagement.run(options, say)
+        return results
     if options.only == "workflows":
-        from tests.perf import workflows
-
         results["workflows"] = workflows.run(options, say)
         return results
 
@@ -220,6 +219,8 @@ def run(options: argparse.Namespace) -> dict:
     results["imports"] = imports.run(options, say)
     # h
     results["export"] = exports.run(options, say)
+    # i
+    results["workflows"] = workflows.run(options, say)
     # j
     results["engagement"] = engagement.run(options, say)
     return results
