@@ -433,8 +433,9 @@ class EngagementEvent(models.Model):
     type = models.CharField(max_length=24, choices=EngagementType.choices)
     occurred_at = models.DateTimeField()
     # Unique by the constraint below, not unique=True, which on PostgreSQL adds a second,
-    # LIKE-pattern index: one more write for every event ingested.
-    external_id = models.CharField(max_length=200, null=True, blank=True)
+    # LIKE-pattern index: one more write for every event ingested. NULL, not "", for "no
+    # id": the unique constraint then admits any number of events without one.
+    external_id = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
     properties = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

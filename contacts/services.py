@@ -79,6 +79,7 @@ from contacts.models import (
 from crm import jobs
 from crm.calendar import BillingCalendar
 from crm.models import Account
+from crm.sql import server_bound_cursor
 
 logger = logging.getLogger(__name__)
 
@@ -3610,8 +3611,7 @@ def communication_send(
 # back, or, with `notify=True`, contacts' after-commit engagement listeners do.
 
 ENGAGEMENT_BATCH_MAX = 10_000
-# Contact ids plus emails looked up in one query: a whole batch (≤ 20,000 bound values,
-# under SQLite's 32,766).
+# Contact ids (or emails) looked up in one query: a whole batch (under SQLite's 32,766 variables).
 ENGAGEMENT_LOOKUP_CHUNK = 20_000
 # Events a statement on the portable path (6 columns a row: under SQLite's variable limit).
 ENGAGEMENT_PORTABLE_BATCH = 2_000
@@ -3737,31 +3737,36 @@ def _engagement_item_clean(
     return cleaned, messages
 
 
-def _engagement_contacts(ids: set[int], emails: set[str]) -> tuple[dict[int, str], dict[str, int]]:
-    """The batch's contacts by id and by email: one query a chunk (a 10,000 batch: one)."""
-    keys = [("id", value) for value in ids] + [("email", value) for value in emails]
-    email_of: dict[int, str] = {}
+def _engagement_contacts(ids: set[int], emails: set[str]) -> tuple[set[int], dict[str, int]]:
+    """Which of the batch's contact ids exist, and the contacts of its emails.
+
+    Two lookups, each a chunk at a time (a 10,000 batch: one each): the ids by the primary
+    key alone (an index-only scan: no table page is read), the emails by their unique index.
+    """
+    known: set[int] = set()
     id_of: dict[str, int] = {}
-    for start in range(0, len(keys), ENGAGEMENT_LOOKUP_CHUNK):
-        chunk = keys[start : start + ENGAGEMENT_LOOKUP_CHUNK]
-        chunk_ids = [value for kind, value in chunk if kind == "id"]
-        chunk_emails = [value for kind, value in chunk if kind == "email"]
-        if connection.vendor == "postgresql":  # two array parameters, not 10,000 placeholders
-            with connection.cursor() as cursor:
+    table = Contact._meta.db_table
+    id_list, email_list = sorted(ids), sorted(emails)
+    for start in range(0, len(id_list), ENGAGEMENT_LOOKUP_CHUNK):
+        chunk = id_list[start : start + ENGAGEMENT_LOOKUP_CHUNK]
+        if connection.vendor == "postgresql":  # one array parameter, not 10,000 placeholders
+            with server_bound_cursor() as cursor:
+                cursor.execute(f"SELECT id FROM {table} WHERE id = ANY(%b::bigint[])", [chunk])
+                known.update(pk for (pk,) in cursor.fetchall())
+        else:
+            known.update(Contact.objects.filter(pk__in=chunk).values_list("pk", flat=True))
+    for start in range(0, len(email_list), ENGAGEMENT_LOOKUP_CHUNK):
+        chunk = email_list[start : start + ENGAGEMENT_LOOKUP_CHUNK]
+        if connection.vendor == "postgresql":
+            with server_bound_cursor() as cursor:
                 cursor.execute(
-                    f"SELECT id, email FROM {Contact._meta.db_table} "
-                    "WHERE id = ANY(%s::bigint[]) OR email = ANY(%s::text[])",
-                    [chunk_ids, chunk_emails],
-                )  # a BitmapOr of the primary key and the unique email index
+                    f"SELECT id, email FROM {table} WHERE email = ANY(%b::text[])", [chunk]
+                )
                 found = cursor.fetchall()
         else:
-            found = Contact.objects.filter(
-                Q(pk__in=chunk_ids) | Q(email__in=chunk_emails)
-            ).values_list("pk", "email")
-        for pk, email in found:
-            email_of[pk] = email
-            id_of[email] = pk
-    return email_of, id_of
+            found = Contact.objects.filter(email__in=chunk).values_list("pk", "email")
+        id_of.update((email, pk) for pk, email in found)
+    return known, id_of
 
 
 def _engagement_insert(rows: list[tuple], *, now: dt.datetime) -> set[str]:
@@ -3771,13 +3776,13 @@ def _engagement_insert(rows: list[tuple], *, now: dt.datetime) -> set[str]:
 
     table = EngagementEvent._meta.db_table
     if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
+        with server_bound_cursor() as cursor:
             cursor.execute(
                 f"""
                 INSERT INTO {table} (contact_id, type, occurred_at, external_id, properties,
                                      created_at)
-                SELECT u.contact_id, u.type, u.occurred_at, u.external_id, u.properties::jsonb, %s
-                FROM unnest(%s::bigint[], %s::text[], %s::timestamptz[], %s::text[], %s::text[])
+                SELECT u.contact_id, u.type, u.occurred_at, u.external_id, u.properties::jsonb, %b
+                FROM unnest(%b::bigint[], %b::text[], %b::timestamptz[], %b::text[], %b::text[])
                      AS u(contact_id, type, occurred_at, external_id, properties)
                 ON CONFLICT (external_id) DO NOTHING
                 RETURNING external_id
@@ -3898,7 +3903,7 @@ def engagement_events_ingest(
         )
         if not messages:
             valid.append((index, cleaned))
-    email_of, id_of = _engagement_contacts(
+    known_ids, id_of = _engagement_contacts(
         {c["contact_id"] for _, c in valid if c["contact_id"]},
         {c["email"] for _, c in valid if c["email"]},
     )
@@ -3908,10 +3913,10 @@ def engagement_events_ingest(
         result = results[index]
         contact_id, email = cleaned["contact_id"], cleaned["email"]
         if contact_id is not None:
-            if contact_id not in email_of:
+            if contact_id not in known_ids:
                 result.status, result.messages = "error", [f"Unknown contact id {contact_id}."]
                 continue
-            if email is not None and email_of[contact_id] != email:
+            if email is not None and id_of.get(email) != contact_id:
                 result.status, result.messages = (
                     "error",
                     [f"contact_id {contact_id} and email {email} are different contacts."],

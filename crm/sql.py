@@ -12,10 +12,28 @@ UPDATE per row:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import contextmanager
 
 from django.db import connection
 
 PORTABLE_ROWS_CHUNK = 5_000  # × up to 6 columns: under SQLite's 32,766 variables
+
+
+@contextmanager
+def server_bound_cursor():
+    """A PostgreSQL cursor that binds parameters on the server.
+
+    Django's psycopg backend binds on the client: every value is quoted into the SQL
+    text by Python, which for a batch's arrays (10,000 ids, emails, datetimes) costs a
+    quarter of a second. With server-side binding and binary parameters (`%b`) the arrays
+    travel as parameters in binary, about six times cheaper to build. Same connection, so
+    the same transaction.
+    """
+    import psycopg
+
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as cursor:
+        yield cursor
 
 
 def update_from_rows(
@@ -39,15 +57,16 @@ def update_from_rows(
         raise ValueError("The first column must be the table's id.")
     names = ", ".join(name for name, _ in columns)
     where = "t.id = u.id" + (f" AND ({where_sql})" if where_sql else "")
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            arrays = ", ".join(f"%s::{pg_type}[]" for _, pg_type in columns)
+    if connection.vendor == "postgresql":
+        arrays = ", ".join(f"%b::{pg_type}[]" for _, pg_type in columns)
+        with server_bound_cursor() as cursor:
             cursor.execute(
                 f"UPDATE {table} AS t SET {set_sql} FROM unnest({arrays}) AS u({names}) "
                 f"WHERE {where}",
                 [[row[i] for row in rows] for i in range(len(columns))],
             )
             return cursor.rowcount
+    with connection.cursor() as cursor:
         adapters = [_portable_adapter(pg_type) for _, pg_type in columns]
         selected = ", ".join(f"column{i + 1} AS {name}" for i, (name, _) in enumerate(columns))
         placeholder = "(" + ", ".join(["%s"] * len(columns)) + ")"
