@@ -165,6 +165,20 @@ def engagement_rows(j: dict) -> list[tuple[str, str, str]]:
             f"{max(batches):.2f} s; {j['created']:,} stored, {j['scored']:,} scores moved; "
             + verdict(j["seconds"], ENGAGEMENT_BAR),
         ),
+        *(
+            [
+                (
+                    f"j. the same {j['events']:,} events with {j['small']['contacts']:,} contacts "
+                    f"(bar ≤ {ENGAGEMENT_BAR:.0f} s)",
+                    f"{j['small']['seconds']:.2f} s",
+                    f"{j['events'] / j['small']['seconds']:,.0f} events/s; batches "
+                    f"{min(j['small']['batches']):.2f}–{max(j['small']['batches']):.2f} s; "
+                    + verdict(j["small"]["seconds"], ENGAGEMENT_BAR),
+                )
+            ]
+            if "small" in j
+            else []
+        ),
         (
             f"j. scoring as a second UPDATE (ingest, then `scores_apply_events`), "
             f"{len(j['two_updates_batches'])} batches",
