@@ -3679,8 +3679,9 @@ def _engagement_item_clean(
     if not isinstance(item, dict):
         return {}, ["Each event must be an object."]
     messages: list[str] = []
-    unknown = sorted(str(key) for key in item.keys() - _ENGAGEMENT_KEY_SET)
-    if unknown:
+    extra = item.keys() - _ENGAGEMENT_KEY_SET  # empty for nearly every item: sort only if not
+    if extra:
+        unknown = sorted(map(str, extra))
         messages.append(
             f"Unknown fields: {', '.join(unknown)} (allowed: {', '.join(ENGAGEMENT_ITEM_KEYS)})."
         )
