@@ -3667,7 +3667,7 @@ def _engagement_datetime(value) -> tuple[dt.datetime | None, str | None]:
         return None, "occurred_at: this field is required."
     else:
         return None, "occurred_at: must be an ISO 8601 date-time string."
-    if timezone.is_naive(parsed):
+    if parsed.tzinfo is None:  # (timezone.is_naive calls utcoffset(): 3 µs an event)
         parsed = parsed.replace(tzinfo=dt.UTC)
     return parsed, None
 
