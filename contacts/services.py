@@ -2375,6 +2375,10 @@ def _read_batches(contact_import: ContactImport, size: int) -> Iterator[_Batch]:
         else None
         for name in IMPORT_STAGED_FIELDS
     ]
+    # The per-row loop visits only the mapped fields (this loop is most of an import's
+    # Python time: about 3 µs a row).
+    mapped = [(position, *step) for position, step in enumerate(plan, start=1) if step]
+    template: list = [None] * (len(plan) + 1)
     csv.field_size_limit(1_000_000)
     read = invalid = in_batch = 0
     rows: list[tuple] = []
@@ -2390,19 +2394,16 @@ def _read_batches(contact_import: ContactImport, size: int) -> Iterator[_Batch]:
                     continue  # a blank line
                 read += 1
                 in_batch += 1
-                values = [line]
+                values = template.copy()  # the unmapped fields stay None
+                values[0] = line
                 bad = False
                 length = len(record)
-                for step in plan:
-                    if step is None:
-                        values.append(None)
-                        continue
-                    index, clean, column = step
+                for position, index, clean, column in mapped:
                     value, message = clean(record[index] if index < length else "")
                     if message is not None:
                         errors.append((line, column, message))
                         bad = True
-                    values.append(value)
+                    values[position] = value
                 if bad:
                     invalid += 1
                 else:
