@@ -96,6 +96,8 @@ EXPECTED_OPERATIONS |= {
     ("post", "/api/workflows/{id}/run/"),
     ("get", "/api/workflow-runs/"),
     ("get", "/api/workflow-runs/{id}/"),
+    ("post", "/api/workflow-runs/{id}/approve/"),
+    ("post", "/api/workflow-runs/{id}/reject/"),
 }
 
 

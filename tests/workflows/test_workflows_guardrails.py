@@ -108,3 +108,36 @@ def test_a_run_within_the_guardrails_runs_at_once(account, mqls):
     subscription.hard_cap = 10
     subscription.save()
     assert workflow_run_now(workflow=make_workflow(max_new_marketing=3)).status == "done"
+
+
+def test_a_held_run_is_approved_or_rejected_through_the_api(
+    account, mqls, django_capture_on_commit_callbacks
+):
+    from rest_framework.test import APIClient
+
+    # Given two runs held past their limit
+    first = workflow_run_now(workflow=make_workflow(name="first", max_new_marketing=2))
+    second = workflow_run_now(workflow=make_workflow(name="second", max_new_marketing=2))
+    ops, boss = APIClient(), APIClient()
+    ops.force_authenticate(UserFactory(username="ops", groups=["Marketing ops"]))
+    boss.force_authenticate(UserFactory(username="boss", groups=["Billing admin"]))
+
+    # When Marketing ops tries to approve one: 403, and nothing is written
+    response = ops.post(f"/api/workflow-runs/{first.pk}/approve/")
+    assert response.status_code == 403
+    assert "approve_run" in response.json()["detail"]
+    assert nothing_written()
+
+    # When the billing admin approves it, it runs; rejecting the other keeps it from running
+    with django_capture_on_commit_callbacks(execute=True):
+        approved = boss.post(f"/api/workflow-runs/{first.pk}/approve/")
+    rejected = boss.post(f"/api/workflow-runs/{second.pk}/reject/")
+    assert (approved.status_code, rejected.status_code) == (200, 200)
+    assert rejected.json()["status"] == "rejected"
+    first.refresh_from_db()
+    assert (first.status, first.changed) == ("done", 3)
+    assert Contact.objects.filter(marketing_status=M).count() == 3
+
+    # And deciding again is a conflict
+    again = boss.post(f"/api/workflow-runs/{second.pk}/approve/")
+    assert again.status_code == 409

@@ -6,10 +6,14 @@ from drf_spectacular.utils import extend_schema  # noqa: E402
 from rest_framework import mixins, viewsets  # noqa: E402
 from rest_framework import status as http  # noqa: E402
 from rest_framework.decorators import action  # noqa: E402
-from rest_framework.exceptions import ValidationError  # noqa: E402
+from rest_framework.exceptions import (
+    PermissionDenied,  # noqa: E402
+    ValidationError,  # noqa: E402
+)
 from rest_framework.response import Response  # noqa: E402
 
 from crm.api import CreatedCursorPagination, StrictModelPermissions, requires  # noqa: E402
+from crm.exceptions import Conflict  # noqa: E402
 from workflows.api.serializers import (  # noqa: E402
     WorkflowRunRequestSerializer,
     WorkflowRunSerializer,
@@ -17,14 +21,18 @@ from workflows.api.serializers import (  # noqa: E402
 )
 from workflows.models import RunTrigger, Workflow, WorkflowRun  # noqa: E402
 from workflows.services import (  # noqa: E402
+    RunNotAllowed,
     WorkflowError,
     workflow_create,
     workflow_preview,
+    workflow_run_approve,
+    workflow_run_reject,
     workflow_run_request,
     workflow_update,
 )
 
 CanRunWorkflows = requires("workflows.view_workflow", "workflows.run_workflow")
+CanViewRuns = requires("workflows.view_workflowrun")
 
 
 def _as_drf(exc: DjangoValidationError) -> ValidationError:
@@ -89,6 +97,30 @@ class WorkflowRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
     serializer_class = WorkflowRunSerializer
     permission_classes = [StrictModelPermissions]
     pagination_class = CreatedCursorPagination
+
+    @extend_schema(request=None, responses={200: WorkflowRunSerializer})
+    @action(detail=True, methods=["post"], permission_classes=[CanViewRuns])
+    def approve(self, request, pk=None):
+        """Release a held run (it then runs). Past the per-run limit: workflows.approve_run
+        or billing.approve_overage; held by billing's guardrails: billing.approve_overage.
+        403 without them, 409 when the run is not held."""
+        return self._decide(workflow_run_approve)
+
+    @extend_schema(request=None, responses={200: WorkflowRunSerializer})
+    @action(detail=True, methods=["post"], permission_classes=[CanViewRuns])
+    def reject(self, request, pk=None):
+        """Reject a held run: it never runs (workflows.approve_run or billing.approve_overage)."""
+        return self._decide(workflow_run_reject)
+
+    def _decide(self, service):
+        run = self.get_object()
+        try:
+            run = service(run=run, user=self.request.user)
+        except RunNotAllowed as error:
+            raise PermissionDenied(str(error)) from error
+        except WorkflowError as error:
+            raise Conflict(str(error)) from error
+        return Response(WorkflowRunSerializer(run).data)
 
     def get_queryset(self):
         runs = WorkflowRun.objects.all()  # workflowrun_workflow_idx (workflow, -id)
