@@ -886,6 +886,7 @@ def contacts_rollover(
             delete=False,
             progress=progress,
         )
+        _leave_ad_audiences(since=state.rolled_over_through, through=as_of)
         if state.rolled_over_through is None or as_of > state.rolled_over_through:
             state.rolled_over_through = as_of
             state.save(update_fields=["rolled_over_through"])
@@ -905,6 +906,26 @@ def contacts_rollover(
             live_delta=0,
             scheduled_delta=0,
         )
+
+
+def _leave_ad_audiences(*, since: dt.datetime | None, through: dt.datetime) -> int:
+    """Ad audiences hold marketing contacts only (DESIGN §1.1): the contacts whose downgrade
+    the rollover just applied leave every audience, in one DELETE (contact_pending_idx
+    finds them; adaudience memberships have nothing depending on them, so Django deletes
+    without reading the rows first)."""
+    from contacts.models import AdAudienceMembership
+
+    rolled = Contact.objects.filter(
+        marketing_status=MarketingStatus.NON_MARKETING, marketing_until__lte=through
+    )
+    if since is not None:
+        rolled = rolled.filter(marketing_until__gt=since)
+    removed, _ = AdAudienceMembership.objects.filter(contact__in=rolled.values("pk")).delete()
+    if removed:
+        logger.info(
+            "rollover: %s ad audience memberships of non-marketing contacts removed", removed
+        )
+    return removed
 
 
 def contacts_status_preview(

@@ -115,3 +115,25 @@ def test_lists_accept_any_contact(people):
 
     assert (change.added, change.refused_non_marketing) == (5, 0)
     assert newsletter.members.count() == 5
+
+
+def test_a_contact_leaves_its_ad_audiences_when_its_downgrade_takes_effect(audience):
+    from contacts.services import contacts_rollover, contacts_set_non_marketing
+    from tests.conftest import at
+
+    # Given two marketing contacts in an audience, one of them scheduled non-marketing
+    stays, leaves = (
+        ContactFactory(email="stays@example.com"),
+        ContactFactory(email="leaves@example.com"),
+    )
+    contacts_set_marketing(contacts=[stays.pk, leaves.pk], source=SOURCE, at=at(2026, 11, 5))
+    ad_audience_add(audience=audience, contacts=Contact.objects.all(), at=at(2026, 11, 5))
+    contacts_set_non_marketing(contacts=leaves, source=SOURCE, at=at(2026, 11, 10))
+
+    # While the downgrade is pending it is still marketing, and stays in the audience
+    contacts_rollover(as_of=at(2026, 11, 30), at=at(2026, 11, 30))
+    assert members(audience) == ["leaves@example.com", "stays@example.com"]
+
+    # When the rollover applies it, the contact leaves the audience; the other stays
+    contacts_rollover(as_of=at(2026, 12, 1), at=at(2026, 12, 1, 1))
+    assert members(audience) == ["stays@example.com"]
