@@ -1142,13 +1142,47 @@ class FormSubmissionAdmin(ReadOnlyAdminMixin, AccountTimeZoneMixin, BigTableAdmi
     search_help_text = "An exact email address."
 
 
+def channel_forecast_display(source) -> str:
+    """ "If switched on: …" for a channel's change page — the status preview's estimate."""
+    from django.template import Context, Template
+    from django.utils.formats import date_format
+
+    from contacts.selectors import CHANNEL_RATE_DAYS, channel_marketing_forecast
+
+    if source is None:
+        return "—"
+    forecast = channel_marketing_forecast(source=source)
+    text = Template(
+        "{% load billing_tags %}At the last {{ days }} days' rate ({{ f.created_recently }} new "
+        "contacts), about {{ f.expected_new }} more would become marketing before {{ end }}"
+        "{% if f.cost %}: this period's invoice {{ f.cost.invoice_delta|signed_money:f.cost.currency }}"
+        "{% if f.cost.hold_reason %} (past the guardrails: {{ f.cost.hold_reason }}){% endif %}"
+        "{% endif %}. An estimate: the contacts it creates decide."
+    ).render(
+        Context(
+            {
+                "f": forecast,
+                "days": CHANNEL_RATE_DAYS,
+                "end": date_format(timezone.localtime(forecast.period_end), "j F Y"),
+            }
+        )
+    )
+    return text
+
+
 @admin.register(Chatflow)
 class ChatflowAdmin(admin.ModelAdmin):
     list_display = ["name", "marketing", "is_active", "source"]
     list_filter = ["marketing", "is_active"]
     search_fields = ["name"]
-    fields = ["name", "marketing", "is_active", "source"]
-    readonly_fields = ["source"]
+    fields = ["name", "marketing", "if_switched_on", "is_active", "source"]
+    readonly_fields = ["source", "if_switched_on"]
+
+    @admin.display(description="If switched on")
+    def if_switched_on(self, obj: Chatflow) -> str:
+        if obj and obj.marketing:
+            return "On: contacts it creates are marketing."
+        return channel_forecast_display(obj.source if obj and obj.pk else None)
 
     def save_model(self, request, obj, form, change):
         chatflow_save(chatflow=obj)
@@ -1186,13 +1220,19 @@ class ConnectedAppAdmin(TokenHolderAdmin):
     ]
     list_filter = ["marketing", "two_way_sync", "is_active"]
     search_fields = ["name"]
-    readonly_fields = ["marketing_enabled_at", "token_hint", "token_created_at", "source"]
+    readonly_fields = [
+        "marketing_enabled_at",
+        "if_switched_on",
+        "token_hint",
+        "token_created_at",
+        "source",
+    ]
     fieldsets = [
         (None, {"fields": ["name", "is_active", "two_way_sync"]}),
         (
             "Marketing status of new contacts",
             {
-                "fields": ["marketing", "marketing_enabled_at", "source"],
+                "fields": ["marketing", "if_switched_on", "marketing_enabled_at", "source"],
                 "description": (
                     "When on, contacts this app creates from then on are marketing (billable at "
                     "once). Contacts it created before stay as they are; existing contacts are "
@@ -1209,6 +1249,12 @@ class ConnectedAppAdmin(TokenHolderAdmin):
             },
         ),
     ]
+
+    @admin.display(description="If switched on")
+    def if_switched_on(self, obj: ConnectedApp) -> str:
+        if obj and obj.marketing:
+            return "On: contacts it creates are marketing."
+        return channel_forecast_display(obj.source if obj and obj.pk else None)
 
     @admin.display(description="Marketing since", ordering="marketing_enabled_at")
     def marketing_since(self, obj: ConnectedApp):

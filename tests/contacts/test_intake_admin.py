@@ -226,3 +226,35 @@ def test_the_account_admin_shows_the_intake_settings(account):
 
     assert 'name="forms_create_marketing"' in page
     assert 'name="external_forms_marketing"' in page
+
+
+def test_the_app_page_shows_what_switching_marketing_on_would_cost(ops):
+    import time_machine
+    from django.utils import timezone
+
+    from billing.models import Subscription
+    from contacts.models import Contact
+    from contacts.selectors import channel_marketing_forecast
+    from tests.conftest import at
+
+    # Given an app that created 3,000 contacts in the last 30 days, with 15 days of the
+    # period left, and a tier of 1,000 included contacts in blocks of 5,000 at 225.00
+    subscription = Subscription.load()
+    subscription.included_contacts, subscription.block_size = 1_000, 5_000
+    subscription.base_price, subscription.block_price = 80_000, 22_500
+    subscription.save()
+    app, _ = connected_app_create(name="Shop")
+    with time_machine.travel(at(2026, 11, 16), tick=False):
+        Contact.objects.bulk_create(
+            Contact(email=f"s{i}@example.com", source=app.source, created_at=timezone.now())
+            for i in range(3_000)
+        )
+        # When the page is read
+        forecast = channel_marketing_forecast(source=app.source)
+        page = ops.get(f"/admin/contacts/connectedapp/{app.pk}/change/").content.decode()
+
+    # Then: 100 a day for the 15 days left, 1,500 contacts: past the 1,000 included, a block
+    assert (forecast.created_recently, forecast.expected_new) == (3_000, 1_500)
+    assert forecast.cost["invoice_delta"] == 22_500
+    assert "about 1500 more would become marketing before 1 December 2026" in page
+    assert "invoice +225.00 USD" in page
