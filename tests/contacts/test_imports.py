@@ -838,3 +838,31 @@ def test_command_size_limit(account, tmp_path, settings):
         call_command("import_contacts", str(path), "--source", "CSV import")
     assert timezone.now()  # nothing else to check: nothing was stored
     assert not ContactImport.objects.exists()
+
+
+def test_the_contacts_an_import_created_or_updated_are_told_to_the_listeners(
+    account, django_capture_on_commit_callbacks
+):
+    from contacts.hooks import register_contact_listener, unregister_contact_listener
+
+    # Given an existing contact the file updates, one it leaves as it is, and one not in it
+    source = Source.objects.create(name="Existing", kind="manual")
+    changed = Contact.objects.create(email="old@example.com", first_name="Old", source=source)
+    same = Contact.objects.create(email="same@example.com", first_name="Same", source=source)
+    Contact.objects.create(email="elsewhere@example.com", source=source)
+    told: list[int] = []
+    listener = told.extend
+    register_contact_listener(listener)
+    try:
+        # When a file with a new contact, the update and the unchanged row is imported
+        with django_capture_on_commit_callbacks(execute=True):
+            run_import(
+                "Email,First Name\nnew@example.com,New\nold@example.com,Renamed\nsame@example.com,Same\n"
+            )
+    finally:
+        unregister_contact_listener(listener)
+
+    # Then the listeners hear of the new and the updated contact only
+    new = Contact.objects.get(email="new@example.com")
+    assert sorted(told) == sorted([new.pk, changed.pk])
+    assert same.pk not in told
