@@ -197,51 +197,31 @@ def import_sources() -> QuerySet[Source]:
 # each chunk costs the same wherever it starts (no OFFSET), and memory holds one chunk.
 EXPORT_CHUNK_SIZE = 2_000
 
-# (header, how a row's value is read): the values_list fields and the derived columns.
-EXPORT_HEADER = [
-    "id",
-    "email",
-    "first_name",
-    "last_name",
-    "company",
-    "phone",
-    "lifecycle_stage",
-    "lead_status",
-    "contact_type",
-    "unsubscribed",
-    "hard_bounced",
-    "lead_score",
-    "last_engaged_at",
-    "source",
-    "marketing_status",
-    "non_marketing_from",
-    "marketing_reason_type",
-    "marketing_reason_id",
-    "marketing_reason_name",
-    "created_at",
+# (column header, the values_list field it is read from), in the export's order.
+_EXPORT_COLUMNS = [
+    ("id", "pk"),
+    ("email", "email"),
+    ("first_name", "first_name"),
+    ("last_name", "last_name"),
+    ("company", "company"),
+    ("phone", "phone"),
+    ("lifecycle_stage", "lifecycle_stage"),
+    ("lead_status", "lead_status"),
+    ("contact_type", "contact_type"),
+    ("unsubscribed", "unsubscribed"),
+    ("hard_bounced", "hard_bounced"),
+    ("lead_score", "lead_score"),
+    ("last_engaged_at", "last_engaged_at"),
+    ("source", "source__name"),
+    ("marketing_status", "marketing_status"),  # the effective status (see below)
+    ("non_marketing_from", "marketing_until"),  # only a pending downgrade's date
+    ("marketing_reason_type", "marketing_reason_type"),
+    ("marketing_reason_id", "marketing_reason_id"),
+    ("marketing_reason_name", "marketing_reason_name"),
+    ("created_at", "created_at"),
 ]
-_EXPORT_FIELDS = [
-    "pk",
-    "email",
-    "first_name",
-    "last_name",
-    "company",
-    "phone",
-    "lifecycle_stage",
-    "lead_status",
-    "contact_type",
-    "unsubscribed",
-    "hard_bounced",
-    "lead_score",
-    "last_engaged_at",
-    "source__name",
-    "marketing_status",
-    "marketing_until",
-    "marketing_reason_type",
-    "marketing_reason_id",
-    "marketing_reason_name",
-    "created_at",
-]
+EXPORT_HEADER = [header for header, _ in _EXPORT_COLUMNS]
+_EXPORT_FIELDS = [field for _, field in _EXPORT_COLUMNS]
 # A cell starting with one of these is a formula to Excel, LibreOffice and Google Sheets
 # (OWASP "CSV injection"); tab and carriage return start one in some of them too.
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
