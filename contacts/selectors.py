@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -472,8 +473,6 @@ def channel_marketing_forecast(*, source: Source, at: dt.datetime | None = None)
     rate of the last 30 days, how many would become marketing before the period ends, and
     what that does to this period's invoice (an estimate through the status preview, whose
     extensions price it). Two indexed counts; nothing is written."""
-    import math
-
     from contacts.services import SET_MARKETING, contacts_status_preview
 
     now = at or timezone.now()

@@ -1011,7 +1011,22 @@ def _in_range(queryset: QuerySet, lo: int, hi: int | None, field_name: str = "pk
     return queryset.filter(**{f"{field_name}__gte": lo, f"{field_name}__lt": hi})
 
 
-def _enroll_sql(workflow: Workflow, run: WorkflowRun, new: QuerySet, now) -> tuple[str, list]:
+@dataclass(frozen=True)
+class _EnrollStatement:
+    """The enrollment INSERT in its three parts, kept apart so that PostgreSQL's path can
+    wrap the SELECT in a CTE that also counts the matches."""
+
+    insert: str
+    select: str
+    conflict: str
+    params: list
+
+    @property
+    def sql(self) -> str:
+        return f"{self.insert} {self.select} {self.conflict}"
+
+
+def _enroll_sql(workflow: Workflow, run: WorkflowRun, new: QuerySet, now) -> _EnrollStatement:
     """One INSERT … SELECT … ON CONFLICT for the chunk's new contacts (PostgreSQL and SQLite ≥
     3.35 alike). A re-enrollment workflow revives an exited enrollment instead."""
     rows = (
@@ -1036,29 +1051,13 @@ def _enroll_sql(workflow: Workflow, run: WorkflowRun, new: QuerySet, now) -> tup
     else:
         conflict = "DO NOTHING"
     # The SELECT always has a WHERE (criteria), so SQLite parses ON CONFLICT as the upsert's.
-    sql = (
-        f"{_INSERT_HEAD.format(table=table)}{_SEP}{select_sql}{_SEP}"
-        f"ON CONFLICT (workflow_id, contact_id) {conflict}"
+    return _EnrollStatement(
+        insert=f"INSERT INTO {table} "
+        "(workflow_id, contact_id, run_id, enrolled_at, last_matched_at, times)",
+        select=select_sql,
+        conflict=f"ON CONFLICT (workflow_id, contact_id) {conflict}",
+        params=list(select_params),
     )
-    return sql, list(select_params)
-
-
-_INSERT_HEAD = (
-    "INSERT INTO {table} (workflow_id, contact_id, run_id, enrolled_at, last_matched_at, times)"
-)
-_SEP = "\n"  # the INSERT head, its SELECT and its ON CONFLICT clause, one a line
-
-
-def _insert_of(sql: str) -> str:
-    return sql.split(_SEP)[0]
-
-
-def _select_of(sql: str) -> str:
-    return sql.split(_SEP)[1]
-
-
-def _conflict_of(sql: str) -> str:
-    return sql.split(_SEP)[2]
 
 
 def _run_chunk(
@@ -1099,17 +1098,17 @@ def _run_chunk(
                 exited = exited.filter(contact_id__in=ids)
             exited.exclude(contact_id__in=matching.order_by().values("pk")).update(exited_at=now)
         try:
-            sql, params = _enroll_sql(workflow, run, insertable, now)
+            enroll = _enroll_sql(workflow, run, insertable, now)
         except EmptyResultSet:
-            sql = None
-        if sql and connection.vendor == "postgresql" and candidates.excluded_q is None:
+            enroll = None
+        if enroll and connection.vendor == "postgresql" and candidates.excluded_q is None:
             # One pass over the chunk: the INSERT's SELECT also counts the matches.
             with connection.cursor() as cursor:
                 cursor.execute(
-                    f"WITH m AS MATERIALIZED ({_select_of(sql)}), "
-                    f"ins AS ({_insert_of(sql)} SELECT * FROM m {_conflict_of(sql)} RETURNING 1) "
+                    f"WITH m AS MATERIALIZED ({enroll.select}), "
+                    f"ins AS ({enroll.insert} SELECT * FROM m {enroll.conflict} RETURNING 1) "
                     "SELECT (SELECT COUNT(*) FROM m), (SELECT COUNT(*) FROM ins)",
-                    params,
+                    enroll.params,
                 )
                 counts["matched"], counts["enrolled"] = cursor.fetchone()
         else:
@@ -1123,9 +1122,9 @@ def _run_chunk(
             )
             counts["matched"] = tallies["matched"]
             counts["refused"] = tallies.get("excluded") or 0
-            if sql and counts["matched"]:
+            if enroll and counts["matched"]:
                 with connection.cursor() as cursor:
-                    cursor.execute(sql, params)
+                    cursor.execute(enroll.sql, enroll.params)
                     counts["enrolled"] = max(cursor.rowcount, 0)
         for n, action in enumerate(workflow.actions):
             kind = action["type"]

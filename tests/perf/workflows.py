@@ -236,9 +236,9 @@ def _explain(workflow) -> str:
     run = workflow_run_request(workflow=workflow, trigger=RunTrigger.COMMAND, enqueue=False)
     now = timezone.now()
     new = _in_range(workflow_candidates(workflow, now=now).matching, 1, 1 + WORKFLOW_RANGE_BATCH)
-    sql, params = _enroll_sql(workflow, run, new, now)
+    enroll = _enroll_sql(workflow, run, new, now)
     with connection.cursor() as cursor:
-        cursor.execute("EXPLAIN " + sql, params)
+        cursor.execute("EXPLAIN " + enroll.sql, enroll.params)
         return "\n".join(row[0] for row in cursor.fetchall())
 
 
