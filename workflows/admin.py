@@ -7,17 +7,65 @@ staff who may view contacts; it writes nothing.
 from __future__ import annotations
 
 import json
+import uuid
+from urllib.parse import urlencode
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.http import HttpResponseNotAllowed, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
-from django.urls import path
+from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.formats import date_format
+from django.utils.html import format_html, format_html_join
+from django_jsonform.forms.fields import JSONFormField
 
+from billing.pricing import format_money
+from billing.selectors import billing_demotion_saving
+from contacts.models import ConnectedApp
+from crm.admin import AccountTimeZoneMixin, BigTableAdmin, ReadOnlyAdminMixin, account_time_zone
 from workflows.criteria import CriteriaError, criteria_validate
-from workflows.forms import CriteriaForm
-from workflows.selectors import criteria_preview
+from workflows.forms import CriteriaForm, CriteriaFormField
+from workflows.models import (
+    ACTIONS_JSON_SCHEMA,
+    DEFAULT_UNENGAGED_DAYS,
+    MAX_UNENGAGED_DAYS,
+    Enrollment,
+    HygienePolicy,
+    HygieneRun,
+    HygieneTrigger,
+    RotationMember,
+    RotationPlan,
+    RotationRun,
+    RunStatus,
+    RunTrigger,
+    ScoringRule,
+    Workflow,
+    WorkflowRun,
+    actions_clean,
+)
+from workflows.selectors import (
+    criteria_preview,
+    hygiene_preview,
+    marketing_definition,
+    rotation_billable_members,
+    savings_report,
+)
+from workflows.services import (
+    APPROVE_PERMISSIONS,
+    WorkflowError,
+    hygiene_run,
+    rotation_tick,
+    workflow_from_two_way_sync,
+    workflow_preview,
+    workflow_run_approve,
+    workflow_run_reject,
+    workflow_run_request,
+)
+from workflows.tasks import recompute_scores
 
 
 class CriteriaTesterForm(CriteriaForm):
@@ -99,37 +147,6 @@ admin_urls = [
 # selection and the writes are workflows.selectors / workflows.services; the money is
 # billing's (format_money, billing_demotion_saving).
 
-import uuid  # noqa: E402
-from urllib.parse import urlencode  # noqa: E402
-
-from django.contrib import messages  # noqa: E402
-from django.core.validators import MaxValueValidator, MinValueValidator  # noqa: E402
-from django.http import HttpResponseRedirect  # noqa: E402
-from django.urls import reverse  # noqa: E402
-from django.utils.formats import date_format  # noqa: E402
-from django.utils.html import format_html  # noqa: E402
-
-from billing.pricing import format_money  # noqa: E402
-from billing.selectors import billing_demotion_saving  # noqa: E402
-from crm.admin import AccountTimeZoneMixin, ReadOnlyAdminMixin, account_time_zone  # noqa: E402
-from workflows.forms import CriteriaFormField  # noqa: E402
-from workflows.models import (  # noqa: E402
-    DEFAULT_UNENGAGED_DAYS,
-    MAX_UNENGAGED_DAYS,
-    HygienePolicy,
-    HygieneRun,
-    HygieneTrigger,
-    RotationMember,
-    RotationPlan,
-    RotationRun,
-    RunTrigger,
-)
-from workflows.selectors import (  # noqa: E402
-    hygiene_preview,
-    rotation_billable_members,
-    savings_report,
-)
-from workflows.services import hygiene_run, rotation_tick  # noqa: E402
 
 MARKETING_STATUS = "contacts.change_marketing_status"
 REASON_LABELS = {
@@ -552,14 +569,6 @@ class RotationMemberAdmin(ReadOnlyAdminMixin, AccountTimeZoneMixin, admin.ModelA
 
 # --- engagement scoring (issue 5, item 7) ---
 
-from django.contrib import messages as _messages  # noqa: E402
-from django.http import HttpResponseNotAllowed as _NotAllowed  # noqa: E402
-from django.http import HttpResponseRedirect as _Redirect  # noqa: E402
-from django.urls import reverse as _reverse  # noqa: E402
-
-from workflows.models import ScoringRule  # noqa: E402
-from workflows.tasks import recompute_scores as _recompute_scores_task  # noqa: E402
-
 
 @admin.register(ScoringRule)
 class ScoringRuleAdmin(admin.ModelAdmin):
@@ -613,8 +622,8 @@ class ScoringRuleAdmin(admin.ModelAdmin):
         if not self.has_change_permission(request):
             raise PermissionDenied
         if request.method != "POST":
-            return _NotAllowed(["POST"])
-        queued = _recompute_scores_task.delay()
+            return HttpResponseNotAllowed(["POST"])
+        queued = recompute_scores.delay()
         if queued.ready():  # tasks run in-process (no broker)
             result = queued.get()
             if not result["rules"]:
@@ -626,37 +635,12 @@ class ScoringRuleAdmin(admin.ModelAdmin):
                 )
         else:
             message = "Lead scores are being recomputed in the background."
-        self.message_user(request, message, _messages.SUCCESS)
-        return _Redirect(_reverse("admin:workflows_scoringrule_changelist"))
+        self.message_user(request, message, messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:workflows_scoringrule_changelist"))
 
 
 # --- workflows, enrollments, runs (issue 5, items 2-6, 11) ---
 
-from django.shortcuts import get_object_or_404  # noqa: E402
-from django.utils.html import format_html_join  # noqa: E402
-from django_jsonform.forms.fields import JSONFormField  # noqa: E402
-
-from contacts.models import ConnectedApp  # noqa: E402
-from crm.admin import BigTableAdmin, ReadOnlyAdminMixin  # noqa: E402
-from workflows.forms import CriteriaFormField  # noqa: E402
-from workflows.models import (  # noqa: E402
-    ACTIONS_JSON_SCHEMA,
-    Enrollment,
-    RunStatus,
-    Workflow,
-    WorkflowRun,
-    actions_clean,
-)
-from workflows.selectors import marketing_definition  # noqa: E402
-from workflows.services import (  # noqa: E402
-    APPROVE_PERMISSIONS,
-    WorkflowError,
-    workflow_from_two_way_sync,
-    workflow_preview,
-    workflow_run_approve,
-    workflow_run_reject,
-    workflow_run_request,
-)
 
 RUN_PERMISSION = "workflows.run_workflow"
 RECENT_RUNS = 10

@@ -1,6 +1,13 @@
 """Workflows, enrollments and runs; scoring rules; hygiene policies and rotation plans."""
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from jsonschema import Draft202012Validator
+
+from contacts.models import EngagementType, LeadStatus, LifecycleStage
+from crm.models import BaseModel
 
 # --- workflows, enrollments, runs (issue 5, items 2-6, 11) ---
 #
@@ -9,13 +16,7 @@ from django.conf import settings
 # a contact is acted on once; with re-enrollment, again only after a run saw it stop
 # matching (`exited_at`) and it then matches anew. Runs are recorded (`WorkflowRun`).
 # The rules and the run algorithm: workflows/services.py and docs/ARCHITECTURE.md.
-from django.core.exceptions import ValidationError  # noqa: E402
-from django.core.validators import MaxValueValidator, MinValueValidator
-from django.db import models
-from jsonschema import Draft202012Validator  # noqa: E402
 
-from contacts.models import EngagementType, LeadStatus, LifecycleStage  # noqa: E402
-from crm.models import BaseModel
 
 DEFAULT_MAX_NEW_MARKETING = 10_000
 

@@ -6,10 +6,20 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet
 
-from contacts.models import Contact
-from workflows.criteria import criteria_queryset
+from contacts.models import Contact, MarketingStatus
+from contacts.services import SET_NON_MARKETING, contacts_status_preview
+from workflows.criteria import criteria_q, criteria_queryset, criteria_validate
+from workflows.models import (
+    DEFAULT_UNENGAGED_DAYS,
+    ActionType,
+    RotationMember,
+    RotationPlan,
+    RotationRanking,
+    Workflow,
+    WorkflowPurpose,
+)
 
 CRITERIA_SAMPLE_SIZE = 20
 
@@ -37,17 +47,6 @@ def criteria_preview(
 # pending downgrade (`marketing_until IS NULL`). Those are exactly what a downgrade can
 # still save; a pending contact already leaves at the next update date.
 
-from django.db.models import Count, Exists, F, OuterRef, Q  # noqa: E402
-
-from contacts.models import MarketingStatus  # noqa: E402
-from contacts.services import SET_NON_MARKETING, contacts_status_preview  # noqa: E402
-from workflows.criteria import criteria_q  # noqa: E402
-from workflows.models import (  # noqa: E402
-    DEFAULT_UNENGAGED_DAYS,
-    RotationMember,
-    RotationPlan,
-    RotationRanking,
-)
 
 HYGIENE_REASONS = ("unsubscribed", "hard_bounced", "unengaged", "criteria")
 
@@ -244,8 +243,6 @@ def scoring_rules_enabled() -> list:
 
 # --- workflows, enrollments, runs (issue 5, items 2-6, 11) ---
 
-from workflows.criteria import criteria_validate  # noqa: E402
-from workflows.models import ActionType, Workflow, WorkflowPurpose  # noqa: E402
 
 _OPERATOR_WORDS = {
     "EQ": "is",

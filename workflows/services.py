@@ -1,6 +1,86 @@
 """Writes of the workflows app: runs, scoring, hygiene, rotation. Status changes go through
 contacts.services (the one status service)."""
 
+import datetime as dt
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from django.core.exceptions import EmptyResultSet
+from django.db import IntegrityError, connection, transaction
+from django.db.models import (
+    BigIntegerField,
+    Count,
+    DateTimeField,
+    Exists,
+    F,
+    IntegerField,
+    Max,
+    Min,
+    OuterRef,
+    Q,
+    QuerySet,
+    Value,
+)
+from django.utils import timezone
+
+from contacts.hooks import NewEngagementEvent
+from contacts.models import (
+    AdAudience,
+    Contact,
+    EngagementEvent,
+    MarketingEmail,
+    StatusSourceType,
+    UsageState,
+)
+from contacts.services import (
+    SET_MARKETING,
+    SET_NON_MARKETING,
+    ChangeHeld,
+    StatusError,
+    StatusPreview,
+    StatusSource,
+    ad_audience_add,
+    ad_audience_remove,
+    contacts_set_marketing,
+    contacts_set_non_marketing,
+    contacts_set_property,
+    contacts_status_preview,
+    marketing_email_send,
+)
+from crm.calendar import BillingCalendar
+from crm.sql import update_from_rows
+from workflows.criteria import criteria_q, criteria_validate
+from workflows.models import (
+    ActionType,
+    Enrollment,
+    HygienePolicy,
+    HygieneRun,
+    HygieneSchedule,
+    HygieneTrigger,
+    RotationMember,
+    RotationPlan,
+    RotationRun,
+    RotationRunStatus,
+    RotationStep,
+    RunStatus,
+    RunTrigger,
+    ScoringRule,
+    Workflow,
+    WorkflowPurpose,
+    WorkflowRun,
+)
+from workflows.selectors import (
+    hygiene_preview,
+    hygiene_selection,
+    rotation_active_members,
+    rotation_billable_members,
+    rotation_candidates,
+    rotation_ranking,
+    scoring_rules_enabled,
+)
 
 # --- workflows, enrollments, runs (issue 5, items 2-6, 11) ---
 #
@@ -26,56 +106,6 @@ contacts.services (the one status service)."""
 #   email goes out after the chunk commits (a send cannot be rolled back), then the
 #   run's cursor moves past the chunk. A run killed half-way is rerun from its cursor.
 
-import datetime as dt  # noqa: E402
-import logging  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-
-from django.core.exceptions import EmptyResultSet  # noqa: E402
-from django.db import IntegrityError, connection, transaction  # noqa: E402
-from django.db.models import (  # noqa: E402
-    BigIntegerField,
-    Count,
-    DateTimeField,
-    Exists,
-    F,
-    IntegerField,
-    Max,
-    Min,
-    OuterRef,
-    Q,
-    QuerySet,
-    Value,
-)
-from django.utils import timezone  # noqa: E402
-
-from contacts.models import AdAudience, Contact, MarketingEmail, StatusSourceType  # noqa: E402
-from contacts.services import (  # noqa: E402
-    SET_MARKETING,
-    SET_NON_MARKETING,
-    ChangeHeld,
-    StatusError,
-    StatusPreview,
-    StatusSource,
-    ad_audience_add,
-    ad_audience_remove,
-    contacts_set_marketing,
-    contacts_set_non_marketing,
-    contacts_set_property,
-    contacts_status_preview,
-    marketing_email_send,
-)
-from workflows.criteria import criteria_q, criteria_validate  # noqa: E402
-from workflows.models import (  # noqa: E402
-    ActionType,
-    Enrollment,
-    HygieneTrigger,
-    RunStatus,
-    RunTrigger,
-    Workflow,
-    WorkflowPurpose,
-    WorkflowRun,
-)
 
 logger = logging.getLogger(__name__)
 
@@ -110,24 +140,6 @@ RunProgress = Callable[[int, int], None]
 # rule, scoring is off and the recompute touches nothing (so a site that keeps scores by
 # hand, or imported them, does not lose them to the nightly task).
 
-import datetime as _dt  # noqa: E402
-import math  # noqa: E402
-import time as _time  # noqa: E402
-from collections.abc import Callable as _Callable  # noqa: E402
-from collections.abc import Sequence as _Sequence  # noqa: E402
-from dataclasses import dataclass as _dataclass  # noqa: E402
-
-from django.db import connection as _connection  # noqa: E402
-from django.db import transaction as _transaction  # noqa: E402
-from django.db.models import Max as _Max  # noqa: E402
-from django.utils import timezone as _timezone  # noqa: E402
-
-from contacts.hooks import NewEngagementEvent  # noqa: E402
-from contacts.models import Contact as _Contact  # noqa: E402
-from contacts.models import EngagementEvent as _EngagementEvent  # noqa: E402
-from crm.sql import update_from_rows  # noqa: E402
-from workflows.models import ScoringRule  # noqa: E402
-from workflows.selectors import scoring_rules_enabled  # noqa: E402
 
 # Contact ids one recompute statement covers: a few hundred ms on PostgreSQL at 1M
 # contacts, and a transaction short enough not to hold ingestion's row locks for long.
@@ -141,11 +153,11 @@ def score_round(value: float) -> int:
     return math.floor(value + 0.5)
 
 
-def scoring_rule_value(*, rule: ScoringRule, occurred_at: _dt.datetime, now: _dt.datetime) -> float:
+def scoring_rule_value(*, rule: ScoringRule, occurred_at: dt.datetime, now: dt.datetime) -> float:
     """One rule's points for one event at `now` (the recompute's SQL says the same)."""
     if rule.window_days:
         return (
-            float(rule.points) if occurred_at >= now - _dt.timedelta(days=rule.window_days) else 0.0
+            float(rule.points) if occurred_at >= now - dt.timedelta(days=rule.window_days) else 0.0
         )
     if rule.half_life_days:
         age_days = max(0.0, (now - occurred_at).total_seconds() / SECONDS_PER_DAY)
@@ -155,8 +167,8 @@ def scoring_rule_value(*, rule: ScoringRule, occurred_at: _dt.datetime, now: _dt
 
 def scores_event_points(
     *,
-    events: _Sequence[NewEngagementEvent],
-    now: _dt.datetime,
+    events: Sequence[NewEngagementEvent],
+    now: dt.datetime,
     rules: list[ScoringRule] | None = None,
 ) -> dict[int, int]:
     """Each contact's points for `events` at `now` (contacts whose points are 0 left out)."""
@@ -175,7 +187,7 @@ def scores_event_points(
 
 
 def scores_apply_events(
-    *, events: _Sequence[NewEngagementEvent], now: _dt.datetime | None = None
+    *, events: Sequence[NewEngagementEvent], now: dt.datetime | None = None
 ) -> int:
     """Add the new events' points to their contacts' lead scores: one UPDATE … FROM
     (`lead_score = lead_score + points`). Call it once per stored event — the ingestion
@@ -183,9 +195,9 @@ def scores_apply_events(
     Returns the number of contacts whose score changed."""
     if not events:
         return 0
-    points = scores_event_points(events=events, now=now or _timezone.now())
+    points = scores_event_points(events=events, now=now or timezone.now())
     return update_from_rows(
-        table=_Contact._meta.db_table,
+        table=Contact._meta.db_table,
         columns=[("id", "bigint"), ("points", "integer")],
         rows=sorted(points.items()),
         set_sql="lead_score = t.lead_score + u.points",
@@ -195,11 +207,11 @@ def scores_apply_events(
 def scores_on_engagement_recorded(events: list[NewEngagementEvent]) -> None:
     """contacts' engagement listener (registered in WorkflowsConfig.ready()): scores the
     events contacts records itself (form submissions, chats, ads leads), after commit."""
-    with _transaction.atomic():
+    with transaction.atomic():
         scores_apply_events(events=events)
 
 
-@_dataclass
+@dataclass
 class ScoreRecompute:
     rules: int  # enabled rules; 0 means scoring is off and nothing was touched
     chunks: int = 0
@@ -217,23 +229,23 @@ class ScoreRecompute:
         }
 
 
-def _score_sql(rules: list[ScoringRule], now: _dt.datetime) -> tuple[str, list]:
+def _score_sql(rules: list[ScoringRule], now: dt.datetime) -> tuple[str, list]:
     """The per-event value as SQL: one CASE a rule, summed; and its parameters."""
-    postgres = _connection.vendor == "postgresql"
+    postgres = connection.vendor == "postgresql"
     if postgres:
         age = "GREATEST(0.0, EXTRACT(EPOCH FROM (%s::timestamptz - e.occurred_at)) / 86400.0)"
         now_param = now
     else:  # SQLite: julianday() reads the stored UTC text; POWER is built in or Django's
         age = "MAX(0.0, julianday(%s) - julianday(e.occurred_at))"
-        now_param = _connection.ops.adapt_datetimefield_value(now)
+        now_param = connection.ops.adapt_datetimefield_value(now)
     terms, params = [], []
     for rule in rules:
         if rule.window_days:
-            cutoff = now - _dt.timedelta(days=rule.window_days)
+            cutoff = now - dt.timedelta(days=rule.window_days)
             terms.append("CASE WHEN e.type = %s AND e.occurred_at >= %s THEN %s ELSE 0.0 END")
             params += [
                 rule.event_type,
-                cutoff if postgres else _connection.ops.adapt_datetimefield_value(cutoff),
+                cutoff if postgres else connection.ops.adapt_datetimefield_value(cutoff),
                 float(rule.points),
             ]
         elif rule.half_life_days:
@@ -247,10 +259,10 @@ def _score_sql(rules: list[ScoringRule], now: _dt.datetime) -> tuple[str, list]:
 
 def scores_recompute(
     *,
-    now: _dt.datetime | None = None,
-    contacts_since: _dt.datetime | None = None,
+    now: dt.datetime | None = None,
+    contacts_since: dt.datetime | None = None,
     dry_run: bool = False,
-    progress: _Callable[[int, int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ScoreRecompute:
     """Rebuild lead scores from the events and the enabled rules, set-based.
 
@@ -261,16 +273,16 @@ def scores_recompute(
     (`last_engaged_at`). `dry_run` runs the same statements and rolls each chunk back,
     counting what would change. `progress(done_ids, total_ids)` is called after each chunk.
     """
-    started = _time.perf_counter()
-    now = now or _timezone.now()
+    started = time.perf_counter()
+    now = now or timezone.now()
     rules = scoring_rules_enabled()
     result = ScoreRecompute(rules=len(rules), dry_run=dry_run)
     if not rules:
         return result
-    contacts = _Contact.objects.all()
+    contacts = Contact.objects.all()
     if contacts_since is not None:
         contacts = contacts.filter(last_engaged_at__gte=contacts_since)
-    last_id = contacts.aggregate(last=_Max("pk"))["last"] or 0
+    last_id = contacts.aggregate(last=Max("pk"))["last"] or 0
     value_sql, value_params = _score_sql(rules, now)
     types = sorted({rule.event_type for rule in rules})
     type_marks = ", ".join(["%s"] * len(types))
@@ -279,11 +291,11 @@ def scores_recompute(
         since_sql = " AND t.last_engaged_at >= %s"
         since_params = [
             contacts_since
-            if _connection.vendor == "postgresql"
-            else _connection.ops.adapt_datetimefield_value(contacts_since)
+            if connection.vendor == "postgresql"
+            else connection.ops.adapt_datetimefield_value(contacts_since)
         ]
-    contact_table = _Contact._meta.db_table
-    event_table = _EngagementEvent._meta.db_table
+    contact_table = Contact._meta.db_table
+    event_table = EngagementEvent._meta.db_table
     # engagement_contact_idx (contact, type, occurred_at): a range of contacts' events of
     # the scored types, read from the index in contact order (GROUP BY needs no sort).
     scored = f"""
@@ -306,17 +318,17 @@ def scores_recompute(
     """
     for low in range(1, last_id + 1, SCORE_RECOMPUTE_CHUNK):
         high = low + SCORE_RECOMPUTE_CHUNK
-        with _transaction.atomic(), _connection.cursor() as cursor:
+        with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(scored, [*value_params, low, high, *types, *since_params])
             result.changed += cursor.rowcount
             cursor.execute(unscored, [low, high, *since_params, *types])
             result.changed += cursor.rowcount
             if dry_run:
-                _transaction.set_rollback(True)
+                transaction.set_rollback(True)
         result.chunks += 1
         if progress is not None:
             progress(min(high - 1, last_id), last_id)
-    result.seconds = _time.perf_counter() - started
+    result.seconds = time.perf_counter() - started
     return result
 
 
@@ -326,27 +338,6 @@ def scores_recompute(
 # source; billing is reached only through the status service's hooks (the preview's
 # `extra["cost"]`, the guardrails of a guarded set-marketing).
 
-
-from contacts.models import UsageState  # noqa: E402
-from crm.calendar import BillingCalendar  # noqa: E402
-from workflows.models import (  # noqa: E402
-    HygienePolicy,
-    HygieneRun,
-    HygieneSchedule,
-    RotationMember,
-    RotationPlan,
-    RotationRun,
-    RotationRunStatus,
-    RotationStep,
-)
-from workflows.selectors import (  # noqa: E402
-    hygiene_preview,
-    hygiene_selection,
-    rotation_active_members,
-    rotation_billable_members,
-    rotation_candidates,
-    rotation_ranking,
-)
 
 MEMBER_WRITE_BATCH = 2_000  # RotationMember rows per bulk_create (~100 KB)
 

@@ -1,9 +1,8 @@
 """Thin Celery tasks of the workflows app: ids in, a service call."""
 
+from celery import shared_task
 
 # --- workflows, enrollments, runs (issue 5, items 2-6, 11) ---
-
-from celery import shared_task  # noqa: E402
 
 
 @shared_task(name="workflows.run_workflow", acks_late=True, max_retries=3)
@@ -46,8 +45,6 @@ def on_contacts_changed(ids: list[int]) -> None:
 
 # --- engagement scoring (issue 5, item 7) ---
 
-from celery import shared_task  # noqa: E402
-
 
 @shared_task(name="workflows.recompute_scores", acks_late=True, max_retries=3)
 def recompute_scores(contacts_since: str | None = None, dry_run: bool = False) -> dict:
@@ -65,8 +62,6 @@ def recompute_scores(contacts_since: str | None = None, dry_run: bool = False) -
 
 
 # --- hygiene, rotation, savings (issue 5, items 8-10) ---
-
-from celery import shared_task  # noqa: E402
 
 
 @shared_task(name="workflows.run_hygiene_policies", acks_late=True, max_retries=3)

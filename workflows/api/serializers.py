@@ -1,10 +1,19 @@
+from django.core.exceptions import ValidationError as DjangoValidationError
+from rest_framework import serializers
+
+from contacts.models import EngagementType
+from contacts.services import ENGAGEMENT_BATCH_MAX
+from workflows.criteria import CriteriaError, criteria_validate
+from workflows.models import (
+    DEFAULT_UNENGAGED_DAYS,
+    MAX_UNENGAGED_DAYS,
+    ScoringRule,
+    Workflow,
+    WorkflowRun,
+    actions_clean,
+)
+
 # --- workflows, enrollments, runs (issue 5, items 2-6, 11) ---
-
-from django.core.exceptions import ValidationError as DjangoValidationError  # noqa: E402
-from rest_framework import serializers  # noqa: E402
-
-from workflows.criteria import CriteriaError, criteria_validate  # noqa: E402
-from workflows.models import Workflow, WorkflowRun, actions_clean  # noqa: E402
 
 
 class WorkflowSerializer(serializers.ModelSerializer):
@@ -90,12 +99,6 @@ class WorkflowRunRequestSerializer(serializers.Serializer):
 
 # --- engagement scoring (issue 5, item 7) ---
 
-from rest_framework import serializers  # noqa: E402
-
-from contacts.models import EngagementType  # noqa: E402
-from contacts.services import ENGAGEMENT_BATCH_MAX  # noqa: E402
-from workflows.models import ScoringRule  # noqa: E402
-
 
 class EngagementEventInputSerializer(serializers.Serializer):
     """One event (documentation: the service checks each item and reports per item)."""
@@ -169,10 +172,6 @@ class ScoreRecomputeResultSerializer(serializers.Serializer):
 
 
 # --- hygiene, rotation, savings (issue 5, items 8-10) ---
-
-from rest_framework import serializers  # noqa: E402
-
-from workflows.models import DEFAULT_UNENGAGED_DAYS, MAX_UNENGAGED_DAYS  # noqa: E402
 
 
 class SavingsQuerySerializer(serializers.Serializer):

@@ -1,11 +1,18 @@
 from django.urls import path  # noqa: F401
 from rest_framework.routers import SimpleRouter
 
+from workflows.api.views import (
+    EngagementEventsView,
+    SavingsReportView,
+    ScoringRuleViewSet,
+    WorkflowRunViewSet,
+    WorkflowViewSet,
+)
+
 router = SimpleRouter()
 urlpatterns: list = []
 
 # --- workflows, enrollments, runs (issue 5, items 2-6, 11) ---
-from workflows.api.views import WorkflowRunViewSet, WorkflowViewSet  # noqa: E402
 
 router.register("workflows", WorkflowViewSet, basename="workflow")
 router.register("workflow-runs", WorkflowRunViewSet, basename="workflowrun")
@@ -13,7 +20,6 @@ router.register("workflow-runs", WorkflowRunViewSet, basename="workflowrun")
 
 # --- engagement scoring (issue 5, item 7) ---
 
-from workflows.api.views import EngagementEventsView, ScoringRuleViewSet  # noqa: E402
 
 router.register("scoring-rules", ScoringRuleViewSet, basename="scoringrule")
 urlpatterns += [
@@ -22,7 +28,6 @@ urlpatterns += [
 
 
 # --- hygiene, rotation, savings (issue 5, items 8-10) ---
-from workflows.api.views import SavingsReportView  # noqa: E402
 
 urlpatterns += [
     path("workflows/savings/", SavingsReportView.as_view(), name="workflows-savings"),

@@ -1,28 +1,42 @@
-# --- workflows, enrollments, runs (issue 5, items 2-6, 11) ---
+from dataclasses import asdict
 
-from django.core.exceptions import ValidationError as DjangoValidationError  # noqa: E402
-from drf_spectacular.types import OpenApiTypes  # noqa: E402
-from drf_spectacular.utils import extend_schema  # noqa: E402
-from rest_framework import mixins, viewsets  # noqa: E402
-from rest_framework import status as http  # noqa: E402
-from rest_framework.decorators import action  # noqa: E402
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import transaction
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import mixins, viewsets
+from rest_framework import status as http
+from rest_framework.decorators import action
 from rest_framework.exceptions import (
-    PermissionDenied,  # noqa: E402
-    ValidationError,  # noqa: E402
+    PermissionDenied,
+    ValidationError,
 )
-from rest_framework.response import Response  # noqa: E402
+from rest_framework.response import Response
+from rest_framework.views import APIView
 
-from crm.api import CreatedCursorPagination, StrictModelPermissions, requires  # noqa: E402
-from crm.exceptions import Conflict  # noqa: E402
-from workflows.api.serializers import (  # noqa: E402
+from billing.selectors import billing_demotion_saving
+from contacts.models import EngagementEvent
+from contacts.services import ENGAGEMENT_BATCH_MAX, engagement_events_ingest
+from crm.api import CreatedCursorPagination, StrictModelPermissions, requires
+from crm.exceptions import Conflict
+from workflows.api.serializers import (
+    EngagementBatchResultSerializer,
+    EngagementBatchSerializer,
+    SavingsQuerySerializer,
+    SavingsReportSerializer,
+    ScoreRecomputeResultSerializer,
+    ScoringRuleSerializer,
     WorkflowRunRequestSerializer,
     WorkflowRunSerializer,
     WorkflowSerializer,
 )
-from workflows.models import RunTrigger, Workflow, WorkflowRun  # noqa: E402
-from workflows.services import (  # noqa: E402
+from workflows.models import RunTrigger, ScoringRule, Workflow, WorkflowRun
+from workflows.selectors import savings_report
+from workflows.services import (
     RunNotAllowed,
     WorkflowError,
+    scores_event_points,
     workflow_create,
     workflow_preview,
     workflow_run_approve,
@@ -30,6 +44,10 @@ from workflows.services import (  # noqa: E402
     workflow_run_request,
     workflow_update,
 )
+from workflows.tasks import recompute_scores as recompute_scores_task
+
+# --- workflows, enrollments, runs (issue 5, items 2-6, 11) ---
+
 
 CanRunWorkflows = requires("workflows.view_workflow", "workflows.run_workflow")
 CanViewRuns = requires("workflows.view_workflowrun")
@@ -141,40 +159,16 @@ class WorkflowRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
 # and does both), and in one UPDATE per contact for last_engaged_at and the score
 # (measured: two UPDATEs, one per app, made a batch about 1.5× slower).
 
-from dataclasses import asdict as _asdict  # noqa: E402
-
-from django.db import transaction as _transaction  # noqa: E402
-from django.utils import timezone as _timezone  # noqa: E402
-from drf_spectacular.utils import OpenApiResponse as _OpenApiResponse  # noqa: E402
-from drf_spectacular.utils import extend_schema as _extend_schema  # noqa: E402
-from rest_framework import viewsets as _viewsets  # noqa: E402
-from rest_framework.decorators import action as _action  # noqa: E402
-from rest_framework.exceptions import ValidationError as _ValidationError  # noqa: E402
-from rest_framework.response import Response as _Response  # noqa: E402
-from rest_framework.views import APIView as _APIView  # noqa: E402
-
-from contacts.models import EngagementEvent  # noqa: E402
-from contacts.services import ENGAGEMENT_BATCH_MAX, engagement_events_ingest  # noqa: E402
-from crm.api import requires as _requires  # noqa: E402
-from workflows.api.serializers import (  # noqa: E402
-    EngagementBatchResultSerializer,
-    EngagementBatchSerializer,
-    ScoreRecomputeResultSerializer,
-    ScoringRuleSerializer,
-)
-from workflows.models import ScoringRule  # noqa: E402
-from workflows.services import scores_event_points  # noqa: E402
-from workflows.tasks import recompute_scores as recompute_scores_task  # noqa: E402
 
 ENGAGEMENT_TAG = "engagement"
 
 
-class EngagementEventsView(_APIView):
+class EngagementEventsView(APIView):
     """POST /api/engagement-events/: a batch of events (needs contacts.add_engagementevent)."""
 
     queryset = EngagementEvent.objects.none()  # StrictModelPermissions: POST → add_*
 
-    @_extend_schema(
+    @extend_schema(
         tags=[ENGAGEMENT_TAG],
         summary="Ingest engagement events (batch)",
         description=f"Up to {ENGAGEMENT_BATCH_MAX:,} events; more is a 400 for the whole batch. "
@@ -191,11 +185,11 @@ class EngagementEventsView(_APIView):
         data = request.data
         items = data.get("events") if isinstance(data, dict) else None
         if not isinstance(items, list) or not items:
-            raise _ValidationError(
+            raise ValidationError(
                 {"events": ["Send a JSON object with a non-empty list `events`."]}
             )
         if len(items) > ENGAGEMENT_BATCH_MAX:
-            raise _ValidationError(
+            raise ValidationError(
                 {
                     "events": [
                         f"At most {ENGAGEMENT_BATCH_MAX:,} events a request; got {len(items):,}. "
@@ -203,33 +197,33 @@ class EngagementEventsView(_APIView):
                     ]
                 }
             )
-        now = _timezone.now()
-        with _transaction.atomic():
+        now = timezone.now()
+        with transaction.atomic():
             batch = engagement_events_ingest(
                 items=items, now=now, notify=False, score=scores_event_points
             )
         # Plain dicts: a 10,000-item report through serializer fields costs more than the
         # ingestion itself; EngagementBatchResultSerializer documents the same shape.
-        return _Response(
+        return Response(
             {
                 "created": batch.created,
                 "duplicates": batch.duplicates,
                 "errors": batch.errors,
                 "scored_contacts": batch.scored,
-                "items": [_asdict(item) for item in batch.items],
+                "items": [asdict(item) for item in batch.items],
             }
         )
 
 
-@_extend_schema(tags=[ENGAGEMENT_TAG])
-class ScoringRuleViewSet(_viewsets.ModelViewSet):
+@extend_schema(tags=[ENGAGEMENT_TAG])
+class ScoringRuleViewSet(viewsets.ModelViewSet):
     """Scoring rules (model permissions on workflows.ScoringRule)."""
 
     queryset = ScoringRule.objects.order_by("event_type", "id")
     serializer_class = ScoringRuleSerializer
     pagination_class = None  # a handful of rules
 
-    @_extend_schema(
+    @extend_schema(
         summary="Recompute every lead score now",
         description="Rebuilds the scores from the events and the enabled rules, as the daily "
         "task does (the task `workflows.recompute_scores`: 202 with its id when workers run "
@@ -238,34 +232,23 @@ class ScoringRuleViewSet(_viewsets.ModelViewSet):
         request=None,
         responses={
             200: ScoreRecomputeResultSerializer,
-            202: _OpenApiResponse(description='Queued on the workers: `{"task_id": …}`.'),
+            202: OpenApiResponse(description='Queued on the workers: `{"task_id": …}`.'),
         },
     )
-    @_action(
+    @action(
         detail=False,
         methods=["post"],
-        permission_classes=[_requires("workflows.change_scoringrule")],
+        permission_classes=[requires("workflows.change_scoringrule")],
     )
     def recompute(self, request):
         dry_run = request.query_params.get("dry_run", "").lower() in ("1", "true", "yes")
         queued = recompute_scores_task.delay(dry_run=dry_run)
         if queued.ready():  # eager (no broker): the result is here
-            return _Response(queued.get())
-        return _Response({"task_id": queued.id}, status=202)
+            return Response(queued.get())
+        return Response({"task_id": queued.id}, status=202)
 
 
 # --- hygiene, rotation, savings (issue 5, items 8-10) ---
-
-from dataclasses import asdict  # noqa: E402
-
-from django.utils import timezone  # noqa: E402
-from drf_spectacular.utils import OpenApiParameter, extend_schema  # noqa: E402
-from rest_framework.views import APIView  # noqa: E402
-
-from billing.selectors import billing_demotion_saving  # noqa: E402
-from crm.api import requires  # noqa: E402
-from workflows.api.serializers import SavingsQuerySerializer, SavingsReportSerializer  # noqa: E402
-from workflows.selectors import savings_report  # noqa: E402
 
 
 class SavingsReportView(APIView):
