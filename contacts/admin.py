@@ -49,13 +49,20 @@ from django.utils.html import format_html
 from contacts.api.views import import_errors_csv_response
 from contacts.models import (
     LOCKED_KINDS,
+    AdAccount,
     AdAudience,
+    AdLead,
+    Chatflow,
     Communication,
+    ConnectedApp,
     Contact,
     ContactImport,
     ContactList,
     EmailSend,
     EmailSendStatus,
+    EngagementEvent,
+    Form,
+    FormSubmission,
     ImportStatus,
     MarketingEmail,
     MarketingEmailStatus,
@@ -94,9 +101,14 @@ from contacts.services import (
     LockedSourceError,
     MembershipChange,
     StatusSource,
+    ad_account_create,
+    ad_account_save,
     ad_audience_add,
     ad_audience_remove,
+    chatflow_save,
     communication_send,
+    connected_app_create,
+    connected_app_set_marketing,
     contact_create,
     contact_import_commit,
     contact_import_configure,
@@ -110,8 +122,11 @@ from contacts.services import (
     contacts_set_marketing,
     contacts_set_non_marketing,
     contacts_status_preview,
+    form_creates_marketing,
+    form_save,
     import_check_size,
     import_max_bytes,
+    intake_token_issue,
     marketing_email_create,
     marketing_email_delete,
     marketing_email_release_stale_claims,
@@ -986,26 +1001,6 @@ class PeriodUsageAdmin(ReadOnlyAdminMixin, AccountTimeZoneMixin, admin.ModelAdmi
 # Forms, chatflows, connected apps and ad accounts: every save goes through their service
 # (which creates the channel's own Source and keeps its default in step). Connected apps'
 # and ad accounts' tokens are stored hashed: the admin shows a new token once, in a message.
-
-
-from contacts.models import (  # noqa: E402
-    AdAccount,
-    AdLead,
-    Chatflow,
-    ConnectedApp,
-    Form,
-    FormSubmission,
-)
-from contacts.services import (  # noqa: E402
-    ad_account_create,
-    ad_account_save,
-    chatflow_save,
-    connected_app_create,
-    connected_app_set_marketing,
-    form_creates_marketing,
-    form_save,
-    intake_token_issue,
-)
 
 
 def source_channel(source: Source):
@@ -2033,8 +2028,6 @@ class CommunicationAdmin(AccountTimeZoneMixin, BigTableAdmin):
 
 
 # --- engagement events (issue 5, item 7) --------------------------------------------
-
-from contacts.models import EngagementEvent  # noqa: E402
 
 
 @admin.register(EngagementEvent)
