@@ -19,7 +19,11 @@ from billing.models import ApprovalStatus, PendingApproval, Subscription
 from billing.pricing import price_for_peak
 from contacts.hooks import GuardRequest
 from contacts.models import Contact
-from contacts.services import StatusError, StatusSource, contacts_set_marketing
+from contacts.status.results import (
+    StatusError,
+    StatusSource,
+)
+from contacts.status.services import contacts_set_marketing
 
 
 def billing_cost_preview(

@@ -9,7 +9,10 @@ from django.utils import timezone
 
 from billing.models import Alert, BillingPeriod, DailyUsage, Invoice, PendingApproval, Subscription
 from billing.pricing import overage_blocks, price_for_peak
-from contacts.selectors import UsageSnapshot, usage_current
+from contacts.status.selectors import (
+    UsageSnapshot,
+    usage_current,
+)
 
 # The forecast's rate of new marketing contacts is the mean over this many recent days.
 FORECAST_WINDOW_DAYS = 7

@@ -44,9 +44,16 @@ from billing.models import (
 )
 from billing.pricing import Price, overage_blocks, price_for_peak
 from contacts.hooks import UsageChange
-from contacts.models import LedgerAction, PeriodUsage, StatusChange
-from contacts.selectors import ledger_replay, usage_current
-from contacts.services import contacts_rollover
+from contacts.status.models import (
+    LedgerAction,
+    PeriodUsage,
+    StatusChange,
+)
+from contacts.status.selectors import (
+    ledger_replay,
+    usage_current,
+)
+from contacts.status.services import contacts_rollover
 from crm.calendar import BillingCalendar
 
 logger = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from contacts.services import contacts_rollover
+from contacts.status.services import contacts_rollover
 
 
 @shared_task(name="contacts.apply_due_downgrades", acks_late=True, max_retries=3)
@@ -21,7 +21,7 @@ def apply_due_downgrades() -> dict:
 @shared_task(name="contacts.run_contact_import", acks_late=True, max_retries=3)
 def run_contact_import(contact_import_id: int) -> dict:
     """Run a committed CSV import (returns at once when it is not queued or running)."""
-    from contacts.services import contact_import_run
+    from contacts.imports.services import contact_import_run
 
     contact_import = contact_import_run(contact_import_id=contact_import_id)
     return {"id": contact_import.pk, "status": contact_import.status}
@@ -42,9 +42,15 @@ def send_marketing_email(self, email_id: int) -> dict:
     SEND_CHUNKS_PER_TASK chunks and re-enqueues itself while recipients remain;
     eagerly (the embedded default) it runs to the end in-process instead.
     """
-    from contacts.models import MarketingEmail, MarketingEmailStatus
-    from contacts.selectors import marketing_email_audience
-    from contacts.services import marketing_email_deliver, marketing_email_finish
+    from contacts.outreach.models import (
+        MarketingEmail,
+        MarketingEmailStatus,
+    )
+    from contacts.outreach.selectors import marketing_email_audience
+    from contacts.outreach.services import (
+        marketing_email_deliver,
+        marketing_email_finish,
+    )
 
     email = MarketingEmail.objects.filter(pk=email_id).first()
     if email is None or email.status != MarketingEmailStatus.SENDING:

@@ -3,8 +3,6 @@
 from rest_framework import permissions
 from rest_framework.pagination import CursorPagination
 
-MARKETING_STATUS_PERMISSION = "contacts.change_marketing_status"
-
 
 class StrictModelPermissions(permissions.DjangoModelPermissions):
     """Model permissions where reading needs the view permission too."""
@@ -58,13 +56,3 @@ def requires(*perms: str, any_of: bool = False, message: str = "") -> type[HasPe
             "message": message or f"This needs the permission {joiner.join(perms)}.",
         },
     )
-
-
-CanChangeMarketingStatus = requires(
-    MARKETING_STATUS_PERMISSION,
-    "contacts.view_contact",
-    message=(
-        "Changing the marketing status needs the permission "
-        f"{MARKETING_STATUS_PERMISSION} (and contacts.view_contact)."
-    ),
-)

@@ -14,7 +14,10 @@ class Conflict(exceptions.APIException):
 
 def exception_handler(exc, context):
     """Domain errors become 4xx answers with a message instead of 500s."""
-    from contacts.services import IdempotencyConflict, StatusError
+    from contacts.status.results import (
+        IdempotencyConflict,
+        StatusError,
+    )
 
     if isinstance(exc, IdempotencyConflict):
         exc = Conflict(detail={"idempotency_key": [str(exc)]})

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from contacts.views import unsubscribe
+from contacts.outreach.views import unsubscribe
 from workflows.admin import admin_urls as workflows_admin_urls
 
 urlpatterns = [
@@ -13,6 +13,6 @@ urlpatterns = [
     path("api/", include("contacts.api.urls")),
     path("api/billing/", include("billing.api.urls")),
     path("api/", include("workflows.api.urls")),
-    path("forms/", include("contacts.urls")),
+    path("forms/", include("contacts.intake.urls")),
     path("unsubscribe/<str:token>/", unsubscribe, name="unsubscribe"),
 ]

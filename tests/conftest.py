@@ -3,7 +3,7 @@ import datetime as dt
 import pytest
 from django.db import connection
 
-from contacts.services import StatusSource
+from contacts.status.results import StatusSource
 from crm.models import Account
 from tests.factories import ContactFactory, SourceFactory, UserFactory
 

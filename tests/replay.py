@@ -1,6 +1,6 @@
 """A plain-Python model of the ledger replay, to check the counters against."""
 
-from contacts.models import StatusChange
+from contacts.status.models import StatusChange
 
 
 def ledger_events():

@@ -18,10 +18,10 @@ from rest_framework.test import APIClient
 PROPOSED_ENUM_NAME_OVERRIDES = {
     "MarketingStatusEnum": "contacts.models.MarketingStatus",
     "SourceKindEnum": "contacts.models.SourceKind",
-    "LedgerStatusEnum": "contacts.models.LedgerStatus",
+    "LedgerStatusEnum": "contacts.status.models.LedgerStatus",
     "StatusSourceTypeEnum": "contacts.models.StatusSourceType",
     "AlertKindEnum": "billing.models.AlertKind",
-    "EngagementTypeEnum": "contacts.models.EngagementType",
+    "EngagementTypeEnum": "contacts.engagement.models.EngagementType",
 }
 
 EXPECTED_OPERATIONS = {

@@ -25,7 +25,7 @@ from django_jsonform.forms.fields import JSONFormField
 
 from billing.pricing import format_money
 from billing.selectors import billing_demotion_saving
-from contacts.models import ConnectedApp
+from contacts.intake.models import ConnectedApp
 from crm.admin import AccountTimeZoneMixin, BigTableAdmin, ReadOnlyAdminMixin, account_time_zone
 from workflows.criteria import CriteriaError, criteria_validate
 from workflows.forms import CriteriaForm, CriteriaFormField

@@ -55,11 +55,13 @@ from django.db.models.lookups import (
 )
 from jsonschema import Draft202012Validator
 
+from contacts.engagement.models import (
+    EngagementEvent,
+    EngagementType,
+)
 from contacts.models import (
     Contact,
     ContactType,
-    EngagementEvent,
-    EngagementType,
     LeadStatus,
     LifecycleStage,
     MarketingStatus,

@@ -6,7 +6,11 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from jsonschema import Draft202012Validator
 
-from contacts.models import EngagementType, LeadStatus, LifecycleStage
+from contacts.engagement.models import EngagementType
+from contacts.models import (
+    LeadStatus,
+    LifecycleStage,
+)
 from crm.models import BaseModel
 
 # --- workflows, enrollments, runs (issue 5, items 2-6, 11) ---
@@ -209,7 +213,10 @@ class Workflow(BaseModel):
             self.actions = actions_clean(self.actions)
         except ValidationError as exc:
             raise ValidationError({"actions": exc.messages}) from exc
-        from contacts.models import AdAudience, MarketingEmail
+        from contacts.outreach.models import (
+            AdAudience,
+            MarketingEmail,
+        )
 
         problems = []
         for n, action in enumerate(self.actions, start=1):

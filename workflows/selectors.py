@@ -9,7 +9,8 @@ from typing import Any
 from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet
 
 from contacts.models import Contact, MarketingStatus
-from contacts.services import SET_NON_MARKETING, contacts_status_preview
+from contacts.status.results import SET_NON_MARKETING
+from contacts.status.services import contacts_status_preview
 from workflows.criteria import criteria_q, criteria_queryset, criteria_validate
 from workflows.models import (
     DEFAULT_UNENGAGED_DAYS,
@@ -179,7 +180,7 @@ def savings_report(
         currency = priced.get("currency", currency)
         reasons[name] = {"count": counts[name], "once": once[name], "saving": priced["saving"]}
     total = price(demote=counts["total"])
-    from contacts.selectors import usage_current
+    from contacts.status.selectors import usage_current
 
     return SavingsReport(
         at=now,

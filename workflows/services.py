@@ -26,29 +26,35 @@ from django.db.models import (
 )
 from django.utils import timezone
 
+from contacts.engagement.models import EngagementEvent
 from contacts.hooks import NewEngagementEvent
 from contacts.models import (
-    AdAudience,
     Contact,
-    EngagementEvent,
-    MarketingEmail,
     StatusSourceType,
-    UsageState,
 )
-from contacts.services import (
+from contacts.outreach.models import (
+    AdAudience,
+    MarketingEmail,
+)
+from contacts.outreach.services import (
+    ad_audience_add,
+    ad_audience_remove,
+    marketing_email_send,
+)
+from contacts.services import contacts_set_property
+from contacts.status.models import UsageState
+from contacts.status.results import (
     SET_MARKETING,
     SET_NON_MARKETING,
     ChangeHeld,
     StatusError,
     StatusPreview,
     StatusSource,
-    ad_audience_add,
-    ad_audience_remove,
+)
+from contacts.status.services import (
     contacts_set_marketing,
     contacts_set_non_marketing,
-    contacts_set_property,
     contacts_status_preview,
-    marketing_email_send,
 )
 from crm.calendar import BillingCalendar
 from crm.sql import update_from_rows

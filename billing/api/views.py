@@ -16,8 +16,10 @@ from billing.api.serializers import (
 from billing.guardrails import billing_cost_preview
 from billing.selectors import billing_invoices, billing_periods, billing_usage
 from contacts.filters import ContactFilter
-from contacts.selectors import contact_list, usage_current
-from contacts.services import SET_MARKETING, contacts_status_preview
+from contacts.selectors import contact_list
+from contacts.status.results import SET_MARKETING
+from contacts.status.selectors import usage_current
+from contacts.status.services import contacts_status_preview
 from crm.api import requires
 
 CanViewUsage = requires(

@@ -1,22 +1,26 @@
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from contacts.api.intake_views import (
+from contacts.api.views import (
+    ContactViewSet,
+    SourceViewSet,
+)
+from contacts.imports.api.views import (
+    ContactExportView,
+    ContactImportViewSet,
+)
+from contacts.intake.api.views import (
     AdLeadsView,
     ChatflowIntakeView,
     ExternalFormIntakeView,
     FormIntakeView,
     IntegrationContactsView,
 )
-from contacts.api.views import (
+from contacts.outreach.api.views import (
     AdAudienceViewSet,
     CommunicationViewSet,
-    ContactExportView,
-    ContactImportViewSet,
     ContactListViewSet,
-    ContactViewSet,
     MarketingEmailViewSet,
-    SourceViewSet,
 )
 
 # SimpleRouter: no browsable API root (it would need model permissions of its own).

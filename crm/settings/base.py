@@ -129,7 +129,7 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     # Public intake (forms, external forms, chatflows) per client address; connected apps and
-    # ad accounts per token (contacts.api.intake_auth).
+    # ad accounts per token (contacts.intake.api.auth).
     "DEFAULT_THROTTLE_RATES": {
         "intake": os.environ.get("INTAKE_THROTTLE", "60/minute"),
         "intake_apps": os.environ.get("INTAKE_APPS_THROTTLE", "600/minute"),
@@ -150,10 +150,10 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "MarketingStatusEnum": "contacts.models.MarketingStatus",
         "SourceKindEnum": "contacts.models.SourceKind",
-        "LedgerStatusEnum": "contacts.models.LedgerStatus",
+        "LedgerStatusEnum": "contacts.status.models.LedgerStatus",
         "StatusSourceTypeEnum": "contacts.models.StatusSourceType",
         "AlertKindEnum": "billing.models.AlertKind",
-        "EngagementTypeEnum": "contacts.models.EngagementType",
+        "EngagementTypeEnum": "contacts.engagement.models.EngagementType",
     },
 }
 

@@ -27,10 +27,17 @@ from billing.models import (
 from billing.pricing import format_money
 from billing.services import billing_close_periods, billing_finalise_invoices
 from billing.templatetags.billing_tags import open_alerts_this_period
-from contacts.models import Contact, PeriodUsage, StatusChange, StatusChangeRequest
-from contacts.services import (
+from contacts.models import Contact
+from contacts.status.models import (
+    PeriodUsage,
+    StatusChange,
+    StatusChangeRequest,
+)
+from contacts.status.results import (
     ChangeHeld,
     StatusSource,
+)
+from contacts.status.services import (
     contacts_set_marketing,
     contacts_set_non_marketing,
 )
@@ -612,7 +619,7 @@ def test_dashboard_lists_the_alerts_itself_without_the_banner(ops, this_period):
 
 def test_banner_is_one_query_and_matches_the_selector(this_period, django_assert_num_queries):
     from billing.selectors import billing_alerts_open
-    from contacts.selectors import usage_current
+    from contacts.status.selectors import usage_current
 
     with django_assert_num_queries(1):
         alerts = open_alerts_this_period()

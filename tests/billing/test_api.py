@@ -5,7 +5,7 @@ from rest_framework.test import APIClient
 
 from billing.models import Alert, Subscription
 from contacts.models import Contact
-from contacts.selectors import usage_current
+from contacts.status.selectors import usage_current
 from tests.factories import ContactFactory, UserFactory
 
 USAGE = "/api/billing/usage/"

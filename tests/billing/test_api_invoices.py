@@ -4,8 +4,10 @@ import pytest
 from rest_framework.test import APIClient
 
 from billing.services import billing_close_periods, billing_finalise_invoices
-from contacts.models import Contact, StatusChange
-from contacts.services import StatusSource, contacts_set_marketing
+from contacts.models import Contact
+from contacts.status.models import StatusChange
+from contacts.status.results import StatusSource
+from contacts.status.services import contacts_set_marketing
 from tests.conftest import at
 from tests.factories import UserFactory
 

@@ -6,8 +6,12 @@ import pytest
 
 from billing.models import BillingPeriod
 from billing.services import billing_close_periods
-from contacts.models import PeriodUsage
-from contacts.services import StatusSource, contacts_set_marketing, contacts_set_non_marketing
+from contacts.status.models import PeriodUsage
+from contacts.status.results import StatusSource
+from contacts.status.services import (
+    contacts_set_marketing,
+    contacts_set_non_marketing,
+)
 from tests.conftest import at
 
 SRC = StatusSource("import", name="boundary test")

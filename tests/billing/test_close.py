@@ -14,9 +14,13 @@ from billing.models import (
 from billing.services import billing_check_alerts, billing_close_periods, billing_finalise_invoices
 from billing.tasks import close_periods
 from contacts.hooks import UsageChange
-from contacts.models import Contact, PeriodUsage, StatusChange
-from contacts.services import (
-    StatusSource,
+from contacts.models import Contact
+from contacts.status.models import (
+    PeriodUsage,
+    StatusChange,
+)
+from contacts.status.results import StatusSource
+from contacts.status.services import (
     contacts_delete,
     contacts_set_marketing,
     contacts_set_non_marketing,

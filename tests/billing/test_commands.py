@@ -19,9 +19,12 @@ from django.core.management.base import CommandError
 
 from billing.management.commands.billing_report import top_sources
 from billing.models import BillingPeriod, Invoice
-from contacts.models import PeriodUsage, StatusChange
-from contacts.services import (
-    StatusSource,
+from contacts.status.models import (
+    PeriodUsage,
+    StatusChange,
+)
+from contacts.status.results import StatusSource
+from contacts.status.services import (
     contacts_delete,
     contacts_set_marketing,
     contacts_set_non_marketing,

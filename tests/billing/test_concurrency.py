@@ -17,10 +17,18 @@ from django.utils import timezone
 from billing import services
 from billing.models import BillingPeriod, Invoice
 from billing.services import billing_close_periods
-from contacts.models import Contact, PeriodUsage, StatusChange, UsageState
-from contacts.selectors import ledger_replay, usage_current
-from contacts.services import (
-    StatusSource,
+from contacts.models import Contact
+from contacts.status.models import (
+    PeriodUsage,
+    StatusChange,
+    UsageState,
+)
+from contacts.status.results import StatusSource
+from contacts.status.selectors import (
+    ledger_replay,
+    usage_current,
+)
+from contacts.status.services import (
     contacts_delete,
     contacts_set_marketing,
     contacts_set_non_marketing,

@@ -6,10 +6,13 @@ from billing.guardrails import (
     billing_cost_preview,
 )
 from billing.models import PendingApproval
-from contacts.models import Contact, StatusChange
-from contacts.services import (
+from contacts.models import Contact
+from contacts.status.models import StatusChange
+from contacts.status.results import (
     ChangeHeld,
     StatusSource,
+)
+from contacts.status.services import (
     contacts_set_marketing,
     contacts_status_preview,
 )

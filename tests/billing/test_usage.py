@@ -2,7 +2,11 @@ import datetime as dt
 
 from billing.models import DailyUsage
 from billing.selectors import billing_usage
-from contacts.services import StatusSource, contacts_set_marketing, contacts_set_non_marketing
+from contacts.status.results import StatusSource
+from contacts.status.services import (
+    contacts_set_marketing,
+    contacts_set_non_marketing,
+)
 from tests.conftest import at
 
 SRC = StatusSource("import", name="usage test")

@@ -14,15 +14,17 @@ from django.utils import timezone
 from billing.models import PendingApproval, Subscription
 from contacts.models import (
     Contact,
-    LedgerAction,
     MarketingStatus,
-    PeriodUsage,
     Source,
+)
+from contacts.status.models import (
+    LedgerAction,
+    PeriodUsage,
     StatusChange,
     StatusChangeRequest,
 )
-from contacts.services import (
-    StatusSource,
+from contacts.status.results import StatusSource
+from contacts.status.services import (
     contacts_set_marketing,
     contacts_set_non_marketing,
 )
@@ -821,7 +823,7 @@ def test_ledger_admin_is_read_only_even_for_superusers(super_client, people):
 def test_ledger_changelist_links_existing_contacts(super_client, people):
     bob = people["bob"]
     contacts_set_marketing(contacts=[people["dan"].pk], source=TEST_SOURCE)
-    from contacts.services import contacts_delete
+    from contacts.status.services import contacts_delete
 
     contacts_delete(contacts=[people["dan"].pk])
     with CaptureQueriesContext(connection) as queries:

@@ -15,14 +15,19 @@ from contacts.models import (
     LOCKED_KINDS,
     Contact,
     MarketingStatus,
-    PeriodUsage,
     Source,
     SourceKind,
+)
+from contacts.status.models import (
+    PeriodUsage,
     StatusChange,
     StatusChangeRequest,
 )
-from contacts.selectors import usage_current
-from contacts.services import contacts_set_marketing, contacts_set_non_marketing
+from contacts.status.selectors import usage_current
+from contacts.status.services import (
+    contacts_set_marketing,
+    contacts_set_non_marketing,
+)
 from tests.factories import ContactFactory, SourceFactory, UserFactory
 
 M = MarketingStatus.MARKETING.value

@@ -4,14 +4,19 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from contacts.models import AdAudience, AdAudienceMembership, Contact, ContactList
-from contacts.services import (
-    StatusSource,
+from contacts.models import Contact
+from contacts.outreach.models import (
+    AdAudience,
+    AdAudienceMembership,
+    ContactList,
+)
+from contacts.outreach.services import (
     ad_audience_add,
     ad_audience_remove,
     contact_list_add,
-    contacts_set_marketing,
 )
+from contacts.status.results import StatusSource
+from contacts.status.services import contacts_set_marketing
 from tests.factories import ContactFactory
 
 pytestmark = pytest.mark.usefixtures("account")
@@ -118,7 +123,10 @@ def test_lists_accept_any_contact(people):
 
 
 def test_a_contact_leaves_its_ad_audiences_when_its_downgrade_takes_effect(audience):
-    from contacts.services import contacts_rollover, contacts_set_non_marketing
+    from contacts.status.services import (
+        contacts_rollover,
+        contacts_set_non_marketing,
+    )
     from tests.conftest import at
 
     # Given two marketing contacts in an audience, one of them scheduled non-marketing

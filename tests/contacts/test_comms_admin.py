@@ -4,15 +4,17 @@ import pytest
 from django.contrib.admin import helpers
 from django.core import mail
 
-from contacts.models import (
+from contacts.models import Contact
+from contacts.outreach.models import (
     AdAudience,
     AdAudienceMembership,
     Communication,
-    Contact,
     EmailSend,
     MarketingEmail,
 )
-from contacts.services import StatusSource, contacts_set_marketing, marketing_email_create
+from contacts.outreach.services import marketing_email_create
+from contacts.status.results import StatusSource
+from contacts.status.services import contacts_set_marketing
 from tests.factories import ContactFactory
 
 pytestmark = pytest.mark.usefixtures("account")

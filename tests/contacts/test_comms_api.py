@@ -5,7 +5,7 @@ import pytest
 from django.core import mail
 from rest_framework.test import APIClient
 
-from contacts.models import (
+from contacts.outreach.models import (
     AdAudience,
     AdAudienceMembership,
     Communication,
@@ -13,7 +13,8 @@ from contacts.models import (
     EmailSend,
     MarketingEmail,
 )
-from contacts.services import StatusSource, contacts_set_marketing
+from contacts.status.results import StatusSource
+from contacts.status.services import contacts_set_marketing
 from tests.factories import ContactFactory, UserFactory
 
 pytestmark = pytest.mark.usefixtures("account")

@@ -11,10 +11,17 @@ from django.db import transaction
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from contacts.models import Contact, PeriodUsage, UsageState
-from contacts.selectors import ledger_replay, usage_current
-from contacts.services import (
-    StatusSource,
+from contacts.models import Contact
+from contacts.status.models import (
+    PeriodUsage,
+    UsageState,
+)
+from contacts.status.results import StatusSource
+from contacts.status.selectors import (
+    ledger_replay,
+    usage_current,
+)
+from contacts.status.services import (
     contacts_delete,
     contacts_rollover,
     contacts_set_marketing,

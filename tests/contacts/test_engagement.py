@@ -5,18 +5,19 @@ import datetime as dt
 
 import pytest
 
-from contacts.hooks import (
-    NewEngagementEvent,
-    register_engagement_listener,
-    unregister_engagement_listener,
-)
-from contacts.models import Contact, EngagementEvent
-from contacts.services import (
+from contacts.engagement.models import EngagementEvent
+from contacts.engagement.services import (
     ENGAGEMENT_BATCH_MAX,
     EngagementError,
     engagement_events_ingest,
     engagement_record,
 )
+from contacts.hooks import (
+    NewEngagementEvent,
+    register_engagement_listener,
+    unregister_engagement_listener,
+)
+from contacts.models import Contact
 from tests.conftest import at
 from tests.factories import ContactFactory
 

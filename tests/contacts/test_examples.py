@@ -5,10 +5,11 @@ import zoneinfo
 
 from billing.models import Subscription
 from billing.pricing import overage_blocks
-from contacts.models import Contact, PeriodUsage
-from contacts.selectors import usage_current
-from contacts.services import (
-    StatusSource,
+from contacts.models import Contact
+from contacts.status.models import PeriodUsage
+from contacts.status.results import StatusSource
+from contacts.status.selectors import usage_current
+from contacts.status.services import (
     contacts_delete,
     contacts_rollover,
     contacts_set_marketing,

@@ -11,10 +11,19 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
-from contacts import selectors
+from contacts.imports import export
+from contacts.imports.export import (
+    EXPORT_HEADER,
+    contacts_export_csv,
+    contacts_export_rows,
+    csv_safe,
+)
 from contacts.models import Contact
-from contacts.selectors import EXPORT_HEADER, contacts_export_csv, contacts_export_rows, csv_safe
-from contacts.services import StatusSource, contacts_set_marketing, contacts_set_non_marketing
+from contacts.status.results import StatusSource
+from contacts.status.services import (
+    contacts_set_marketing,
+    contacts_set_non_marketing,
+)
 from tests.factories import ContactFactory, SourceFactory, UserFactory
 
 pytestmark = pytest.mark.usefixtures("account")
@@ -132,7 +141,7 @@ def test_chunks_are_keyset_pages_without_offset(people, monkeypatch):
     # Given 3 + 4 contacts and chunks of 2
     for i in range(4):
         ContactFactory(email=f"more{i}@example.com")
-    monkeypatch.setattr(selectors, "EXPORT_CHUNK_SIZE", 2)
+    monkeypatch.setattr(export, "EXPORT_CHUNK_SIZE", 2)
 
     with CaptureQueriesContext(connection) as queries:
         text = "".join(contacts_export_csv(contacts=Contact.objects.all()))

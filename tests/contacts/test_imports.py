@@ -16,24 +16,32 @@ from rest_framework.test import APIClient
 
 from billing.guardrails import billing_approval_approve
 from billing.models import PendingApproval, Subscription
-from contacts import services
-from contacts.models import (
-    Contact,
+from contacts.imports import parsing, services, staging
+from contacts.imports.models import (
     ContactImport,
     ImportRowError,
     ImportStatus,
-    Source,
-    StatusChange,
-    StatusChangeRequest,
 )
-from contacts.services import (
+from contacts.imports.parsing import (
     ImportFileError,
     ImportNotAllowed,
+)
+from contacts.imports.services import (
     contact_import_commit,
     contact_import_configure,
     contact_import_create,
     contact_import_preview,
     contact_import_run,
+)
+from contacts.models import (
+    Contact,
+    Source,
+)
+from contacts.status.models import (
+    StatusChange,
+    StatusChangeRequest,
+)
+from contacts.status.services import (
     contacts_set_marketing,
     contacts_set_non_marketing,
 )
@@ -476,12 +484,12 @@ def test_the_commit_queues_the_task_once_and_the_task_runs_it(
 
 def test_a_commit_before_the_preview_is_refused(account):
     contact_import = contact_import_create(file=upload("Email\na@b.co\n"), file_name="x.csv")
-    with pytest.raises(services.ImportStateError, match="Preview the import"):
+    with pytest.raises(parsing.ImportStateError, match="Preview the import"):
         contact_import_commit(contact_import=contact_import, enqueue=False)
 
 
 def test_progress_is_reported_by_phase(account, monkeypatch):
-    monkeypatch.setattr(services, "IMPORT_STAGE_BATCH", 2)
+    monkeypatch.setattr(staging, "IMPORT_STAGE_BATCH", 2)
     monkeypatch.setattr(services, "IMPORT_PORTABLE_BATCH", 2)
     monkeypatch.setattr(services, "IMPORT_UPSERT_BATCH", 2)
     text = "Email\n" + "".join(f"p{i}@example.com\n" for i in range(5))
@@ -525,7 +533,7 @@ def test_fast_path_and_portable_path_agree(account, monkeypatch, manual):
 
     results = []
     for portable in (False, True):
-        monkeypatch.setattr(services, "_IMPORT_FORCE_PORTABLE", portable)
+        monkeypatch.setattr(staging, "FORCE_PORTABLE", portable)
         Contact.objects.all().delete()
         run_import(existing)
         contacts_set_marketing(

@@ -7,8 +7,19 @@ from django.contrib.messages import get_messages
 from django.test import Client
 from rest_framework.test import APIClient
 
-from contacts.models import AdAccount, Chatflow, ConnectedApp, Form, FormSubmission, Source
-from contacts.services import connected_app_create, form_save, form_submit
+from contacts.intake.models import (
+    AdAccount,
+    Chatflow,
+    ConnectedApp,
+    Form,
+    FormSubmission,
+)
+from contacts.intake.services import (
+    connected_app_create,
+    form_save,
+    form_submit,
+)
+from contacts.models import Source
 from crm.roles import AUDITOR, MARKETING_OPS
 from tests.factories import UserFactory
 
@@ -233,8 +244,8 @@ def test_the_app_page_shows_what_switching_marketing_on_would_cost(ops):
     from django.utils import timezone
 
     from billing.models import Subscription
+    from contacts.intake.selectors import channel_marketing_forecast
     from contacts.models import Contact
-    from contacts.selectors import channel_marketing_forecast
     from tests.conftest import at
 
     # Given an app that created 3,000 contacts in the last 30 days, with 15 days of the

@@ -11,16 +11,13 @@ from django.test import override_settings
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from contacts.models import (
+from contacts.engagement.models import EngagementEvent
+from contacts.intake.models import (
     AdLead,
     Chatflow,
     ConnectedApp,
-    Contact,
-    EngagementEvent,
-    SourceKind,
-    StatusChange,
 )
-from contacts.services import (
+from contacts.intake.services import (
     INTAKE_BATCH_MAX,
     ad_account_create,
     ad_lead_receive,
@@ -29,10 +26,15 @@ from contacts.services import (
     connected_app_contacts_upsert,
     connected_app_create,
     connected_app_set_marketing,
-    contact_create,
-    contacts_set_marketing,
     intake_token_issue,
 )
+from contacts.models import (
+    Contact,
+    SourceKind,
+)
+from contacts.services import contact_create
+from contacts.status.models import StatusChange
+from contacts.status.services import contacts_set_marketing
 from tests.conftest import at
 from tests.factories import SourceFactory
 

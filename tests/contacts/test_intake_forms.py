@@ -9,21 +9,25 @@ from django.core.exceptions import ValidationError
 from django.test import Client, override_settings
 from rest_framework.test import APIClient
 
-from contacts.models import (
-    Contact,
-    EngagementEvent,
+from contacts.engagement.models import EngagementEvent
+from contacts.intake.models import (
     Form,
     FormSubmission,
-    SourceKind,
-    StatusChange,
 )
-from contacts.services import (
-    contact_create,
-    contacts_set_marketing,
-    contacts_set_non_marketing,
+from contacts.intake.services import (
     external_form_submit,
     form_save,
     form_submit,
+)
+from contacts.models import (
+    Contact,
+    SourceKind,
+)
+from contacts.services import contact_create
+from contacts.status.models import StatusChange
+from contacts.status.services import (
+    contacts_set_marketing,
+    contacts_set_non_marketing,
 )
 from tests.factories import SourceFactory
 

@@ -4,13 +4,21 @@ admin and API create go through it."""
 import pytest
 from rest_framework.test import APIClient
 
-from contacts.models import LOCKED_KINDS, Contact, SourceKind, StatusChange, StatusSourceType
+from contacts.intake.services import contact_intake
+from contacts.models import (
+    LOCKED_KINDS,
+    Contact,
+    SourceKind,
+    StatusSourceType,
+)
 from contacts.services import (
+    contact_create,
+    contacts_creation_policy,
+)
+from contacts.status.models import StatusChange
+from contacts.status.results import (
     LockedSourceError,
     StatusSource,
-    contact_create,
-    contact_intake,
-    contacts_creation_policy,
 )
 from tests.factories import SourceFactory
 

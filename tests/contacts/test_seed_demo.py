@@ -16,14 +16,16 @@ from contacts.management.commands.seed_demo import (
 from contacts.models import (
     LOCKED_KINDS,
     Contact,
-    LedgerAction,
-    PeriodUsage,
     Source,
     SourceKind,
+)
+from contacts.status.models import (
+    LedgerAction,
+    PeriodUsage,
     StatusChange,
     StatusChangeRequest,
 )
-from contacts.selectors import usage_current
+from contacts.status.selectors import usage_current
 
 N = 300
 
@@ -60,7 +62,13 @@ def test_one_source_of_every_kind_with_its_default(seeded):
 
 
 def test_the_demo_has_a_hosted_form_and_the_other_channels(seeded, client):
-    from contacts.models import AdAccount, Chatflow, ConnectedApp, Form, MarketingEmail
+    from contacts.intake.models import (
+        AdAccount,
+        Chatflow,
+        ConnectedApp,
+        Form,
+    )
+    from contacts.outreach.models import MarketingEmail
 
     assert client.get("/forms/newsletter/").status_code == 200
     assert Form.objects.get(slug="newsletter").source.kind == SourceKind.FORM

@@ -10,31 +10,36 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from contacts import services
-from contacts.models import (
+from contacts.models import Contact
+from contacts.outreach import services
+from contacts.outreach.models import (
     Communication,
     CommunicationType,
-    Contact,
     EmailSend,
     EmailSendStatus,
     MarketingEmail,
     MarketingEmailStatus,
     Unsubscription,
 )
-from contacts.selectors import marketing_email_audience, marketing_send_breakdown
-from contacts.services import (
+from contacts.outreach.selectors import (
+    marketing_email_audience,
+    marketing_send_breakdown,
+)
+from contacts.outreach.services import (
     AlreadySent,
     SendRefused,
-    StatusSource,
     communication_send,
-    contact_update,
-    contacts_set_marketing,
-    contacts_set_non_marketing,
     marketing_email_create,
     marketing_email_deliver,
     marketing_email_release_stale_claims,
     marketing_email_send,
     unsubscribe_token,
+)
+from contacts.services import contact_update
+from contacts.status.results import StatusSource
+from contacts.status.services import (
+    contacts_set_marketing,
+    contacts_set_non_marketing,
 )
 from contacts.tasks import send_marketing_email
 from tests.factories import ContactFactory
@@ -441,7 +446,7 @@ def test_a_forged_unsubscribe_token_changes_nothing(email, audience, forge):
 
 
 def test_a_draft_a_workflow_sent_cannot_be_deleted(email):
-    from contacts.services import marketing_email_delete
+    from contacts.outreach.services import marketing_email_delete
 
     marketing_email_send(email=email, contacts=Contact.objects.all())
 

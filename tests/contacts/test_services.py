@@ -4,24 +4,28 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from contacts import services
 from contacts.hooks import register_usage_listener, unregister_usage_listener
 from contacts.models import (
     Contact,
-    LedgerAction,
     MarketingStatus,
-    PeriodUsage,
     Source,
+)
+from contacts.services import contact_create
+from contacts.status import sql
+from contacts.status.models import (
+    LedgerAction,
+    PeriodUsage,
     StatusChange,
     StatusChangeRequest,
 )
-from contacts.selectors import usage_current
-from contacts.services import (
+from contacts.status.results import (
     IdempotencyConflict,
     LockedSourceError,
     StatusError,
     StatusSource,
-    contact_create,
+)
+from contacts.status.selectors import usage_current
+from contacts.status.services import (
     contacts_delete,
     contacts_rollover,
     contacts_set_marketing,
@@ -310,8 +314,8 @@ def test_statements_per_change_do_not_grow_with_the_number_of_contacts(
 
 
 def test_chunks_cover_every_contact(account, contact_factory, manual, monkeypatch):
-    monkeypatch.setattr(services, "STATUS_RANGE_BATCH", 7)
-    monkeypatch.setattr(services, "STATUS_ID_BATCH", 5)
+    monkeypatch.setattr(sql, "STATUS_RANGE_BATCH", 7)
+    monkeypatch.setattr(sql, "STATUS_ID_BATCH", 5)
     contacts = contact_factory.create_batch(23)
     seen = []
 
@@ -332,7 +336,7 @@ def test_chunks_cover_every_contact(account, contact_factory, manual, monkeypatc
 def test_the_portable_path_gives_the_same_results_on_postgresql(
     account, contact_factory, manual, monkeypatch
 ):
-    monkeypatch.setattr(services, "_FORCE_PORTABLE", True)
+    monkeypatch.setattr(sql, "FORCE_PORTABLE", True)
     contacts = contact_factory.create_batch(5)
     up = contacts_set_marketing(contacts=Contact.objects.all(), source=manual, at=NOV_5)
     down = contacts_set_non_marketing(
@@ -412,7 +416,12 @@ def test_unknown_source_types_are_refused():
 def test_source_services_keep_locked_kinds_non_marketing(db):
     from django.core.exceptions import ValidationError
 
-    from contacts.services import SourceInUse, source_create, source_delete, source_update
+    from contacts.services import (
+        source_create,
+        source_delete,
+        source_update,
+    )
+    from contacts.status.results import SourceInUse
 
     form = source_create(name="Website form", kind="form")
     assert form.default_marketing is True

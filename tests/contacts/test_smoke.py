@@ -1,5 +1,12 @@
-from contacts.models import Contact, PeriodUsage, StatusChange
-from contacts.services import contacts_set_marketing, contacts_set_non_marketing
+from contacts.models import Contact
+from contacts.status.models import (
+    PeriodUsage,
+    StatusChange,
+)
+from contacts.status.services import (
+    contacts_set_marketing,
+    contacts_set_non_marketing,
+)
 from tests.conftest import at
 
 

@@ -1,5 +1,9 @@
-from contacts.models import Contact, StatusChange
-from contacts.services import contacts_set_marketing, contacts_set_non_marketing
+from contacts.models import Contact
+from contacts.status.models import StatusChange
+from contacts.status.services import (
+    contacts_set_marketing,
+    contacts_set_non_marketing,
+)
 from contacts.tasks import apply_due_downgrades
 from tests.conftest import at
 

@@ -173,13 +173,13 @@ def close() -> list:
 
 
 def rollover():
-    from contacts.services import contacts_rollover
+    from contacts.status.services import contacts_rollover
 
     return contacts_rollover(as_of=END, at=AT)
 
 
 def replay():
-    from contacts.selectors import ledger_replay
+    from contacts.status.selectors import ledger_replay
 
     return ledger_replay(start=START, end=END)
 
@@ -192,7 +192,10 @@ def timed(work):
 
 def check_closed(outcomes: list, count: int) -> dict:
     """The close did what it must: October closed at peak N, November opens with 0.9 N."""
-    from contacts.models import PeriodUsage, StatusChange
+    from contacts.status.models import (
+        PeriodUsage,
+        StatusChange,
+    )
 
     problems = []
     if len(outcomes) != 1 or outcomes[0].status != "closed":
@@ -223,7 +226,7 @@ def check_closed(outcomes: list, count: int) -> dict:
 
 
 def explain_replay() -> str:
-    from contacts.selectors import ledger_replay
+    from contacts.status.selectors import ledger_replay
     from tests.perf.contenders import explain_first
 
     return explain_first(lambda: ledger_replay(start=START, end=END), "OVER (ORDER BY effective_at")

@@ -16,15 +16,17 @@ from django.utils import timezone
 
 from contacts.models import (
     Contact,
-    LedgerAction,
     MarketingStatus,
+    StatusSourceType,
+)
+from contacts.status.models import (
+    LedgerAction,
     PeriodUsage,
     StatusChange,
     StatusChangeRequest,
-    StatusSourceType,
 )
-from contacts.services import (
-    StatusSource,
+from contacts.status.results import StatusSource
+from contacts.status.services import (
     contacts_set_marketing,
     contacts_set_non_marketing,
 )

@@ -15,9 +15,11 @@ from contacts.management.commands.seed_demo import indexes_deferred
 from contacts.models import (
     Contact,
     LifecycleStage,
-    PeriodUsage,
     Source,
     SourceKind,
+)
+from contacts.status.models import (
+    PeriodUsage,
     StatusChange,
     StatusChangeRequest,
     UsageState,

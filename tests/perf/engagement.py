@@ -26,7 +26,11 @@ import time
 from django.db import connection, transaction
 from django.utils import timezone
 
-from contacts.models import Contact, EngagementEvent, EngagementType
+from contacts.engagement.models import (
+    EngagementEvent,
+    EngagementType,
+)
+from contacts.models import Contact
 from tests.perf import data
 
 EVENTS = 100_000
@@ -70,7 +74,7 @@ def _rules() -> None:
 
 
 def _ingest_as_the_api_does(items: list[dict], now: dt.datetime) -> tuple[int, int]:
-    from contacts.services import engagement_events_ingest
+    from contacts.engagement.services import engagement_events_ingest
     from workflows.services import scores_event_points
 
     with transaction.atomic():
@@ -81,7 +85,7 @@ def _ingest_as_the_api_does(items: list[dict], now: dt.datetime) -> tuple[int, i
 
 
 def _ingest_then_score(items: list[dict], now: dt.datetime) -> int:
-    from contacts.services import engagement_events_ingest
+    from contacts.engagement.services import engagement_events_ingest
     from workflows.services import scores_apply_events
 
     with transaction.atomic():
@@ -94,7 +98,7 @@ def _naive(items: list[dict]) -> None:
     """What one would write first: one event at a time, five statements each."""
     from django.db.models import F, Q
 
-    from contacts.services import _engagement_datetime
+    from contacts.engagement.services import _engagement_datetime
     from workflows.services import scores_event_points
 
     for item in items:

@@ -36,8 +36,8 @@ def _peak_rss_mb() -> float:
 
 
 def export_service(limit: int) -> int:
+    from contacts.imports.export import contacts_export_csv
     from contacts.models import Contact
-    from contacts.selectors import contacts_export_csv
 
     rows = 0
     with open(os.devnull, "w", newline="") as sink:
@@ -53,8 +53,8 @@ def export_naive(limit: int) -> int:
     """What one writes first: every contact into a list, then csv.writer over it."""
     import csv
 
+    from contacts.imports.export import EXPORT_HEADER
     from contacts.models import Contact
-    from contacts.selectors import EXPORT_HEADER
 
     contacts = list(Contact.objects.select_related("source").filter(pk__lte=limit).order_by("pk"))
     with open(os.devnull, "w", newline="") as sink:
@@ -136,8 +136,8 @@ def in_child(mode: str, limit: int) -> dict:
 
 
 def run(options, say) -> dict:
+    from contacts.imports.export import EXPORT_CHUNK_SIZE
     from contacts.models import Contact
-    from contacts.selectors import EXPORT_CHUNK_SIZE
     from tests.perf import data
 
     count = options.contacts

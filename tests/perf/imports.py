@@ -58,7 +58,7 @@ def write_csv(count: int, prefix: str = "import") -> Path:
 
 
 def empty_tables() -> None:
-    from contacts.models import ContactImport
+    from contacts.imports.models import ContactImport
     from tests.perf.data import CONTACT, LEDGER, REQUEST, STATE, USAGE, execute
 
     execute(
@@ -74,7 +74,7 @@ def import_in_this_process(path: Path) -> dict:
 
     from django.core.files import File
 
-    from contacts.services import (
+    from contacts.imports.services import (
         contact_import_commit,
         contact_import_create,
         contact_import_preview,
@@ -131,7 +131,8 @@ def in_child(path: Path) -> dict:
 
 def naive_baseline(sample: int) -> float:
     """Seconds per row of `contact_create` once per row (the obvious loop)."""
-    from contacts.services import contact_create, import_source_default
+    from contacts.imports.parsing import import_source_default
+    from contacts.services import contact_create
 
     empty_tables()
     source = import_source_default()
@@ -155,7 +156,8 @@ def handwritten(path: Path) -> float:
     validation, no row errors, no dedupe report, no progress."""
     from django.db import connection
 
-    from contacts.services import _UPSERT_COLUMNS, import_source_default
+    from contacts.imports.parsing import import_source_default
+    from contacts.imports.services import _UPSERT_COLUMNS
 
     empty_tables()
     source = import_source_default()
@@ -188,13 +190,13 @@ def explain_upsert(path: Path) -> str:
     from django.core.files import File
     from django.db import connection, transaction
 
-    from contacts import services
+    from contacts.imports import services, staging
 
     empty_tables()
     with open(path, "rb") as handle:
         contact_import = services.contact_import_create(file=File(handle), file_name=path.name)
     with transaction.atomic():
-        services._stage(contact_import, None)
+        staging._stage(contact_import, None)
         with connection.cursor() as cursor:
             cursor.execute(
                 "EXPLAIN (ANALYZE, BUFFERS) " + services._upsert_sql(),

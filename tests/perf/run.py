@@ -116,7 +116,7 @@ def run(options: argparse.Namespace) -> dict:
     from django.db.models import Max, Min
 
     from contacts.models import Contact
-    from contacts.services import STATUS_RANGE_BATCH
+    from contacts.status.sql import STATUS_RANGE_BATCH
     from tests.perf import close, contenders, data, engagement, exports, imports, workflows
 
     results: dict = {"options": vars(options)}

@@ -201,7 +201,7 @@ def service(workflow) -> tuple[float, dict]:
 def per_contact_loop(workflow, ids: list[int]) -> float:
     """The naive interpreter: for each contact, evaluate the criteria, look up its
     enrollment, enroll it and call the status service for it alone."""
-    from contacts.services import contacts_set_marketing
+    from contacts.status.services import contacts_set_marketing
     from workflows.criteria import criteria_queryset
     from workflows.models import Enrollment
     from workflows.services import workflow_status_source

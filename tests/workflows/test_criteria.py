@@ -8,7 +8,11 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from jsonschema import Draft202012Validator
 
-from contacts.models import Contact, EngagementEvent, Source
+from contacts.engagement.models import EngagementEvent
+from contacts.models import (
+    Contact,
+    Source,
+)
 from workflows.criteria import (
     ALIASES,
     CRITERIA_JSON_SCHEMA,

@@ -11,11 +11,13 @@ from django.db import transaction
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from contacts.engagement.models import (
+    EngagementEvent,
+    EngagementType,
+)
 from contacts.models import (
     Contact,
     ContactType,
-    EngagementEvent,
-    EngagementType,
     LeadStatus,
     LifecycleStage,
     Source,

@@ -3,8 +3,13 @@
 import pytest
 from django.contrib.auth.models import Permission
 
-from contacts.models import Contact, StatusChange
-from contacts.services import StatusSource, contacts_set_marketing, contacts_set_non_marketing
+from contacts.models import Contact
+from contacts.status.models import StatusChange
+from contacts.status.results import StatusSource
+from contacts.status.services import (
+    contacts_set_marketing,
+    contacts_set_non_marketing,
+)
 from tests.conftest import at
 from tests.factories import UserFactory
 from workflows.models import HygienePolicy, HygieneRun, HygieneSchedule, HygieneTrigger

@@ -7,8 +7,9 @@ import pytest
 from billing.guardrails import billing_approval_approve
 from billing.models import BillingPeriod, PendingApproval
 from billing.services import billing_close_periods
-from contacts.models import Contact, StatusChange
-from contacts.services import contacts_rollover
+from contacts.models import Contact
+from contacts.status.models import StatusChange
+from contacts.status.services import contacts_rollover
 from tests.conftest import at
 from tests.factories import UserFactory
 from workflows.models import RotationMember, RotationPlan, RotationRun, RotationRunStatus
@@ -145,7 +146,8 @@ def test_a_held_promotion_waits_for_approval_then_records_members(plan, small_pl
 
 
 def test_a_member_downgraded_by_someone_else_frees_its_slot_after_the_rollover(plan):
-    from contacts.services import StatusSource, contacts_set_non_marketing
+    from contacts.status.results import StatusSource
+    from contacts.status.services import contacts_set_non_marketing
 
     contacts_rollover(at=at(2026, 11, 1, 0, 30))
     run = rotation_promote(plan=plan, at=at(2026, 11, 2))

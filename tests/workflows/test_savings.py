@@ -6,7 +6,11 @@ from rest_framework.test import APIClient
 
 from billing.selectors import billing_demotion_saving
 from contacts.models import Contact
-from contacts.services import StatusSource, contacts_set_marketing, contacts_set_non_marketing
+from contacts.status.results import StatusSource
+from contacts.status.services import (
+    contacts_set_marketing,
+    contacts_set_non_marketing,
+)
 from tests.conftest import at
 from tests.factories import UserFactory
 from workflows.selectors import savings_report

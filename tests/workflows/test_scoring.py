@@ -9,8 +9,13 @@ from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.db import IntegrityError, transaction
 
-from contacts.models import Contact, Form
-from contacts.services import engagement_events_ingest, form_save, form_submit
+from contacts.engagement.services import engagement_events_ingest
+from contacts.intake.models import Form
+from contacts.intake.services import (
+    form_save,
+    form_submit,
+)
+from contacts.models import Contact
 from tests.conftest import at
 from tests.factories import ContactFactory
 from workflows.models import ScoringRule

@@ -5,7 +5,8 @@ from django.test import Client
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from contacts.models import Contact, EngagementEvent
+from contacts.engagement.models import EngagementEvent
+from contacts.models import Contact
 from tests.factories import ContactFactory, UserFactory
 from workflows.models import ScoringRule
 

@@ -4,8 +4,10 @@ import pytest
 from django.core import mail
 from django.core.exceptions import ValidationError
 
-from contacts.models import AdAudienceMembership, Contact, StatusChange
-from contacts.services import marketing_email_create
+from contacts.models import Contact
+from contacts.outreach.models import AdAudienceMembership
+from contacts.outreach.services import marketing_email_create
+from contacts.status.models import StatusChange
 from tests.factories import ContactFactory
 from tests.workflows.wf_helpers import (
     M,
@@ -53,7 +55,8 @@ def test_a_run_makes_newly_matching_contacts_marketing_once(account):
     assert first.duration is not None
 
     # And when a person sets one back and the workflow runs again, the decision stands
-    from contacts.services import StatusSource, contacts_set_non_marketing
+    from contacts.status.results import StatusSource
+    from contacts.status.services import contacts_set_non_marketing
 
     a = Contact.objects.get(email="a@x.com")
     contacts_set_non_marketing(contacts=a, source=StatusSource("manual", name="Ann"))
@@ -230,7 +233,7 @@ def test_send_email_action_goes_through_the_send_guard_and_counts_refusals(accou
 
 
 def test_ad_audience_actions_add_marketing_contacts_only_and_remove_anyone(account):
-    from contacts.models import AdAudience
+    from contacts.outreach.models import AdAudience
 
     audience = AdAudience.objects.create(name="Retargeting", platform="facebook")
     ok = ContactFactory(email="ok@x.com", lifecycle_stage="mql")
@@ -259,7 +262,8 @@ def test_ad_audience_actions_add_marketing_contacts_only_and_remove_anyone(accou
 
 
 def test_set_property_service_refuses_other_fields(db):
-    from contacts.services import StatusError, contacts_set_property
+    from contacts.services import contacts_set_property
+    from contacts.status.results import StatusError
 
     contact = ContactFactory()
     with pytest.raises(StatusError, match="Only lead_status and lifecycle_stage"):

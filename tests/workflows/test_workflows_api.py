@@ -4,8 +4,10 @@ import pytest
 from django.test import Client
 from rest_framework.test import APIClient
 
-from contacts.models import ConnectedApp, Contact, StatusChange
-from contacts.services import connected_app_create
+from contacts.intake.models import ConnectedApp
+from contacts.intake.services import connected_app_create
+from contacts.models import Contact
+from contacts.status.models import StatusChange
 from tests.factories import ContactFactory, UserFactory
 from tests.workflows.wf_helpers import M, exclusion, make_workflow, tree
 from workflows.models import Enrollment, Workflow, WorkflowRun

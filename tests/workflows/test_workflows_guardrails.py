@@ -3,7 +3,8 @@
 import pytest
 
 from billing.models import Subscription
-from contacts.models import Contact, StatusChange
+from contacts.models import Contact
+from contacts.status.models import StatusChange
 from tests.factories import ContactFactory, UserFactory
 from tests.workflows.wf_helpers import M, make_workflow
 from workflows.models import Enrollment, RunStatus

@@ -6,8 +6,12 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from contacts.models import Contact, StatusChange, StatusChangeRequest
+from contacts.models import Contact
 from contacts.services import contact_create, contact_update
+from contacts.status.models import (
+    StatusChange,
+    StatusChangeRequest,
+)
 from tests.factories import ContactFactory, SourceFactory
 from tests.workflows.wf_helpers import M, N, make_workflow, stage_is, statuses
 from workflows.models import Enrollment, RunTrigger, Workflow, WorkflowRun

@@ -1,7 +1,12 @@
 """Helpers shared by the workflow tests (test_workflows*.py)."""
 
-from contacts.models import Contact, MarketingStatus, StatusChange
-from contacts.services import StatusSource, contacts_set_marketing
+from contacts.models import (
+    Contact,
+    MarketingStatus,
+)
+from contacts.status.models import StatusChange
+from contacts.status.results import StatusSource
+from contacts.status.services import contacts_set_marketing
 from workflows.models import Workflow, WorkflowPurpose
 from workflows.services import workflow_create
 

@@ -1,8 +1,8 @@
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
-from contacts.models import EngagementType
-from contacts.services import ENGAGEMENT_BATCH_MAX
+from contacts.engagement.models import EngagementType
+from contacts.engagement.services import ENGAGEMENT_BATCH_MAX
 from workflows.criteria import CriteriaError, criteria_validate
 from workflows.models import (
     DEFAULT_UNENGAGED_DAYS,

@@ -16,8 +16,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing.selectors import billing_demotion_saving
-from contacts.models import EngagementEvent
-from contacts.services import ENGAGEMENT_BATCH_MAX, engagement_events_ingest
+from contacts.engagement.models import EngagementEvent
+from contacts.engagement.services import (
+    ENGAGEMENT_BATCH_MAX,
+    engagement_events_ingest,
+)
 from crm.api import CreatedCursorPagination, StrictModelPermissions, requires
 from crm.exceptions import Conflict
 from workflows.api.serializers import (

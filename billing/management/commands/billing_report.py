@@ -20,8 +20,11 @@ from django.utils import timezone
 from billing.management import local_day, parse_month, period_label
 from billing.models import BillingPeriod, BillingPeriodStatus, Invoice, Subscription
 from billing.pricing import format_money, price_for_peak
-from contacts.models import LedgerAction, StatusChange
-from contacts.selectors import ledger_replay
+from contacts.status.models import (
+    LedgerAction,
+    StatusChange,
+)
+from contacts.status.selectors import ledger_replay
 from crm.calendar import BillingCalendar
 
 TOP_SOURCES = 10

@@ -17,8 +17,12 @@ from django.utils import timezone
 
 from billing.management import period_label
 from billing.models import BillingPeriod, BillingPeriodStatus
-from contacts.models import Contact, PeriodUsage
-from contacts.selectors import ledger_replay, usage_current
+from contacts.models import Contact
+from contacts.status.models import PeriodUsage
+from contacts.status.selectors import (
+    ledger_replay,
+    usage_current,
+)
 from crm.calendar import BillingCalendar
 
 TICK = dt.timedelta(microseconds=1)

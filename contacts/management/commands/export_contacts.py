@@ -17,7 +17,8 @@ from django.utils import timezone
 from tqdm import tqdm
 
 from contacts.filters import ContactFilter
-from contacts.selectors import contact_list, contacts_export_csv
+from contacts.imports.export import contacts_export_csv
+from contacts.selectors import contact_list
 
 
 def parse_filters(pairs: list[str]) -> dict[str, str]:

@@ -18,16 +18,20 @@ from django.core.files import File
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from contacts.models import ImportStatus, Source, SourceKind
-from contacts.services import (
-    StatusError,
+from contacts.imports.models import ImportStatus
+from contacts.imports.parsing import import_check_size
+from contacts.imports.services import (
     contact_import_commit,
     contact_import_create,
     contact_import_discard,
     contact_import_preview,
     contact_import_run,
-    import_check_size,
 )
+from contacts.models import (
+    Source,
+    SourceKind,
+)
+from contacts.status.results import StatusError
 
 PHASES = {"reading": "Reading the file", "saving": "Saving contacts", "marketing": "Marketing"}
 

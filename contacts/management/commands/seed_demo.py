@@ -56,12 +56,12 @@ from contacts.models import (
     MarketingStatus,
     Source,
     SourceKind,
-    StatusChange,
     StatusSourceType,
 )
-from contacts.selectors import usage_current
-from contacts.services import (
-    StatusSource,
+from contacts.status.models import StatusChange
+from contacts.status.results import StatusSource
+from contacts.status.selectors import usage_current
+from contacts.status.services import (
     contacts_delete,
     contacts_rollover,
     contacts_set_marketing,
@@ -686,23 +686,25 @@ class Command(BaseCommand):
         draft, an ad audience and a list, so every screen has something to show. Made
         once (by name); an app's or ad account's token is not shown: regenerate it in the
         admin to use the intake endpoints."""
-        from contacts.models import (
+        from contacts.intake.models import (
             AdAccount,
-            AdAudience,
             AdPlatform,
             Chatflow,
             ConnectedApp,
-            ContactList,
             Form,
-            MarketingEmail,
         )
-        from contacts.services import (
+        from contacts.intake.services import (
             ad_account_create,
             chatflow_save,
             connected_app_create,
             form_save,
-            marketing_email_create,
         )
+        from contacts.outreach.models import (
+            AdAudience,
+            ContactList,
+            MarketingEmail,
+        )
+        from contacts.outreach.services import marketing_email_create
 
         if not Form.objects.filter(slug="newsletter").exists():
             form_save(

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from django import forms
 
-from contacts.models import Contact, Form
-from contacts.services import form_field_specs
+from contacts.intake.models import Form
+from contacts.intake.services import form_field_specs
+from contacts.models import Contact
 
 # A field no person sees (hidden by CSS) that simple bots fill in: the submission is
 # answered like a success and nothing is stored.

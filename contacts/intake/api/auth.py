@@ -22,8 +22,11 @@ from rest_framework import authentication, exceptions, permissions
 from rest_framework.settings import api_settings
 from rest_framework.throttling import ScopedRateThrottle
 
-from contacts.models import AdAccount, ConnectedApp
-from contacts.services import intake_token_holder
+from contacts.intake.models import (
+    AdAccount,
+    ConnectedApp,
+)
+from contacts.intake.services import intake_token_holder
 
 PUBLIC_SCOPE = "intake"
 APPS_SCOPE = "intake_apps"
@@ -93,7 +96,7 @@ class IsTokenHolderOfThisUrl(permissions.BasePermission):
 
 
 class ConnectedAppTokenScheme(OpenApiAuthenticationExtension):
-    target_class = "contacts.api.intake_auth.ConnectedAppTokenAuthentication"
+    target_class = "contacts.intake.api.auth.ConnectedAppTokenAuthentication"
     name = "connectedAppToken"
 
     def get_security_definition(self, auto_schema):
@@ -105,7 +108,7 @@ class ConnectedAppTokenScheme(OpenApiAuthenticationExtension):
 
 
 class AdAccountTokenScheme(OpenApiAuthenticationExtension):
-    target_class = "contacts.api.intake_auth.AdAccountTokenAuthentication"
+    target_class = "contacts.intake.api.auth.AdAccountTokenAuthentication"
     name = "adAccountToken"
 
     def get_security_definition(self, auto_schema):

@@ -3,7 +3,7 @@ ads leads.
 
 Public endpoints (no authentication, throttled per address): forms, external forms,
 chatflows. Token endpoints (each holder's own token, throttled per holder): connected
-apps and ad accounts (see contacts.api.intake_auth). Public answers are the same whatever
+apps and ad accounts (see contacts.intake.api.auth). Public answers are the same whatever
 happened (created, updated, a retry, a bot caught by the honeypot), so they reveal nothing
 about who is a contact. Every path ends in contacts.services (`form_submit`,
 `external_form_submit`, `chatflow_intake`, `connected_app_contacts_upsert`,
@@ -21,7 +21,8 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from contacts.api.intake_auth import (
+from contacts.api.views import IDEMPOTENCY_HEADER, IDEMPOTENCY_PARAMETER
+from contacts.intake.api.auth import (
     APPS_SCOPE,
     PUBLIC_SCOPE,
     AdAccountTokenAuthentication,
@@ -29,7 +30,7 @@ from contacts.api.intake_auth import (
     IntakeThrottle,
     IsTokenHolderOfThisUrl,
 )
-from contacts.api.serializers import (
+from contacts.intake.api.serializers import (
     AdLeadsResultSerializer,
     AdLeadsSerializer,
     ChatIntakeSerializer,
@@ -39,11 +40,16 @@ from contacts.api.serializers import (
     IntegrationBatchResultSerializer,
     IntegrationBatchSerializer,
 )
-from contacts.api.views import IDEMPOTENCY_HEADER, IDEMPOTENCY_PARAMETER
-from contacts.forms import HONEYPOT_FIELD, SubmissionForm, honeypot_filled
-from contacts.models import AdAccount, ConnectedApp
-from contacts.selectors import chatflow_public, form_public
-from contacts.services import (
+from contacts.intake.forms import HONEYPOT_FIELD, SubmissionForm, honeypot_filled
+from contacts.intake.models import (
+    AdAccount,
+    ConnectedApp,
+)
+from contacts.intake.selectors import (
+    chatflow_public,
+    form_public,
+)
+from contacts.intake.services import (
     ADS_BATCH_MAX,
     INTAKE_BATCH_MAX,
     ad_lead_receive,

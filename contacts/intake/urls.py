@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from contacts import views
+from contacts.intake import views
 
 app_name = "contacts_public"
 

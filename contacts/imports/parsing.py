@@ -1,0 +1,318 @@
+"""CSV import: the fields a column can fill, reading a file's head and mapping its columns."""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import re
+from dataclasses import dataclass, field
+
+from django.conf import settings
+
+from contacts.models import (
+    ContactType,
+    LeadStatus,
+    LifecycleStage,
+    Source,
+    SourceKind,
+)
+from contacts.status.results import StatusError
+
+#
+# A CSV import (DESIGN §1.3 "import", issue 4 item 7) goes: upload
+# (`contact_import_create`: size limit, hash, header, columns mapped by their
+# aliases) → mapping (`contact_import_configure`) → preview (`contact_import_preview`:
+# counts and the billing impact, nothing written to contacts) → commit
+# (`contact_import_commit`: queues the background job) → run (`contact_import_run`).
+#
+# Every pass streams the file: one cheap Python pass normalises and validates each row
+# (the same rules on every database) and writes the good rows to a temporary staging
+# table — COPY on PostgreSQL, executemany elsewhere — and the bad ones to
+# `ImportRowError`. Duplicates are resolved in SQL (the last row of an email wins), so
+# memory stays flat whatever the file's size. Then contacts are upserted by email:
+# on PostgreSQL one INSERT … ON CONFLICT (email) DO UPDATE … WHERE changed statement
+# per IMPORT_UPSERT_BATCH staged rows; elsewhere chunks of bulk_create/bulk_update.
+# Existing contacts get the row's non-empty values only; status columns are never
+# touched by the upsert: a marketing import makes its contacts marketing afterwards
+# with one guarded `contacts_set_marketing` call (ledger source "import", id = the
+# import's id, name = the file's name), so nothing is ever downgraded.
+
+IMPORT_HEAD_BYTES = 64 * 1024  # read to find the header and the delimiter
+IMPORT_DEFAULT_SOURCE = "CSV import"
+
+
+class ImportFileError(StatusError):
+    """The file or the mapping cannot be imported; the message says why, for the user."""
+
+
+class ImportNotAllowed(StatusError):
+    """The user lacks a permission the import needs (a marketing import)."""
+
+
+class ImportStateError(StatusError):
+    """The import is not in a state that allows this step."""
+
+
+def _key(value: str) -> str:
+    """A header or value reduced to its letters and digits, lower-cased ("E-mail" → "email")."""
+    return re.sub(r"[^a-z0-9]", "", value.lower())
+
+
+def _choice_table(choices: type, *synonyms: tuple[str, str]) -> dict[str, str]:
+    table = {}
+    for value, label in choices.choices:
+        table[_key(value)] = value
+        table[_key(label)] = value
+    table.update({_key(alias): value for alias, value in synonyms})
+    return table
+
+
+@dataclass(frozen=True)
+class ImportField:
+    name: str
+    label: str
+    kind: str  # "email", "text", "choice" or "flag"
+    aliases: tuple[str, ...] = ()
+    max_length: int = 0
+    choices: dict[str, str] = field(default_factory=dict)
+
+
+# The contact fields a column can fill, and the header names (HubSpot's export's among
+# them) that map to each without asking. Headers are compared by `_key`.
+IMPORT_FIELDS: dict[str, ImportField] = {
+    f.name: f
+    for f in (
+        ImportField(
+            "email",
+            "Email",
+            "email",
+            ("email", "e-mail", "email address", "e-mail address", "mail", "work email"),
+            max_length=254,
+        ),
+        ImportField(
+            "first_name", "First name", "text", ("first name", "firstname", "given name"), 100
+        ),
+        ImportField(
+            "last_name",
+            "Last name",
+            "text",
+            ("last name", "lastname", "surname", "family name"),
+            100,
+        ),
+        ImportField(
+            "company",
+            "Company",
+            "text",
+            ("company", "company name", "organization", "organisation", "associated company"),
+            200,
+        ),
+        ImportField(
+            "phone",
+            "Phone",
+            "text",
+            ("phone", "phone number", "telephone", "mobile phone number", "mobile"),
+            40,
+        ),
+        ImportField(
+            "lifecycle_stage",
+            "Lifecycle stage",
+            "choice",
+            ("lifecycle stage", "lifecyclestage", "lifecycle"),
+            choices=_choice_table(LifecycleStage),
+        ),
+        ImportField(
+            "lead_status",
+            "Lead status",
+            "choice",
+            ("lead status", "hs_lead_status"),
+            choices=_choice_table(LeadStatus),
+        ),
+        ImportField(
+            "contact_type",
+            "Contact type",
+            "choice",
+            ("contact type", "type"),
+            choices=_choice_table(ContactType),
+        ),
+        ImportField(
+            "unsubscribed",
+            "Unsubscribed (yes only)",
+            "flag",
+            ("unsubscribed", "unsubscribed from all email", "opted out of all email"),
+        ),
+        ImportField("hard_bounced", "Hard bounced (yes only)", "flag", ("hard bounced", "bounced")),
+    )
+}
+IMPORT_STAGED_FIELDS = list(IMPORT_FIELDS)  # email first, then the rest, in this order
+_TEXT_FIELDS = [n for n, f in IMPORT_FIELDS.items() if f.kind in ("text", "choice")]
+_FLAG_FIELDS = [n for n, f in IMPORT_FIELDS.items() if f.kind == "flag"]
+_INSERT_DEFAULTS = {
+    "lifecycle_stage": LifecycleStage.LEAD.value,
+    "contact_type": ContactType.PROSPECT.value,
+}
+_HEADER_ALIASES = {
+    _key(alias): name for name, f in IMPORT_FIELDS.items() for alias in (name, *f.aliases)
+}
+_TRUE = frozenset({"true", "yes", "y", "1", "t", "x"})
+_FALSE = frozenset({"false", "no", "n", "0", "f", ""})
+# Django's EmailValidator's own patterns for a plain dot-atom address: a row that passes
+# needs no more work; anything else is asked of validate_email itself (IDN, literals).
+_EMAIL_FAST = re.compile(
+    r"[-!#$%&'*+/=?^_`{}|~0-9a-z]+(?:\.[-!#$%&'*+/=?^_`{}|~0-9a-z]+)*"
+    r"@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}(?<!-)"
+)
+
+
+def import_max_bytes() -> int:
+    return settings.IMPORT_MAX_BYTES
+
+
+def _size_text(size: int) -> str:
+    return f"{size / 1_000_000:,.1f} MB"
+
+
+def import_check_size(size: int) -> None:
+    limit = import_max_bytes()
+    if size > limit:
+        raise ImportFileError(
+            f"The file is {_size_text(size)}; an import takes at most {_size_text(limit)} "
+            "(setting IMPORT_MAX_BYTES). Split it into smaller files."
+        )
+
+
+@dataclass(frozen=True)
+class CsvHead:
+    delimiter: str
+    columns: list[str]
+
+
+def _read_head(head: bytes) -> CsvHead:
+    """The delimiter and header of a file from its first bytes (UTF-8, BOM or not)."""
+    try:
+        text = codecs.getincrementaldecoder("utf-8-sig")().decode(head, final=False)
+    except UnicodeDecodeError as error:
+        raise ImportFileError(
+            "The file is not UTF-8 text: save it as “CSV UTF-8” (comma or semicolon "
+            f"separated) and upload it again ({error.reason} at byte {error.start})."
+        ) from error
+    first_line = text.split("\n", 1)[0]
+    if not first_line.strip():
+        raise ImportFileError("The file is empty: its first line should name the columns.")
+    if "\n" not in text and len(head) >= IMPORT_HEAD_BYTES:
+        raise ImportFileError("The first line is too long to be a header of column names.")
+    # Semicolons when the header has more of them than commas (Excel in many locales).
+    delimiter = ";" if first_line.count(";") > first_line.count(",") else ","
+    columns = next(csv.reader(io.StringIO(first_line), delimiter=delimiter), [])
+    columns = [c.strip() for c in columns]
+    seen: dict[str, int] = {}
+    for number, name in enumerate(columns, start=1):
+        if name and name in seen:
+            raise ImportFileError(
+                f"The header names the column “{name}” twice (columns {seen[name]} and "
+                f"{number}); rename one and upload the file again."
+            )
+        seen[name] = number
+    if not any(columns):
+        raise ImportFileError("The first line should name the columns; it is empty.")
+    return CsvHead(delimiter=delimiter, columns=columns)
+
+
+def import_detect_mapping(columns: list[str]) -> dict[str, str]:
+    """Each column's field by its header's alias ("E-mail" → email), or "" (ignored).
+    A field goes to the first column that names it."""
+    mapping, taken = {}, set()
+    for column in columns:
+        if not column:
+            continue
+        name = _HEADER_ALIASES.get(_key(column), "")
+        if name in taken:
+            name = ""
+        taken.add(name)
+        mapping[column] = name
+    return mapping
+
+
+def import_resolve_mapping(columns: list[str], given: dict | None) -> dict[str, str]:
+    """The detected mapping with the caller's choices on top, checked.
+
+    `given` maps column names to field names ("" or None: ignore the column). A field the
+    caller maps is taken away from the column its alias had given it to.
+    """
+    mapping = import_detect_mapping(columns)
+    given = given or {}
+    if not isinstance(given, dict):
+        raise ImportFileError('The mapping must be an object: {"column name": "field", …}.')
+    problems = []
+    for column, name in given.items():
+        name = (name or "").strip() if isinstance(name, str) or name is None else name
+        if column not in mapping:
+            problems.append(
+                f"There is no column “{column}” in the file (its columns: "
+                + ", ".join(f"“{c}”" for c in columns if c)
+                + ")."
+            )
+        elif not isinstance(name, str) or (name and name not in IMPORT_FIELDS):
+            problems.append(
+                f"“{name}” (for the column “{column}”) is not a field an import can fill; "
+                "use one of " + ", ".join(IMPORT_FIELDS) + ", or an empty value to ignore it."
+            )
+    if problems:
+        raise ImportFileError(" ".join(problems))
+    chosen = {column: (name or "").strip() for column, name in given.items()}
+    for column in mapping:
+        if column in chosen:
+            mapping[column] = chosen[column]
+        elif mapping[column] and mapping[column] in chosen.values():
+            mapping[column] = ""
+    import_check_mapping(mapping)
+    return mapping
+
+
+def import_check_mapping(mapping: dict[str, str]) -> None:
+    by_field: dict[str, list[str]] = {}
+    for column, name in mapping.items():
+        if name:
+            by_field.setdefault(name, []).append(column)
+    twice = {name: cols for name, cols in by_field.items() if len(cols) > 1}
+    if twice:
+        raise ImportFileError(
+            " ".join(
+                f"The field {name} is mapped from more than one column ("
+                + ", ".join(f"“{c}”" for c in cols)
+                + "); keep one."
+                for name, cols in twice.items()
+            )
+        )
+    if "email" not in by_field:
+        raise ImportFileError(
+            "No column is mapped to email: contacts are matched by email, so one column must "
+            "hold it (map it, e.g. “Email”)."
+        )
+
+
+def _check_marketing_allowed(actor, marketing: bool) -> None:
+    """A marketing import needs contacts.change_marketing_status. No actor: an operator's
+    command, trusted like the other management commands."""
+    if marketing and actor is not None and not actor.has_perm("contacts.change_marketing_status"):
+        raise ImportNotAllowed(
+            "Setting the contacts of an import as marketing needs the permission "
+            "contacts.change_marketing_status; import without “marketing”, or ask someone "
+            "who has it."
+        )
+
+
+def import_source_default() -> Source:
+    source, _ = Source.objects.get_or_create(
+        name=IMPORT_DEFAULT_SOURCE,
+        defaults={"kind": SourceKind.IMPORT, "default_marketing": False},
+    )
+    return source
+
+
+def _check_import_source(source: Source) -> None:
+    if source.kind != SourceKind.IMPORT:
+        raise ImportFileError(
+            f"The source “{source.name}” is a {source.get_kind_display()} source; an import "
+            "records a source of the kind “Import”."
+        )

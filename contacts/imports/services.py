@@ -1,0 +1,608 @@
+"""CSV import: upload → mapping → preview → commit → run.
+
+`contact_import_create` (size limit, hash, header, columns mapped by their aliases) →
+`contact_import_configure` → `contact_import_preview` (counts and the cost, nothing
+written to contacts) → `contact_import_commit` (queues the background job) →
+`contact_import_run`. Contacts are upserted by email: on PostgreSQL one INSERT … ON
+CONFLICT (email) DO UPDATE … WHERE changed statement per IMPORT_UPSERT_BATCH staged
+rows; elsewhere chunks of bulk_create/bulk_update. Existing contacts get the row's
+non-empty values only and are never downgraded; a marketing import makes its contacts
+marketing afterwards through the status service (ledger source "import").
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+from dataclasses import asdict, dataclass
+
+from django.db import IntegrityError, connection, transaction
+from django.db.models import QuerySet
+from django.db.models.expressions import RawSQL
+from django.utils import timezone
+
+from contacts.hooks import (
+    contacts_changed,
+)
+from contacts.imports.models import (
+    ContactImport,
+    ImportedContact,
+    ImportStatus,
+)
+from contacts.imports.parsing import (
+    _FLAG_FIELDS,
+    _INSERT_DEFAULTS,
+    _TEXT_FIELDS,
+    IMPORT_HEAD_BYTES,
+    IMPORT_STAGED_FIELDS,
+    ImportFileError,
+    ImportStateError,
+    _check_import_source,
+    _check_marketing_allowed,
+    _read_head,
+    import_check_size,
+    import_resolve_mapping,
+    import_source_default,
+)
+from contacts.imports.staging import (
+    STAGE_TABLE,
+    ImportProgress,
+    _drop_staging,
+    _fast_path,
+    _stage,
+    _Staged,
+)
+from contacts.models import (
+    Contact,
+    Source,
+    StatusSourceType,
+)
+from contacts.status.models import (
+    StatusChangeRequest,
+)
+from contacts.status.results import SET_MARKETING, ChangeHeld, StatusPreview, StatusSource
+from contacts.status.rules import NON_MARKETING
+from contacts.status.services import contacts_set_marketing, contacts_status_preview
+from contacts.status.sql import CONTACT_TABLE
+from crm import jobs
+
+IMPORT_UPSERT_BATCH = 100_000  # staged rows per upsert statement on PostgreSQL (~1-2 s each)
+
+IMPORT_PORTABLE_BATCH = 2_000  # rows per bulk_create/bulk_update chunk elsewhere (~0.5 MB)
+
+logger = logging.getLogger(__name__)
+
+
+def contact_import_create(
+    *,
+    file,
+    file_name: str,
+    actor=None,
+    source: Source | None = None,
+    mapping: dict | None = None,
+    marketing: bool = False,
+) -> ContactImport:
+    """Store an uploaded CSV and read its header; nothing is imported yet.
+
+    `file` is a Django File (an upload, or `File(open(path, "rb"))`). Refused with
+    `ImportFileError` (too big, not UTF-8, no header, a bad mapping) or
+    `ImportNotAllowed` (marketing without the permission) before anything is stored.
+    """
+    _check_marketing_allowed(actor, marketing)
+    size = file.size
+    import_check_size(size)
+    source = source or import_source_default()
+    _check_import_source(source)
+    file.seek(0)
+    head = _read_head(file.read(IMPORT_HEAD_BYTES))
+    resolved = import_resolve_mapping(head.columns, mapping)
+    digest = hashlib.sha256()
+    file.seek(0)
+    for chunk in file.chunks():
+        digest.update(chunk)
+    file.seek(0)
+    contact_import = ContactImport(
+        file_name=(file_name or "import.csv")[:255],
+        file_size=size,
+        file_hash=digest.hexdigest(),
+        delimiter=head.delimiter,
+        columns=head.columns,
+        mapping=resolved,
+        marketing=marketing,
+        source=source,
+        created_by=actor if getattr(actor, "pk", None) else None,
+    )
+    contact_import.file.save(contact_import.file_name, file, save=False)
+    try:
+        contact_import.save()
+    except Exception:
+        contact_import.file.delete(save=False)
+        raise
+    return contact_import
+
+
+def contact_import_configure(
+    *, contact_import: ContactImport, mapping: dict | None, marketing: bool, actor=None
+) -> ContactImport:
+    """Change the mapping or the marketing flag before the commit; the preview must be redone."""
+    if contact_import.status not in (ImportStatus.DRAFT, ImportStatus.PREVIEWED):
+        raise ImportStateError("This import was already committed; its mapping is fixed.")
+    _check_marketing_allowed(actor, marketing)
+    contact_import.mapping = import_resolve_mapping(contact_import.columns, mapping)
+    contact_import.marketing = marketing
+    contact_import.status = ImportStatus.DRAFT
+    contact_import.preview = {}
+    contact_import.save(update_fields=["mapping", "marketing", "status", "preview", "updated_at"])
+    return contact_import
+
+
+def _changed_sql(s: str, c: str) -> str:
+    """SQL: the staged row `s` has a non-empty value its contact `c` lacks (flags: only yes)."""
+    parts = [f"({s}.{n} IS NOT NULL AND {s}.{n} <> {c}.{n})" for n in _TEXT_FIELDS]
+    parts += [f"({s}.{n} AND NOT {c}.{n})" for n in _FLAG_FIELDS]
+    return "(" + " OR ".join(parts) + ")"
+
+
+def _apply_row(contact: Contact, staged: dict) -> bool:
+    """Python twin of `_changed_sql` and the upsert's SET: the non-empty values, flags only
+    ever set. True when the contact changed."""
+    changed = False
+    for name in _TEXT_FIELDS:
+        value = staged[name]
+        if value is not None and value != getattr(contact, name):
+            setattr(contact, name, value)
+            changed = True
+    for name in _FLAG_FIELDS:
+        if staged[name] and not getattr(contact, name):
+            setattr(contact, name, True)
+            changed = True
+    return changed
+
+
+@dataclass
+class _ChangeCounts:
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+
+def _count_changes() -> _ChangeCounts:
+    """What the upsert would do to the staged rows: new, updated, unchanged (one query)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT COALESCE(SUM(CASE WHEN c.id IS NULL THEN 1 ELSE 0 END), 0), "
+            f"COALESCE(SUM(CASE WHEN c.id IS NOT NULL AND {_changed_sql('s', 'c')} THEN 1 ELSE 0 END), 0), "
+            f"COUNT(c.id) FROM {STAGE_TABLE} s LEFT JOIN {CONTACT_TABLE} c ON c.email = s.email"
+        )
+        new, updated, existing = cursor.fetchone()
+    return _ChangeCounts(new=int(new), updated=int(updated), unchanged=int(existing) - int(updated))
+
+
+_UPSERT_COLUMNS = (
+    "created_at, updated_at, email, " + ", ".join(IMPORT_STAGED_FIELDS[1:]) + ", lead_score, "
+    "last_engaged_at, source_id, marketing_status, marketing_until, marketing_reason_type, "
+    "marketing_reason_id, marketing_reason_name, marketing_changed_at"
+)
+
+
+def _upsert_sql() -> str:
+    """PostgreSQL: one statement for the staged emails in (lo, hi] (None: unbounded).
+
+    New emails are inserted non-marketing with the import's source. An existing email
+    takes the staged row's non-empty values — read back from the staging table by its
+    unique email index, because EXCLUDED cannot tell an empty cell from a default —
+    and only when something differs (WHERE), so a re-run writes nothing. No status
+    column is in the SET list.
+    """
+    inserted = ", ".join(
+        f"COALESCE(s.{n}, {'FALSE' if n in _FLAG_FIELDS else repr(_INSERT_DEFAULTS.get(n, ''))})"
+        for n in IMPORT_STAGED_FIELDS[1:]
+    )
+    updated = ", ".join(
+        [f"COALESCE(s2.{n}, c.{n})" for n in _TEXT_FIELDS]
+        + [f"c.{n} OR COALESCE(s2.{n}, FALSE)" for n in _FLAG_FIELDS]
+    )
+    return f"""
+        WITH up AS (
+            INSERT INTO {CONTACT_TABLE} AS c ({_UPSERT_COLUMNS})
+            SELECT %(now)s, %(now)s, s.email, {inserted}, 0, NULL, %(source)s, '{NON_MARKETING}', NULL,
+                   '', '', '', NULL
+            FROM {STAGE_TABLE} s
+            WHERE (%(lo)s IS NULL OR s.email > %(lo)s) AND (%(hi)s IS NULL OR s.email <= %(hi)s)
+            ORDER BY s.email
+            ON CONFLICT (email) DO UPDATE SET
+                ({", ".join(_TEXT_FIELDS + _FLAG_FIELDS)}, updated_at) =
+                (SELECT {updated}, %(now)s FROM {STAGE_TABLE} s2 WHERE s2.email = EXCLUDED.email)
+            WHERE EXISTS (
+                SELECT 1 FROM {STAGE_TABLE} s2
+                WHERE s2.email = EXCLUDED.email AND {_changed_sql("s2", "c")}
+            )
+            RETURNING (xmax = 0) AS inserted
+        )
+        SELECT inserted, COUNT(*) FROM up GROUP BY inserted
+    """
+
+
+def _email_bounds(cursor, kept: int) -> list[str | None]:
+    """Every IMPORT_UPSERT_BATCH-th staged email, in order: the chunk bounds (one index scan)."""
+    cursor.execute(
+        f"SELECT email FROM (SELECT email, row_number() OVER (ORDER BY email) AS r "
+        f"FROM {STAGE_TABLE}) x WHERE r %% %s = 0 AND r < %s ORDER BY email",
+        [IMPORT_UPSERT_BATCH, kept],
+    )
+    return [None, *(row[0] for row in cursor.fetchall()), None]
+
+
+def _upsert_postgresql(
+    contact_import: ContactImport, staged: _Staged, report: ImportProgress
+) -> tuple[int, int]:
+    """Chunks of the staged rows in email order (walking the staging table's unique email
+    index), so each chunk fills the contacts' email indexes left to right."""
+    sql = _upsert_sql()
+    created = updated = 0
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        bounds = _email_bounds(cursor, staged.kept)
+        for number, (lo, hi) in enumerate(zip(bounds, bounds[1:], strict=False), start=1):
+            cursor.execute(
+                sql, {"now": now, "source": contact_import.source_id, "lo": lo, "hi": hi}
+            )
+            for was_inserted, count in cursor.fetchall():
+                if was_inserted:
+                    created += count
+                else:
+                    updated += count
+            report("saving", min(number * IMPORT_UPSERT_BATCH, staged.kept), staged.kept)
+    return created, updated
+
+
+def _upsert_portable(
+    contact_import: ContactImport, staged: _Staged, report: ImportProgress
+) -> tuple[int, int]:
+    """Any database: chunks of staged rows, bulk_create the new, bulk_update the changed."""
+    fields = IMPORT_STAGED_FIELDS[1:]
+    created = updated = done = 0
+    last = 0
+    while True:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT line, {', '.join(IMPORT_STAGED_FIELDS)} FROM {STAGE_TABLE} "
+                "WHERE line > %s ORDER BY line LIMIT %s",
+                [last, IMPORT_PORTABLE_BATCH],
+            )
+            rows = cursor.fetchall()
+        if not rows:
+            break
+        last = rows[-1][0]
+        chunk = {
+            email: {
+                name: (bool(value) if value is not None and name in _FLAG_FIELDS else value)
+                for name, value in zip(fields, values, strict=True)
+            }
+            for _line, email, *values in rows
+        }
+        for attempt in (1, 2):
+            existing = Contact.objects.filter(email__in=list(chunk)).only("id", "email", *fields)
+            found = {contact.email: contact for contact in existing}
+            now = timezone.now()
+            creates = [
+                Contact(
+                    email=email,
+                    source_id=contact_import.source_id,
+                    **{
+                        name: (
+                            value
+                            if value is not None
+                            else (False if name in _FLAG_FIELDS else _INSERT_DEFAULTS.get(name, ""))
+                        )
+                        for name, value in values.items()
+                    },
+                )
+                for email, values in chunk.items()
+                if email not in found
+            ]
+            changes = [c for email, c in found.items() if _apply_row(c, chunk[email])]
+            for contact in changes:
+                contact.updated_at = now
+            try:
+                with transaction.atomic():
+                    Contact.objects.bulk_create(creates, batch_size=IMPORT_PORTABLE_BATCH)
+                    Contact.objects.bulk_update(
+                        changes, [*fields, "updated_at"], batch_size=IMPORT_PORTABLE_BATCH
+                    )
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+                continue  # someone created one of these emails meanwhile: read them again
+            break
+        created += len(creates)
+        updated += len(changes)
+        done += len(rows)
+        report("saving", done, staged.kept)
+    return created, updated
+
+
+def _import_target(contact_import: ContactImport) -> QuerySet:
+    members = ImportedContact.objects.filter(contact_import_id=contact_import.pk)
+    return Contact.objects.filter(pk__in=members.values("contact_id"))
+
+
+def _record_members(contact_import: ContactImport) -> None:
+    """The marketing import's contacts, by email, into ImportedContact (once each)."""
+    table = ImportedContact._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (contact_import_id, contact_id) "
+            f"SELECT %s, c.id FROM {STAGE_TABLE} s JOIN {CONTACT_TABLE} c ON c.email = s.email "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {table} m "
+            "WHERE m.contact_import_id = %s AND m.contact_id = c.id)",
+            [contact_import.pk, contact_import.pk],
+        )
+
+
+def _json_preview(preview: StatusPreview) -> dict:
+    data = asdict(preview)
+    for key, value in data.items():
+        if isinstance(value, dt.datetime):
+            data[key] = value.isoformat()
+    return data
+
+
+def contact_import_preview(*, contact_import: ContactImport, actor=None) -> ContactImport:
+    """Read the whole file and say what committing it would do; contacts are not touched.
+
+    `preview` holds: rows, new, updated, unchanged, invalid, duplicates, becomes_marketing
+    (0 unless the import is marked marketing), marketing_candidates (what marking it
+    would make marketing), the status service's preview of that change — its `extra`
+    carries billing's cost, new contacts counted through `additional` — and
+    `same_file` (earlier imports of the same bytes). Row errors are stored already.
+    """
+    if contact_import.status not in (ImportStatus.DRAFT, ImportStatus.PREVIEWED):
+        raise ImportStateError("This import was already committed; there is nothing to preview.")
+    _check_marketing_allowed(actor, contact_import.marketing)
+    try:
+        staged = _stage(contact_import, None)
+        counts = _count_changes()
+        existing = Contact.objects.filter(email__in=RawSQL(f"SELECT email FROM {STAGE_TABLE}", []))
+        status = contacts_status_preview(
+            contacts=existing, operation=SET_MARKETING, additional=counts.new
+        )
+    except ImportFileError as error:
+        _fail(contact_import, str(error))
+        raise
+    finally:
+        with connection.cursor() as cursor:
+            _drop_staging(cursor)
+    candidates = status.would_change + status.would_cancel
+    contact_import.preview = {
+        "rows": staged.rows,
+        "new": counts.new,
+        "updated": counts.updated,
+        "unchanged": counts.unchanged,
+        "invalid": staged.invalid,
+        "duplicates": staged.duplicates,
+        "marketing_candidates": candidates,
+        "becomes_marketing": candidates if contact_import.marketing else 0,
+        "already_marketing": status.already,
+        "status_preview": _json_preview(status),
+        "same_file": list(
+            ContactImport.objects.filter(
+                file_hash=contact_import.file_hash,
+                status__in=[ImportStatus.DONE, ImportStatus.HELD],
+            )
+            .exclude(pk=contact_import.pk)
+            .order_by("-pk")
+            .values_list("pk", flat=True)[:5]
+        ),
+    }
+    contact_import.rows = staged.rows
+    contact_import.invalid_count = staged.invalid
+    contact_import.duplicate_count = staged.duplicates
+    contact_import.total_rows = staged.rows
+    contact_import.status = ImportStatus.PREVIEWED
+    contact_import.previewed_at = timezone.now()
+    contact_import.save()
+    return contact_import
+
+
+def contact_import_commit(
+    *, contact_import: ContactImport, actor=None, enqueue: bool = True
+) -> ContactImport:
+    """Queue a previewed import's job (after commit). Committing again changes nothing."""
+    _check_marketing_allowed(actor, contact_import.marketing)
+    with transaction.atomic():
+        locked = ContactImport.objects.select_for_update().get(pk=contact_import.pk)
+        if locked.status == ImportStatus.DRAFT:
+            raise ImportStateError(
+                "Preview the import before committing it (its mapping changed since the last "
+                "preview, or it was never previewed)."
+            )
+        if locked.status == ImportStatus.FAILED:
+            raise ImportStateError(f"This import failed and cannot run: {locked.message}")
+        if locked.status != ImportStatus.PREVIEWED:
+            return locked  # queued, running or finished already
+        locked.status = ImportStatus.QUEUED
+        locked.phase = "queued"
+        locked.processed_rows = 0
+        locked.committed_by = actor if getattr(actor, "pk", None) else None
+        locked.committed_at = timezone.now()
+        locked.save()
+        if enqueue:
+            from contacts.tasks import run_contact_import
+
+            pk = locked.pk
+            jobs.enqueue(run_contact_import, pk)
+    return locked
+
+
+def _fail(contact_import: ContactImport, message: str) -> None:
+    ContactImport.objects.filter(pk=contact_import.pk).update(
+        status=ImportStatus.FAILED, message=message, phase="", finished_at=timezone.now()
+    )
+    contact_import.refresh_from_db()
+
+
+def contact_import_run(
+    *, contact_import_id: int, progress: ImportProgress | None = None
+) -> ContactImport:
+    """The background job: stage the file, upsert the contacts, then the marketing part.
+
+    Runs a queued import (or one left running by a crashed worker); anything else is
+    returned as it is. Safe to run again: the upsert writes only what differs and the
+    status change has the idempotency key "import:<id>:marketing". Row errors are
+    written afresh. Progress (phase, processed / total rows) is written as it goes.
+    """
+    started = timezone.now()
+    claimed = ContactImport.objects.filter(
+        pk=contact_import_id, status__in=[ImportStatus.QUEUED, ImportStatus.RUNNING]
+    ).update(status=ImportStatus.RUNNING, started_at=started, phase="reading", processed_rows=0)
+    contact_import = ContactImport.objects.select_related("source", "committed_by").get(
+        pk=contact_import_id
+    )
+    if not claimed:
+        return contact_import
+
+    def report(phase: str, done: int, total: int) -> None:
+        ContactImport.objects.filter(pk=contact_import_id).update(
+            phase=phase, processed_rows=done, total_rows=total
+        )
+        if progress:
+            progress(phase, done, total)
+
+    fast = _fast_path()
+    try:
+        staged = _stage(contact_import, report)
+        report("saving", 0, staged.kept)
+        upsert = _upsert_postgresql if fast else _upsert_portable
+        created, updated = upsert(contact_import, staged, report)
+        fields = {
+            "rows": staged.rows,
+            "invalid_count": staged.invalid,
+            "duplicate_count": staged.duplicates,
+            "created_count": created,
+            "updated_count": updated,
+            "unchanged_count": staged.kept - created - updated,
+            "status": ImportStatus.DONE,
+            "message": "",
+        }
+        if contact_import.marketing:
+            report("marketing", 0, staged.kept)
+            fields.update(_marketing_part(contact_import))
+        if created or updated:
+            _import_notify_changed(started)  # while the staging table still names them
+    except ImportFileError as error:
+        _fail(contact_import, str(error))
+        return contact_import
+    except Exception as error:  # recorded on the import; the worker's log has the trace
+        logger.exception("import %s failed", contact_import_id)
+        _fail(
+            contact_import, f"The import stopped on an internal error ({error.__class__.__name__})."
+        )
+        return contact_import
+    finally:
+        with connection.cursor() as cursor:
+            _drop_staging(cursor)
+    fields.update(phase="", finished_at=timezone.now())
+    fields["processed_rows"] = fields["total_rows"] = staged.kept
+    ContactImport.objects.filter(pk=contact_import_id).update(**fields)
+    contact_import.refresh_from_db()
+    return contact_import
+
+
+IMPORT_NOTIFY_BATCH = 5_000  # ids per contact-listener notification (~40 KB)
+
+
+def _import_notify_changed(started: dt.datetime) -> None:
+    """The contacts an import created or updated (their updated_at moved), to the contact
+    listeners (event-triggered workflows), a batch of ids at a time. Read through the
+    staging table's emails (the contacts' unique email index): the cost follows the
+    import, not the contacts table."""
+    from contacts.hooks import has_contact_listeners
+
+    if not has_contact_listeners():
+        return
+    ids = (
+        Contact.objects.filter(
+            email__in=RawSQL(f"SELECT email FROM {STAGE_TABLE}", []), updated_at__gte=started
+        )
+        .order_by()
+        .values_list("pk", flat=True)
+    )
+    batch: list[int] = []
+    for pk in ids.iterator(chunk_size=IMPORT_NOTIFY_BATCH):
+        batch.append(pk)
+        if len(batch) == IMPORT_NOTIFY_BATCH:
+            contacts_changed(batch)
+            batch = []
+    contacts_changed(batch)
+
+
+def _marketing_part(contact_import: ContactImport) -> dict:
+    """Make the import's contacts marketing: one guarded set-based call of the status service.
+
+    Held by billing's guardrails (`ChangeHeld`): the contacts stay non-marketing and the
+    import is HELD; an approver runs the same change later (same idempotency key,
+    the same durable target), and `contact_import_sync` then marks the import done.
+    """
+    _record_members(contact_import)
+    target = _import_target(contact_import)
+    key = contact_import.marketing_idempotency_key
+    if not StatusChangeRequest.objects.filter(idempotency_key=key).exists():
+        preview = contacts_status_preview(contacts=target, operation=SET_MARKETING)
+        if not (preview.would_change or preview.would_cancel):
+            return {"marketing_count": 0, "marketing_result": {"already": preview.already}}
+    try:
+        result = contacts_set_marketing(
+            contacts=target,
+            source=StatusSource(
+                StatusSourceType.IMPORT, id=str(contact_import.pk), name=contact_import.file_name
+            ),
+            actor=contact_import.committed_by or contact_import.created_by,
+            idempotency_key=key,
+            guarded=True,
+        )
+    except ChangeHeld as held:
+        return {
+            "status": ImportStatus.HELD,
+            "message": (
+                f"The contacts were imported as non-marketing; setting them as marketing is held. "
+                f"{held}"
+            ),
+        }
+    return {
+        "marketing_count": result.changed + result.cancelled,
+        "marketing_result": result.as_dict(),
+    }
+
+
+def contact_import_sync(*, contact_import: ContactImport) -> ContactImport:
+    """A held import whose marketing part an approver has run since: mark it done."""
+    if contact_import.status != ImportStatus.HELD:
+        return contact_import
+    request = StatusChangeRequest.objects.filter(
+        idempotency_key=contact_import.marketing_idempotency_key
+    ).first()
+    if request is None:
+        return contact_import
+    result = request.result or {}
+    ContactImport.objects.filter(pk=contact_import.pk, status=ImportStatus.HELD).update(
+        status=ImportStatus.DONE,
+        marketing_result=result,
+        marketing_count=result.get("changed", 0) + result.get("cancelled", 0),
+        message="The marketing part was approved and has run.",
+    )
+    contact_import.refresh_from_db()
+    return contact_import
+
+
+def contact_import_discard(*, contact_import: ContactImport) -> None:
+    """Delete an import that was never committed, with its file and row errors."""
+    if contact_import.status not in (
+        ImportStatus.DRAFT,
+        ImportStatus.PREVIEWED,
+        ImportStatus.FAILED,
+    ):
+        raise ImportStateError("A committed import is a record of what was imported; it stays.")
+    contact_import.file.delete(save=False)
+    contact_import.delete()

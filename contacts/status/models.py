@@ -1,0 +1,162 @@
+"""The ledger of status changes, the requests behind them and the billable counters."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from contacts.models import Contact, StatusSourceType
+
+
+class LedgerStatus(models.TextChoices):
+    MARKETING = "marketing", "Marketing"
+    NON_MARKETING = "non_marketing", "Non-marketing"
+    NONE = "none", "(deleted)"
+
+
+class LedgerAction(models.TextChoices):
+    UPGRADE = "upgrade", "Set marketing (immediate)"
+    DOWNGRADE_SCHEDULED = "downgrade_scheduled", "Set non-marketing (from the next update date)"
+    DOWNGRADE_CANCELLED = "downgrade_cancelled", "Pending non-marketing cancelled"
+    ROLLOVER = "rollover", "Pending non-marketing applied at the update date"
+    DELETED = "deleted", "Marketing contact deleted"
+
+
+class StatusChangeRequest(models.Model):
+    """One call of the status service; its idempotency key makes a retry change nothing."""
+
+    idempotency_key = models.CharField(max_length=200, unique=True)
+    operation = models.CharField(max_length=32)
+    fingerprint = models.CharField(
+        max_length=64, help_text="Hash of what was asked, to refuse a reused key."
+    )
+    source_type = models.CharField(max_length=20, choices=StatusSourceType.choices)
+    source_id = models.CharField(max_length=64, blank=True)
+    source_name = models.CharField(max_length=200, blank=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    requested_at = models.DateTimeField()
+    result = models.JSONField(default=dict)
+
+    def __str__(self) -> str:
+        return f"{self.operation} {self.idempotency_key}"
+
+
+class StatusChange(models.Model):
+    """The append-only ledger of marketing-status changes.
+
+    `delta` is this row's effect on the billable count at `effective_at`: +1 an
+    upgrade (now) or a cancelled downgrade (at the pending date, undoing the -1
+    scheduled there), -1 a scheduled downgrade (at the update date) or a deleted
+    billable contact (now), 0 the rollover that applies an already-counted
+    downgrade. So the billable count at any instant t is the sum of `delta` over
+    rows with effective_at <= t, and each contact is counted exactly once.
+    Rows outlive their contact (no database constraint on contact_id).
+    """
+
+    contact = models.ForeignKey(
+        Contact,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,  # covered by statuschange_contact_idx
+        related_name="status_changes",
+    )
+    request = models.ForeignKey(
+        StatusChangeRequest,
+        on_delete=models.PROTECT,
+        db_index=False,  # covered by statuschange_once_per_request
+        related_name="changes",
+    )
+    action = models.CharField(max_length=24, choices=LedgerAction.choices)
+    from_status = models.CharField(max_length=16, choices=LedgerStatus.choices)
+    to_status = models.CharField(max_length=16, choices=LedgerStatus.choices)
+    requested_at = models.DateTimeField()
+    effective_at = models.DateTimeField()
+    delta = models.SmallIntegerField()
+    source_type = models.CharField(max_length=20, choices=StatusSourceType.choices)
+    source_id = models.CharField(max_length=64, blank=True)
+    source_name = models.CharField(max_length=200, blank=True)
+    # No index: ledger inserts stay lean; only deleting a user looks rows up by actor.
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        db_index=False,
+        related_name="+",
+    )
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name = "status change (ledger)"
+        verbose_name_plural = "status ledger"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["request", "contact", "action"], name="statuschange_once_per_request"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(delta__in=[-1, 0, 1]), name="statuschange_delta_unit"
+            ),
+        ]
+        indexes = [
+            # A contact's history, newest first.
+            models.Index(fields=["contact", "-id"], name="statuschange_contact_idx"),
+            # The replay walks rows in effective order.
+            models.Index(fields=["effective_at"], name="statuschange_effective_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.contact_id}: {self.from_status} → {self.to_status} ({self.action})"
+
+
+class PeriodUsage(models.Model):
+    """The billable count of one billing period [period_start, period_end), kept by the status service.
+
+    Updated in the same transaction as every change with F()/GREATEST (O(1) a
+    change). `scheduled_downgrades` are the pending downgrades that take effect at
+    `period_end`: the next period opens with live_count - scheduled_downgrades.
+    """
+
+    period_start = models.DateTimeField(unique=True)
+    period_end = models.DateTimeField()
+    opening_count = models.PositiveIntegerField(default=0)
+    live_count = models.PositiveIntegerField(default=0)
+    peak_count = models.PositiveIntegerField(default=0)
+    scheduled_downgrades = models.PositiveIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-period_start"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(period_end__gt=models.F("period_start")),
+                name="periodusage_end_after_start",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(peak_count__gte=models.F("live_count"))
+                & models.Q(peak_count__gte=models.F("opening_count")),
+                name="periodusage_peak_is_max",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(scheduled_downgrades__lte=models.F("live_count")),
+                name="periodusage_scheduled_within_live",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.period_start:%Y-%m-%d}: peak {self.peak_count}"
+
+
+class UsageState(models.Model):
+    """One row, locked first by every status change: it serialises the counters and
+    keeps the change clock monotonic, so the ledger's order is the counters' order."""
+
+    last_change_at = models.DateTimeField(null=True, blank=True)
+    # Every downgrade due at or before this instant has been applied: the next rollover
+    # reads only (rolled_over_through, as_of] of contact_pending_idx, however many
+    # applied downgrades the index keeps ("non-marketing since").
+    rolled_over_through = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return "usage state"

@@ -1,0 +1,539 @@
+"""The one marketing-status service (DESIGN §1.2).
+
+Every status change — a person, a bulk action, the API, an import, a form, a
+workflow, the rollover — goes through `contacts_set_marketing`,
+`contacts_set_non_marketing`, `contacts_delete` or `contacts_rollover`. Each call:
+
+1. takes the usage lock (`crm.locks.lock_usage`) so changes and their counters
+   are serialised and the change clock never runs backwards;
+2. answers a retried idempotency key with the stored result, changing nothing;
+3. works set-based, chunk by chunk (`contacts.status.sql`) — never a save() per contact;
+4. updates the period's live count and running peak with F()/GREATEST in the
+   same transaction, O(1) however many contacts exist.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Callable
+
+from django.db import transaction
+from django.db.models import Count, F, Q
+from django.db.models.functions import Greatest
+from django.utils import timezone
+
+from contacts.hooks import (
+    GuardRequest,
+    UsageChange,
+    check_guards,
+    notify_usage_changed,
+    preview_extras,
+)
+from contacts.models import (
+    Contact,
+    MarketingStatus,
+    StatusSourceType,
+)
+from contacts.status.models import (
+    LedgerAction,
+    PeriodUsage,
+    StatusChange,
+    StatusChangeRequest,
+    UsageState,
+)
+from contacts.status.results import (
+    DELETE,
+    ROLLOVER,
+    SET_MARKETING,
+    SET_NON_MARKETING,
+    ChangeHeld,
+    IdempotencyConflict,
+    Progress,
+    StatusChangeResult,
+    StatusError,
+    StatusPreview,
+    StatusSource,
+    Target,
+)
+from contacts.status.sql import (
+    MARKETING,
+    OperationSql,
+    as_target,
+    delete_rows,
+    ledger_select,
+    operation_sql,
+    request_fingerprint,
+    run_chunk_portable,
+    run_chunk_postgresql,
+    target_chunks,
+    use_postgresql_fast_path,
+)
+from crm.calendar import BillingCalendar
+
+logger = logging.getLogger(__name__)
+
+
+TICK = dt.timedelta(microseconds=1)
+
+
+def _lock_usage(
+    at: dt.datetime | None, calendar: BillingCalendar
+) -> tuple[UsageState, dt.datetime]:
+    """Take the usage lock and return this change's instant.
+
+    Instants strictly increase from one change to the next, and never fall exactly
+    on a period start (that instant belongs to the boundary's own downgrades). So
+    the ledger's order is the order the counters saw, and a replay grouped by
+    instant sees exactly the counts the counters saw.
+    """
+    state, _ = UsageState.objects.select_for_update().get_or_create(pk=1)
+    now = at or timezone.now()
+    if state.last_change_at and now <= state.last_change_at:
+        now = state.last_change_at + TICK
+    if calendar.period_bounds(now)[0] == now:
+        now += TICK
+    return state, now
+
+
+def period_usage_at(now: dt.datetime, calendar: BillingCalendar) -> PeriodUsage:
+    """The counter row of the period containing `now`, opening any periods since the last one.
+
+    Call with the usage lock held. A period opens with the previous period's live
+    count less the downgrades scheduled for its end.
+    """
+    start, end = calendar.period_bounds(now)
+    row = PeriodUsage.objects.filter(period_start=start).first()
+    if row is not None:
+        return row
+    latest = PeriodUsage.objects.filter(period_start__lt=start).order_by("-period_start").first()
+    if latest is None:
+        return PeriodUsage.objects.create(period_start=start, period_end=end)
+    opening = latest.live_count - latest.scheduled_downgrades
+    next_start = latest.period_end
+    while next_start <= start:
+        next_end = calendar.following(next_start)
+        row = PeriodUsage.objects.create(
+            period_start=next_start,
+            period_end=next_end,
+            opening_count=opening,
+            live_count=opening,
+            peak_count=opening,
+        )
+        next_start = next_end
+    return row
+
+
+def _begin(
+    *,
+    operation: str,
+    source: StatusSource,
+    actor,
+    idempotency_key: str | None,
+    fingerprint: str,
+    now: dt.datetime,
+) -> tuple[StatusChangeRequest | None, StatusChangeResult | None]:
+    if idempotency_key:
+        existing = StatusChangeRequest.objects.filter(idempotency_key=idempotency_key).first()
+        if existing is not None:
+            if existing.fingerprint != fingerprint or existing.operation != operation:
+                raise IdempotencyConflict(
+                    f"The idempotency key {idempotency_key!r} was already used for a different request."
+                )
+            result = StatusChangeResult.from_dict(existing.result)
+            result.replayed = True
+            return None, result
+    request = StatusChangeRequest.objects.create(
+        idempotency_key=idempotency_key or f"auto:{uuid.uuid4()}",
+        operation=operation,
+        fingerprint=fingerprint,
+        source_type=source.type,
+        source_id=source.id,
+        source_name=source.name[:200],
+        actor=actor if getattr(actor, "pk", None) else None,
+        requested_at=now,
+    )
+    return request, None
+
+
+def _finish(
+    *,
+    request: StatusChangeRequest,
+    state: UsageState,
+    usage: PeriodUsage,
+    result: StatusChangeResult,
+    live_delta: int,
+    scheduled_delta: int,
+) -> StatusChangeResult:
+    if live_delta or scheduled_delta:
+        PeriodUsage.objects.filter(pk=usage.pk).update(
+            live_count=F("live_count") + live_delta,
+            peak_count=Greatest(F("peak_count"), F("live_count") + live_delta),
+            scheduled_downgrades=F("scheduled_downgrades") + scheduled_delta,
+        )
+        usage.refresh_from_db()
+    result.live_count = usage.live_count
+    result.peak_count = usage.peak_count
+    state.last_change_at = result.requested_at
+    state.save(update_fields=["last_change_at"])
+    request.result = result.as_dict()
+    request.save(update_fields=["result"])
+    if live_delta or scheduled_delta:
+        change = UsageChange(
+            operation=result.operation,
+            at=result.requested_at,
+            period_start=usage.period_start,
+            live_count=usage.live_count,
+            peak_count=usage.peak_count,
+            became_marketing=max(live_delta, 0),
+        )
+        transaction.on_commit(lambda: notify_usage_changed(change))
+    return result
+
+
+def _change_status(
+    operation: str,
+    *,
+    contacts: Target,
+    source: StatusSource,
+    actor,
+    idempotency_key: str | None,
+    at: dt.datetime | None,
+    progress: Progress | None,
+    guarded: bool = False,
+) -> StatusChangeResult:
+    target = as_target(contacts)
+    fingerprint = request_fingerprint(operation, source, target)
+    calendar = BillingCalendar.for_account()
+    if guarded and operation == SET_MARKETING:
+        idempotency_key = idempotency_key or f"auto:{uuid.uuid4()}"
+        if not StatusChangeRequest.objects.filter(idempotency_key=idempotency_key).exists():
+            preview = contacts_status_preview(contacts=target, operation=operation, at=at)
+            reason = check_guards(
+                GuardRequest(
+                    operation=operation,
+                    contacts=target,
+                    preview=preview,
+                    source=source,
+                    actor=actor,
+                    idempotency_key=idempotency_key,
+                )
+            )
+            if reason:
+                raise ChangeHeld(reason)
+    with transaction.atomic():
+        state, now = _lock_usage(at, calendar)
+        request, replay = _begin(
+            operation=operation,
+            source=source,
+            actor=actor,
+            idempotency_key=idempotency_key,
+            fingerprint=fingerprint,
+            now=now,
+        )
+        if replay is not None:
+            return replay
+        usage = period_usage_at(now, calendar)
+        until = usage.period_end
+
+        def specs_for_chunk() -> list[OperationSql]:
+            if operation == DELETE:
+                return delete_rows(now)
+            return [operation_sql(operation, now=now, until=until, source=source)]
+
+        counts = _apply(
+            target,
+            specs_for_chunk,
+            now=now,
+            source=source,
+            request_id=request.pk,
+            actor_id=request.actor_id,
+            delete=operation == DELETE,
+            progress=progress,
+        )
+        result = StatusChangeResult(
+            operation=operation,
+            idempotency_key=request.idempotency_key,
+            requested_at=now,
+            matched=counts.get("matched", 0),
+        )
+        upgraded = counts.get(LedgerAction.UPGRADE, 0)
+        cancelled = counts.get(LedgerAction.DOWNGRADE_CANCELLED, 0)
+        scheduled = counts.get(LedgerAction.DOWNGRADE_SCHEDULED, 0)
+        deleted = counts.get(LedgerAction.DELETED, 0)
+        if operation == SET_MARKETING:
+            result.changed, result.cancelled = upgraded, cancelled
+            result.already = result.matched - upgraded - cancelled
+        elif operation == SET_NON_MARKETING:
+            result.scheduled = scheduled
+            result.already = result.matched - scheduled
+            result.effective_from = until if scheduled else None
+        elif operation == DELETE:
+            result.changed = result.matched
+            result.cancelled = cancelled
+        return _finish(
+            request=request,
+            state=state,
+            usage=usage,
+            result=result,
+            live_delta=upgraded - deleted,
+            scheduled_delta=scheduled - cancelled,
+        )
+
+
+def _apply(
+    target,
+    specs_for_chunk: Callable[[], list[OperationSql]],
+    *,
+    now,
+    source: StatusSource,
+    request_id: int,
+    actor_id,
+    delete: bool,
+    progress: Progress | None,
+) -> dict[str, int]:
+    """Run the operation chunk by chunk; return the matched count and ledger rows by action."""
+    totals: dict[str, int] = {"matched": 0}
+    chunks = target_chunks(target)
+    fast = not delete and use_postgresql_fast_path()
+    for done, chunk in enumerate(chunks, start=1):
+        specs = specs_for_chunk()
+        selects = [
+            ledger_select(spec, request_id=request_id, now=now, source=source, actor_id=actor_id)
+            for spec in specs
+        ]
+        if fast:
+            for key, value in run_chunk_postgresql(chunk, specs[0], selects[0]).items():
+                totals[key] = totals.get(key, 0) + value
+        else:
+            totals["matched"] += run_chunk_portable(
+                chunk.queryset, specs, selects, update=not delete
+            )
+            if delete:
+                chunk.queryset.delete()
+        if progress:
+            progress(done, len(chunks))
+    if not fast:
+        # Rows of this request by action (statuschange_once_per_request index).
+        rows = (
+            StatusChange.objects.filter(request_id=request_id)
+            .values("action")
+            .annotate(n=Count("id"))
+        )
+        totals.update({row["action"]: row["n"] for row in rows})
+    return totals
+
+
+def contacts_set_marketing(
+    *,
+    contacts: Target,
+    source: StatusSource,
+    actor=None,
+    idempotency_key: str | None = None,
+    at: dt.datetime | None = None,
+    progress: Progress | None = None,
+    guarded: bool = False,
+) -> StatusChangeResult:
+    """Make contacts marketing now; a pending downgrade is cancelled at no extra cost.
+
+    `at` is for the demo seeder and tests: the change instant, clamped so it never
+    precedes the last recorded change. `guarded=True` (bulk actions, the API,
+    imports, workflows) lets the registered guards — billing's guardrails — hold
+    the change for approval first: `ChangeHeld` is raised and nothing is written.
+    """
+    return _change_status(
+        SET_MARKETING,
+        contacts=contacts,
+        source=source,
+        actor=actor,
+        idempotency_key=idempotency_key,
+        at=at,
+        progress=progress,
+        guarded=guarded,
+    )
+
+
+def contacts_set_non_marketing(
+    *,
+    contacts: Target,
+    source: StatusSource,
+    actor=None,
+    idempotency_key: str | None = None,
+    at: dt.datetime | None = None,
+    progress: Progress | None = None,
+) -> StatusChangeResult:
+    """Schedule contacts non-marketing from the next update date; they stay billable until then."""
+    return _change_status(
+        SET_NON_MARKETING,
+        contacts=contacts,
+        source=source,
+        actor=actor,
+        idempotency_key=idempotency_key,
+        at=at,
+        progress=progress,
+    )
+
+
+def contacts_delete(
+    *,
+    contacts: Target,
+    actor=None,
+    source: StatusSource | None = None,
+    idempotency_key: str | None = None,
+    at: dt.datetime | None = None,
+    progress: Progress | None = None,
+) -> StatusChangeResult:
+    """Delete contacts; billable ones lower the live count at once (the peak stays)."""
+    return _change_status(
+        DELETE,
+        contacts=contacts,
+        source=source or StatusSource(StatusSourceType.DELETION),
+        actor=actor,
+        idempotency_key=idempotency_key,
+        at=at,
+        progress=progress,
+    )
+
+
+def contacts_rollover(
+    *,
+    as_of: dt.datetime | None = None,
+    at: dt.datetime | None = None,
+    progress: Progress | None = None,
+) -> StatusChangeResult:
+    """Apply every pending downgrade due at or before `as_of` (default: now).
+
+    Billable counts do not move (the ledger counted each downgrade at its date
+    when it was scheduled); the stored status catches up and each contact gets a
+    "rollover" ledger row. Also opens the counter rows of every period up to `as_of`.
+    Idempotent: a second run finds nothing due. `as_of` is capped at the
+    present (`at`, for tests, or the clock): nothing is applied early.
+    """
+    source = StatusSource(StatusSourceType.ROLLOVER, name="Period rollover")
+    calendar = BillingCalendar.for_account()
+    with transaction.atomic():
+        state, now = _lock_usage(at, calendar)
+        as_of = min(as_of or now, now)
+        due = Contact.objects.filter(
+            marketing_status=MarketingStatus.MARKETING, marketing_until__lte=as_of
+        )
+        if state.rolled_over_through is not None:
+            # Downgrades are always scheduled after the instant they are asked for, and
+            # instants only grow, so none falls at or before the last rollover's as_of.
+            due = due.filter(marketing_until__gt=state.rolled_over_through)
+        request, _ = _begin(
+            operation=ROLLOVER,
+            source=source,
+            actor=None,
+            idempotency_key=None,
+            fingerprint=request_fingerprint(ROLLOVER, source, [], extra=as_of.isoformat()),
+            now=now,
+        )
+        usage = period_usage_at(now, calendar)
+        spec = operation_sql(ROLLOVER, now=as_of, until=None, source=source)
+        totals = _apply(
+            due,
+            lambda: [spec],
+            now=now,
+            source=source,
+            request_id=request.pk,
+            actor_id=None,
+            delete=False,
+            progress=progress,
+        )
+        _leave_ad_audiences(since=state.rolled_over_through, through=as_of)
+        if state.rolled_over_through is None or as_of > state.rolled_over_through:
+            state.rolled_over_through = as_of
+            state.save(update_fields=["rolled_over_through"])
+        result = StatusChangeResult(
+            operation=ROLLOVER,
+            idempotency_key=request.idempotency_key,
+            requested_at=now,
+            matched=totals.get("matched", 0),
+            applied=totals.get(LedgerAction.ROLLOVER, 0),
+            effective_from=as_of,
+        )
+        return _finish(
+            request=request,
+            state=state,
+            usage=usage,
+            result=result,
+            live_delta=0,
+            scheduled_delta=0,
+        )
+
+
+def _leave_ad_audiences(*, since: dt.datetime | None, through: dt.datetime) -> int:
+    """Ad audiences hold marketing contacts only (DESIGN §1.1): the contacts whose downgrade
+    the rollover just applied leave every audience, in one DELETE (contact_pending_idx
+    finds them; adaudience memberships have nothing depending on them, so Django deletes
+    without reading the rows first)."""
+    from contacts.outreach.models import AdAudienceMembership
+
+    rolled = Contact.objects.filter(
+        marketing_status=MarketingStatus.NON_MARKETING, marketing_until__lte=through
+    )
+    if since is not None:
+        rolled = rolled.filter(marketing_until__gt=since)
+    removed, _ = AdAudienceMembership.objects.filter(contact__in=rolled.values("pk")).delete()
+    if removed:
+        logger.info(
+            "rollover: %s ad audience memberships of non-marketing contacts removed", removed
+        )
+    return removed
+
+
+def contacts_status_preview(
+    *, contacts: Target, operation: str, at: dt.datetime | None = None, additional: int = 0
+) -> StatusPreview:
+    """Counts of what a set-marketing or set-non-marketing would do; nothing is written.
+
+    `additional` (set-marketing only) counts contacts that do not exist yet but would be
+    created and made marketing by the same operation — an import's new rows: they are
+    matched and would change, so the preview's extensions (billing's cost) price them too.
+    """
+    if operation not in (SET_MARKETING, SET_NON_MARKETING):
+        raise StatusError(
+            f"Unknown operation {operation!r}; use set_marketing or set_non_marketing."
+        )
+    if additional and operation != SET_MARKETING:
+        raise StatusError("Only a set-marketing preview can count contacts not created yet.")
+    from contacts.status.selectors import usage_current
+
+    target = as_target(contacts)
+    now = at or timezone.now()
+    usage = usage_current(at=now)
+    preview = StatusPreview(
+        operation=operation,
+        at=now,
+        live_count=usage.live_count,
+        peak_count=usage.peak_count,
+        period_start=usage.period_start,
+        period_end=usage.period_end,
+    )
+    pending = Q(marketing_status=MARKETING, marketing_until__gt=now)
+    billable_settled = Q(marketing_status=MARKETING, marketing_until__isnull=True)
+    chunks = target_chunks(target)
+    for chunk in chunks:
+        counts = chunk.queryset.order_by().aggregate(
+            matched=Count("pk"),
+            pending=Count("pk", filter=pending),
+            settled=Count("pk", filter=billable_settled),
+        )
+        preview.matched += counts["matched"]
+        if operation == SET_MARKETING:
+            preview.would_cancel += counts["pending"]
+            preview.already += counts["settled"]
+            preview.would_change += counts["matched"] - counts["pending"] - counts["settled"]
+        else:
+            preview.would_schedule += counts["settled"]
+            preview.already += counts["matched"] - counts["settled"]
+    preview.matched += additional
+    preview.would_change += additional
+    if operation == SET_NON_MARKETING and preview.would_schedule:
+        preview.effective_from = usage.period_end
+    preview.live_after = preview.live_count + preview.would_change
+    preview.peak_after = max(preview.peak_count, preview.live_after)
+    preview.extra = preview_extras(preview)
+    return preview

@@ -1,0 +1,367 @@
+"""The set-based SQL of the status service: one statement a chunk on PostgreSQL, three elsewhere.
+
+Each operation (set marketing, set non-marketing, delete, rollover) is described once as
+SQL fragments over a chunk's old status `s` and pending date `u`; the runners below turn
+that into UPDATE … RETURNING feeding INSERT … SELECT into the ledger (PostgreSQL) or a
+COUNT, an INSERT … SELECT and an UPDATE (elsewhere). No contact is loaded into Python.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+from dataclasses import dataclass
+
+from django.core.exceptions import EmptyResultSet
+from django.db import connection
+from django.db.models import Max, Min, QuerySet
+from django.utils import timezone
+
+from contacts.models import (
+    Contact,
+)
+from contacts.status.models import (
+    LedgerAction,
+    LedgerStatus,
+    StatusChange,
+)
+from contacts.status.results import ROLLOVER, SET_MARKETING, SET_NON_MARKETING, StatusSource, Target
+from contacts.status.rules import MARKETING, NON_MARKETING
+
+# Ids per statement when the caller hands over a list (well under SQLite's variable limit).
+STATUS_ID_BATCH = 5_000
+
+# Width of the id range a statement covers when the caller hands over a queryset.
+STATUS_RANGE_BATCH = 50_000
+
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+def sql_fill(template: str, **fragments: tuple[str, list]) -> tuple[str, list]:
+    """Fill {name} slots with (sql, params) fragments, keeping params in slot order."""
+    params: list = []
+
+    def fill(match: re.Match) -> str:
+        text, fragment_params = fragments[match.group(1)]
+        params.extend(fragment_params)
+        return text
+
+    return _PLACEHOLDER.sub(fill, template), params
+
+
+def sql_param(value) -> tuple[str, list]:
+    """One parameter as a fragment; datetimes adapted the way the ORM stores them."""
+    if isinstance(value, dt.datetime):
+        value = connection.ops.adapt_datetimefield_value(value)
+    return "%s", [value]
+
+
+CONTACT_TABLE = Contact._meta.db_table
+LEDGER_TABLE = StatusChange._meta.db_table
+LEDGER_COLUMNS = (
+    "contact_id, request_id, action, from_status, to_status, requested_at, effective_at, "
+    "delta, source_type, source_id, source_name, actor_id"
+)
+
+
+@dataclass(frozen=True)
+class OperationSql:
+    """How one operation reads the old status (s, u) and writes the new."""
+
+    needs_change: tuple[str, list]  # predicate over s (status) and u (until)
+    action: tuple[str, list]
+    from_status: tuple[str, list]
+    to_status: tuple[str, list]
+    effective_at: tuple[str, list]
+    delta: tuple[str, list]
+    assignments: tuple[str, list]  # SET clause for the contacts table
+    # The target's own filter already says which rows change, and the SET leaves
+    # marketing_until (u) alone: the PostgreSQL path updates the rows straight from
+    # that filter, with no read of the old values first (the rollover).
+    in_place: bool = False
+
+
+def operation_sql(
+    op: str, *, now: dt.datetime, until: dt.datetime | None, source: StatusSource
+) -> OperationSql:
+    reason = sql_fill(
+        "marketing_reason_type = {t}, marketing_reason_id = {i}, marketing_reason_name = {n}, "
+        "marketing_changed_at = {now}, updated_at = {now}",
+        t=sql_param(source.type),
+        i=sql_param(source.id),
+        n=sql_param(source.name[:200]),
+        now=sql_param(now),
+    )
+    pending = sql_fill(f"(s = '{MARKETING}' AND u > {{now}})", now=sql_param(now))
+    if op == SET_MARKETING:
+        return OperationSql(
+            needs_change=(f"(s <> '{MARKETING}' OR u IS NOT NULL)", []),
+            action=sql_fill(
+                f"CASE WHEN {{pending}} THEN '{LedgerAction.DOWNGRADE_CANCELLED.value}' "
+                f"ELSE '{LedgerAction.UPGRADE.value}' END",
+                pending=pending,
+            ),
+            from_status=(f"'{NON_MARKETING}'", []),
+            to_status=(f"'{MARKETING}'", []),
+            effective_at=sql_fill(
+                "CASE WHEN {pending} THEN u ELSE {now} END", pending=pending, now=sql_param(now)
+            ),
+            delta=("1", []),
+            assignments=sql_fill(
+                f"marketing_status = '{MARKETING}', marketing_until = NULL, {{reason}}",
+                reason=reason,
+            ),
+        )
+    if op == SET_NON_MARKETING:
+        return OperationSql(
+            needs_change=(f"(s = '{MARKETING}' AND u IS NULL)", []),
+            action=(f"'{LedgerAction.DOWNGRADE_SCHEDULED.value}'", []),
+            from_status=(f"'{MARKETING}'", []),
+            to_status=(f"'{NON_MARKETING}'", []),
+            effective_at=sql_param(until),
+            delta=("-1", []),
+            assignments=sql_fill(
+                "marketing_until = {until}, {reason}", until=sql_param(until), reason=reason
+            ),
+        )
+    if op == ROLLOVER:
+        return OperationSql(
+            needs_change=sql_fill(f"(s = '{MARKETING}' AND u <= {{asof}})", asof=sql_param(now)),
+            action=(f"'{LedgerAction.ROLLOVER.value}'", []),
+            from_status=(f"'{MARKETING}'", []),
+            to_status=(f"'{NON_MARKETING}'", []),
+            effective_at=("u", []),
+            delta=("0", []),
+            # marketing_until stays as "non-marketing since": it is indexed, and leaving
+            # every indexed column alone lets PostgreSQL update the rows in place (HOT).
+            assignments=sql_fill(
+                f"marketing_status = '{NON_MARKETING}', updated_at = {{now}}",
+                now=sql_param(timezone.now()),
+            ),
+            in_place=True,
+        )
+    raise ValueError(op)
+
+
+# Deleting writes two kinds of rows: a pending downgrade is cancelled (+1 at its date) and the
+# billable contact leaves (-1 now), so a replay never counts the contact twice or not at all.
+def delete_rows(now: dt.datetime) -> list[OperationSql]:
+    return [
+        OperationSql(
+            needs_change=sql_fill(f"(s = '{MARKETING}' AND u > {{now}})", now=sql_param(now)),
+            action=(f"'{LedgerAction.DOWNGRADE_CANCELLED.value}'", []),
+            from_status=(f"'{NON_MARKETING}'", []),
+            to_status=(f"'{LedgerStatus.NONE.value}'", []),
+            effective_at=("u", []),
+            delta=("1", []),
+            assignments=("", []),
+        ),
+        OperationSql(
+            needs_change=sql_fill(
+                f"(s = '{MARKETING}' AND (u IS NULL OR u > {{now}}))", now=sql_param(now)
+            ),
+            action=(f"'{LedgerAction.DELETED.value}'", []),
+            from_status=(f"'{MARKETING}'", []),
+            to_status=(f"'{LedgerStatus.NONE.value}'", []),
+            effective_at=sql_param(now),
+            delta=("-1", []),
+            assignments=("", []),
+        ),
+    ]
+
+
+def ledger_select(
+    spec: OperationSql, *, request_id: int, now, source: StatusSource, actor_id
+) -> tuple[str, list]:
+    return sql_fill(
+        "SELECT id, {req}, {action}, {from_status}, {to_status}, {now}, {effective_at}, {delta}, "
+        "{st}, {si}, {sn}, {actor}",
+        req=sql_param(request_id),
+        action=spec.action,
+        from_status=spec.from_status,
+        to_status=spec.to_status,
+        now=sql_param(now),
+        effective_at=spec.effective_at,
+        delta=spec.delta,
+        st=sql_param(source.type),
+        si=sql_param(source.id),
+        sn=sql_param(source.name[:200]),
+        actor=sql_param(actor_id),
+    )
+
+
+def chunk_sql(chunk: QuerySet) -> tuple[str, list]:
+    sql, params = chunk.order_by().values("pk").query.sql_with_params()
+    return sql, list(params)
+
+
+def run_chunk_postgresql(chunk: Chunk, spec: OperationSql, ledger_select) -> dict[str, int]:
+    """One statement: read the chunk's rows, UPDATE … RETURNING into INSERT … SELECT.
+
+    `target` is the chunk's own query (no self-join of contacts), and the UPDATE is
+    bounded to the chunk's id range, so the planner walks the primary key instead of
+    hashing the whole table.
+    """
+    if spec.in_place:
+        return run_chunk_in_place(chunk, spec, ledger_select)
+    rows = chunk.queryset.order_by().values_list("pk", "marketing_status", "marketing_until")
+    rows_sql, rows_params = rows.query.sql_with_params()
+    sql, params = sql_fill(
+        f"""
+        WITH target AS MATERIALIZED (
+            SELECT id, s, u FROM ({{rows}}) AS t0 (id, s, u)
+        ),
+        upd AS (
+            UPDATE {CONTACT_TABLE} c SET {{assignments}}
+            FROM target t
+            WHERE c.id = t.id AND c.id >= {{lo}} AND c.id < {{hi}} AND {{needs}}
+            RETURNING c.id, t.s, t.u
+        ),
+        ins AS (
+            INSERT INTO {LEDGER_TABLE} ({LEDGER_COLUMNS})
+            {{ledger}} FROM upd
+            RETURNING action
+        )
+        SELECT 'matched', COUNT(*) FROM target
+        UNION ALL SELECT action, COUNT(*) FROM ins GROUP BY action
+        """,
+        rows=(rows_sql, list(rows_params)),
+        assignments=spec.assignments,
+        lo=sql_param(chunk.lo),
+        hi=sql_param(chunk.hi),
+        needs=spec.needs_change,  # s and u are target's columns: the contacts table has neither
+        ledger=ledger_select,
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return {action: count for action, count in cursor.fetchall()}
+
+
+def run_chunk_in_place(chunk: Chunk, spec: OperationSql, ledger_select) -> dict[str, int]:
+    """UPDATE … WHERE <the chunk's own filter> RETURNING into INSERT … SELECT.
+
+    About a quarter cheaper than reading the rows first: no join back to the table.
+    Only for a filter on the contacts table's own columns (no joins).
+    """
+    query = chunk.queryset.order_by().query
+    if len(query.alias_map) > 1:
+        raise ValueError("an in-place chunk filters on the contacts table alone")
+    where, where_params = query.get_compiler(connection=connection).compile(query.where)
+    sql, params = sql_fill(
+        f"""
+        WITH upd AS (
+            UPDATE {CONTACT_TABLE} SET {{assignments}}
+            WHERE {{where}}
+            RETURNING id, marketing_until AS u
+        ),
+        ins AS (
+            INSERT INTO {LEDGER_TABLE} ({LEDGER_COLUMNS})
+            {{ledger}} FROM upd
+            RETURNING action
+        )
+        SELECT 'matched', COUNT(*) FROM ins
+        UNION ALL SELECT action, COUNT(*) FROM ins GROUP BY action
+        """,
+        assignments=spec.assignments,
+        where=(where, list(where_params)),
+        ledger=ledger_select,
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return {action: count for action, count in cursor.fetchall()}
+
+
+def run_chunk_portable(
+    chunk: QuerySet, specs: list[OperationSql], ledger_selects, *, update: bool
+) -> int:
+    """Count, then INSERT … SELECT the ledger rows, then UPDATE: a fixed three statements."""
+    source_rows = sql_fill(
+        f"(SELECT id, marketing_status AS s, marketing_until AS u FROM {CONTACT_TABLE} WHERE id IN ({{chunk}})) t",
+        chunk=chunk_sql(chunk),
+    )
+    with connection.cursor() as cursor:
+        sql, params = sql_fill("SELECT COUNT(*) FROM {rows}", rows=source_rows)
+        cursor.execute(sql, params)
+        matched = cursor.fetchone()[0]
+        for spec, ledger_select in zip(specs, ledger_selects, strict=True):
+            sql, params = sql_fill(
+                f"INSERT INTO {LEDGER_TABLE} ({LEDGER_COLUMNS}) {{ledger}} FROM {{rows}} WHERE {{needs}}",
+                ledger=ledger_select,
+                rows=source_rows,
+                needs=spec.needs_change,
+            )
+            cursor.execute(sql, params)
+        if update:
+            spec = specs[0]
+            sql, params = sql_fill(
+                f"UPDATE {CONTACT_TABLE} SET {{assignments}} WHERE id IN "
+                f"(SELECT id FROM {{rows}} WHERE {{needs}})",
+                assignments=spec.assignments,
+                rows=source_rows,
+                needs=spec.needs_change,
+            )
+            cursor.execute(sql, params)
+    return matched
+
+
+def use_postgresql_fast_path() -> bool:
+    return connection.vendor == "postgresql" and not FORCE_PORTABLE
+
+
+FORCE_PORTABLE = False  # tests flip it to run the portable path on PostgreSQL too
+
+
+def as_target(contacts: Target) -> QuerySet | list[int]:
+    if isinstance(contacts, Contact):
+        return [contacts.pk]
+    if isinstance(contacts, int):
+        return [contacts]
+    if isinstance(contacts, QuerySet):
+        if contacts.model is not Contact:
+            raise TypeError("contacts must be a queryset of Contact")
+        return contacts
+    return sorted({int(pk) for pk in contacts})
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """The contacts of one statement: a queryset whose ids all lie in [lo, hi)."""
+
+    queryset: QuerySet
+    lo: int
+    hi: int
+
+
+def target_chunks(target: QuerySet | list[int]) -> list[Chunk]:
+    if isinstance(target, list):
+        return [
+            Chunk(Contact.objects.filter(pk__in=batch), batch[0], batch[-1] + 1)
+            for batch in (
+                target[i : i + STATUS_ID_BATCH] for i in range(0, len(target), STATUS_ID_BATCH)
+            )
+        ]
+    bounds = target.order_by().aggregate(lo=Min("pk"), hi=Max("pk"))
+    if bounds["lo"] is None:
+        return []
+    return [
+        Chunk(
+            target.filter(pk__gte=lo, pk__lt=lo + STATUS_RANGE_BATCH), lo, lo + STATUS_RANGE_BATCH
+        )
+        for lo in range(bounds["lo"], bounds["hi"] + 1, STATUS_RANGE_BATCH)
+    ]
+
+
+def request_fingerprint(
+    operation: str, source: StatusSource, target: QuerySet | list[int], extra: str = ""
+) -> str:
+    if isinstance(target, list):
+        described = ",".join(map(str, target))
+    else:
+        try:
+            sql, params = target.order_by().values("pk").query.sql_with_params()
+            described = f"{sql}|{params!r}"
+        except EmptyResultSet:  # e.g. pk__in=[]: matches nothing
+            described = "nothing"
+    raw = f"{operation}|{source.type}|{source.id}|{described}|{extra}"
+    return hashlib.sha256(raw.encode()).hexdigest()
