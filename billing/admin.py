@@ -29,15 +29,17 @@ from django.utils import timezone
 from django.utils.formats import date_format, number_format
 from django.utils.html import format_html, format_html_join
 
-from billing.guardrails import billing_approval_approve, billing_approval_reject
+from billing.guardrails import (
+    billing_approval_approve,
+    billing_approval_reject,
+    billing_cost_preview,
+)
 from billing.models import (
     Alert,
-    ApprovalStatus,
     BillingPeriod,
     DailyUsage,
     Invoice,
     InvoiceLine,
-    PendingApproval,
     Subscription,
 )
 from billing.pricing import format_money
@@ -50,6 +52,10 @@ from billing.selectors import (
 )
 from billing.services import billing_alert_acknowledge, billing_close_periods
 from contacts.models import StatusSourceType
+from contacts.status.models import (
+    ApprovalStatus,
+    PendingApproval,
+)
 from crm.admin import (
     AccountTimeZoneMixin,
     ReadOnlyAdminMixin,
@@ -57,6 +63,7 @@ from crm.admin import (
     account_time_zone,
 )
 from crm.calendar import BillingCalendar
+from crm.models import Account
 
 DASHBOARD_PERMISSION = "billing.view_subscription"
 CLOSE_PERMISSION = "billing.change_subscription"
@@ -64,12 +71,13 @@ ACKNOWLEDGE_PERMISSION = "billing.change_alert"
 APPROVE_PERMISSION = "billing.approve_overage"
 # The billing pages the dashboard links to, for users who may see them.
 DASHBOARD_PAGES = [
-    ("Billing periods", "billingperiod"),
-    ("Invoices", "invoice"),
-    ("Daily usage", "dailyusage"),
-    ("Pending approvals", "pendingapproval"),
-    ("Alerts", "alert"),
-    ("Subscription and prices", "subscription"),
+    ("Billing periods", "billing", "billingperiod"),
+    ("Invoices", "billing", "invoice"),
+    ("Daily usage", "billing", "dailyusage"),
+    # Held changes are contacts' (checked under the usage lock); billing decides them.
+    ("Pending approvals", "contacts", "pendingapproval"),
+    ("Alerts", "billing", "alert"),
+    ("Subscription and prices", "billing", "subscription"),
 ]
 
 
@@ -179,19 +187,19 @@ class SubscriptionAdmin(SingletonAdmin):
             "links": {
                 "alerts": reverse(f"{site}:billing_alert_changelist")
                 + "?acknowledged=no&period=current",
-                "approvals": reverse(f"{site}:billing_pendingapproval_changelist")
+                "approvals": reverse(f"{site}:contacts_pendingapproval_changelist")
                 + f"?status__exact={ApprovalStatus.PENDING}",
                 "close": reverse(f"{site}:billing_billingperiod_close"),
             },
             "pages": [
-                (label, reverse(f"{site}:billing_{model}_changelist"))
-                for label, model in DASHBOARD_PAGES
-                if request.user.has_perm(f"billing.view_{model}")
-                or request.user.has_perm(f"billing.change_{model}")
+                (label, reverse(f"{site}:{app}_{model}_changelist"))
+                for label, app, model in DASHBOARD_PAGES
+                if request.user.has_perm(f"{app}.view_{model}")
+                or request.user.has_perm(f"{app}.change_{model}")
             ],
             "can_close": request.user.has_perm(CLOSE_PERMISSION),
             "can_view_alerts": request.user.has_perm("billing.view_alert"),
-            "can_view_approvals": request.user.has_perm("billing.view_pendingapproval"),
+            "can_view_approvals": request.user.has_perm("contacts.view_pendingapproval"),
         }
         request.current_app = site
         with timezone.override(calendar.tz):
@@ -784,6 +792,8 @@ class DailyUsageAdmin(ReadOnlyBillingAdmin):
 
 @admin.register(PendingApproval)
 class PendingApprovalAdmin(ReadOnlyBillingAdmin):
+    # The model is contacts' (held under the usage lock); its pages are billing's.
+    change_form_template = "admin/billing/pendingapproval/change_form.html"
     list_display = [
         "id",
         "requested",
@@ -818,9 +828,28 @@ class PendingApprovalAdmin(ReadOnlyBillingAdmin):
     def has_approve_permission(self, request) -> bool:
         return request.user.has_perm(APPROVE_PERMISSION)
 
-    def get_queryset(self, request):
-        # The pickled query is only needed to run the change; never read it for a list.
-        return super().get_queryset(request).defer("contact_query")
+    def get_changelist_instance(self, request):
+        # One read of the prices for the whole page, not one per row.
+        changelist = super().get_changelist_instance(request)
+        pricing = (Subscription.load(), Account.load())
+        for approval in changelist.result_list:
+            approval.pricing = pricing
+        return changelist
+
+    @staticmethod
+    def _cost(obj: PendingApproval) -> dict:
+        """What approving it would cost: priced from the counters it was held at."""
+        held_at = obj.cost or {}
+        if "peak_count" not in held_at:
+            return held_at
+        subscription, account = getattr(obj, "pricing", (None, None))
+        return billing_cost_preview(
+            live_count=held_at["live_count"],
+            peak_count=held_at["peak_count"],
+            would_add=obj.new_marketing,
+            subscription=subscription,
+            account=account,
+        )
 
     @admin.display(description="Requested", ordering="requested_at")
     def requested(self, obj: PendingApproval) -> str:
@@ -845,12 +874,12 @@ class PendingApprovalAdmin(ReadOnlyBillingAdmin):
     @admin.display(description="Contacts")
     def contacts_display(self, obj: PendingApproval) -> str:
         if obj.contact_ids is not None:
-            return f"{len(obj.contact_ids):,} chosen by id"
-        return "The selection made when it was requested (kept as a query, run on approval)"
+            return f"{len(obj.contact_ids):,} contacts"
+        return "—"
 
     @admin.display(description="Invoice change")
     def cost_display(self, obj: PendingApproval) -> str:
-        cost = obj.cost or {}
+        cost = self._cost(obj)
         if "invoice_delta" not in cost:
             return "—"
         delta = cost["invoice_delta"]
@@ -860,7 +889,7 @@ class PendingApprovalAdmin(ReadOnlyBillingAdmin):
 
     @admin.display(description="Cost")
     def cost_detail(self, obj: PendingApproval):
-        cost = obj.cost or {}
+        cost = self._cost(obj)
         if "invoice_delta" not in cost:
             return "—"
         currency = cost.get("currency", "")
@@ -964,7 +993,7 @@ class PendingApprovalAdmin(ReadOnlyBillingAdmin):
         self._decide(request, approval, decision)
         return HttpResponseRedirect(
             reverse(
-                f"{self.admin_site.name}:billing_pendingapproval_change",
+                f"{self.admin_site.name}:contacts_pendingapproval_change",
                 args=[quote(approval.pk)],
             )
         )
@@ -975,7 +1004,7 @@ class PendingApprovalAdmin(ReadOnlyBillingAdmin):
                 obj.status == ApprovalStatus.PENDING and self.has_approve_permission(request)
             )
             context["decide_url"] = reverse(
-                f"{self.admin_site.name}:billing_pendingapproval_decide", args=[quote(obj.pk)]
+                f"{self.admin_site.name}:contacts_pendingapproval_decide", args=[quote(obj.pk)]
             )
         return super().render_change_form(
             request, context, add=add, change=change, form_url=form_url, obj=obj

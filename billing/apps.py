@@ -5,18 +5,13 @@ class BillingConfig(AppConfig):
     name = "billing"
 
     def ready(self) -> None:
-        # Billing plugs into contacts through its explicit hooks (contacts/hooks.py):
-        # alerts after each committed change, the money in every preview, and the guardrails.
-        from billing.guardrails import guard, preview_extension
-        from contacts.hooks import (
-            register_change_guard,
-            register_preview_extension,
-            register_usage_listener,
-        )
+        # Billing listens to contacts (contacts/hooks.py): alerts after each committed change,
+        # and the money shown beside every preview.
+        from billing.guardrails import preview_extension
+        from contacts.hooks import register_preview_extension, register_usage_listener
 
         register_usage_listener(_on_usage_changed)
         register_preview_extension(preview_extension)
-        register_change_guard(guard)
 
 
 def _on_usage_changed(change) -> None:

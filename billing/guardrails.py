@@ -1,33 +1,32 @@
-"""Guardrails (DESIGN §1.4): the cost preview, the hard cap and the per-operation limit.
+"""The money of a change, and the decisions on changes the guardrails held (DESIGN §1.4).
 
-Registered with contacts' hooks in BillingConfig.ready(): every guarded
-set-marketing (bulk actions, the API, imports, workflows) is checked here
-before anything is written; past a limit it is stored as a `PendingApproval`
-and runs only when a user with `billing.approve_overage` approves it.
+The guardrails themselves (hard cap, per-operation limit) are checked by contacts'
+status service under the usage lock (`contacts.status.guardrails`); what waits is a
+`PendingApproval`, which a user with `billing.approve_overage` approves or rejects here.
 """
 
 from __future__ import annotations
 
-import pickle
-
-from django.db import IntegrityError, transaction
-from django.db.models import QuerySet
+from django.db import transaction
 from django.utils import timezone
 
-from billing.locks import lock_billing
-from billing.models import ApprovalStatus, PendingApproval, Subscription
+from billing.models import Subscription
 from billing.pricing import price_for_peak
-from contacts.hooks import GuardRequest
-from contacts.models import Contact
+from contacts.status.guardrails import hold_reason
+from contacts.status.models import (
+    ApprovalStatus,
+    PendingApproval,
+)
 from contacts.status.results import (
     StatusError,
-    StatusSource,
 )
-from contacts.status.services import contacts_set_marketing
+from contacts.status.services import contacts_release_held
+from crm.locks import lock_approval, lock_usage
+from crm.models import Account
 
 
 def billing_cost_preview(
-    *, live_count: int, peak_count: int, would_add: int, subscription=None
+    *, live_count: int, peak_count: int, would_add: int, subscription=None, account=None
 ) -> dict:
     """What making `would_add` more contacts marketing now does to this period's peak and invoice."""
     subscription = subscription or Subscription.load()
@@ -46,7 +45,9 @@ def billing_cost_preview(
         "headroom_before": before.headroom,
         "currency": subscription.currency,
         "hold_reason": hold_reason(
-            new_marketing=would_add, live_after=live_count + would_add, subscription=subscription
+            new_marketing=would_add,
+            live_after=live_count + would_add,
+            account=account or Account.load(),
         ),
     }
 
@@ -71,86 +72,17 @@ def preview_extension(preview) -> dict:
     return {"cost": cost}
 
 
-def hold_reason(*, new_marketing: int, live_after: int, subscription: Subscription) -> str | None:
-    if subscription.operation_limit is not None and new_marketing > subscription.operation_limit:
-        return (
-            f"it would make {new_marketing:,} contacts marketing, more than the per-operation limit "
-            f"of {subscription.operation_limit:,}"
-        )
-    if subscription.hard_cap is not None and live_after > subscription.hard_cap:
-        return f"it would take the billable count to {live_after:,}, past the hard cap of {subscription.hard_cap:,}"
-    return None
-
-
-def guard(request: GuardRequest) -> str | None:
-    """contacts.hooks change guard: hold a change past the guardrails as a pending approval."""
-    subscription = Subscription.load()
-    preview = request.preview
-    reason = hold_reason(
-        new_marketing=preview.would_change, live_after=preview.live_after, subscription=subscription
-    )
-    if reason is None:
-        return None
-    approval = _store(request, reason=reason, cost=preview.extra.get("cost", {}))
-    return (
-        f"Waiting for approval #{approval.pk}: {reason}. A user who may approve overage "
-        "can approve or reject it under Billing › Pending approvals."
-    )
-
-
-def _store(request: GuardRequest, *, reason: str, cost: dict) -> PendingApproval:
-    contacts = request.contacts
-    ids = None if isinstance(contacts, QuerySet) else list(contacts)
-    query = pickle.dumps(contacts.query) if isinstance(contacts, QuerySet) else None
-    source: StatusSource = request.source
-    actor = request.actor if getattr(request.actor, "pk", None) else None
-    try:
-        with transaction.atomic():
-            return PendingApproval.objects.create(
-                idempotency_key=request.idempotency_key,
-                operation=request.operation,
-                contact_ids=ids,
-                contact_query=query,
-                source_type=source.type,
-                source_id=source.id,
-                source_name=source.name,
-                requested_by=actor,
-                requested_at=timezone.now(),
-                new_marketing=request.preview.would_change,
-                live_after=request.preview.live_after,
-                cost=cost,
-                reason=reason[:300],
-            )
-    except IntegrityError:  # the same request, retried: one approval
-        return PendingApproval.objects.get(idempotency_key=request.idempotency_key)
-
-
-def _contacts_of(approval: PendingApproval):
-    if approval.contact_ids is not None:
-        return approval.contact_ids
-    queryset = Contact.objects.all()
-    queryset.query = pickle.loads(bytes(approval.contact_query))  # our own row, written above
-    return queryset
-
-
 def billing_approval_approve(*, approval: PendingApproval, user) -> PendingApproval:
     """Run the held change (once, with its original idempotency key) and log the decision."""
     with transaction.atomic():
-        lock_billing()
-        approval = PendingApproval.objects.select_for_update().get(pk=approval.pk)
+        lock_usage()
+        approval = lock_approval(approval.pk)
         if approval.status != ApprovalStatus.PENDING:
             return approval
         approval.decided_by = user
         approval.decided_at = timezone.now()
         try:
-            result = contacts_set_marketing(
-                contacts=_contacts_of(approval),
-                source=StatusSource(
-                    approval.source_type, id=approval.source_id, name=approval.source_name
-                ),
-                actor=approval.requested_by,
-                idempotency_key=approval.idempotency_key,
-            )
+            result = contacts_release_held(approval=approval)
         except StatusError as error:
             approval.status = ApprovalStatus.FAILED
             approval.result = {"error": str(error)}

@@ -41,17 +41,6 @@ class Subscription(BaseModel):
         default=1_000,
         help_text="Alert when more than this many contacts become marketing within an hour.",
     )
-    hard_cap = models.PositiveIntegerField(
-        null=True,
-        blank=True,
-        help_text="Optional: an operation that would take the billable count past this waits for approval.",
-    )
-    operation_limit = models.PositiveIntegerField(
-        null=True,
-        blank=True,
-        default=10_000,
-        help_text="An operation that would make more new marketing contacts than this waits for approval.",
-    )
 
     class Meta:
         permissions = [("approve_overage", "Can approve operations past the billing guardrails")]
@@ -238,49 +227,3 @@ class HourlyUpgrades(models.Model):
 
     def __str__(self) -> str:
         return f"{self.hour:%Y-%m-%d %H:00}: {self.count}"
-
-
-class ApprovalStatus(models.TextChoices):
-    PENDING = "pending", "Waiting for approval"
-    APPROVED = "approved", "Approved and run"
-    REJECTED = "rejected", "Rejected"
-    FAILED = "failed", "Approved, but the change failed"
-
-
-class PendingApproval(models.Model):
-    """A change held by the guardrails: it runs only when a user with
-    `billing.approve_overage` approves it (with its original idempotency key)."""
-
-    idempotency_key = models.CharField(max_length=200, unique=True)
-    operation = models.CharField(max_length=32)
-    contact_ids = models.JSONField(
-        null=True, blank=True, help_text="The contacts, when given by id."
-    )
-    contact_query = models.BinaryField(
-        null=True, blank=True, help_text="The contacts, as a pickled query."
-    )
-    source_type = models.CharField(max_length=20)
-    source_id = models.CharField(max_length=64, blank=True)
-    source_name = models.CharField(max_length=200, blank=True)
-    requested_by = models.ForeignKey(
-        "auth.User", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
-    )
-    requested_at = models.DateTimeField()
-    new_marketing = models.PositiveIntegerField(help_text="Contacts it would make marketing.")
-    live_after = models.PositiveIntegerField()
-    cost = models.JSONField(default=dict)
-    reason = models.CharField(max_length=300)
-    status = models.CharField(
-        max_length=10, choices=ApprovalStatus.choices, default=ApprovalStatus.PENDING
-    )
-    decided_by = models.ForeignKey(
-        "auth.User", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
-    )
-    decided_at = models.DateTimeField(null=True, blank=True)
-    result = models.JSONField(default=dict, blank=True)
-
-    class Meta:
-        ordering = ["-requested_at"]
-
-    def __str__(self) -> str:
-        return f"#{self.pk}: {self.new_marketing:,} new marketing contacts ({self.get_status_display()})"

@@ -7,12 +7,20 @@ import datetime as dt
 from django.db.models import QuerySet, Sum
 from django.utils import timezone
 
-from billing.models import Alert, BillingPeriod, DailyUsage, Invoice, PendingApproval, Subscription
+from billing.models import (
+    Alert,
+    BillingPeriod,
+    DailyUsage,
+    Invoice,
+    Subscription,
+)
 from billing.pricing import overage_blocks, price_for_peak
+from contacts.status.models import PendingApproval
 from contacts.status.selectors import (
     UsageSnapshot,
     usage_current,
 )
+from crm.models import Account
 
 # The forecast's rate of new marketing contacts is the mean over this many recent days.
 FORECAST_WINDOW_DAYS = 7
@@ -71,7 +79,7 @@ def billing_usage(*, at: dt.datetime | None = None) -> dict:
             "total": estimate.total,
         },
         "forecast": billing_forecast(usage=usage, subscription=subscription, at=at),
-        "hard_cap": subscription.hard_cap,
+        "hard_cap": Account.load().hard_cap,
         "alerts": [
             {"kind": a.kind, "threshold": a.threshold, "message": a.message, "fired_at": a.fired_at}
             for a in billing_alerts_open(period_start=usage.period_start)

@@ -3,8 +3,9 @@
 The close is one service, reached from the `close_billing_periods` command, the
 daily beat task and the admin action. For every period that has ended it:
 
-1. takes the billing lock (billing/locks.py), and returns at once if the period
-   is already closed — so running it twice, or twice at once, closes it once;
+1. takes the usage lock, then the billing lock (in the order of crm/locks.py), and
+   returns at once if the period is already closed — so running it twice, or twice at
+   once, closes it once;
 2. applies the downgrades due at the boundary (contacts' rollover), which also
    opens the next period's counters with its opening count;
 3. recomputes the peak by replaying the ledger and compares it with the live
@@ -28,7 +29,6 @@ from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from billing.locks import lock_billing
 from billing.models import (
     Alert,
     AlertKind,
@@ -55,6 +55,7 @@ from contacts.status.selectors import (
 )
 from contacts.status.services import contacts_rollover
 from crm.calendar import BillingCalendar
+from crm.locks import lock_billing, lock_usage
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +139,7 @@ def _close_period(
     *, start: dt.datetime, end: dt.datetime, now: dt.datetime, dry_run: bool
 ) -> CloseOutcome:
     with transaction.atomic():
+        lock_usage()  # the rollover below takes it: first, in the order of crm.locks
         subscription = lock_billing()
         existing = BillingPeriod.objects.filter(start=start).first()
         if existing is not None and existing.status == BillingPeriodStatus.CLOSED:

@@ -47,32 +47,10 @@ def notify_usage_changed(change: UsageChange) -> None:
             logger.exception("usage listener %r failed", listener)
 
 
-# --- extensions the interfaces see through the status service --------------------
-#
-# Two more explicit extension points, for the same reason as the usage listener:
-# `contacts` cannot import `billing`, yet a preview should show the money and a
-# change past the guardrails should wait for approval.
-#
-# * A preview extension adds facts to `StatusPreview.extra` (billing adds "cost").
-# * A change guard sees a guarded change before anything is written and may hold
-#   it by returning a message; the service then raises `ChangeHeld`.
-
+# A preview extension adds read-only facts to `StatusPreview.extra` for the screens that
+# show a preview (billing adds "cost"). It decides nothing and writes nothing.
 PreviewExtension = Callable[[object], dict]
 _preview_extensions: list[PreviewExtension] = []
-
-
-@dataclass(frozen=True)
-class GuardRequest:
-    operation: str
-    contacts: object  # a QuerySet[Contact] or a list of ids
-    preview: object  # contacts.services.StatusPreview
-    source: object  # contacts.services.StatusSource
-    actor: object
-    idempotency_key: str
-
-
-ChangeGuard = Callable[[GuardRequest], str | None]
-_guards: list[ChangeGuard] = []
 
 
 def register_preview_extension(extension: PreviewExtension) -> None:
@@ -85,20 +63,6 @@ def preview_extras(preview) -> dict:
     for extension in list(_preview_extensions):
         extra.update(extension(preview))
     return extra
-
-
-def register_change_guard(guard: ChangeGuard) -> None:
-    if guard not in _guards:
-        _guards.append(guard)
-
-
-def check_guards(request: GuardRequest) -> str | None:
-    """The first guard's reason to hold the change, or None to let it run."""
-    for guard in list(_guards):
-        reason = guard(request)
-        if reason:
-            return reason
-    return None
 
 
 # --- engagement: events recorded by contacts itself (issue 5, item 7) -------------

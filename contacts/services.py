@@ -20,6 +20,7 @@ from contacts.models import (
     normalise_email,
 )
 from contacts.status.results import (
+    ChangeHeld,
     LockedSourceError,
     SourceInUse,
     StatusError,
@@ -28,6 +29,7 @@ from contacts.status.results import (
 )
 from contacts.status.services import contacts_set_marketing
 from contacts.status.sql import as_target, target_chunks
+from crm.locks import lock_usage
 
 
 @dataclass(frozen=True)
@@ -101,22 +103,32 @@ def contacts_creation_policy(
 
 def _contact_insert(
     contact: Contact, decision: CreationDecision, *, actor, idempotency_key: str | None = None
-) -> None:
+) -> str:
     """Save a new contact with its decided status: marketing goes through the status service
-    (one ledger row naming the reason); non-marketing records the reason on the contact only."""
-    if not decision.marketing:
-        contact.marketing_reason_type = decision.status_source.type
-        contact.marketing_reason_id = decision.status_source.id
-        contact.marketing_reason_name = decision.status_source.name[:200]
+    (one ledger row naming the reason); non-marketing records the reason on the contact only.
+
+    Call with the usage lock held (crm.locks). Past the guardrails the contact stays
+    non-marketing, with its reason, and its marketing status waits for approval: the
+    returned message says so ("" when nothing waits).
+    """
+    contact.marketing_reason_type = decision.status_source.type
+    contact.marketing_reason_id = decision.status_source.id
+    contact.marketing_reason_name = decision.status_source.name[:200]
     _save_unique_email(contact)
-    if decision.marketing:
+    if not decision.marketing:
+        return ""
+    try:
         contacts_set_marketing(
             contacts=contact,
             source=decision.status_source,
             actor=actor,
             idempotency_key=idempotency_key,
+            guarded=True,
         )
-        contact.refresh_from_db()
+    except ChangeHeld as held:
+        return str(held)
+    contact.refresh_from_db()
+    return ""
 
 
 def contact_create(
@@ -135,15 +147,19 @@ def contact_create(
     `status_source` who made it. A locked source can never create a marketing
     contact. Whether the caller may choose `marketing` (the permission) is checked by
     the interface. A duplicate email is a ValidationError (see `contact_intake` to
-    create or update by email).
+    create or update by email). Past the guardrails the contact is created non-marketing
+    and `contact.marketing_held` says why its marketing status waits for approval.
     """
     decision = contacts_creation_policy(
         source=source, requested_marketing=marketing, requester=status_source
     )
     with transaction.atomic():
+        lock_usage()  # before the new contact's row (crm.locks)
         contact = Contact(email=normalise_email(email), source=source, **fields)
         contact.full_clean(exclude=["source"])
-        _contact_insert(contact, decision, actor=actor, idempotency_key=idempotency_key)
+        contact.marketing_held = _contact_insert(
+            contact, decision, actor=actor, idempotency_key=idempotency_key
+        )
         contacts_changed([contact.pk])  # event-triggered workflows, after commit
     return contact
 

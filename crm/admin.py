@@ -233,6 +233,18 @@ class AccountAdmin(SingletonAdmin):
                 ),
             },
         ),
+        (
+            "Guardrails",
+            {
+                "fields": ["hard_cap", "operation_limit"],
+                "description": (
+                    "A change that would take the billable count past the hard cap, or make "
+                    "more contacts marketing at once than the per-operation limit, waits for "
+                    "approval by a Billing admin. Public forms still store the contact, as "
+                    "non-marketing, and hold its upgrade."
+                ),
+            },
+        ),
         ("Record", {"fields": ["created_at", "updated_at"], "classes": ["collapse"]}),
     ]
     readonly_fields = ["created_at", "updated_at"]

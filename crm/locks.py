@@ -8,8 +8,8 @@ takes an earlier one after a later one:
    a connected app's batch, an import), before it touches any contact, and so does the
    close, before the subscription.
 2. **contact rows, ordered by id** (`lock_contacts`, `lock_contact_by_email`).
-3. **the rest**, one row each: the subscription (`lock_billing`), a held change, an
-   import, a marketing email, a connected app, a workflow run.
+3. **the rest**, one row each: the subscription (`lock_billing`), a held change
+   (`lock_approval`), an import, a marketing email, a connected app, a workflow run.
 
 Two transactions that follow the order can wait for each other but never deadlock.
 Nothing else in the code calls `select_for_update`. On SQLite these are no-ops: its
@@ -72,12 +72,9 @@ def lock_billing():
     return _lock_one("billing.Subscription", subscription.SINGLETON_PK)
 
 
-def lock_held_change(pk: int):
-    return _lock_one("contacts.HeldChange", pk)
-
-
 def lock_approval(pk: int):
-    return _lock_one("billing.PendingApproval", pk)
+    """A change the guardrails held, while someone decides it."""
+    return _lock_one("contacts.PendingApproval", pk)
 
 
 def lock_import(pk: int):

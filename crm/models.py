@@ -61,6 +61,20 @@ class Account(BaseModel):
         ),
     )
 
+    # Guardrails (DESIGN §1.4): here because the status service checks them under the usage
+    # lock in `contacts`, which must not import billing.
+    hard_cap = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Optional: an operation that would take the billable count past this waits for approval.",
+    )
+    operation_limit = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        default=10_000,
+        help_text="An operation that would make more new marketing contacts than this waits for approval.",
+    )
+
     class Meta:
         constraints = [
             models.CheckConstraint(

@@ -23,7 +23,7 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "contacts.view_periodusage",
         "billing.view_subscription",
         "billing.view_alert",
-        "billing.view_pendingapproval",
+        "contacts.view_pendingapproval",
         # communications: marketing email, audiences, lists (the send guard applies)
         "contacts.view_marketingemail",
         "contacts.add_marketingemail",
@@ -112,7 +112,8 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "view:billing",
         "billing.change_subscription",
         "billing.change_alert",
-        "billing.change_pendingapproval",
+        "contacts.view_pendingapproval",
+        "contacts.change_pendingapproval",
         "billing.approve_overage",
         # held workflow runs: approve (past the per-run limit or billing's guardrails) or reject
         "workflows.view_workflow",

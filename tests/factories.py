@@ -48,3 +48,14 @@ class UserFactory(factory.django.DjangoModelFactory):
         for name in extracted or []:
             self.groups.add(Group.objects.get(name=name))
         self.save()
+
+
+def set_guardrails(**values):
+    """Set the account's hard cap and per-operation limit (crm.Account)."""
+    from crm.models import Account
+
+    account = Account.load()
+    for name, value in values.items():
+        setattr(account, name, value)
+    account.save()
+    return account

@@ -66,6 +66,7 @@ from contacts.status.rules import NON_MARKETING
 from contacts.status.services import contacts_set_marketing, contacts_status_preview
 from contacts.status.sql import CONTACT_TABLE
 from crm import jobs
+from crm.locks import lock_import
 
 IMPORT_UPSERT_BATCH = 100_000  # staged rows per upsert statement on PostgreSQL (~1-2 s each)
 
@@ -412,7 +413,7 @@ def contact_import_commit(
     """Queue a previewed import's job (after commit). Committing again changes nothing."""
     _check_marketing_allowed(actor, contact_import.marketing)
     with transaction.atomic():
-        locked = ContactImport.objects.select_for_update().get(pk=contact_import.pk)
+        locked = lock_import(contact_import.pk)
         if locked.status == ImportStatus.DRAFT:
             raise ImportStateError(
                 "Preview the import before committing it (its mapping changed since the last "

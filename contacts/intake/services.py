@@ -49,6 +49,7 @@ from contacts.services import (
 )
 from contacts.status.results import ChangeHeld, StatusError, StatusSource
 from contacts.status.services import contacts_set_marketing
+from crm.locks import lock_connected_app, lock_contact_by_email, lock_usage
 from crm.models import Account
 
 #
@@ -92,6 +93,8 @@ class IntakeResult:
     updated_fields: list[str]
     decision: CreationDecision
     replayed: bool = False
+    # Why the marketing status this intake would have given waits for approval, if it does.
+    held: str = ""
 
 
 def _settled_marketing(contact: Contact) -> bool:
@@ -124,7 +127,8 @@ def contact_intake(
     non-empty `fields` are updated; its status is never lowered, and is raised only
     when `upgrade_existing` and the channel creates marketing contacts (the ledger row
     names the channel). Two concurrent intakes of a new email: one creates, the other
-    updates.
+    updates. Past the guardrails the contact is still stored (non-marketing) and its
+    marketing status waits for approval: `held` says so.
     """
     fields = dict(fields or {})
     decision = contacts_creation_policy(
@@ -132,17 +136,19 @@ def contact_intake(
     )
     email = normalise_email(email)
     with transaction.atomic():
-        contact = Contact.objects.select_for_update().filter(email=email).first()
+        # The usage lock before the contact row (crm.locks): the status change below takes it.
+        lock_usage()
+        contact = lock_contact_by_email(email)
         if contact is None:
             contact = Contact(email=email, source=source, **fields)
             # Uniqueness is the index's job here: a concurrent intake may win the insert.
             contact.full_clean(exclude=["source"], validate_unique=False)
             try:
                 with transaction.atomic():
-                    _contact_insert(contact, decision, actor=actor)
+                    held = _contact_insert(contact, decision, actor=actor)
             except ValidationError:
                 # Created meanwhile by a concurrent intake: update it instead.
-                contact = Contact.objects.select_for_update().get(email=email)
+                contact = lock_contact_by_email(email)
             else:
                 contacts_changed([contact.pk])  # event-triggered workflows, after commit
                 return IntakeResult(
@@ -151,23 +157,29 @@ def contact_intake(
                     upgraded=False,
                     updated_fields=[],
                     decision=decision,
+                    held=held,
                 )
         changed = _changed_values(contact, fields)
         if changed:
             contact_update(contact=contact, **changed)
-        upgraded = False
+        upgraded, held = False, ""
         if upgrade_existing and decision.marketing and not _settled_marketing(contact):
-            result = contacts_set_marketing(
-                contacts=contact, source=decision.status_source, actor=actor
-            )
-            upgraded = bool(result.changed or result.cancelled)
-            contact.refresh_from_db()
+            try:
+                result = contacts_set_marketing(
+                    contacts=contact, source=decision.status_source, actor=actor, guarded=True
+                )
+            except ChangeHeld as error:
+                held = str(error)
+            else:
+                upgraded = bool(result.changed or result.cancelled)
+                contact.refresh_from_db()
     return IntakeResult(
         contact=contact,
         created=False,
         upgraded=upgraded,
         updated_fields=sorted(changed),
         decision=decision,
+        held=held,
     )
 
 
@@ -479,7 +491,7 @@ def connected_app_set_marketing(*, app: ConnectedApp, marketing: bool) -> Connec
     (the time is recorded; earlier contacts stay as they are). Off: the time is cleared."""
     now = timezone.now()
     with transaction.atomic():
-        locked = ConnectedApp.objects.select_for_update().get(pk=app.pk)
+        locked = lock_connected_app(app.pk)
         if locked.marketing != marketing:
             locked.marketing = marketing
             locked.marketing_enabled_at = now if marketing else None
@@ -593,6 +605,7 @@ def connected_app_contacts_upsert(
     for attempt in range(3):
         try:
             with transaction.atomic():
+                lock_usage()  # before any contact row: the lock order of crm.locks
                 _upsert(app, wanted, results, batch, decision, at=at)
             break
         except IntegrityError:
@@ -662,7 +675,7 @@ def _upsert(app, wanted: dict, results: list, batch: BatchResult, decision, *, a
             contacts_set_marketing(
                 contacts=[contact.pk for contact in new],
                 source=decision.status_source,
-                guarded=True,  # billing's hard cap and per-operation limit
+                guarded=True,  # the hard cap and the per-operation limit
             )
         except ChangeHeld as held:
             batch.marketing_held = str(held)

@@ -25,6 +25,7 @@ from contacts.services import contact_update
 from contacts.status.results import Progress, Target
 from contacts.status.sql import CONTACT_TABLE, as_target, sql_fill, sql_param, target_chunks
 from crm import jobs
+from crm.locks import lock_contact, lock_marketing_email
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ def contact_unsubscribe(*, token: str, at: dt.datetime | None = None) -> Unsubsc
 
     contact_id, email_id = unsubscribe_token_read(token)
     with transaction.atomic():
-        contact = Contact.objects.select_for_update().filter(pk=contact_id).first()
+        contact = lock_contact(contact_id)
         if contact is None:
             raise InvalidUnsubscribeToken("This unsubscribe link is no longer valid.")
         if contact.unsubscribed:
@@ -297,7 +298,6 @@ def marketing_email_send(*, email, contacts: QuerySet | None = None, actor=None)
     email's status, still at most once per contact.
     """
     from contacts.outreach.models import (
-        MarketingEmail,
         MarketingEmailStatus,
     )
     from contacts.outreach.selectors import (
@@ -317,7 +317,7 @@ def marketing_email_send(*, email, contacts: QuerySet | None = None, actor=None)
             email_id=email.pk, status=email.status, breakdown=breakdown, delivery=delivery
         )
     with transaction.atomic():
-        locked = MarketingEmail.objects.select_for_update().get(pk=email.pk)
+        locked = lock_marketing_email(email.pk)
         if locked.status == MarketingEmailStatus.SENT:
             raise AlreadySent(
                 f"“{locked}” was already sent on {locked.sent_at:%Y-%m-%d %H:%M} UTC; "
@@ -362,14 +362,13 @@ def marketing_email_release_stale_claims(
     from contacts.outreach.models import (
         EmailSend,
         EmailSendStatus,
-        MarketingEmail,
         MarketingEmailStatus,
     )
     from contacts.tasks import send_marketing_email
 
     cutoff = timezone.now() - older_than
     with transaction.atomic():
-        locked = MarketingEmail.objects.select_for_update().get(pk=email.pk)
+        locked = lock_marketing_email(email.pk)
         if locked.status == MarketingEmailStatus.DRAFT:
             return 0
         released, _ = EmailSend.objects.filter(

@@ -160,3 +160,52 @@ class UsageState(models.Model):
 
     def __str__(self) -> str:
         return "usage state"
+
+
+class ApprovalStatus(models.TextChoices):
+    PENDING = "pending", "Waiting for approval"
+    APPROVED = "approved", "Approved and run"
+    REJECTED = "rejected", "Rejected"
+    FAILED = "failed", "Approved, but the change failed"
+
+
+class PendingApproval(models.Model):
+    """A set-marketing change held by the guardrails (`contacts.status.guardrails`): nothing
+    of it was written; it runs, with its original idempotency key and on the contacts it
+    named, only when a user with `billing.approve_overage` approves it (billing decides)."""
+
+    idempotency_key = models.CharField(max_length=200, unique=True)
+    operation = models.CharField(max_length=32)
+    contact_ids = models.JSONField(
+        null=True, blank=True, help_text="The contacts it would make marketing, by id."
+    )
+    # The request as it was asked (its target and source), so that a retry of it after the
+    # approval replays the approved change instead of conflicting with it.
+    fingerprint = models.CharField(max_length=64, blank=True, default="")
+    source_type = models.CharField(max_length=20)
+    source_id = models.CharField(max_length=64, blank=True)
+    source_name = models.CharField(max_length=200, blank=True)
+    requested_by = models.ForeignKey(
+        "auth.User", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    requested_at = models.DateTimeField()
+    new_marketing = models.PositiveIntegerField(help_text="Contacts it would make marketing.")
+    live_after = models.PositiveIntegerField()
+    cost = models.JSONField(default=dict)
+    reason = models.CharField(max_length=300)
+    status = models.CharField(
+        max_length=10, choices=ApprovalStatus.choices, default=ApprovalStatus.PENDING
+    )
+    decided_by = models.ForeignKey(
+        "auth.User", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    result = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-requested_at"]
+        # Billing's table until the guardrails moved under the usage lock in contacts.
+        db_table = "billing_pendingapproval"
+
+    def __str__(self) -> str:
+        return f"#{self.pk}: {self.new_marketing:,} new marketing contacts ({self.get_status_display()})"

@@ -24,20 +24,16 @@ from django.db.models import Count, F, Q
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
-from contacts.hooks import (
-    GuardRequest,
-    UsageChange,
-    check_guards,
-    notify_usage_changed,
-    preview_extras,
-)
+from contacts.hooks import UsageChange, notify_usage_changed, preview_extras
 from contacts.models import (
     Contact,
     MarketingStatus,
     StatusSourceType,
 )
+from contacts.status.guardrails import guardrails_check, held_message
 from contacts.status.models import (
     LedgerAction,
+    PendingApproval,
     PeriodUsage,
     StatusChange,
     StatusChangeRequest,
@@ -71,6 +67,7 @@ from contacts.status.sql import (
     use_postgresql_fast_path,
 )
 from crm.calendar import BillingCalendar
+from crm.locks import lock_usage
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +85,7 @@ def _lock_usage(
     the ledger's order is the order the counters saw, and a replay grouped by
     instant sees exactly the counts the counters saw.
     """
-    state, _ = UsageState.objects.select_for_update().get_or_create(pk=1)
+    state = lock_usage()
     now = at or timezone.now()
     if state.last_change_at and now <= state.last_change_at:
         now = state.last_change_at + TICK
@@ -125,6 +122,24 @@ def period_usage_at(now: dt.datetime, calendar: BillingCalendar) -> PeriodUsage:
     return row
 
 
+def _replay(
+    *, operation: str, idempotency_key: str | None, fingerprint: str
+) -> StatusChangeResult | None:
+    """The stored result of a retried request (same key), or None for a new one."""
+    if not idempotency_key:
+        return None
+    existing = StatusChangeRequest.objects.filter(idempotency_key=idempotency_key).first()
+    if existing is None:
+        return None
+    if existing.fingerprint != fingerprint or existing.operation != operation:
+        raise IdempotencyConflict(
+            f"The idempotency key {idempotency_key!r} was already used for a different request."
+        )
+    result = StatusChangeResult.from_dict(existing.result)
+    result.replayed = True
+    return result
+
+
 def _begin(
     *,
     operation: str,
@@ -133,18 +148,8 @@ def _begin(
     idempotency_key: str | None,
     fingerprint: str,
     now: dt.datetime,
-) -> tuple[StatusChangeRequest | None, StatusChangeResult | None]:
-    if idempotency_key:
-        existing = StatusChangeRequest.objects.filter(idempotency_key=idempotency_key).first()
-        if existing is not None:
-            if existing.fingerprint != fingerprint or existing.operation != operation:
-                raise IdempotencyConflict(
-                    f"The idempotency key {idempotency_key!r} was already used for a different request."
-                )
-            result = StatusChangeResult.from_dict(existing.result)
-            result.replayed = True
-            return None, result
-    request = StatusChangeRequest.objects.create(
+) -> StatusChangeRequest:
+    return StatusChangeRequest.objects.create(
         idempotency_key=idempotency_key or f"auto:{uuid.uuid4()}",
         operation=operation,
         fingerprint=fingerprint,
@@ -154,7 +159,6 @@ def _begin(
         actor=actor if getattr(actor, "pk", None) else None,
         requested_at=now,
     )
-    return request, None
 
 
 def _finish(
@@ -202,84 +206,121 @@ def _change_status(
     at: dt.datetime | None,
     progress: Progress | None,
     guarded: bool = False,
+    fingerprint: str = "",
 ) -> StatusChangeResult:
     target = as_target(contacts)
-    fingerprint = request_fingerprint(operation, source, target)
+    fingerprint = fingerprint or request_fingerprint(operation, source, target)
     calendar = BillingCalendar.for_account()
-    if guarded and operation == SET_MARKETING:
+    guarded = guarded and operation == SET_MARKETING
+    if guarded:
         idempotency_key = idempotency_key or f"auto:{uuid.uuid4()}"
-        if not StatusChangeRequest.objects.filter(idempotency_key=idempotency_key).exists():
-            preview = contacts_status_preview(contacts=target, operation=operation, at=at)
-            reason = check_guards(
-                GuardRequest(
-                    operation=operation,
-                    contacts=target,
-                    preview=preview,
-                    source=source,
-                    actor=actor,
-                    idempotency_key=idempotency_key,
-                )
-            )
-            if reason:
-                raise ChangeHeld(reason)
+    held = None
     with transaction.atomic():
         state, now = _lock_usage(at, calendar)
-        request, replay = _begin(
-            operation=operation,
-            source=source,
-            actor=actor,
-            idempotency_key=idempotency_key,
-            fingerprint=fingerprint,
-            now=now,
+        replay = _replay(
+            operation=operation, idempotency_key=idempotency_key, fingerprint=fingerprint
         )
         if replay is not None:
             return replay
         usage = period_usage_at(now, calendar)
-        until = usage.period_end
+        if guarded:
+            held = guardrails_check(
+                target=target,
+                source=source,
+                actor=actor,
+                idempotency_key=idempotency_key,
+                fingerprint=fingerprint,
+                at=now,
+                live_count=usage.live_count,
+                peak_count=usage.peak_count,
+            )
+        if held is None:
+            result = _write(
+                operation,
+                target=target,
+                source=source,
+                actor=actor,
+                idempotency_key=idempotency_key,
+                fingerprint=fingerprint,
+                state=state,
+                usage=usage,
+                now=now,
+                progress=progress,
+            )
+    # Raised after the block, so the held change's row is kept (by this transaction, or by
+    # the caller's if it catches ChangeHeld) while nothing of the change itself is written.
+    if held is not None:
+        raise ChangeHeld(held_message(held))
+    return result
 
-        def specs_for_chunk() -> list[OperationSql]:
-            if operation == DELETE:
-                return delete_rows(now)
-            return [operation_sql(operation, now=now, until=until, source=source)]
 
-        counts = _apply(
-            target,
-            specs_for_chunk,
-            now=now,
-            source=source,
-            request_id=request.pk,
-            actor_id=request.actor_id,
-            delete=operation == DELETE,
-            progress=progress,
-        )
-        result = StatusChangeResult(
-            operation=operation,
-            idempotency_key=request.idempotency_key,
-            requested_at=now,
-            matched=counts.get("matched", 0),
-        )
-        upgraded = counts.get(LedgerAction.UPGRADE, 0)
-        cancelled = counts.get(LedgerAction.DOWNGRADE_CANCELLED, 0)
-        scheduled = counts.get(LedgerAction.DOWNGRADE_SCHEDULED, 0)
-        deleted = counts.get(LedgerAction.DELETED, 0)
-        if operation == SET_MARKETING:
-            result.changed, result.cancelled = upgraded, cancelled
-            result.already = result.matched - upgraded - cancelled
-        elif operation == SET_NON_MARKETING:
-            result.scheduled = scheduled
-            result.already = result.matched - scheduled
-            result.effective_from = until if scheduled else None
-        elif operation == DELETE:
-            result.changed = result.matched
-            result.cancelled = cancelled
-        return _finish(
-            request=request,
-            state=state,
-            usage=usage,
-            result=result,
-            live_delta=upgraded - deleted,
-            scheduled_delta=scheduled - cancelled,
-        )
+def _write(
+    operation: str,
+    *,
+    target,
+    source: StatusSource,
+    actor,
+    idempotency_key: str | None,
+    fingerprint: str,
+    state: UsageState,
+    usage: PeriodUsage,
+    now: dt.datetime,
+    progress: Progress | None,
+) -> StatusChangeResult:
+    """The change itself, with the usage lock held: ledger rows, contacts, counters."""
+    request = _begin(
+        operation=operation,
+        source=source,
+        actor=actor,
+        idempotency_key=idempotency_key,
+        fingerprint=fingerprint,
+        now=now,
+    )
+    until = usage.period_end
+
+    def specs_for_chunk() -> list[OperationSql]:
+        if operation == DELETE:
+            return delete_rows(now)
+        return [operation_sql(operation, now=now, until=until, source=source)]
+
+    counts = _apply(
+        target,
+        specs_for_chunk,
+        now=now,
+        source=source,
+        request_id=request.pk,
+        actor_id=request.actor_id,
+        delete=operation == DELETE,
+        progress=progress,
+    )
+    result = StatusChangeResult(
+        operation=operation,
+        idempotency_key=request.idempotency_key,
+        requested_at=now,
+        matched=counts.get("matched", 0),
+    )
+    upgraded = counts.get(LedgerAction.UPGRADE, 0)
+    cancelled = counts.get(LedgerAction.DOWNGRADE_CANCELLED, 0)
+    scheduled = counts.get(LedgerAction.DOWNGRADE_SCHEDULED, 0)
+    deleted = counts.get(LedgerAction.DELETED, 0)
+    if operation == SET_MARKETING:
+        result.changed, result.cancelled = upgraded, cancelled
+        result.already = result.matched - upgraded - cancelled
+    elif operation == SET_NON_MARKETING:
+        result.scheduled = scheduled
+        result.already = result.matched - scheduled
+        result.effective_from = until if scheduled else None
+    elif operation == DELETE:
+        result.changed = result.matched
+        result.cancelled = cancelled
+    return _finish(
+        request=request,
+        state=state,
+        usage=usage,
+        result=result,
+        live_delta=upgraded - deleted,
+        scheduled_delta=scheduled - cancelled,
+    )
 
 
 def _apply(
@@ -339,8 +380,9 @@ def contacts_set_marketing(
 
     `at` is for the demo seeder and tests: the change instant, clamped so it never
     precedes the last recorded change. `guarded=True` (bulk actions, the API,
-    imports, workflows) lets the registered guards — billing's guardrails — hold
-    the change for approval first: `ChangeHeld` is raised and nothing is written.
+    imports, workflows, intake) checks the guardrails under the usage lock: past the
+    hard cap or the per-operation limit the change is held for approval
+    (`contacts.status.guardrails`), `ChangeHeld` is raised and nothing else is written.
     """
     return _change_status(
         SET_MARKETING,
@@ -351,6 +393,22 @@ def contacts_set_marketing(
         at=at,
         progress=progress,
         guarded=guarded,
+    )
+
+
+def contacts_release_held(*, approval: PendingApproval) -> StatusChangeResult:
+    """Run a change the guardrails held, now approved: on the contacts it named, with its
+    original idempotency key, source and requester, unguarded. Billing decides when; a
+    retry of the original request then replays this result."""
+    return _change_status(
+        SET_MARKETING,
+        contacts=approval.contact_ids or [],
+        source=StatusSource(approval.source_type, id=approval.source_id, name=approval.source_name),
+        actor=approval.requested_by,
+        idempotency_key=approval.idempotency_key,
+        at=None,
+        progress=None,
+        fingerprint=approval.fingerprint,
     )
 
 
@@ -422,7 +480,7 @@ def contacts_rollover(
             # Downgrades are always scheduled after the instant they are asked for, and
             # instants only grow, so none falls at or before the last rollover's as_of.
             due = due.filter(marketing_until__gt=state.rolled_over_through)
-        request, _ = _begin(
+        request = _begin(
             operation=ROLLOVER,
             source=source,
             actor=None,

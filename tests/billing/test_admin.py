@@ -21,7 +21,6 @@ from billing.models import (
     DailyUsage,
     Invoice,
     InvoiceLine,
-    PendingApproval,
     Subscription,
 )
 from billing.pricing import format_money
@@ -29,6 +28,7 @@ from billing.services import billing_close_periods, billing_finalise_invoices
 from billing.templatetags.billing_tags import open_alerts_this_period
 from contacts.models import Contact
 from contacts.status.models import (
+    PendingApproval,
     PeriodUsage,
     StatusChange,
     StatusChangeRequest,
@@ -43,7 +43,7 @@ from contacts.status.services import (
 )
 from crm.calendar import BillingCalendar
 from tests.conftest import at
-from tests.factories import UserFactory
+from tests.factories import UserFactory, set_guardrails
 
 NOW = at(2026, 11, 15, 12)
 NOV_1, OCT_1 = at(2026, 11, 1), at(2026, 10, 1)
@@ -55,7 +55,8 @@ INDEX = reverse("admin:index")
 
 
 def url(model: str, view: str, *args) -> str:
-    return reverse(f"admin:billing_{model}_{view}", args=args)
+    app = "contacts" if model == "pendingapproval" else "billing"
+    return reverse(f"admin:{app}_{model}_{view}", args=args)
 
 
 def client_for(user) -> Client:
@@ -141,9 +142,7 @@ def closed_october(october):
 
 
 def held_approval(make_contacts, *, count=11, limit=10, actor=None) -> PendingApproval:
-    subscription = Subscription.load()
-    subscription.operation_limit = limit
-    subscription.save()
+    set_guardrails(operation_limit=limit)
     people = make_contacts(count)
     with pytest.raises(ChangeHeld):
         contacts_set_marketing(
@@ -507,7 +506,7 @@ def test_approval_detail_shows_the_reason_and_cost(billing, account, make_contac
     html = billing.get(url("pendingapproval", "change", approval.pk)).content.decode()
     assert "it would make 11 contacts marketing, more than the per-operation limit of 10" in html
     assert "800.00 USD → 800.00 USD" in html and "no extra cost" in html
-    assert "11 chosen by id" in html
+    assert "11 contacts" in html
     assert 'id="approval-decision-form"' in html
 
 

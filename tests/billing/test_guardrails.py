@@ -5,9 +5,8 @@ from billing.guardrails import (
     billing_approval_reject,
     billing_cost_preview,
 )
-from billing.models import PendingApproval
 from contacts.models import Contact
-from contacts.status.models import StatusChange
+from contacts.status.models import PendingApproval, StatusChange
 from contacts.status.results import (
     ChangeHeld,
     StatusSource,
@@ -16,7 +15,7 @@ from contacts.status.services import (
     contacts_set_marketing,
     contacts_status_preview,
 )
-from tests.factories import UserFactory
+from tests.factories import UserFactory, set_guardrails
 
 SRC = StatusSource("bulk_action", name="guardrail test")
 
@@ -43,8 +42,7 @@ def test_every_status_preview_carries_its_cost(account, subscription, make_conta
 def test_an_operation_past_the_limit_waits_for_approval_and_writes_nothing(
     account, subscription, make_contacts
 ):
-    subscription.operation_limit = 10
-    subscription.save()
+    set_guardrails(operation_limit=10)
     requester = UserFactory(username="ops")
     people = make_contacts(11)
 
@@ -79,8 +77,7 @@ def test_an_operation_past_the_limit_waits_for_approval_and_writes_nothing(
 
 
 def test_a_rejected_operation_never_runs(account, subscription, make_contacts):
-    subscription.hard_cap = 5
-    subscription.save()
+    set_guardrails(hard_cap=5)
     with pytest.raises(ChangeHeld, match="hard cap of 5"):
         contacts_set_marketing(
             contacts=list(make_contacts(6).values_list("pk", flat=True)), source=SRC, guarded=True
@@ -111,8 +108,7 @@ def test_only_billing_admins_may_approve_overage(db):
 
 
 def test_the_preview_says_beforehand_that_a_change_would_wait(account, subscription, make_contacts):
-    subscription.operation_limit = 3
-    subscription.save()
+    set_guardrails(operation_limit=3)
     held = contacts_status_preview(contacts=make_contacts(4), operation="set_marketing")
     fine = contacts_status_preview(contacts=make_contacts(2), operation="set_marketing")
     assert "per-operation limit of 3" in held.extra["cost"]["hold_reason"]

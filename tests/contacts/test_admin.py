@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from billing.models import PendingApproval, Subscription
+from billing.models import Subscription
 from contacts.models import (
     Contact,
     MarketingStatus,
@@ -19,6 +19,7 @@ from contacts.models import (
 )
 from contacts.status.models import (
     LedgerAction,
+    PendingApproval,
     PeriodUsage,
     StatusChange,
     StatusChangeRequest,
@@ -31,7 +32,7 @@ from contacts.status.services import (
 from crm.admin import EstimatedCountPaginator
 from crm.calendar import BillingCalendar
 from crm.models import Account
-from tests.factories import ContactFactory, SourceFactory
+from tests.factories import ContactFactory, SourceFactory, set_guardrails
 
 CHANGELIST = reverse("admin:contacts_contact_changelist")
 ADD = reverse("admin:contacts_contact_add")
@@ -553,6 +554,8 @@ def test_sales_cannot_run_a_status_action(sales_client, people):
 
 
 def subscription_with(**fields) -> Subscription:
+    guardrails = {k: fields.pop(k) for k in ("hard_cap", "operation_limit") if k in fields}
+    set_guardrails(**guardrails)
     subscription = Subscription.load()
     for name, value in fields.items():
         setattr(subscription, name, value)

@@ -10,7 +10,6 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from billing.models import PendingApproval, Subscription
 from contacts.models import (
     LOCKED_KINDS,
     Contact,
@@ -19,6 +18,7 @@ from contacts.models import (
     SourceKind,
 )
 from contacts.status.models import (
+    PendingApproval,
     PeriodUsage,
     StatusChange,
     StatusChangeRequest,
@@ -28,7 +28,7 @@ from contacts.status.services import (
     contacts_set_marketing,
     contacts_set_non_marketing,
 )
-from tests.factories import ContactFactory, SourceFactory, UserFactory
+from tests.factories import ContactFactory, SourceFactory, UserFactory, set_guardrails
 
 M = MarketingStatus.MARKETING.value
 N = MarketingStatus.NON_MARKETING.value
@@ -836,10 +836,7 @@ def test_preview_counts_and_writes_nothing(ops, manual):
 
 @pytest.fixture
 def hard_cap_one(account):
-    subscription = Subscription.load()
-    subscription.hard_cap = 1
-    subscription.save()
-    return subscription
+    return set_guardrails(hard_cap=1)
 
 
 def test_bulk_past_the_hard_cap_is_held_for_approval(ops, hard_cap_one):

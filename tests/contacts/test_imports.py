@@ -15,7 +15,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from billing.guardrails import billing_approval_approve
-from billing.models import PendingApproval, Subscription
+from billing.models import Subscription
 from contacts.imports import parsing, services, staging
 from contacts.imports.models import (
     ContactImport,
@@ -38,6 +38,7 @@ from contacts.models import (
     Source,
 )
 from contacts.status.models import (
+    PendingApproval,
     StatusChange,
     StatusChangeRequest,
 )
@@ -46,7 +47,7 @@ from contacts.status.services import (
     contacts_set_non_marketing,
 )
 from contacts.tasks import run_contact_import
-from tests.factories import ContactFactory, SourceFactory, UserFactory
+from tests.factories import ContactFactory, SourceFactory, UserFactory, set_guardrails
 
 M, N = "marketing", "non_marketing"
 IMPORTS = "/api/imports/"
@@ -415,9 +416,7 @@ def test_the_preview_counts_what_becomes_marketing_with_its_cost(people):
 
 
 def test_a_marketing_import_past_the_guardrails_lands_non_marketing_and_waits(people):
-    subscription = Subscription.load()
-    subscription.operation_limit = 1
-    subscription.save()
+    set_guardrails(operation_limit=1)
     approver = UserFactory(username="approver", is_superuser=True)
 
     done = run_import(FILE_OF_PEOPLE, marketing=True)

@@ -36,7 +36,7 @@ from contacts.services import contact_create
 from contacts.status.models import StatusChange
 from contacts.status.services import contacts_set_marketing
 from tests.conftest import at
-from tests.factories import SourceFactory
+from tests.factories import SourceFactory, set_guardrails
 
 M, N = "marketing", "non_marketing"
 
@@ -481,11 +481,9 @@ def test_app_intake_is_throttled_per_app(account):
 
 
 def test_guardrails_hold_an_apps_new_marketing_contacts_which_stay_non_marketing(account):
-    from billing.models import PendingApproval, Subscription
+    from contacts.status.models import PendingApproval
 
-    subscription = Subscription.load()
-    subscription.operation_limit = 1
-    subscription.save()
+    set_guardrails(operation_limit=1)
     app, _ = connected_app_create(name="Shop", marketing=True)
 
     result = connected_app_contacts_upsert(

@@ -62,14 +62,11 @@ def _reset() -> None:
 
 
 def _workflow(*, event: bool):
-    from billing.models import Subscription
+    from tests.factories import set_guardrails
     from workflows.models import Workflow
     from workflows.services import workflow_create
 
-    subscription = Subscription.load()
-    subscription.hard_cap = None
-    subscription.operation_limit = None
-    subscription.save()
+    set_guardrails(hard_cap=None, operation_limit=None)
     Workflow.objects.all().delete()
     return workflow_create(
         name="Marketing contact definition (bench)",

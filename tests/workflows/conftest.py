@@ -2,7 +2,7 @@ import pytest
 
 from billing.models import Subscription
 from contacts.models import Contact
-from tests.factories import SourceFactory
+from tests.factories import SourceFactory, set_guardrails
 
 
 @pytest.fixture
@@ -13,9 +13,8 @@ def small_plan(db, account):
     subscription.base_price = 1_000
     subscription.block_size = 5
     subscription.block_price = 100
-    subscription.operation_limit = None
-    subscription.hard_cap = None
     subscription.save()
+    set_guardrails(operation_limit=None, hard_cap=None)
     return subscription
 
 

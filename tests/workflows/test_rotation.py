@@ -5,13 +5,13 @@ import datetime as dt
 import pytest
 
 from billing.guardrails import billing_approval_approve
-from billing.models import BillingPeriod, PendingApproval
+from billing.models import BillingPeriod
 from billing.services import billing_close_periods
 from contacts.models import Contact
-from contacts.status.models import StatusChange
+from contacts.status.models import PendingApproval, StatusChange
 from contacts.status.services import contacts_rollover
 from tests.conftest import at
-from tests.factories import UserFactory
+from tests.factories import UserFactory, set_guardrails
 from workflows.models import RotationMember, RotationPlan, RotationRun, RotationRunStatus
 from workflows.selectors import rotation_billable_members
 from workflows.services import rotation_demote, rotation_promote, rotation_tick
@@ -127,8 +127,7 @@ def test_engagement_ranking_demotes_the_least_recently_engaged(pool):
 
 
 def test_a_held_promotion_waits_for_approval_then_records_members(plan, small_plan):
-    small_plan.operation_limit = 5
-    small_plan.save()
+    set_guardrails(operation_limit=5)
     contacts_rollover(at=at(2026, 11, 1, 0, 30))
     # When the fill is past billing's per-operation limit
     run = rotation_promote(plan=plan, at=at(2026, 11, 2))

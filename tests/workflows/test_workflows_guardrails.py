@@ -2,10 +2,9 @@
 
 import pytest
 
-from billing.models import Subscription
 from contacts.models import Contact
 from contacts.status.models import StatusChange
-from tests.factories import ContactFactory, UserFactory
+from tests.factories import ContactFactory, UserFactory, set_guardrails
 from tests.workflows.wf_helpers import M, make_workflow
 from workflows.models import Enrollment, RunStatus
 from workflows.services import (
@@ -76,9 +75,7 @@ def test_a_rejected_run_never_runs(account, mqls):
 
 def test_billings_hard_cap_holds_the_run_and_only_billing_approval_releases_it(account, mqls):
     # Given a hard cap of 2 billable contacts
-    subscription = Subscription.load()
-    subscription.hard_cap = 2
-    subscription.save()
+    set_guardrails(hard_cap=2)
     workflow = make_workflow()
 
     held = workflow_run_now(workflow=workflow)
@@ -105,9 +102,7 @@ def test_billings_hard_cap_holds_the_run_and_only_billing_approval_releases_it(a
 
 
 def test_a_run_within_the_guardrails_runs_at_once(account, mqls):
-    subscription = Subscription.load()
-    subscription.hard_cap = 10
-    subscription.save()
+    set_guardrails(hard_cap=10)
     assert workflow_run_now(workflow=make_workflow(max_new_marketing=3)).status == "done"
 
 
