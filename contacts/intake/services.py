@@ -349,11 +349,12 @@ def form_submit(
 
 
 def external_forms_source() -> Source:
-    source = Source.objects.filter(name=EXTERNAL_FORMS_SOURCE_NAME).first()
-    if source is None:
-        source = _owned_source(
-            kind=SourceKind.EXTERNAL_FORM, name=EXTERNAL_FORMS_SOURCE_NAME, default_marketing=True
-        )
+    """The one source of every external form, made on first use. Concurrent first
+    submissions race to insert it: get_or_create re-reads the winner's row."""
+    source, _ = Source.objects.get_or_create(
+        name=EXTERNAL_FORMS_SOURCE_NAME,
+        defaults={"kind": SourceKind.EXTERNAL_FORM, "default_marketing": True},
+    )
     return source
 
 

@@ -7,11 +7,9 @@ transaction really commit (and flushes the tables afterwards).
 
 import datetime as dt
 import random
-import threading
 import time
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from billing import services
@@ -34,42 +32,13 @@ from contacts.status.services import (
     contacts_set_non_marketing,
 )
 from crm.calendar import BillingCalendar
+from tests.concurrency import run_together
 from tests.conftest import at
 
 pytestmark = pytest.mark.postgres
 
 SRC = StatusSource("import", name="concurrency test")
 OCT_1, NOV_1, DEC_1 = at(2026, 10, 1), at(2026, 11, 1), at(2026, 12, 1)
-
-
-def run_together(*calls, timeout=60):
-    """Run each call in its own thread, released together by a barrier; return their results.
-
-    Every thread closes its own database connection, or the test database could not be
-    dropped at the end of the session.
-    """
-    barrier = threading.Barrier(len(calls))
-    results = [None] * len(calls)
-    errors = []
-
-    def work(index, call):
-        try:
-            barrier.wait(timeout=10)
-            results[index] = call()
-        except BaseException as error:  # reported by the main thread
-            errors.append(error)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=work, args=(i, call)) for i, call in enumerate(calls)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout)
-    assert not any(thread.is_alive() for thread in threads), "a thread is stuck (a deadlock?)"
-    if errors:
-        raise errors[0]
-    return results
 
 
 def two_months(make_contacts):
