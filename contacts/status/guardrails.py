@@ -73,12 +73,20 @@ def guardrails_check(
     at: dt.datetime,
     live_count: int,
     peak_count: int,
+    operation_limit: bool = True,
 ) -> PendingApproval | None:
-    """Call with the usage lock held. The held change (new or retried), or None to go on."""
+    """Call with the usage lock held. The held change (new or retried), or None to go on.
+
+    `operation_limit=False` checks the hard cap only: for one chunk of an operation whose
+    whole size the caller has already checked against the per-operation limit (a
+    workflow run's preflight).
+    """
     existing = PendingApproval.objects.filter(idempotency_key=idempotency_key).first()
     if existing is not None:
         return existing
     account = Account.load()
+    if not operation_limit:
+        account.operation_limit = None
     if account.hard_cap is None and account.operation_limit is None:
         return None
     _, new = new_marketing_count(target, at=at)

@@ -206,6 +206,7 @@ def _change_status(
     at: dt.datetime | None,
     progress: Progress | None,
     guarded: bool = False,
+    operation_limit: bool = True,
     fingerprint: str = "",
 ) -> StatusChangeResult:
     target = as_target(contacts)
@@ -233,6 +234,7 @@ def _change_status(
                 at=now,
                 live_count=usage.live_count,
                 peak_count=usage.peak_count,
+                operation_limit=operation_limit,
             )
         if held is None:
             result = _write(
@@ -375,6 +377,7 @@ def contacts_set_marketing(
     at: dt.datetime | None = None,
     progress: Progress | None = None,
     guarded: bool = False,
+    operation_limit: bool = True,
 ) -> StatusChangeResult:
     """Make contacts marketing now; a pending downgrade is cancelled at no extra cost.
 
@@ -383,6 +386,8 @@ def contacts_set_marketing(
     imports, workflows, intake) checks the guardrails under the usage lock: past the
     hard cap or the per-operation limit the change is held for approval
     (`contacts.status.guardrails`), `ChangeHeld` is raised and nothing else is written.
+    `operation_limit=False` leaves out the per-operation limit (the hard cap still holds)
+    for a chunk of an operation already checked whole.
     """
     return _change_status(
         SET_MARKETING,
@@ -393,6 +398,7 @@ def contacts_set_marketing(
         at=at,
         progress=progress,
         guarded=guarded,
+        operation_limit=operation_limit,
     )
 
 
