@@ -833,6 +833,16 @@ def indexes_deferred(tables: list[str], progress: tqdm | None = None) -> Iterato
     if progress is not None:
         progress.reset(total=sum(len(i) + len(c) for _, i, c in dropped))
     with connection.cursor() as cursor:
+        # PostgreSQL refuses CREATE INDEX and ALTER TABLE on a table with pending trigger
+        # events. The foreign keys of *other* tables that point at these (engagement
+        # events, list memberships, enrollments … → contacts) are DEFERRABLE INITIALLY
+        # DEFERRED, as Django makes them, and were not dropped: every contact deleted in
+        # the block (the demo history deletes a few) left a deferred check on the contacts
+        # table. Run those checks now — they would run at commit anyway — so the table has
+        # none pending, then put the constraints back to deferred (what
+        # `connection.check_constraints()` does on PostgreSQL).
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        cursor.execute("SET CONSTRAINTS ALL DEFERRED")
         cursor.execute("SET LOCAL maintenance_work_mem = '256MB'")
         for table, indexes, constraints in dropped:
             for _name, definition in indexes:
