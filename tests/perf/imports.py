@@ -201,8 +201,11 @@ def explain_upsert(path: Path) -> str:
             cursor.execute(
                 "EXPLAIN (ANALYZE, BUFFERS) " + services._upsert_sql(),
                 {
-                    "now": contact_import.created_at,
-                    "source": contact_import.source_id,
+                    **services._upsert_params(
+                        contact_import,
+                        services.import_creation_decision(contact_import).status_source,
+                        contact_import.created_at,
+                    ),
                     "lo": None,
                     "hi": None,
                 },
