@@ -18,6 +18,7 @@ from contacts.models import (
     Contact,
     Source,
     SourceKind,
+    StatusSourceType,
 )
 from contacts.status.models import (
     LedgerAction,
@@ -123,6 +124,35 @@ def test_contacts_of_locked_sources_stay_non_marketing(seeded):
     ).exists()
 
 
+def assert_reasons_from_the_creation_policy():
+    """Every demo contact has a reason; one no status change touched has its source's, as
+    `contacts_creation_policy` gives it (creation / the source's id / its name)."""
+    from contacts.services import contacts_creation_policy
+
+    expected = {}
+    for source in Source.objects.all():
+        reason = contacts_creation_policy(source=source).status_source
+        expected[source.pk] = (reason.type, reason.id, reason.name)
+    untouched = 0
+    for contact in Contact.objects.select_related("source"):
+        reason = (contact.marketing_reason_type, contact.marketing_reason_id)
+        assert contact.marketing_reason_type in StatusSourceType.values, contact.email
+        if contact.marketing_changed_at is None:
+            untouched += 1
+            assert (*reason, contact.marketing_reason_name) == expected[contact.source_id]
+            assert reason == ("creation", str(contact.source_id))
+    assert untouched
+
+
+def test_every_contact_records_its_sources_reason_from_the_creation_policy(seeded):
+    assert_reasons_from_the_creation_policy()
+    # Non-marketing contacts of every kind of source say why, locked ones included.
+    never_changed = Contact.objects.filter(
+        marketing_changed_at=None, marketing_status="non_marketing"
+    )
+    assert never_changed.filter(source__kind__in=LOCKED_KINDS).exists()
+
+
 def test_rerun_with_the_same_size_changes_nothing(seeded):
     before = state()
     out = seed()
@@ -137,6 +167,7 @@ def test_a_larger_size_adds_the_difference(seeded):
     now = timezone.now()
     assert usage_current(at=now).live_count == Contact.objects.billable(now).count()
     assert StatusChange.objects.count() > ledger_before
+    assert_reasons_from_the_creation_policy()
 
 
 def test_admin_user_from_admin_password(seeded):
