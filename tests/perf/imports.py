@@ -1,4 +1,4 @@
-"""g. CSV import: `import_contacts` on a 1,000,000-row CSV of new contacts (issue 4, item 7:
+"""g. CSV import: `import_contacts` on a 1,000,000-row CSV of new contacts (the bar:
 ≥ 50,000 rows/s on PostgreSQL, memory flat in the file's size).
 
 Each size (100,000 and 1,000,000 rows) runs in a fresh child process
