@@ -99,15 +99,25 @@ def contacts_creation_policy(
     )
 
 
+def contact_reason_columns(reason: StatusSource) -> dict[str, str]:
+    """A contact's reason columns (`marketing_reason_*`) naming `reason`, cut to their
+    lengths. Set-based creators (an import's INSERT, the demo seeder's COPY) write these
+    constant values, taken from the policy's decision, in every row they create."""
+    return {
+        "marketing_reason_type": reason.type,
+        "marketing_reason_id": reason.id[:64],
+        "marketing_reason_name": reason.name[:200],
+    }
+
+
 def _contact_insert(
     contact: Contact, decision: CreationDecision, *, actor, idempotency_key: str | None = None
 ) -> None:
     """Save a new contact with its decided status: marketing goes through the status service
     (one ledger row naming the reason); non-marketing records the reason on the contact only."""
     if not decision.marketing:
-        contact.marketing_reason_type = decision.status_source.type
-        contact.marketing_reason_id = decision.status_source.id
-        contact.marketing_reason_name = decision.status_source.name[:200]
+        for name, value in contact_reason_columns(decision.status_source).items():
+            setattr(contact, name, value)
     _save_unique_email(contact)
     if decision.marketing:
         contacts_set_marketing(

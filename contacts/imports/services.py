@@ -60,7 +60,11 @@ from contacts.models import (
     Source,
     StatusSourceType,
 )
-from contacts.services import CreationDecision, contacts_creation_policy
+from contacts.services import (
+    CreationDecision,
+    contact_reason_columns,
+    contacts_creation_policy,
+)
 from contacts.status.models import (
     StatusChangeRequest,
 )
@@ -256,18 +260,9 @@ def _email_bounds(cursor, kept: int) -> list[str | None]:
     return [None, *(row[0] for row in cursor.fetchall()), None]
 
 
-def _reason_columns(reason: StatusSource) -> dict[str, str]:
-    """The reason columns of a new contact, cut to their lengths."""
-    return {
-        "marketing_reason_type": reason.type,
-        "marketing_reason_id": reason.id[:64],
-        "marketing_reason_name": reason.name[:200],
-    }
-
-
 def _upsert_params(contact_import: ContactImport, reason: StatusSource, now: dt.datetime) -> dict:
     """The constant parameters of `_upsert_sql` (the bounds `lo` and `hi` are per chunk)."""
-    columns = _reason_columns(reason)
+    columns = contact_reason_columns(reason)
     return {
         "now": now,
         "source": contact_import.source_id,
@@ -304,7 +299,7 @@ def _upsert_portable(
     """Any database: chunks of staged rows, bulk_create the new (with the creation rule's
     reason), bulk_update the changed (never their reason)."""
     fields = IMPORT_STAGED_FIELDS[1:]
-    reason_columns = _reason_columns(reason)
+    reason_columns = contact_reason_columns(reason)
     created = updated = done = 0
     last = 0
     while True:

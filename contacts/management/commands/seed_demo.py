@@ -61,7 +61,11 @@ from contacts.models import (
     SourceKind,
     StatusSourceType,
 )
-from contacts.services import CreationDecision, contacts_creation_policy
+from contacts.services import (
+    CreationDecision,
+    contact_reason_columns,
+    contacts_creation_policy,
+)
 from contacts.status.models import StatusChange
 from contacts.status.results import StatusSource
 from contacts.status.selectors import usage_current
@@ -249,7 +253,7 @@ class Profile(NamedTuple):
             f"{self.contact_type}\t{'t' if self.unsubscribed else 'f'}\t"
             f"{'t' if self.hard_bounced else 'f'}\t{self.lead_score}\t{engaged}\t"
             f"{self.source_id}\t{MarketingStatus.NON_MARKETING.value}\t\\N\t"
-            + "\t".join(_copy_escape(value) for value in reason_columns(reason).values())
+            + "\t".join(_copy_escape(value) for value in contact_reason_columns(reason).values())
             + "\t\\N\n"
         )
 
@@ -262,15 +266,6 @@ def creation_decisions(sources: Iterable[Source]) -> dict[int, CreationDecision]
     the rows themselves, its status through the history's status changes.
     """
     return {source.pk: contacts_creation_policy(source=source) for source in sources}
-
-
-def reason_columns(reason: StatusSource) -> dict[str, str]:
-    """A new contact's reason columns, cut to their lengths."""
-    return {
-        "marketing_reason_type": reason.type,
-        "marketing_reason_id": reason.id[:64],
-        "marketing_reason_name": reason.name[:200],
-    }
 
 
 def draw_profiles(
@@ -440,7 +435,7 @@ def insert_bulk_create(
 ) -> None:
     """Other databases: bulk_create a batch at a time, then backdate the batch's created_at.
     `reasons` gives each source's reason, written with every row of the source."""
-    columns = {pk: reason_columns(reason) for pk, reason in reasons.items()}
+    columns = {pk: contact_reason_columns(reason) for pk, reason in reasons.items()}
     for batch in batches:
         contacts = []
         for n, f, la, p in zip(batch.numbers, batch.first, batch.last, batch.profile, strict=True):
