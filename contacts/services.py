@@ -101,6 +101,17 @@ def contacts_creation_policy(
     )
 
 
+def contact_reason_columns(reason: StatusSource) -> dict[str, str]:
+    """A contact's reason columns (`marketing_reason_*`) naming `reason`, cut to their
+    lengths. Set-based creators (an import's INSERT, the demo seeder's COPY) write these
+    constant values, taken from the policy's decision, in every row they create."""
+    return {
+        "marketing_reason_type": reason.type,
+        "marketing_reason_id": reason.id[:64],
+        "marketing_reason_name": reason.name[:200],
+    }
+
+
 def _contact_insert(
     contact: Contact, decision: CreationDecision, *, actor, idempotency_key: str | None = None
 ) -> str:
@@ -111,9 +122,8 @@ def _contact_insert(
     non-marketing, with its reason, and its marketing status waits for approval: the
     returned message says so ("" when nothing waits).
     """
-    contact.marketing_reason_type = decision.status_source.type
-    contact.marketing_reason_id = decision.status_source.id
-    contact.marketing_reason_name = decision.status_source.name[:200]
+    for name, value in contact_reason_columns(decision.status_source).items():
+        setattr(contact, name, value)
     _save_unique_email(contact)
     if not decision.marketing:
         return ""

@@ -20,7 +20,7 @@ from contacts.models import (
 from contacts.status.results import StatusError
 
 #
-# A CSV import (DESIGN §1.3 "import", issue 4 item 7) goes: upload
+# A CSV import (DESIGN §1.3 "import") goes: upload
 # (`contact_import_create`: size limit, hash, header, columns mapped by their
 # aliases) → mapping (`contact_import_configure`) → preview (`contact_import_preview`:
 # counts and the billing impact, nothing written to contacts) → commit
@@ -33,10 +33,12 @@ from contacts.status.results import StatusError
 # memory stays flat whatever the file's size. Then contacts are upserted by email:
 # on PostgreSQL one INSERT … ON CONFLICT (email) DO UPDATE … WHERE changed statement
 # per IMPORT_UPSERT_BATCH staged rows; elsewhere chunks of bulk_create/bulk_update.
-# Existing contacts get the row's non-empty values only; status columns are never
-# touched by the upsert: a marketing import makes its contacts marketing afterwards
-# with one guarded `contacts_set_marketing` call (ledger source "import", id = the
-# import's id, name = the file's name), so nothing is ever downgraded.
+# New contacts are inserted non-marketing with the reason `contacts_creation_policy`
+# gives the import (asked once per import: source type "import", id = the import's id,
+# name = the file's name). Existing contacts get the row's non-empty values only; their
+# status and reason columns are never touched by the upsert: a marketing import makes its
+# contacts marketing afterwards with one guarded `contacts_set_marketing` call (the same
+# reason on the ledger), so nothing is ever downgraded.
 
 IMPORT_HEAD_BYTES = 64 * 1024  # read to find the header and the delimiter
 IMPORT_DEFAULT_SOURCE = "CSV import"

@@ -5,9 +5,11 @@
 written to contacts) → `contact_import_commit` (queues the background job) →
 `contact_import_run`. Contacts are upserted by email: on PostgreSQL one INSERT … ON
 CONFLICT (email) DO UPDATE … WHERE changed statement per IMPORT_UPSERT_BATCH staged
-rows; elsewhere chunks of bulk_create/bulk_update. Existing contacts get the row's
-non-empty values only and are never downgraded; a marketing import makes its contacts
-marketing afterwards through the status service (ledger source "import").
+rows; elsewhere chunks of bulk_create/bulk_update. New contacts record the reason
+`contacts_creation_policy` gives for the import (asked once per import: source type
+"import", the import's id and file name); existing contacts get the row's non-empty
+values only, keep their reason and are never downgraded; a marketing import makes its
+contacts marketing afterwards through the status service (the same reason on the ledger).
 """
 
 from __future__ import annotations
@@ -57,6 +59,11 @@ from contacts.models import (
     Contact,
     Source,
     StatusSourceType,
+)
+from contacts.services import (
+    CreationDecision,
+    contact_reason_columns,
+    contacts_creation_policy,
 )
 from contacts.status.models import (
     StatusChangeRequest,
@@ -138,6 +145,24 @@ def contact_import_configure(
     return contact_import
 
 
+def import_creation_decision(contact_import: ContactImport) -> CreationDecision:
+    """What the creation rule decides for every contact this import creates.
+
+    Asked once per import, never per row: the decision is the same for all its new
+    contacts. The import's "set all as marketing" is the requested status (so the import
+    source's own default does not apply, DESIGN §1.3) and the import — source type
+    "import", its id, its file name — is the reason, recorded on each new contact by the
+    upsert's INSERT and on the ledger rows of the marketing part.
+    """
+    return contacts_creation_policy(
+        source=contact_import.source,
+        requested_marketing=contact_import.marketing,
+        requester=StatusSource(
+            StatusSourceType.IMPORT, id=str(contact_import.pk), name=contact_import.file_name
+        ),
+    )
+
+
 def _changed_sql(s: str, c: str) -> str:
     """SQL: the staged row `s` has a non-empty value its contact `c` lacks (flags: only yes)."""
     parts = [f"({s}.{n} IS NOT NULL AND {s}.{n} <> {c}.{n})" for n in _TEXT_FIELDS]
@@ -190,11 +215,12 @@ _UPSERT_COLUMNS = (
 def _upsert_sql() -> str:
     """PostgreSQL: one statement for the staged emails in (lo, hi] (None: unbounded).
 
-    New emails are inserted non-marketing with the import's source. An existing email
-    takes the staged row's non-empty values — read back from the staging table by its
-    unique email index, because EXCLUDED cannot tell an empty cell from a default —
-    and only when something differs (WHERE), so a re-run writes nothing. No status
-    column is in the SET list.
+    New emails are inserted non-marketing with the import's source and the creation
+    rule's reason (three constant parameters). An existing email takes the staged row's
+    non-empty values — read back from the staging table by its unique email index,
+    because EXCLUDED cannot tell an empty cell from a default — and only when something
+    differs (WHERE), so a re-run writes nothing. No status or reason column is in the
+    SET list.
     """
     inserted = ", ".join(
         f"COALESCE(s.{n}, {'FALSE' if n in _FLAG_FIELDS else repr(_INSERT_DEFAULTS.get(n, ''))})"
@@ -208,7 +234,7 @@ def _upsert_sql() -> str:
         WITH up AS (
             INSERT INTO {CONTACT_TABLE} AS c ({_UPSERT_COLUMNS})
             SELECT %(now)s, %(now)s, s.email, {inserted}, 0, NULL, %(source)s, '{NON_MARKETING}', NULL,
-                   '', '', '', NULL
+                   %(reason_type)s, %(reason_id)s, %(reason_name)s, NULL
             FROM {STAGE_TABLE} s
             WHERE (%(lo)s IS NULL OR s.email > %(lo)s) AND (%(hi)s IS NULL OR s.email <= %(hi)s)
             ORDER BY s.email
@@ -235,20 +261,30 @@ def _email_bounds(cursor, kept: int) -> list[str | None]:
     return [None, *(row[0] for row in cursor.fetchall()), None]
 
 
+def _upsert_params(contact_import: ContactImport, reason: StatusSource, now: dt.datetime) -> dict:
+    """The constant parameters of `_upsert_sql` (the bounds `lo` and `hi` are per chunk)."""
+    columns = contact_reason_columns(reason)
+    return {
+        "now": now,
+        "source": contact_import.source_id,
+        "reason_type": columns["marketing_reason_type"],
+        "reason_id": columns["marketing_reason_id"],
+        "reason_name": columns["marketing_reason_name"],
+    }
+
+
 def _upsert_postgresql(
-    contact_import: ContactImport, staged: _Staged, report: ImportProgress
+    contact_import: ContactImport, staged: _Staged, report: ImportProgress, reason: StatusSource
 ) -> tuple[int, int]:
     """Chunks of the staged rows in email order (walking the staging table's unique email
     index), so each chunk fills the contacts' email indexes left to right."""
     sql = _upsert_sql()
     created = updated = 0
-    now = timezone.now()
+    params = _upsert_params(contact_import, reason, timezone.now())
     with connection.cursor() as cursor:
         bounds = _email_bounds(cursor, staged.kept)
         for number, (lo, hi) in enumerate(zip(bounds, bounds[1:], strict=False), start=1):
-            cursor.execute(
-                sql, {"now": now, "source": contact_import.source_id, "lo": lo, "hi": hi}
-            )
+            cursor.execute(sql, {**params, "lo": lo, "hi": hi})
             for was_inserted, count in cursor.fetchall():
                 if was_inserted:
                     created += count
@@ -259,10 +295,12 @@ def _upsert_postgresql(
 
 
 def _upsert_portable(
-    contact_import: ContactImport, staged: _Staged, report: ImportProgress
+    contact_import: ContactImport, staged: _Staged, report: ImportProgress, reason: StatusSource
 ) -> tuple[int, int]:
-    """Any database: chunks of staged rows, bulk_create the new, bulk_update the changed."""
+    """Any database: chunks of staged rows, bulk_create the new (with the creation rule's
+    reason), bulk_update the changed (never their reason)."""
     fields = IMPORT_STAGED_FIELDS[1:]
+    reason_columns = contact_reason_columns(reason)
     created = updated = done = 0
     last = 0
     while True:
@@ -291,6 +329,7 @@ def _upsert_portable(
                 Contact(
                     email=email,
                     source_id=contact_import.source_id,
+                    **reason_columns,
                     **{
                         name: (
                             value
@@ -473,10 +512,11 @@ def contact_import_run(
 
     fast = _fast_path()
     try:
+        decision = import_creation_decision(contact_import)
         staged = _stage(contact_import, report)
         report("saving", 0, staged.kept)
         upsert = _upsert_postgresql if fast else _upsert_portable
-        created, updated = upsert(contact_import, staged, report)
+        created, updated = upsert(contact_import, staged, report, decision.status_source)
         fields = {
             "rows": staged.rows,
             "invalid_count": staged.invalid,
@@ -487,9 +527,9 @@ def contact_import_run(
             "status": ImportStatus.DONE,
             "message": "",
         }
-        if contact_import.marketing:
+        if decision.marketing:
             report("marketing", 0, staged.kept)
-            fields.update(_marketing_part(contact_import))
+            fields.update(_marketing_part(contact_import, decision.status_source))
         if created or updated:
             _import_notify_changed(started)  # while the staging table still names them
     except ImportFileError as error:
@@ -539,8 +579,9 @@ def _import_notify_changed(started: dt.datetime) -> None:
     contacts_changed(batch)
 
 
-def _marketing_part(contact_import: ContactImport) -> dict:
-    """Make the import's contacts marketing: one guarded set-based call of the status service.
+def _marketing_part(contact_import: ContactImport, source: StatusSource) -> dict:
+    """Make the import's contacts marketing: one guarded set-based call of the status service,
+    whose ledger rows name `source` (the creation rule's reason for the import).
 
     Held by billing's guardrails (`ChangeHeld`): the contacts stay non-marketing and the
     import is HELD; an approver runs the same change later (same idempotency key,
@@ -556,9 +597,7 @@ def _marketing_part(contact_import: ContactImport) -> dict:
     try:
         result = contacts_set_marketing(
             contacts=target,
-            source=StatusSource(
-                StatusSourceType.IMPORT, id=str(contact_import.pk), name=contact_import.file_name
-            ),
+            source=source,
             actor=contact_import.committed_by or contact_import.created_by,
             idempotency_key=key,
             guarded=True,

@@ -646,9 +646,11 @@ def _upsert(app, wanted: dict, results: list, batch: BatchResult, decision, *, a
             contact = Contact(
                 email=email,
                 source_id=app.source_id,
-                marketing_reason_type="" if decision.marketing else reason.type,
-                marketing_reason_id="" if decision.marketing else reason.id,
-                marketing_reason_name="" if decision.marketing else reason.name[:200],
+                # The policy's reason whatever the status: a marketing contact's upgrade
+                # below writes the same one, and one held by the guardrails keeps it.
+                marketing_reason_type=reason.type,
+                marketing_reason_id=reason.id,
+                marketing_reason_name=reason.name[:200],
                 **fields,
             )
             new.append(contact)

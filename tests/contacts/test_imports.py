@@ -1,4 +1,4 @@
-"""CSV imports (issue 4, item 7): services, background task, API, admin and command.
+"""CSV imports: services, background task, API, admin and command.
 
 Every test runs on SQLite and PostgreSQL; on PostgreSQL the COPY / ON CONFLICT fast path
 runs, and `test_fast_path_and_portable_path_agree` runs both paths on the same files.
@@ -389,6 +389,38 @@ def test_a_marketing_import_upgrades_and_never_downgrades(people):
     )
 
 
+def reasons():
+    return {
+        c.email: (c.marketing_reason_type, c.marketing_reason_id, c.marketing_reason_name)
+        for c in Contact.objects.all()
+    }
+
+
+@pytest.mark.parametrize("portable", [False, True], ids=["fast", "portable"])
+@pytest.mark.parametrize("marketing", [False, True], ids=["ordinary", "marketing"])
+def test_new_contacts_record_the_import_as_their_reason(people, monkeypatch, marketing, portable):
+    # On PostgreSQL "fast" is the COPY / ON CONFLICT path; elsewhere both run the portable one.
+    monkeypatch.setattr(staging, "FORCE_PORTABLE", portable)
+    before = reasons()
+    assert before["m@example.com"][0] == "manual"
+
+    done = run_import(FILE_OF_PEOPLE, marketing=marketing, name="spring leads.csv")
+
+    import_reason = ("import", str(done.pk), "spring leads.csv")
+    assert reasons()["new@example.com"] == import_reason
+    assert statuses()["new@example.com"] == ((M if marketing else N), False)
+    # The policy decides it: the same reason as `contacts_creation_policy` gives the import.
+    decision = services.import_creation_decision(done)
+    assert decision.marketing is marketing
+    assert (decision.status_source.type, decision.status_source.id) == import_reason[:2]
+    # Existing contacts the import updated keep their reason, unless a marketing import
+    # changed their status (the ledger row and the reason then name the import).
+    assert done.updated_count == 3
+    assert reasons()["m@example.com"] == before["m@example.com"]
+    for email in ("n@example.com", "p@example.com"):
+        assert reasons()[email] == (import_reason if marketing else before[email])
+
+
 def test_the_preview_counts_what_becomes_marketing_with_its_cost(people):
     subscription = Subscription.load()
     subscription.included_contacts, subscription.block_size = 2, 1
@@ -428,6 +460,9 @@ def test_a_marketing_import_past_the_guardrails_lands_non_marketing_and_waits(pe
     assert "Waiting for approval #" in done.message
     assert statuses()["new@example.com"] == (N, False)
     assert statuses()["p@example.com"] == (M, True)
+    # Held, the new contacts are non-marketing, and say why: the import created them.
+    new = Contact.objects.get(email="new@example.com")
+    assert (new.marketing_reason_type, new.marketing_reason_id) == ("import", str(done.pk))
     approval = PendingApproval.objects.get()
     assert (approval.source_type, approval.source_id) == ("import", str(done.pk))
 

@@ -60,6 +60,13 @@ def statuses():
     return dict(Contact.objects.values_list("email", "marketing_status"))
 
 
+def reasons():
+    return {
+        c.email: (c.marketing_reason_type, c.marketing_reason_id, c.marketing_reason_name)
+        for c in Contact.objects.all()
+    }
+
+
 def existing_contact(email="known@example.com", **fields):
     manual = SourceFactory(name="Manual", kind=SourceKind.MANUAL)
     return contact_create(email=email, source=manual, **fields)
@@ -201,6 +208,9 @@ def test_the_app_setting_applies_only_to_contacts_created_after_it_was_switched_
         ("created", M),
     ]
     assert ledger_rows() == [("after@example.com", "upgrade", "integration", str(app.pk), "Shop")]
+    # Every contact the app created, marketing or not, records the policy's reason: the app.
+    app_reason = ("integration", str(app.pk), "Shop")
+    assert reasons() == dict.fromkeys(statuses(), app_reason)
 
 
 # --- connected apps: the batch -----------------------------------------------------------
@@ -493,6 +503,8 @@ def test_guardrails_hold_an_apps_new_marketing_contacts_which_stay_non_marketing
     assert (result.created, result.marketing) == (2, 0)
     assert "Waiting for approval" in result.marketing_held
     assert statuses() == {"a@example.com": N, "b@example.com": N}
+    # Held, they stay non-marketing and still say why: the app created them.
+    assert reasons() == dict.fromkeys(statuses(), ("integration", str(app.pk), "Shop"))
     approval = PendingApproval.objects.get()
     assert (approval.source_type, approval.source_name, approval.new_marketing) == (
         "integration",

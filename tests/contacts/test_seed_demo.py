@@ -18,6 +18,7 @@ from contacts.models import (
     Contact,
     Source,
     SourceKind,
+    StatusSourceType,
 )
 from contacts.status.models import (
     LedgerAction,
@@ -123,6 +124,35 @@ def test_contacts_of_locked_sources_stay_non_marketing(seeded):
     ).exists()
 
 
+def assert_reasons_from_the_creation_policy():
+    """Every demo contact has a reason; one no status change touched has its source's, as
+    `contacts_creation_policy` gives it (creation / the source's id / its name)."""
+    from contacts.services import contacts_creation_policy
+
+    expected = {}
+    for source in Source.objects.all():
+        reason = contacts_creation_policy(source=source).status_source
+        expected[source.pk] = (reason.type, reason.id, reason.name)
+    untouched = 0
+    for contact in Contact.objects.select_related("source"):
+        reason = (contact.marketing_reason_type, contact.marketing_reason_id)
+        assert contact.marketing_reason_type in StatusSourceType.values, contact.email
+        if contact.marketing_changed_at is None:
+            untouched += 1
+            assert (*reason, contact.marketing_reason_name) == expected[contact.source_id]
+            assert reason == ("creation", str(contact.source_id))
+    assert untouched
+
+
+def test_every_contact_records_its_sources_reason_from_the_creation_policy(seeded):
+    assert_reasons_from_the_creation_policy()
+    # Non-marketing contacts of every kind of source say why, locked ones included.
+    never_changed = Contact.objects.filter(
+        marketing_changed_at=None, marketing_status="non_marketing"
+    )
+    assert never_changed.filter(source__kind__in=LOCKED_KINDS).exists()
+
+
 def test_rerun_with_the_same_size_changes_nothing(seeded):
     before = state()
     out = seed()
@@ -137,6 +167,7 @@ def test_a_larger_size_adds_the_difference(seeded):
     now = timezone.now()
     assert usage_current(at=now).live_count == Contact.objects.billable(now).count()
     assert StatusChange.objects.count() > ledger_before
+    assert_reasons_from_the_creation_policy()
 
 
 def test_admin_user_from_admin_password(seeded):
@@ -184,3 +215,74 @@ def test_negative_size_is_refused(account):
     with pytest.raises(CommandError, match="zero or more"):
         seed(contacts=-1)
     assert not Contact.objects.exists()
+
+
+# --- the deferred-index path (PostgreSQL) ------------------------------------------------
+
+
+def schema_of(tables: list[str]) -> dict:
+    """The tables' indexes and constraints, by name, with their definitions."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT tablename, indexname, indexdef FROM pg_indexes "
+            "WHERE tablename = ANY(%s) ORDER BY 1, 2",
+            [tables],
+        )
+        indexes = cursor.fetchall()
+        cursor.execute(
+            "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) "
+            "FROM pg_constraint WHERE conrelid::regclass::text = ANY(%s) ORDER BY 1, 2",
+            [tables],
+        )
+        constraints = cursor.fetchall()
+    return {"indexes": indexes, "constraints": constraints}
+
+
+def neighbours_of(table: str) -> list[str]:
+    """The table and every table with a foreign key to it."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT DISTINCT conrelid::regclass::text FROM pg_constraint "
+            "WHERE contype = 'f' AND confrelid = %s::regclass",
+            [table],
+        )
+        return sorted({table, *(row[0] for row in cursor.fetchall())})
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)  # seed_demo commits its own transaction
+def test_a_large_seed_defers_the_indexes_and_puts_every_one_back(account, monkeypatch, tmp_path):
+    """At the threshold the seeder drops the contacts' and the ledger's indexes and
+    constraints, loads, writes the history (which deletes a few contacts while other
+    tables' deferred foreign keys point at them) and builds them again."""
+    from contacts.management.commands import seed_demo
+
+    size = 2_000
+    monkeypatch.setattr(seed_demo, "DEFER_INDEXES_FROM", size)
+    monkeypatch.setenv("ADMIN_PASSWORD", "demo-pass")
+    monkeypatch.setattr("django.conf.settings.BASE_DIR", tmp_path)
+    deferred = []
+    original = seed_demo.indexes_deferred
+
+    def spy(tables, **kwargs):
+        deferred.append(sorted(tables))
+        return original(tables, **kwargs)
+
+    monkeypatch.setattr(seed_demo, "indexes_deferred", spy)
+    contacts, ledger = Contact._meta.db_table, StatusChange._meta.db_table
+    tables = sorted({*neighbours_of(contacts), *neighbours_of(ledger)})
+    before = schema_of(tables)
+    assert any(name == "contacts_contact_email_key" for _, name, _ in before["constraints"])
+
+    seed(contacts=size)
+
+    assert deferred == [sorted([contacts, ledger])]  # the path ran, on both tables
+    assert schema_of(tables) == before
+    assert Contact.objects.filter(email__endswith=DEMO_EMAIL_SUFFIX).count() == size
+    now = timezone.now()
+    assert usage_current(at=now).live_count == Contact.objects.billable(now).count()
+    assert_reasons_from_the_creation_policy()

@@ -1,4 +1,4 @@
-"""g. CSV import: `import_contacts` on a 1,000,000-row CSV of new contacts (issue 4, item 7:
+"""g. CSV import: `import_contacts` on a 1,000,000-row CSV of new contacts (the bar:
 ≥ 50,000 rows/s on PostgreSQL, memory flat in the file's size).
 
 Each size (100,000 and 1,000,000 rows) runs in a fresh child process
@@ -201,8 +201,11 @@ def explain_upsert(path: Path) -> str:
             cursor.execute(
                 "EXPLAIN (ANALYZE, BUFFERS) " + services._upsert_sql(),
                 {
-                    "now": contact_import.created_at,
-                    "source": contact_import.source_id,
+                    **services._upsert_params(
+                        contact_import,
+                        services.import_creation_decision(contact_import).status_source,
+                        contact_import.created_at,
+                    ),
                     "lo": None,
                     "hi": None,
                 },

@@ -3,7 +3,8 @@
 What it makes:
 - one source of every kind, with the default of its kind (locked kinds never marketing);
 - `--contacts` contacts with names, companies, addresses, lifecycle stages, lead
-  statuses, scores and engagement, spread over every source;
+  statuses, scores and engagement, spread over every source, each recording the reason
+  the creation rule (`contacts_creation_policy`) gives its source;
 - a status history over the previous and the current billing period, written
   only through the status service (`contacts.services`) with explicit, increasing
   instants, so the ledger, the counters and the contacts agree exactly as they
@@ -16,7 +17,9 @@ Choices worth knowing:
   (or a smaller) `--contacts` changes nothing; a larger one adds the difference.
 - Contacts go in with COPY on PostgreSQL and `bulk_create(batch_size=5000)`
   elsewhere; names come from Faker's word lists, drawn once, because calling Faker
-  a million times takes minutes.
+  a million times takes minutes. The creation rule is asked once per source, not per
+  contact: its decision says which sources create marketing contacts, and its reason
+  is written in every row of that source.
 - On PostgreSQL, a large load (DEFER_INDEXES_FROM) into empty tables drops their
   secondary indexes and builds them again at the end, as pg_restore does: 1,000,000
   contacts and their history take about a minute and a half here instead of five.
@@ -34,7 +37,7 @@ import re
 import secrets
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +60,11 @@ from contacts.models import (
     Source,
     SourceKind,
     StatusSourceType,
+)
+from contacts.services import (
+    CreationDecision,
+    contact_reason_columns,
+    contacts_creation_policy,
 )
 from contacts.status.models import StatusChange
 from contacts.status.results import StatusSource
@@ -209,6 +217,14 @@ def _clean(value: str) -> str:
     return re.sub(r"[\t\n\r\\]", " ", value).strip()
 
 
+def _copy_escape(value: str) -> str:
+    """A value as one column of COPY's text format, unchanged (a source's name may hold
+    anything)."""
+    return (
+        value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    )
+
+
 class Profile(NamedTuple):
     """Everything about a contact but its name, address and creation date.
 
@@ -228,15 +244,28 @@ class Profile(NamedTuple):
     last_engaged_at: dt.datetime | None
     source_id: int
 
-    def copy_text(self) -> str:
-        """Its columns from `company` on, as COPY text, with the status of a new contact."""
+    def copy_text(self, reason: StatusSource) -> str:
+        """Its columns from `company` on, as COPY text, with the status of a new contact
+        and `reason`, its source's reason from the creation rule."""
         engaged = self.last_engaged_at.isoformat() if self.last_engaged_at else "\\N"
         return (
             f"{self.company}\t{self.phone}\t{self.lifecycle_stage}\t{self.lead_status}\t"
             f"{self.contact_type}\t{'t' if self.unsubscribed else 'f'}\t"
             f"{'t' if self.hard_bounced else 'f'}\t{self.lead_score}\t{engaged}\t"
-            f"{self.source_id}\t{MarketingStatus.NON_MARKETING.value}\t\\N\t\t\t\t\\N\n"
+            f"{self.source_id}\t{MarketingStatus.NON_MARKETING.value}\t\\N\t"
+            + "\t".join(_copy_escape(value) for value in contact_reason_columns(reason).values())
+            + "\t\\N\n"
         )
+
+
+def creation_decisions(sources: Iterable[Source]) -> dict[int, CreationDecision]:
+    """The creation rule's decision for a new contact of each source, by source id.
+
+    Asked once per source: the seeder writes contacts in sets (COPY, bulk_create), so
+    the decision is read here and applied to every row of the source — its reason in
+    the rows themselves, its status through the history's status changes.
+    """
+    return {source.pk: contacts_creation_policy(source=source) for source in sources}
 
 
 def draw_profiles(
@@ -361,11 +390,16 @@ _COPY_COLUMNS = (
 
 
 def insert_copy(
-    pools: Pools, profiles: list[Profile], batches: Iterator[Batch], progress: Callable[[int], None]
+    pools: Pools,
+    profiles: list[Profile],
+    batches: Iterator[Batch],
+    progress: Callable[[int], None],
+    reasons: dict[int, StatusSource],
 ) -> None:
-    """PostgreSQL: one COPY for all rows (explicit created_at; auto_now_add would overwrite it)."""
+    """PostgreSQL: one COPY for all rows (explicit created_at; auto_now_add would overwrite it).
+    `reasons` gives each source's reason, written with every row of the source."""
     domains = [f"@{p.domain}\t" for p in profiles]
-    tails = [p.copy_text() for p in profiles]
+    tails = [p.copy_text(reasons[p.source_id]) for p in profiles]
     # "first.last" of the address, and "\tFirst\tLast\t" of the name columns, by name index.
     first_at, last_at = [f"{v}." for v in pools.first_slug], pools.last_slug
     first_col, last_col = pools.first, [f"\t{v}\t" for v in pools.last]
@@ -393,9 +427,15 @@ def insert_copy(
 
 
 def insert_bulk_create(
-    pools: Pools, profiles: list[Profile], batches: Iterator[Batch], progress: Callable[[int], None]
+    pools: Pools,
+    profiles: list[Profile],
+    batches: Iterator[Batch],
+    progress: Callable[[int], None],
+    reasons: dict[int, StatusSource],
 ) -> None:
-    """Other databases: bulk_create a batch at a time, then backdate the batch's created_at."""
+    """Other databases: bulk_create a batch at a time, then backdate the batch's created_at.
+    `reasons` gives each source's reason, written with every row of the source."""
+    columns = {pk: contact_reason_columns(reason) for pk, reason in reasons.items()}
     for batch in batches:
         contacts = []
         for n, f, la, p in zip(batch.numbers, batch.first, batch.last, batch.profile, strict=True):
@@ -406,6 +446,7 @@ def insert_bulk_create(
                     email=f"{pools.first_slug[f]}.{pools.last_slug[la]}{n}@{domain}",
                     first_name=pools.first[f],
                     last_name=pools.last[la],
+                    **columns[fields["source_id"]],
                     **fields,
                 )
             )
@@ -465,6 +506,7 @@ class Command(BaseCommand):
                     # per-chunk id look-ups with a scan of the whole table (docs/BENCHMARKS.md).
                     cursor.execute("SET LOCAL random_page_cost = 1.1")
             sources = ensure_sources()
+            self.decisions = creation_decisions(sources.values())
             existing = Contact.objects.filter(email__endswith=DEMO_EMAIL_SUFFIX).count()
             if existing >= contacts:
                 self.stdout.write(
@@ -507,9 +549,10 @@ class Command(BaseCommand):
             **kw,
         )
         insert = insert_copy if connection.vendor == "postgresql" else insert_bulk_create
+        reasons = {pk: decision.status_source for pk, decision in self.decisions.items()}
         started = time.monotonic()
         with self.bar(total=count, unit="contact", desc="contacts") as bar:
-            insert(pools, profiles, batches, bar.update)
+            insert(pools, profiles, batches, bar.update, reasons)
         if self.verbosity >= 2:
             self.stdout.write(f"  {count} contacts inserted: {time.monotonic() - started:.1f} s")
         if connection.vendor == "postgresql":
@@ -517,6 +560,10 @@ class Command(BaseCommand):
             with connection.cursor() as cursor:
                 cursor.execute(f"ANALYZE {Contact._meta.db_table}")
         return before
+
+    def marketing_sources(self) -> list[int]:
+        """The sources whose new contacts the creation rule makes marketing."""
+        return [pk for pk, decision in self.decisions.items() if decision.marketing]
 
     def seed_history(self, count: int, *, seed: int, sources: dict[str, Source]) -> None:
         with self.indexes_deferred(count):
@@ -528,7 +575,7 @@ class Command(BaseCommand):
         cur_start, _ = calendar.period_bounds(now)
         prev_start, _ = calendar.period_bounds(cur_start - dt.timedelta(microseconds=1))
         weights = [(sources[name].pk, share) for name, _, share in DEMO_SOURCES]
-        marketing_sources = [s.pk for s in sources.values() if s.default_marketing]
+        marketing_sources = self.marketing_sources()
         # Contacts of locked sources stay non-marketing in the demo, as users expect to see.
         open_sources = [s.pk for s in sources.values() if not s.locked]
         # A few extra marketing contacts, deleted during the previous period.
@@ -651,7 +698,7 @@ class Command(BaseCommand):
     def top_up(self, count: int, *, seed: int, sources: dict[str, Source]) -> None:
         now = timezone.now()
         weights = [(sources[name].pk, share) for name, _, share in DEMO_SOURCES]
-        marketing_sources = [s.pk for s in sources.values() if s.default_marketing]
+        marketing_sources = self.marketing_sources()
         lo = self.insert(count, seed=seed, sources=weights, created_from=now, created_to=now)
         new = Contact.objects.filter(pk__gt=lo, email__endswith=DEMO_EMAIL_SUFFIX)
         self.run_steps(
@@ -833,6 +880,16 @@ def indexes_deferred(tables: list[str], progress: tqdm | None = None) -> Iterato
     if progress is not None:
         progress.reset(total=sum(len(i) + len(c) for _, i, c in dropped))
     with connection.cursor() as cursor:
+        # PostgreSQL refuses CREATE INDEX and ALTER TABLE on a table with pending trigger
+        # events. The foreign keys of *other* tables that point at these (engagement
+        # events, list memberships, enrollments … → contacts) are DEFERRABLE INITIALLY
+        # DEFERRED, as Django makes them, and were not dropped: every contact deleted in
+        # the block (the demo history deletes a few) left a deferred check on the contacts
+        # table. Run those checks now — they would run at commit anyway — so the table has
+        # none pending, then put the constraints back to deferred (what
+        # `connection.check_constraints()` does on PostgreSQL).
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        cursor.execute("SET CONSTRAINTS ALL DEFERRED")
         cursor.execute("SET LOCAL maintenance_work_mem = '256MB'")
         for table, indexes, constraints in dropped:
             for _name, definition in indexes:
