@@ -14,7 +14,7 @@ from django.contrib.messages import get_messages
 from django.test import Client
 from django.urls import reverse
 
-from billing.admin import usage_chart
+from billing.admin.chart import usage_chart
 from billing.models import (
     Alert,
     BillingPeriod,
