@@ -20,7 +20,7 @@ from django.db.models import Count, QuerySet
 from contacts.models import Contact
 from contacts.status.models import PendingApproval
 from contacts.status.results import StatusSource
-from contacts.status.rules import marketing_q, pending_q
+from contacts.status.rules import marketing_q, settled_q
 from contacts.status.sql import target_chunks
 from crm.models import Account
 
@@ -97,11 +97,7 @@ def guardrails_check(
         Contact.objects.filter(pk__in=target) if isinstance(target, list) else target.order_by()
     )
     # The contacts it would change: not marketing now, or pending (a re-mark cancels it).
-    ids = list(
-        queryset.exclude(marketing_q(at) & ~pending_q(at))
-        .order_by("pk")
-        .values_list("pk", flat=True)
-    )
+    ids = list(queryset.exclude(settled_q()).order_by("pk").values_list("pk", flat=True))
     return PendingApproval.objects.create(
         idempotency_key=idempotency_key,
         fingerprint=fingerprint,

@@ -42,6 +42,16 @@ def pending_q(at, *, prefix: str = "") -> Q:
     return Q(**{f"{prefix}marketing_status": MARKETING, f"{prefix}marketing_until__gt": at})
 
 
+def pending_sql(*, status: str = "marketing_status", until: str = "marketing_until") -> str:
+    """`pending_q` in SQL; `%s` takes the instant."""
+    return f"({status} = '{MARKETING}' AND {until} > %s)"
+
+
+def settled_q(*, prefix: str = "") -> Q:
+    """Marketing with no downgrade scheduled: billable now and at every later instant."""
+    return Q(**{f"{prefix}marketing_status": MARKETING, f"{prefix}marketing_until__isnull": True})
+
+
 def is_marketing(status: str, until: dt.datetime | None, at: dt.datetime) -> bool:
     """The same predicate over one contact's stored values."""
     return status == MARKETING and (until is None or until > at)

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable
 
 from django.db import transaction
-from django.db.models import Count, F, Q
+from django.db.models import Count, F
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
@@ -53,8 +53,8 @@ from contacts.status.results import (
     StatusSource,
     Target,
 )
+from contacts.status.rules import pending_q, settled_q
 from contacts.status.sql import (
-    MARKETING,
     OperationSql,
     as_target,
     delete_rows,
@@ -576,8 +576,8 @@ def contacts_status_preview(
         period_start=usage.period_start,
         period_end=usage.period_end,
     )
-    pending = Q(marketing_status=MARKETING, marketing_until__gt=now)
-    billable_settled = Q(marketing_status=MARKETING, marketing_until__isnull=True)
+    pending = pending_q(now)
+    billable_settled = settled_q()
     chunks = target_chunks(target)
     for chunk in chunks:
         counts = chunk.queryset.order_by().aggregate(

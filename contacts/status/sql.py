@@ -27,7 +27,7 @@ from contacts.status.models import (
     StatusChange,
 )
 from contacts.status.results import ROLLOVER, SET_MARKETING, SET_NON_MARKETING, StatusSource, Target
-from contacts.status.rules import MARKETING, NON_MARKETING
+from contacts.status.rules import MARKETING, NON_MARKETING, marketing_sql, pending_sql
 
 # Ids per statement when the caller hands over a list (well under SQLite's variable limit).
 STATUS_ID_BATCH = 5_000
@@ -93,7 +93,7 @@ def operation_sql(
         n=sql_param(source.name[:200]),
         now=sql_param(now),
     )
-    pending = sql_fill(f"(s = '{MARKETING}' AND u > {{now}})", now=sql_param(now))
+    pending = (pending_sql(status="s", until="u"), sql_param(now)[1])
     if op == SET_MARKETING:
         return OperationSql(
             needs_change=(f"(s <> '{MARKETING}' OR u IS NOT NULL)", []),
@@ -149,7 +149,7 @@ def operation_sql(
 def delete_rows(now: dt.datetime) -> list[OperationSql]:
     return [
         OperationSql(
-            needs_change=sql_fill(f"(s = '{MARKETING}' AND u > {{now}})", now=sql_param(now)),
+            needs_change=(pending_sql(status="s", until="u"), sql_param(now)[1]),
             action=(f"'{LedgerAction.DOWNGRADE_CANCELLED.value}'", []),
             from_status=(f"'{NON_MARKETING}'", []),
             to_status=(f"'{LedgerStatus.NONE.value}'", []),
@@ -158,9 +158,7 @@ def delete_rows(now: dt.datetime) -> list[OperationSql]:
             assignments=("", []),
         ),
         OperationSql(
-            needs_change=sql_fill(
-                f"(s = '{MARKETING}' AND (u IS NULL OR u > {{now}}))", now=sql_param(now)
-            ),
+            needs_change=(marketing_sql(status="s", until="u"), sql_param(now)[1]),
             action=(f"'{LedgerAction.DELETED.value}'", []),
             from_status=(f"'{MARKETING}'", []),
             to_status=(f"'{LedgerStatus.NONE.value}'", []),
