@@ -392,7 +392,7 @@ def _run_chunk(
                 else:
                     change = ad_audience_remove(audience=audience, contacts=target, actor=actor)
                     _add(results, name, removed=change.removed)
-        _add_counts(run, counts, results, cursor=None)
+        _add_counts(run, counts, results)
     for n, action in enumerate(workflow.actions):
         if action["type"] != ActionType.SEND_MARKETING_EMAIL:
             continue
@@ -415,7 +415,7 @@ def _run_chunk(
             refused_unsubscribed=breakdown.excluded_unsubscribed,
             refused_bounced=breakdown.excluded_bounced,
         )
-        _add_counts(run, {"refused": refused}, email_results, cursor=None)
+        _add_counts(run, {"refused": refused}, email_results)
     if hi is not None:
         WorkflowRun.objects.filter(pk=run.pk).update(cursor=hi)
     else:
@@ -429,18 +429,23 @@ def _add(results: dict, name: str, **values: int) -> None:
         entry[k] = entry.get(k, 0) + v
 
 
-def _add_counts(run: WorkflowRun, counts: dict, results: dict, *, cursor) -> None:
-    """Add a chunk's counts to the run (F(): no lost update), merge its per-action results."""
-    locked = lock_workflow_run(run.pk)
-    merged = dict(locked.results or {})
-    for name, values in results.items():
-        entry = dict(merged.get(name, {}))
-        for k, v in values.items():
-            entry[k] = entry.get(k, 0) + v
-        merged[name] = entry
-    WorkflowRun.objects.filter(pk=run.pk).update(
-        results=merged, **{k: F(k) + v for k, v in counts.items() if v}
-    )
+def _add_counts(run: WorkflowRun, counts: dict, results: dict) -> None:
+    """Add a chunk's counts to the run (F(): no lost update), merge its per-action results.
+
+    The run's row is locked while its results are read and merged, in a transaction of its
+    own when the caller has none (the emails' counts come after the chunk's commit).
+    """
+    with transaction.atomic(savepoint=False):
+        locked = lock_workflow_run(run.pk)
+        merged = dict(locked.results or {})
+        for name, values in results.items():
+            entry = dict(merged.get(name, {}))
+            for k, v in values.items():
+                entry[k] = entry.get(k, 0) + v
+            merged[name] = entry
+        WorkflowRun.objects.filter(pk=run.pk).update(
+            results=merged, **{k: F(k) + v for k, v in counts.items() if v}
+        )
 
 
 def workflow_run_approve(*, run: WorkflowRun, user, execute: bool = True) -> WorkflowRun:

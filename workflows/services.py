@@ -1,6 +1,5 @@
-"""Writes of the workflows app's workflows: create and update them, what a run would act on
-and its preview (DESIGN §1.5). Runs themselves are workflows.runs; scoring, hygiene and
-rotation have their own modules. Status changes go through the one status service
+"""Workflows themselves (DESIGN §1.5): create and update them, what a run would act on, and
+its preview. Runs are workflows.runs; scoring, hygiene and rotation have their own modules. Status changes go through the one status service
 (contacts.status.services), criteria through contacts.criteria.
 
 What a run acts on (`workflow_candidates`) are the NEWLY matching contacts: the criteria's
@@ -51,6 +50,7 @@ def workflow_status_source(workflow: Workflow) -> StatusSource:
 def workflow_matching(
     workflow: Workflow, *, now: dt.datetime, ids: list[int] | None = None
 ) -> QuerySet:
+    """The contacts (all, or only `ids`) meeting the workflow's criteria at `now`."""
     queryset = Contact.objects.all() if ids is None else Contact.objects.filter(pk__in=ids)
     return queryset.filter(criteria_q(workflow.criteria, now=now))
 

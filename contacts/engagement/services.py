@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from contacts.engagement.models import EngagementType
+from contacts.engagement.models import EngagementEvent, EngagementType
 from contacts.hooks import (
     NewEngagementEvent,
     notify_engagement_recorded,
@@ -228,8 +228,6 @@ def _engagement_contacts(ids: set[int], emails: set[str]) -> tuple[set[int], dic
 def _engagement_insert(rows: list[tuple], *, now: dt.datetime) -> set[str]:
     """Store `rows` (contact_id, type, occurred_at, external_id, properties); answer the
     external ids stored now (rows without one are always stored)."""
-    from contacts.engagement.models import EngagementEvent
-
     table = EngagementEvent._meta.db_table
     if connection.vendor == "postgresql":
         with server_bound_cursor() as cursor:
@@ -338,11 +336,10 @@ def contacts_set_lead_scores(
     AS integer)`. One UPDATE … FROM (SELECT contact_id, <score_sql> … GROUP BY contact_id)
     writes the contacts whose score differs; one UPDATE sets 0 where a contact has no
     event of those types. `engaged_since` limits both to contacts engaged since then
-    (`last_engaged_at`). Run it inside a transaction to have both or neither (the caller
-    may roll it back to count what would change). Returns the contacts rewritten.
+    (`last_engaged_at`). The two statements commit together, in the caller's transaction
+    when there is one (a dry run rolls it back to count what would change). Returns the
+    contacts rewritten.
     """
-    from contacts.engagement.models import EngagementEvent
-
     if not event_types:
         raise ValueError("contacts_set_lead_scores needs at least one event type.")
     low, high = id_range
@@ -375,7 +372,6 @@ def contacts_set_lead_scores(
           )
     """
     changed = 0
-    # Joins the caller's transaction when there is one (no savepoint: nothing to undo alone).
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
         cursor.execute(scored, [*score_params, low, high, *types, *since_params])
         changed += cursor.rowcount
