@@ -62,7 +62,7 @@ from contacts.status.results import (
     LockedSourceError,
     StatusSource,
 )
-from contacts.status.rules import can_change_marketing_status
+from contacts.status.rules import can_change_marketing_status, settled_q
 from contacts.status.selectors import contact_status_history
 from contacts.status.services import (
     contacts_delete,
@@ -120,7 +120,7 @@ class MarketingStatusFilter(admin.SimpleListFilter):
         if value == "pending":
             return queryset.pending_downgrade(now)  # contact_pending_idx
         if value == "settled":  # what a hygiene pass or the savings report can still demote
-            return queryset.filter(marketing_status="marketing", marketing_until__isnull=True)
+            return queryset.filter(settled_q())
         return queryset
 
 

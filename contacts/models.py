@@ -5,7 +5,14 @@ from __future__ import annotations
 from django.db import models
 from django.db.models.functions import Lower
 
-from contacts.status.rules import MARKETING, NON_MARKETING, is_marketing, marketing_q, pending_q
+from contacts.status.rules import (
+    MARKETING,
+    NON_MARKETING,
+    is_marketing,
+    marketing_q,
+    not_marketing_q,
+    pending_q,
+)
 from crm.models import BaseModel
 
 
@@ -136,7 +143,8 @@ class ContactQuerySet(models.QuerySet):
         return self.filter(marketing_q(at))
 
     def not_billable(self, at):
-        return self.exclude(pk__in=self.billable(at).values("pk"))
+        """Contacts whose effective status at `at` is non-marketing (the complement)."""
+        return self.filter(not_marketing_q(at))
 
     def pending_downgrade(self, at):
         return self.filter(pending_q(at))

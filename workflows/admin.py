@@ -1,7 +1,10 @@
-"""The workflows admin. For now: the criteria tester (a tree in, the match count and a sample out).
+"""The workflows admin: workflows with their preview, runs and approvals, scoring rules, the
+hygiene wizard and policies, rotation plans, the savings report, and the criteria tester.
 
-It is a plain admin page (no model yet) at /admin/workflows/criteria-tester/, for
-staff who may view contacts; it writes nothing.
+The criteria tester is a plain admin page at /admin/workflows/criteria-tester/, for staff
+who may view contacts (a tree in, the match count and a sample out); it writes nothing.
+Interfaces only: the selection and the writes are workflows' selectors and services (and
+contacts.criteria); the money is billing's.
 """
 
 from __future__ import annotations
@@ -25,10 +28,12 @@ from django_jsonform.forms.fields import JSONFormField
 
 from billing.pricing import format_money
 from billing.selectors import billing_demotion_saving
+from contacts.criteria import CriteriaError, criteria_validate
+from contacts.criteria.forms import CriteriaForm, CriteriaFormField
+from contacts.criteria.selectors import criteria_preview
 from contacts.intake.models import ConnectedApp
 from crm.admin import AccountTimeZoneMixin, BigTableAdmin, ReadOnlyAdminMixin, account_time_zone
-from workflows.criteria import CriteriaError, criteria_validate
-from workflows.forms import CriteriaForm, CriteriaFormField
+from workflows.hygiene import hygiene_run
 from workflows.models import (
     ACTIONS_JSON_SCHEMA,
     DEFAULT_UNENGAGED_DAYS,
@@ -47,23 +52,23 @@ from workflows.models import (
     WorkflowRun,
     actions_clean,
 )
+from workflows.rotation import rotation_tick
+from workflows.runs import (
+    APPROVE_PERMISSIONS,
+    workflow_run_approve,
+    workflow_run_reject,
+    workflow_run_request,
+)
 from workflows.selectors import (
-    criteria_preview,
     hygiene_preview,
     marketing_definition,
     rotation_billable_members,
     savings_report,
 )
 from workflows.services import (
-    APPROVE_PERMISSIONS,
     WorkflowError,
-    hygiene_run,
-    rotation_tick,
     workflow_from_two_way_sync,
     workflow_preview,
-    workflow_run_approve,
-    workflow_run_reject,
-    workflow_run_request,
 )
 from workflows.tasks import recompute_scores
 
@@ -129,7 +134,7 @@ def criteria_tester_view(request):
     return TemplateResponse(request, "admin/workflows/criteria_tester.html", context)
 
 
-# Included by crm/urls.py ahead of admin.site.urls (workflows has no ModelAdmin yet).
+# Included by crm/urls.py ahead of admin.site.urls (a page of its own, with no model).
 admin_urls = [
     path(
         "workflows/criteria-tester/",
@@ -139,13 +144,10 @@ admin_urls = [
 ]
 
 
-# --- hygiene, rotation, savings (issue 5, items 8-10) ---
-#
 # The hygiene wizard (/admin/workflows/hygiene/: options → confirmation with the count
 # and the saving → scheduled), the savings report (/admin/workflows/savings/), and the
-# admins of policies, rotation plans and their read-only runs. Interfaces only: the
-# selection and the writes are workflows.selectors / workflows.services; the money is
-# billing's (format_money, billing_demotion_saving).
+# admins of policies, rotation plans and their read-only runs. The money is billing's
+# (format_money, billing_demotion_saving).
 
 
 MARKETING_STATUS = "contacts.change_marketing_status"
@@ -567,9 +569,6 @@ class RotationMemberAdmin(ReadOnlyAdminMixin, AccountTimeZoneMixin, admin.ModelA
     raw_id_fields = ["contact"]
 
 
-# --- engagement scoring (issue 5, item 7) ---
-
-
 @admin.register(ScoringRule)
 class ScoringRuleAdmin(admin.ModelAdmin):
     """Marketing ops edit the rules; the changelist's "Recompute scores" button rebuilds
@@ -637,9 +636,6 @@ class ScoringRuleAdmin(admin.ModelAdmin):
             message = "Lead scores are being recomputed in the background."
         self.message_user(request, message, messages.SUCCESS)
         return HttpResponseRedirect(reverse("admin:workflows_scoringrule_changelist"))
-
-
-# --- workflows, enrollments, runs (issue 5, items 2-6, 11) ---
 
 
 RUN_PERMISSION = "workflows.run_workflow"

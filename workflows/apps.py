@@ -5,11 +5,10 @@ class WorkflowsConfig(AppConfig):
     name = "workflows"
 
     def ready(self) -> None:
-        # --- engagement scoring (issue 5, item 7) ---
         # Events contacts records itself (form submissions, chats, ads leads) are scored
         # after they commit; the engagement API scores its own in its transaction.
         from contacts.hooks import register_engagement_listener
-        from workflows.services import scores_on_engagement_recorded
+        from workflows.scoring import scores_on_engagement_recorded
 
         register_engagement_listener(scores_on_engagement_recorded)
         # Event triggers: contacts notifies its contact listeners (contacts/hooks.py) with the

@@ -6,6 +6,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from jsonschema import Draft202012Validator
 
+from contacts.criteria import CriteriaError, criteria_validate
 from contacts.engagement.models import EngagementType
 from contacts.models import (
     LeadStatus,
@@ -13,13 +14,12 @@ from contacts.models import (
 )
 from crm.models import BaseModel
 
-# --- workflows, enrollments, runs (issue 5, items 2-6, 11) ---
-#
-# A workflow: criteria (workflows/criteria.py) and ordered actions over the contacts that
+# A workflow: criteria (contacts.criteria) and ordered actions over the contacts that
 # NEWLY meet them. `Enrollment` (unique per workflow and contact) is what makes "newly":
 # a contact is acted on once; with re-enrollment, again only after a run saw it stop
 # matching (`exited_at`) and it then matches anew. Runs are recorded (`WorkflowRun`).
-# The rules and the run algorithm: workflows/services.py and docs/ARCHITECTURE.md.
+# The rules: workflows/services.py; the run algorithm: workflows/runs.py and
+# docs/ARCHITECTURE.md.
 
 
 DEFAULT_MAX_NEW_MARKETING = 10_000
@@ -136,8 +136,6 @@ def validate_actions(value) -> None:
 
 
 def validate_criteria(value) -> None:
-    from workflows.criteria import CriteriaError, criteria_validate
-
     try:
         criteria_validate(value)
     except CriteriaError as exc:
@@ -352,10 +350,8 @@ class WorkflowRun(models.Model):
         return None
 
 
-# --- engagement scoring (issue 5, item 7) ---
-#
 # A contact's lead score is the sum, over its engagement events, of the points of the
-# enabled rules for the event's type (workflows.services: `scores_apply_events` adds the
+# enabled rules for the event's type (workflows.scoring: `scores_apply_events` adds the
 # new events' points on ingestion, `scores_recompute` rebuilds every score from the events).
 
 SCORING_MAX_DAYS = 3650
@@ -437,9 +433,6 @@ class ScoringRule(BaseModel):
 
         if self.window_days and self.half_life_days:
             raise ValidationError({"half_life_days": "Choose a window or a half-life, not both."})
-
-
-# --- hygiene, rotation, savings (issue 5, items 8-10) ---
 
 
 # Unengaged = no engagement in N days; N is 1..3650 (ten years), the criteria's day limit.

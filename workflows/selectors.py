@@ -1,17 +1,19 @@
-"""Reads over the criteria: what a tree selects, for previews and the tester page."""
+"""Reads of the workflows app: hygiene and savings selections, rotation pools, scoring rules
+and the marketing definition (every enabled workflow that changes the status)."""
 
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any
 
 from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet
 
-from contacts.models import Contact, MarketingStatus
+from contacts.criteria import criteria_q, criteria_queryset
+from contacts.criteria.selectors import CRITERIA_SAMPLE_SIZE, criteria_describe
+from contacts.models import Contact
 from contacts.status.results import SET_NON_MARKETING
+from contacts.status.rules import settled_q
 from contacts.status.services import contacts_status_preview
-from workflows.criteria import criteria_q, criteria_queryset, criteria_validate
 from workflows.models import (
     DEFAULT_UNENGAGED_DAYS,
     ActionType,
@@ -22,42 +24,15 @@ from workflows.models import (
     WorkflowPurpose,
 )
 
-CRITERIA_SAMPLE_SIZE = 20
-
-
-@dataclass(frozen=True)
-class CriteriaPreview:
-    count: int
-    sample: QuerySet[Contact]  # the newest matching contacts, at most `sample_size`
-
-
-def criteria_preview(
-    *, tree: Any, now: dt.datetime, sample_size: int = CRITERIA_SAMPLE_SIZE
-) -> CriteriaPreview:
-    """How many contacts a tree selects at `now`, and a few of them: two statements."""
-    matching = criteria_queryset(tree, now=now)
-    return CriteriaPreview(
-        count=matching.count(),
-        sample=matching.select_related("source").order_by("-id")[:sample_size],
-    )
-
-
-# --- hygiene, rotation, savings (issue 5, items 8-10) ---
-#
 # Hygiene and the savings report select *settled* billable contacts: marketing with no
-# pending downgrade (`marketing_until IS NULL`). Those are exactly what a downgrade can
-# still save; a pending contact already leaves at the next update date.
-
-
+# pending downgrade. Those are exactly what a downgrade can still save; a pending contact
+# already leaves at the next update date.
 HYGIENE_REASONS = ("unsubscribed", "hard_bounced", "unengaged", "criteria")
 
 
 def contacts_settled_billable():
-    """Marketing contacts without a pending downgrade (contact_pending_idx is partial on
-    marketing_until, so `IS NULL` reads the status column)."""
-    return Contact.objects.filter(
-        marketing_status=MarketingStatus.MARKETING, marketing_until__isnull=True
-    )
+    """Marketing contacts without a pending downgrade (`contacts.status.rules.settled_q`)."""
+    return Contact.objects.filter(settled_q())
 
 
 def unengaged_q(*, days: int, now: dt.datetime) -> Q:
@@ -194,9 +169,6 @@ def savings_report(
     )
 
 
-# --- rotation ---
-
-
 def rotation_ranking(plan: RotationPlan, *, best_first: bool) -> list:
     """ORDER BY for a plan's ranking; least engaged first unless `best_first`."""
     score, engaged = F("lead_score"), F("last_engaged_at")
@@ -232,71 +204,11 @@ def rotation_candidates(plan: RotationPlan, *, at: dt.datetime) -> QuerySet[Cont
     )
 
 
-# --- engagement scoring (issue 5, item 7) ---
-
-
 def scoring_rules_enabled() -> list:
     """The enabled scoring rules (a handful: one small query)."""
     from workflows.models import ScoringRule
 
     return list(ScoringRule.objects.filter(enabled=True).order_by("event_type", "id"))
-
-
-# --- workflows, enrollments, runs (issue 5, items 2-6, 11) ---
-
-
-_OPERATOR_WORDS = {
-    "EQ": "is",
-    "NEQ": "is not",
-    "LT": "is less than",
-    "LTE": "is at most",
-    "GT": "is more than",
-    "GTE": "is at least",
-    "BETWEEN": "is between",
-    "IN": "is any of",
-    "NOT_IN": "is none of",
-    "HAS_PROPERTY": "is known",
-    "NOT_HAS_PROPERTY": "is unknown",
-    "CONTAINS_TOKEN": "contains",
-    "NOT_CONTAINS_TOKEN": "does not contain",
-    "WITHIN_LAST_DAYS": "is within the last",
-    "NOT_WITHIN_LAST_DAYS": "is not within the last",
-}
-
-
-def _value_text(value) -> str:
-    if isinstance(value, dt.datetime):
-        return value.strftime("%Y-%m-%d %H:%M")
-    return str(value)
-
-
-def criteria_describe(tree: Any) -> str:
-    """A criteria tree in plain language: "(A and B) or (C)"."""
-    criteria = criteria_validate(tree)
-    if not criteria.groups:
-        return "no contact (no filter groups)"
-    groups = []
-    for group in criteria.groups:
-        parts = []
-        for f in group:
-            words = f"{f.field.label.lower()} {_OPERATOR_WORDS[f.operator]}"
-            if f.values:
-                words += " " + ", ".join(_value_text(v) for v in f.values)
-            elif f.operator == "BETWEEN":
-                words += f" {_value_text(f.value)} and {_value_text(f.high_value)}"
-            elif f.value is not None:
-                words += f" {_value_text(f.value)}"
-                if f.operator.endswith("WITHIN_LAST_DAYS") or f.field.name == "last_engaged":
-                    words += " days"
-            if f.event_type:
-                words += f" (events: {f.event_type})"
-            if f.within_days:
-                words += f" (last {f.within_days} days)"
-            parts.append(words)
-        groups.append(" and ".join(parts))
-    if len(groups) == 1:
-        return groups[0]
-    return " or ".join(f"({g})" for g in groups)
 
 
 @dataclass(frozen=True)

@@ -2,14 +2,12 @@
 
 from celery import shared_task
 
-# --- workflows, enrollments, runs (issue 5, items 2-6, 11) ---
-
 
 @shared_task(name="workflows.run_workflow", acks_late=True, max_retries=3)
 def run_workflow(run_id: int) -> dict:
     """Run (or resume) a workflow run; returns at once when it is done, held or rejected."""
     from workflows.models import WorkflowRun
-    from workflows.services import workflow_run_execute
+    from workflows.runs import workflow_run_execute
 
     run = WorkflowRun.objects.filter(pk=run_id).first()
     if run is None:
@@ -21,7 +19,7 @@ def run_workflow(run_id: int) -> dict:
 @shared_task(name="workflows.dispatch_due", acks_late=True, max_retries=3)
 def dispatch_due_workflows() -> dict:
     """The beat's dispatcher: queue a run of every scheduled workflow that is due."""
-    from workflows.services import workflows_dispatch_due
+    from workflows.runs import workflows_dispatch_due
 
     return {"queued": workflows_dispatch_due()}
 
@@ -29,7 +27,7 @@ def dispatch_due_workflows() -> dict:
 @shared_task(name="workflows.contacts_changed", acks_late=True, max_retries=3)
 def evaluate_changed_contacts(contact_ids: list[int]) -> dict:
     """Event triggers: evaluate only these contacts against the event-triggered workflows."""
-    from workflows.services import workflows_on_contacts_changed
+    from workflows.runs import workflows_on_contacts_changed
 
     return {"runs": workflows_on_contacts_changed(contact_ids=contact_ids)}
 
@@ -43,9 +41,6 @@ def on_contacts_changed(ids: list[int]) -> None:
         evaluate_changed_contacts.delay(list(ids))
 
 
-# --- engagement scoring (issue 5, item 7) ---
-
-
 @shared_task(name="workflows.recompute_scores", acks_late=True, max_retries=3)
 def recompute_scores(contacts_since: str | None = None, dry_run: bool = False) -> dict:
     """Rebuild every lead score from the events and the rules (daily, beat schedule).
@@ -55,19 +50,16 @@ def recompute_scores(contacts_since: str | None = None, dry_run: bool = False) -
     """
     from django.utils.dateparse import parse_datetime
 
-    from workflows.services import scores_recompute
+    from workflows.scoring import scores_recompute
 
     since = parse_datetime(contacts_since) if contacts_since else None
     return scores_recompute(contacts_since=since, dry_run=dry_run).as_dict()
 
 
-# --- hygiene, rotation, savings (issue 5, items 8-10) ---
-
-
 @shared_task(name="workflows.run_hygiene_policies", acks_late=True, max_retries=3)
 def run_hygiene_policies() -> list[dict]:
     """Hourly: run each enabled hygiene policy that is due (once per due slot; idempotent)."""
-    from workflows.services import hygiene_policies_run_due
+    from workflows.hygiene import hygiene_policies_run_due
 
     return [
         {"run": run.pk, "policy": run.policy_id, "scheduled": run.scheduled}
@@ -79,7 +71,7 @@ def run_hygiene_policies() -> list[dict]:
 def run_rotation_plans() -> list[dict]:
     """Hourly: each enabled rotation plan promotes once the current period's rollover has
     run (UsageState.rolled_over_through) and demotes within its lead time (idempotent)."""
-    from workflows.services import rotation_plans_run
+    from workflows.rotation import rotation_plans_run
 
     return [
         {

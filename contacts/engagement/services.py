@@ -6,22 +6,27 @@ set-based — one query resolves the batch's contacts, one INSERT … ON CONFLIC
 (external_id) DO NOTHING RETURNING stores the new events (PostgreSQL; elsewhere a
 lookup of the known external ids and `bulk_create`), one UPDATE … FROM moves
 `last_engaged_at` forward — and a retried batch, or the same external id twice in one
-batch, is reported "duplicate" and stored once. Scores are workflows' business: the
-caller scores the events it gets back, or, with `notify=True`, contacts' after-commit
-engagement notice tells the listeners.
+batch, is reported "duplicate" and stored once.
+
+Scores are workflows' business (its scoring rules), but the lead score is a contact
+column, so it is written here, set-based, by the two services workflows calls:
+`contacts_add_lead_score` (the new events' points, on ingestion) and
+`contacts_set_lead_scores` (the full recompute, a range of contacts at a time). The
+ingestion itself never scores: the caller scores the events it gets back, or, with
+`notify=True`, contacts' after-commit engagement notice tells the listeners.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from contacts.engagement.models import EngagementType
+from contacts.engagement.models import EngagementEvent, EngagementType
 from contacts.hooks import (
     NewEngagementEvent,
     notify_engagement_recorded,
@@ -30,7 +35,7 @@ from contacts.models import (
     Contact,
     normalise_email,
 )
-from crm.sql import server_bound_cursor
+from crm.sql import server_bound_cursor, update_from_rows
 
 
 def engagement_record(
@@ -60,17 +65,6 @@ def engagement_record(
         raise ValueError("; ".join(result.messages))
     return result.status == "created"
 
-
-#
-# `engagement_events_ingest` is the one way events are stored: the engagement API, and
-# intake's form submissions, chats and ads leads (through `engagement_record`). It is
-# set-based — one query resolves the batch's contacts, one INSERT … ON CONFLICT
-# (external_id) DO NOTHING RETURNING stores the new events (PostgreSQL; elsewhere a
-# lookup of the known external ids and `bulk_create`), one UPDATE … FROM moves
-# `last_engaged_at` forward — and idempotent by external id: a retried batch, or the same
-# external id twice in one batch, is reported "duplicate" and stored once. Scores are not
-# this app's business (workflows owns scoring rules): the caller scores the events it gets
-# back, or, with `notify=True`, contacts' after-commit engagement listeners do.
 
 ENGAGEMENT_BATCH_MAX = 10_000
 # Contact ids (or emails) looked up in one query: a whole batch (under SQLite's 32,766 variables).
@@ -107,7 +101,6 @@ class EngagementIngestResult:
     errors: int = 0
     # The events this call stored (not the duplicates), in the batch's order.
     new_events: list[NewEngagementEvent] = field(default_factory=list)
-    scored: int = 0  # contacts whose lead score the caller's scorer moved
 
     def by_contact(self) -> dict[int, list[NewEngagementEvent]]:
         grouped: dict[int, list[NewEngagementEvent]] = {}
@@ -235,8 +228,6 @@ def _engagement_contacts(ids: set[int], emails: set[str]) -> tuple[set[int], dic
 def _engagement_insert(rows: list[tuple], *, now: dt.datetime) -> set[str]:
     """Store `rows` (contact_id, type, occurred_at, external_id, properties); answer the
     external ids stored now (rows without one are always stored)."""
-    from contacts.engagement.models import EngagementEvent
-
     table = EngagementEvent._meta.db_table
     if connection.vendor == "postgresql":
         with server_bound_cursor() as cursor:
@@ -288,15 +279,10 @@ def _engagement_insert(rows: list[tuple], *, now: dt.datetime) -> set[str]:
     return {external_id for external_id in wanted if external_id not in known}
 
 
-def engagement_contacts_update(
-    *, events: list[NewEngagementEvent], points: dict[int, int] | None = None
-) -> int:
+def engagement_contacts_update(*, events: list[NewEngagementEvent]) -> int:
     """For the new events' contacts, in one UPDATE … FROM: `last_engaged_at =
-    GREATEST(last_engaged_at, newest event)` (it only moves forward) and, when a scorer
-    gave `points`, `lead_score = lead_score + points`. Returns the contacts written."""
-    from crm.sql import update_from_rows
-
-    points = points or {}
+    GREATEST(last_engaged_at, newest event)` (it only moves forward). Returns the contacts
+    written."""
     newest: dict[int, dt.datetime] = {}
     for event in events:
         if event.contact_id not in newest or newest[event.contact_id] < event.occurred_at:
@@ -304,17 +290,94 @@ def engagement_contacts_update(
     moved = "t.last_engaged_at IS NULL OR t.last_engaged_at < u.at"
     return update_from_rows(
         table=Contact._meta.db_table,
-        columns=[("id", "bigint"), ("at", "timestamptz"), ("points", "integer")],
-        rows=[(pk, at, points.get(pk, 0)) for pk, at in sorted(newest.items())],
+        columns=[("id", "bigint"), ("at", "timestamptz")],
+        rows=sorted(newest.items()),
         # GREATEST ignores NULL on PostgreSQL but not on SQLite, hence the CASE; the WHERE
         # skips the rows that would not change (no write, no index churn).
-        set_sql=f"last_engaged_at = CASE WHEN {moved} THEN u.at ELSE t.last_engaged_at END, "
-        "lead_score = t.lead_score + u.points",
-        where_sql=f"{moved} OR u.points <> 0",
+        set_sql=f"last_engaged_at = CASE WHEN {moved} THEN u.at ELSE t.last_engaged_at END",
+        where_sql=moved,
     )
 
 
-EngagementScorer = Callable[..., dict[int, int]]
+def contacts_add_lead_score(*, points: dict[int, int]) -> int:
+    """Add `points[contact_id]` to each contact's lead score, in one UPDATE … FROM
+    (`lead_score = lead_score + points`); zero points are skipped. Returns the number of
+    contacts whose score changed (a contact that no longer exists is not counted)."""
+    rows = sorted((pk, n) for pk, n in points.items() if n)
+    return update_from_rows(
+        table=Contact._meta.db_table,
+        columns=[("id", "bigint"), ("points", "integer")],
+        rows=rows,
+        set_sql="lead_score = t.lead_score + u.points",
+    )
+
+
+def _sql_instant(value: dt.datetime):
+    """A datetime parameter as the ORM stores it (text in UTC on SQLite)."""
+    if connection.vendor == "postgresql":
+        return value
+    return connection.ops.adapt_datetimefield_value(value)
+
+
+def contacts_set_lead_scores(
+    *,
+    score_sql: str,
+    score_params: Sequence,
+    event_types: Sequence[str],
+    id_range: tuple[int, int],
+    engaged_since: dt.datetime | None = None,
+) -> int:
+    """Set the lead score of the contacts with ids in `id_range` (`[low, high)`) from their
+    engagement events, set-based: two statements, no contact read into Python.
+
+    `score_sql` (with `score_params`) is an SQL aggregate over one contact's events —
+    the rows of the events table aliased `e`, only those of `event_types` — that gives its
+    integer score, e.g. `CAST(FLOOR(SUM(CASE WHEN e.type = %s THEN %s ELSE 0 END) + 0.5)
+    AS integer)`. One UPDATE … FROM (SELECT contact_id, <score_sql> … GROUP BY contact_id)
+    writes the contacts whose score differs; one UPDATE sets 0 where a contact has no
+    event of those types. `engaged_since` limits both to contacts engaged since then
+    (`last_engaged_at`). The two statements commit together, in the caller's transaction
+    when there is one (a dry run rolls it back to count what would change). Returns the
+    contacts rewritten.
+    """
+    if not event_types:
+        raise ValueError("contacts_set_lead_scores needs at least one event type.")
+    low, high = id_range
+    types = sorted(set(event_types))
+    type_marks = ", ".join(["%s"] * len(types))
+    since_sql, since_params = "", []
+    if engaged_since is not None:
+        since_sql = " AND t.last_engaged_at >= %s"
+        since_params = [_sql_instant(engaged_since)]
+    contact_table = Contact._meta.db_table
+    event_table = EngagementEvent._meta.db_table
+    # engagement_contact_idx (contact, type, occurred_at): a range of contacts' events of
+    # the given types, read from the index in contact order (GROUP BY needs no sort).
+    scored = f"""
+        UPDATE {contact_table} AS t SET lead_score = s.score
+        FROM (
+            SELECT e.contact_id AS id, {score_sql} AS score
+            FROM {event_table} AS e
+            WHERE e.contact_id >= %s AND e.contact_id < %s AND e.type IN ({type_marks})
+            GROUP BY e.contact_id
+        ) AS s
+        WHERE t.id = s.id AND t.lead_score <> s.score{since_sql}
+    """
+    unscored = f"""
+        UPDATE {contact_table} AS t SET lead_score = 0
+        WHERE t.id >= %s AND t.id < %s AND t.lead_score <> 0{since_sql}
+          AND NOT EXISTS (
+              SELECT 1 FROM {event_table} AS e
+              WHERE e.contact_id = t.id AND e.type IN ({type_marks})
+          )
+    """
+    changed = 0
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+        cursor.execute(scored, [*score_params, low, high, *types, *since_params])
+        changed += cursor.rowcount
+        cursor.execute(unscored, [low, high, *since_params, *types])
+        changed += cursor.rowcount
+    return changed
 
 
 def engagement_events_ingest(
@@ -323,7 +386,6 @@ def engagement_events_ingest(
     now: dt.datetime | None = None,
     external_id_required: bool = True,
     notify: bool = True,
-    score: EngagementScorer | None = None,
 ) -> EngagementIngestResult:
     """Store up to ENGAGEMENT_BATCH_MAX engagement events, once per external id.
 
@@ -338,10 +400,7 @@ def engagement_events_ingest(
     Scoring belongs to workflows, which contacts does not import. `notify=True` runs
     contacts' engagement listeners after commit with the new events (workflows scores
     them there). A caller that composes both apps (the engagement API) passes
-    `notify=False` and `score=workflows.services.scores_event_points`: called as
-    `score(events=…, now=…)`, it answers each contact's points, which are added in the
-    same UPDATE that moves `last_engaged_at` — one write per contact instead of two, in
-    the batch's transaction. `scored` then counts the contacts whose score moved.
+    `notify=False` and scores `new_events` itself in the same transaction.
     """
     if len(items) > ENGAGEMENT_BATCH_MAX:
         raise EngagementError(
@@ -414,16 +473,13 @@ def engagement_events_ingest(
                     NewEngagementEvent(contact_id=row[0], type=row[1], occurred_at=row[2])
                     for row in sorted(new_rows, key=lambda row: row[5])
                 ]
-                points = score(events=new_events, now=now) if score and new_events else {}
-                engagement_contacts_update(events=new_events, points=points)
+                engagement_contacts_update(events=new_events)
             break
         except IntegrityError:  # portable path: a concurrent writer stored one of our ids
             if attempt == 2:
                 raise
     new_indexes = {row[5] for row in new_rows}
-    batch = EngagementIngestResult(
-        items=results, new_events=new_events, scored=sum(1 for p in points.values() if p)
-    )
+    batch = EngagementIngestResult(items=results, new_events=new_events)
     for row in rows:
         if row[5] not in new_indexes:
             result = results[row[5]]

@@ -7,23 +7,14 @@ from dataclasses import dataclass
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
-from contacts.models import (
-    Contact,
-    MarketingStatus,
-)
+from contacts.models import Contact
 from contacts.outreach.models import (
     EmailSend,
     MarketingEmail,
     MarketingEmailStatus,
 )
 from contacts.selectors import contact_list
-
-
-def marketing_q(at) -> Q:
-    """Effectively marketing at `at` (as `Contact.objects.billable`), as a Q for conditional counts."""
-    return Q(marketing_status=MarketingStatus.MARKETING) & (
-        Q(marketing_until__isnull=True) | Q(marketing_until__gt=at)
-    )
+from contacts.status.rules import marketing_q
 
 
 def marketing_recipients(*, contacts: QuerySet[Contact], at) -> QuerySet[Contact]:

@@ -23,6 +23,7 @@ from contacts.models import (
 )
 from contacts.services import contact_update
 from contacts.status.results import Progress, Target
+from contacts.status.rules import marketing_q
 from contacts.status.sql import CONTACT_TABLE, as_target, sql_fill, sql_param, target_chunks
 from crm import jobs
 from crm.locks import lock_contact, lock_marketing_email
@@ -448,8 +449,6 @@ def _membership_change(
     """Set-based add/remove: per chunk one aggregate, then one INSERT … SELECT … ON CONFLICT
     DO NOTHING (PostgreSQL and SQLite alike) or one DELETE. No contact enters Python."""
     from django.db.models import Exists, OuterRef
-
-    from contacts.outreach.selectors import marketing_q
 
     now = at or timezone.now()
     change = MembershipChange(operation=operation, preview=preview)

@@ -4,8 +4,9 @@
 pending downgrade (`marketing_until`) has not yet taken effect at t. A contact
 whose downgrade is due but not rolled over yet is already non-marketing; one
 whose downgrade is pending still counts. Every read of the billable set uses one
-of the three forms below — a Django `Q`, an SQL predicate, or plain Python — and
-a test checks that they agree on generated histories.
+of the three forms below — a Django `Q` (and its complement), an SQL predicate, or
+plain Python — and a test (tests/contacts/test_status_rules.py) checks that they agree
+on generated contacts.
 """
 
 from __future__ import annotations
@@ -32,6 +33,21 @@ def marketing_q(at, *, prefix: str = "") -> Q:
     return Q(**{status: MARKETING}) & (Q(**{f"{until}__isnull": True}) | Q(**{f"{until}__gt": at}))
 
 
+def not_marketing_q(at, *, prefix: str = "") -> Q:
+    """Contacts effectively non-marketing at `at`: the exact complement of `marketing_q`
+    (Django's negation keeps a NULL `marketing_until` on the side it belongs to)."""
+    return ~marketing_q(at, prefix=prefix)
+
+
+def settled_q(*, prefix: str = "") -> Q:
+    """Contacts marketing with no downgrade scheduled: what a demotion can still save.
+
+    Marketing at any instant, and no `marketing_until` to wait for (contact_pending_idx is
+    partial on `marketing_until`, so `IS NULL` reads the status column).
+    """
+    return Q(**{f"{prefix}marketing_status": MARKETING, f"{prefix}marketing_until__isnull": True})
+
+
 def marketing_sql(*, status: str = "marketing_status", until: str = "marketing_until") -> str:
     """The same predicate in SQL over the given column expressions; `%s` takes the instant."""
     return f"({status} = '{MARKETING}' AND ({until} IS NULL OR {until} > %s))"
@@ -45,11 +61,6 @@ def pending_q(at, *, prefix: str = "") -> Q:
 def pending_sql(*, status: str = "marketing_status", until: str = "marketing_until") -> str:
     """`pending_q` in SQL; `%s` takes the instant."""
     return f"({status} = '{MARKETING}' AND {until} > %s)"
-
-
-def settled_q(*, prefix: str = "") -> Q:
-    """Marketing with no downgrade scheduled: billable now and at every later instant."""
-    return Q(**{f"{prefix}marketing_status": MARKETING, f"{prefix}marketing_until__isnull": True})
 
 
 def is_marketing(status: str, until: dt.datetime | None, at: dt.datetime) -> bool:

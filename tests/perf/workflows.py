@@ -1,4 +1,4 @@
-"""i. Re-evaluating a marketing definition over N contacts (Marketable issue 5; DESIGN §1.5, §4).
+"""i. Re-evaluating a marketing definition over N contacts (DESIGN §1.5, §4).
 
 `python -m tests.perf.run --only workflows` (PostgreSQL). In one run:
 
@@ -80,9 +80,9 @@ def _workflow(*, event: bool):
 
 
 def _event_timings(calls: int) -> list[float]:
+    from contacts.criteria import criteria_queryset
     from contacts.models import Contact
-    from workflows.criteria import criteria_queryset
-    from workflows.services import workflows_on_contacts_changed
+    from workflows.runs import workflows_on_contacts_changed
 
     _reset()  # VACUUM ANALYZE and CHECKPOINT after the fill: no background writes while timed
     _workflow(event=True)
@@ -186,7 +186,7 @@ def handwritten(workflow) -> float:
 
 
 def service(workflow) -> tuple[float, dict]:
-    from workflows.services import workflow_run_now
+    from workflows.runs import workflow_run_now
 
     started = time.perf_counter()
     run = workflow_run_now(workflow=workflow)
@@ -198,8 +198,8 @@ def service(workflow) -> tuple[float, dict]:
 def per_contact_loop(workflow, ids: list[int]) -> float:
     """The naive interpreter: for each contact, evaluate the criteria, look up its
     enrollment, enroll it and call the status service for it alone."""
+    from contacts.criteria import criteria_queryset
     from contacts.status.services import contacts_set_marketing
-    from workflows.criteria import criteria_queryset
     from workflows.models import Enrollment
     from workflows.services import workflow_status_source
 
@@ -222,13 +222,13 @@ def per_contact_loop(workflow, ids: list[int]) -> float:
 def _explain(workflow) -> str:
     """The plan of the service's enrollment statement for the first chunk (EXPLAIN only)."""
     from workflows.models import RunTrigger
-    from workflows.services import (
+    from workflows.runs import (
         WORKFLOW_RANGE_BATCH,
         _enroll_sql,
         _in_range,
-        workflow_candidates,
         workflow_run_request,
     )
+    from workflows.services import workflow_candidates
 
     run = workflow_run_request(workflow=workflow, trigger=RunTrigger.COMMAND, enqueue=False)
     now = timezone.now()

@@ -12,9 +12,9 @@ from contacts.status.services import (
 )
 from tests.conftest import at
 from tests.factories import UserFactory
+from workflows.hygiene import hygiene_policies_run_due, hygiene_run
 from workflows.models import HygienePolicy, HygieneRun, HygieneSchedule, HygieneTrigger
 from workflows.selectors import hygiene_preview
-from workflows.services import hygiene_policies_run_due, hygiene_run
 
 SRC = StatusSource("import", name="setup")
 CREATED = at(2026, 8, 1)

@@ -13,8 +13,8 @@ from contacts.status.services import contacts_rollover
 from tests.conftest import at
 from tests.factories import UserFactory, set_guardrails
 from workflows.models import RotationMember, RotationPlan, RotationRun, RotationRunStatus
+from workflows.rotation import rotation_demote, rotation_promote, rotation_tick
 from workflows.selectors import rotation_billable_members
-from workflows.services import rotation_demote, rotation_promote, rotation_tick
 
 K, R = 10, 4
 LEADS = {

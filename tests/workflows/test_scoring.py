@@ -19,7 +19,7 @@ from contacts.models import Contact
 from tests.conftest import at
 from tests.factories import ContactFactory
 from workflows.models import ScoringRule
-from workflows.services import scores_apply_events, scores_event_points, scores_recompute
+from workflows.scoring import scores_apply_events, scores_recompute
 from workflows.tasks import recompute_scores
 
 NOW = at(2026, 6, 1, 12)
@@ -31,8 +31,11 @@ def rule(event_type, points, **fields):
 
 
 def ingest(items, now=NOW):
-    """As the engagement API does: store, and score what was stored, in one UPDATE."""
-    return engagement_events_ingest(items=items, now=now, notify=False, score=scores_event_points)
+    """As the engagement API does: store, and score what was stored, in one transaction."""
+    with transaction.atomic():
+        batch = engagement_events_ingest(items=items, now=now, notify=False)
+        scores_apply_events(events=batch.new_events, now=now)
+    return batch
 
 
 def ev(contact, external_id, type="email_open", when=MAY_1):
@@ -100,8 +103,8 @@ def test_ingestion_adds_the_points_of_the_new_events(db):
 
 
 def test_scoring_after_the_ingestion_gives_the_same_scores(db):
-    # Given the same rules and events, scored by the ingestion's scorer for Ann and by
-    # scores_apply_events afterwards (the listener's way) for Bob
+    # Given the same rules and events, scored in the ingestion's transaction for Ann (the
+    # API's way) and by scores_apply_events afterwards, on its own, for Bob
     rule("email_open", 2)
     rule("chat", 5, half_life_days=10)
     ann, bob = ContactFactory(), ContactFactory()
@@ -285,7 +288,7 @@ def test_contacts_since_limits_the_recompute_to_recently_engaged_contacts(db):
 
 def test_the_recompute_works_chunk_by_chunk(db, monkeypatch):
     # Given chunks of 2 contact ids and 5 contacts with a click each
-    monkeypatch.setattr("workflows.services.SCORE_RECOMPUTE_CHUNK", 2)
+    monkeypatch.setattr("workflows.scoring.SCORE_RECOMPUTE_CHUNK", 2)
     rule("email_click", 5)
     contacts = ContactFactory.create_batch(5)
     engagement_events_ingest(

@@ -20,9 +20,9 @@ from tests.workflows.wf_helpers import (
     statuses,
     tree,
 )
-from workflows import services
+from workflows import runs
 from workflows.models import Enrollment, RunStatus, RunTrigger, WorkflowRun
-from workflows.services import workflow_run_execute, workflow_run_now, workflow_run_request
+from workflows.runs import workflow_run_execute, workflow_run_now, workflow_run_request
 
 pytestmark = pytest.mark.django_db
 
@@ -281,9 +281,9 @@ def test_a_run_killed_after_its_first_chunk_resumes_without_duplicates(account, 
     # Given 5 MQLs spread over 3 chunks of 2 ids
     people = [ContactFactory(email=f"p{i}@x.com", lifecycle_stage="mql") for i in range(5)]
     first_id = min(p.pk for p in people)
-    monkeypatch.setattr(services, "WORKFLOW_RANGE_BATCH", 2)
+    monkeypatch.setattr(runs, "WORKFLOW_RANGE_BATCH", 2)
     workflow = make_workflow()
-    original = services.contacts_set_marketing
+    original = runs.contacts_set_marketing
     calls = {"n": 0}
 
     def dies_in_the_second_chunk(**kwargs):
@@ -292,7 +292,7 @@ def test_a_run_killed_after_its_first_chunk_resumes_without_duplicates(account, 
             raise RuntimeError("worker killed")
         return original(**kwargs)
 
-    monkeypatch.setattr(services, "contacts_set_marketing", dies_in_the_second_chunk)
+    monkeypatch.setattr(runs, "contacts_set_marketing", dies_in_the_second_chunk)
     broken = run(workflow)
 
     # Then the first chunk is stored, the second rolled back, and the run says it failed
@@ -303,7 +303,7 @@ def test_a_run_killed_after_its_first_chunk_resumes_without_duplicates(account, 
     assert StatusChange.objects.count() == 2
 
     # When it is rerun
-    monkeypatch.setattr(services, "contacts_set_marketing", original)
+    monkeypatch.setattr(runs, "contacts_set_marketing", original)
     resumed = workflow_run_execute(run=broken)
 
     # Then every MQL is enrolled and marketing once: no duplicate enrollment or ledger row

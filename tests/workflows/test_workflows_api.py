@@ -223,7 +223,7 @@ def test_the_admin_saves_a_workflow_from_the_editors(account, ops):
 def test_held_runs_are_approved_from_the_run_page(account, ops, django_capture_on_commit_callbacks):
     ContactFactory(lifecycle_stage="mql")
     ContactFactory(lifecycle_stage="mql")
-    from workflows.services import workflow_run_now
+    from workflows.runs import workflow_run_now
 
     held = workflow_run_now(workflow=make_workflow(max_new_marketing=1))
     assert held.status == "held"

@@ -7,13 +7,13 @@ from contacts.status.models import StatusChange
 from tests.factories import ContactFactory, UserFactory, set_guardrails
 from tests.workflows.wf_helpers import M, make_workflow
 from workflows.models import Enrollment, RunStatus
-from workflows.services import (
-    RunNotAllowed,
+from workflows.runs import (
     workflow_run_approve,
     workflow_run_execute,
     workflow_run_now,
     workflow_run_reject,
 )
+from workflows.services import RunNotAllowed
 
 pytestmark = pytest.mark.django_db
 

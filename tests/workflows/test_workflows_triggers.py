@@ -15,11 +15,8 @@ from contacts.status.models import (
 from tests.factories import ContactFactory, SourceFactory
 from tests.workflows.wf_helpers import M, N, make_workflow, stage_is, statuses
 from workflows.models import Enrollment, RunTrigger, Workflow, WorkflowRun
-from workflows.services import (
-    workflow_preview,
-    workflows_dispatch_due,
-    workflows_on_contacts_changed,
-)
+from workflows.runs import workflows_dispatch_due, workflows_on_contacts_changed
+from workflows.services import workflow_preview
 
 pytestmark = pytest.mark.django_db
 

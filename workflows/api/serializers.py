@@ -1,9 +1,9 @@
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
+from contacts.criteria import CriteriaError, criteria_validate
 from contacts.engagement.models import EngagementType
 from contacts.engagement.services import ENGAGEMENT_BATCH_MAX
-from workflows.criteria import CriteriaError, criteria_validate
 from workflows.models import (
     DEFAULT_UNENGAGED_DAYS,
     MAX_UNENGAGED_DAYS,
@@ -12,8 +12,6 @@ from workflows.models import (
     WorkflowRun,
     actions_clean,
 )
-
-# --- workflows, enrollments, runs (issue 5, items 2-6, 11) ---
 
 
 class WorkflowSerializer(serializers.ModelSerializer):
@@ -97,9 +95,6 @@ class WorkflowRunRequestSerializer(serializers.Serializer):
     idempotency_key = serializers.CharField(max_length=150, required=False, allow_blank=True)
 
 
-# --- engagement scoring (issue 5, item 7) ---
-
-
 class EngagementEventInputSerializer(serializers.Serializer):
     """One event (documentation: the service checks each item and reports per item)."""
 
@@ -169,9 +164,6 @@ class ScoreRecomputeResultSerializer(serializers.Serializer):
     changed = serializers.IntegerField()
     dry_run = serializers.BooleanField()
     seconds = serializers.FloatField()
-
-
-# --- hygiene, rotation, savings (issue 5, items 8-10) ---
 
 
 class SavingsQuerySerializer(serializers.Serializer):

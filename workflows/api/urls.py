@@ -12,13 +12,9 @@ from workflows.api.views import (
 router = SimpleRouter()
 urlpatterns: list = []
 
-# --- workflows, enrollments, runs (issue 5, items 2-6, 11) ---
 
 router.register("workflows", WorkflowViewSet, basename="workflow")
 router.register("workflow-runs", WorkflowRunViewSet, basename="workflowrun")
-
-
-# --- engagement scoring (issue 5, item 7) ---
 
 
 router.register("scoring-rules", ScoringRuleViewSet, basename="scoringrule")
@@ -26,8 +22,6 @@ urlpatterns += [
     path("engagement-events/", EngagementEventsView.as_view(), name="engagement-events"),
 ]
 
-
-# --- hygiene, rotation, savings (issue 5, items 8-10) ---
 
 urlpatterns += [
     path("workflows/savings/", SavingsReportView.as_view(), name="workflows-savings"),

@@ -68,6 +68,7 @@ from contacts.services import (
 )
 from contacts.status.models import StatusChange
 from contacts.status.results import StatusSource
+from contacts.status.rules import pending_q
 from contacts.status.selectors import usage_current
 from contacts.status.services import (
     contacts_delete,
@@ -666,7 +667,7 @@ class Command(BaseCommand):
             (
                 "current period: high scorers re-marked (pending change cancelled)",
                 lambda: contacts_set_marketing(
-                    contacts=demo.filter(marketing_until__gt=now, lead_score__gte=70),
+                    contacts=demo.filter(pending_q(now), lead_score__gte=70),
                     source=SEED_SOURCE,
                     at=in_cur(0.8),
                 ),

@@ -1,7 +1,7 @@
 """`manage.py recompute_scores [--contacts-since DATE] [--dry-run] [--no-progress]`.
 
 Rebuilds lead scores from the engagement events and the enabled scoring rules
-(workflows.services.scores_recompute: set-based, one chunk of contact ids a transaction),
+(workflows.scoring.scores_recompute: set-based, one chunk of contact ids a transaction),
 as the daily task does. `--contacts-since` limits it to contacts engaged on or after DATE
 (ISO 8601 date or date-time; UTC without an offset). `--dry-run` counts the scores that
 would change and writes nothing. A progress bar goes to stderr.
@@ -15,7 +15,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils.dateparse import parse_date, parse_datetime
 from tqdm import tqdm
 
-from workflows.services import scores_recompute
+from workflows.scoring import scores_recompute
 
 
 def parse_since(value: str) -> dt.datetime:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError
 
 from workflows.models import RotationPlan, RotationRunStatus
-from workflows.services import rotation_tick
+from workflows.rotation import rotation_tick
 
 
 class Command(BaseCommand):

@@ -15,7 +15,8 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from workflows.models import RunStatus, RunTrigger, Workflow
-from workflows.services import workflow_preview, workflow_run_now
+from workflows.runs import workflow_run_now
+from workflows.services import workflow_preview
 
 
 class Command(BaseCommand):

@@ -9,9 +9,9 @@ from django.contrib.staticfiles import finders
 from django.test import Client
 from django.urls import reverse
 
+from contacts.criteria.forms import CriteriaForm
 from contacts.models import Contact, Source
 from tests.factories import UserFactory
-from workflows.forms import CriteriaForm
 
 TESTER = reverse("workflows_criteria_tester")
 LEADS = {

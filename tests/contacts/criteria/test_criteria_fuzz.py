@@ -6,7 +6,7 @@ import datetime as dt
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from workflows.criteria import (
+from contacts.criteria import (
     FIELDS,
     OPERATORS,
     CriteriaError,

@@ -11,6 +11,14 @@ from django.db import transaction
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from contacts.criteria import (
+    BETWEEN,
+    DAYS,
+    FIELDS,
+    LIST_OPERATORS,
+    NO_VALUE_OPERATORS,
+    criteria_queryset,
+)
 from contacts.engagement.models import (
     EngagementEvent,
     EngagementType,
@@ -22,15 +30,7 @@ from contacts.models import (
     LifecycleStage,
     Source,
 )
-from tests.workflows.criteria_eval import matches
-from workflows.criteria import (
-    BETWEEN,
-    DAYS,
-    FIELDS,
-    LIST_OPERATORS,
-    NO_VALUE_OPERATORS,
-    criteria_queryset,
-)
+from tests.contacts.criteria.criteria_eval import matches
 
 NOW = dt.datetime(2026, 3, 15, 12, 0, tzinfo=dt.UTC)
 # Sources get fixed ids so trees can name them before the example's rows exist.

@@ -1,5 +1,5 @@
 """A plain-Python evaluation of a criteria tree, written from the reference in
-docs/ARCHITECTURE.md ("Criteria") and independent of workflows.criteria's compiler.
+docs/ARCHITECTURE.md ("Criteria") and independent of contacts.criteria's compiler.
 
 It reads canonical trees (our field names, values already of the right type:
 datetimes as ISO 8601 strings) and contacts as plain dicts, one at a time — the

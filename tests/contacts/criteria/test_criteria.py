@@ -8,12 +8,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from jsonschema import Draft202012Validator
 
-from contacts.engagement.models import EngagementEvent
-from contacts.models import (
-    Contact,
-    Source,
-)
-from workflows.criteria import (
+from contacts.criteria import (
     ALIASES,
     CRITERIA_JSON_SCHEMA,
     FIELDS,
@@ -24,6 +19,11 @@ from workflows.criteria import (
     criteria_q,
     criteria_queryset,
     criteria_validate,
+)
+from contacts.engagement.models import EngagementEvent
+from contacts.models import (
+    Contact,
+    Source,
 )
 
 NOW = dt.datetime(2026, 3, 15, 12, 0, tzinfo=dt.UTC)

@@ -1,0 +1,545 @@
+"""Workflow runs: request, execute (in chunks), hold, approve or reject; and the triggers that
+request them — the schedule, contact events and the command (DESIGN §1.5;
+docs/ARCHITECTURE.md "Workflows").
+
+How a run works:
+
+* The contacts it acts on are the NEWLY matching ones (`workflow_candidates`): the
+  criteria's matches less the contacts with an active enrollment in this workflow (without
+  re-enrollment every enrollment stays active forever; with it, a run that sees an
+  enrolled contact no longer matching marks it exited, and a later match enrolls it
+  again). Exclusion wins: contacts an enabled exclusion workflow matches are refused.
+* Before writing anything, a run that sets marketing previews the whole new set once: past
+  the workflow's per-run limit, or where billing's guardrails would hold it (the
+  preview's `extra["cost"]["hold_reason"]`, billing's own rule), the run is HELD and
+  nothing is written; an approver releases it (`workflow_run_approve`) or rejects it.
+* Then chunks of contact ids (WORKFLOW_RANGE_BATCH wide), each ONE transaction: exits,
+  then one INSERT … SELECT … ON CONFLICT into the enrollments (the run's id on each
+  row), then every action over "the contacts this run enrolled in this id range" —
+  a durable set, so each action is idempotent on a rerun: the status service by its
+  idempotency key (run id + chunk), the property update writes only differing rows,
+  audiences are ON CONFLICT, emails are at most once per contact (EmailSend). Marketing
+  email goes out after the chunk commits (a send cannot be rolled back), then the
+  run's cursor moves past the chunk. A run killed half-way is rerun from its cursor.
+"""
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.core.exceptions import EmptyResultSet
+from django.db import IntegrityError, connection, transaction
+from django.db.models import (
+    BigIntegerField,
+    Count,
+    DateTimeField,
+    F,
+    IntegerField,
+    Max,
+    Min,
+    QuerySet,
+    Value,
+)
+from django.utils import timezone
+
+from contacts.criteria import criteria_validate
+from contacts.models import Contact
+from contacts.outreach.models import AdAudience, MarketingEmail
+from contacts.outreach.services import (
+    ad_audience_add,
+    ad_audience_remove,
+    marketing_email_send,
+)
+from contacts.services import contacts_set_property
+from contacts.status.results import SET_MARKETING, ChangeHeld
+from contacts.status.services import (
+    contacts_set_marketing,
+    contacts_set_non_marketing,
+    contacts_status_preview,
+)
+from crm.locks import lock_workflow_run
+from workflows.models import (
+    ActionType,
+    Enrollment,
+    RunStatus,
+    RunTrigger,
+    Workflow,
+    WorkflowRun,
+)
+from workflows.services import (
+    RunNotAllowed,
+    WorkflowError,
+    exclusion_q,
+    workflow_candidates,
+    workflow_hold_reasons,
+    workflow_matching,
+    workflow_status_source,
+)
+
+logger = logging.getLogger(__name__)
+
+# Contact ids per run chunk: one transaction, one enrollment INSERT, one status statement.
+WORKFLOW_RANGE_BATCH = 50_000
+APPROVE_PERMISSIONS = ("workflows.approve_run", "billing.approve_overage")
+BILLING_APPROVE_PERMISSION = "billing.approve_overage"
+
+RunProgress = Callable[[int, int], None]
+
+
+def workflow_run_request(
+    *,
+    workflow: Workflow,
+    trigger: str,
+    actor=None,
+    contact_ids: list[int] | None = None,
+    idempotency_key: str | None = None,
+    enqueue: bool = True,
+) -> WorkflowRun:
+    """Record a queued run and (after commit) enqueue it. A reused idempotency key answers
+    the run it made, and makes no second one."""
+    if idempotency_key:
+        existing = WorkflowRun.objects.filter(idempotency_key=idempotency_key).first()
+        if existing is not None:
+            if existing.workflow_id != workflow.pk:
+                raise WorkflowError(
+                    f"The idempotency key {idempotency_key!r} was used for another workflow."
+                )
+            return existing
+    try:
+        with transaction.atomic():
+            run = WorkflowRun.objects.create(
+                workflow=workflow,
+                trigger=trigger,
+                contact_ids=contact_ids,
+                requested_by=actor if getattr(actor, "pk", None) else None,
+                idempotency_key=idempotency_key or None,
+            )
+    except IntegrityError:  # the same key, concurrently
+        return WorkflowRun.objects.get(idempotency_key=idempotency_key)
+    if trigger not in (RunTrigger.EVENT, RunTrigger.SCHEDULE):
+        # A manual run counts as the latest run (the dispatcher sets it for scheduled ones;
+        # event runs, about single contacts, do not move the schedule).
+        Workflow.objects.filter(pk=workflow.pk).update(last_run_at=run.created_at)
+    if enqueue:
+        from workflows.tasks import run_workflow
+
+        transaction.on_commit(lambda: run_workflow.delay(run.pk))
+    return run
+
+
+def _fail(run: WorkflowRun, message: str) -> WorkflowRun:
+    WorkflowRun.objects.filter(pk=run.pk).update(
+        status=RunStatus.FAILED, error=message[:2000], finished_at=timezone.now()
+    )
+    run.refresh_from_db()
+    return run
+
+
+def workflow_run_execute(
+    *, run: WorkflowRun, progress: RunProgress | None = None, at: dt.datetime | None = None
+) -> WorkflowRun:
+    """Run (or resume) a run. Returns at once unless it is queued, running or failed
+    (a failed or killed run resumes from its cursor). Never raises for a run's own
+    failure: the run records it (status failed, error)."""
+    started = timezone.now()
+    claimed = WorkflowRun.objects.filter(
+        pk=run.pk, status__in=[RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.FAILED]
+    ).update(status=RunStatus.RUNNING, error="", started_at=started)
+    run = WorkflowRun.objects.select_related("workflow", "requested_by").get(pk=run.pk)
+    if not claimed:
+        return run
+    workflow = run.workflow
+    if run.as_of is None:
+        run.as_of = at or started
+        WorkflowRun.objects.filter(pk=run.pk).update(as_of=run.as_of)
+    try:
+        _execute(run, workflow, progress=progress)
+    except ChangeHeld as held:  # billing's guard held a chunk (a race with the preflight)
+        _hold(run, billing=str(held))
+    except Exception as error:  # recorded on the run; the log has the trace
+        logger.exception("workflow run %s failed", run.pk)
+        _fail(run, f"The run stopped on an error ({error.__class__.__name__}: {error}).")
+    run.refresh_from_db()
+    return run
+
+
+def _hold(run: WorkflowRun, *, limit: str = "", billing: str = "") -> None:
+    reasons = [r for r in (limit, billing) if r]
+    WorkflowRun.objects.filter(pk=run.pk).update(
+        status=RunStatus.HELD,
+        hold_reason="; ".join(reasons).capitalize()[:2000],
+        held_by_limit=bool(limit),
+        held_by_billing=bool(billing),
+        finished_at=timezone.now(),
+    )
+
+
+def _execute(run: WorkflowRun, workflow: Workflow, *, progress: RunProgress | None) -> None:
+    now = run.as_of
+    ids = run.contact_ids
+    if not criteria_validate(workflow.criteria).groups:
+        _finish(run)
+        return
+    kinds = workflow.action_types
+    preflight_done = False
+    if ActionType.SET_MARKETING in kinds and run.cursor == 0:
+        candidates = workflow_candidates(workflow, now=now, ids=ids)
+        status = contacts_status_preview(contacts=candidates.new, operation=SET_MARKETING, at=now)
+        limit, billing = workflow_hold_reasons(workflow, status)
+        limit = "" if run.limit_approved else limit
+        billing = "" if run.billing_approved else billing
+        WorkflowRun.objects.filter(pk=run.pk).update(would_become_marketing=status.would_change)
+        if limit or billing:
+            _hold(run, limit=limit, billing=billing)
+            return
+        preflight_done = True
+    for done, total, lo, hi in _run_chunks(run, workflow, now=now, ids=ids):
+        _run_chunk(run, workflow, now=now, ids=ids, lo=lo, hi=hi, preflight_done=preflight_done)
+        if progress:
+            progress(done, total)
+    _finish(run)
+
+
+def _finish(run: WorkflowRun) -> None:
+    finished = timezone.now()
+    WorkflowRun.objects.filter(pk=run.pk).update(
+        status=RunStatus.DONE, finished_at=finished, hold_reason=""
+    )
+
+
+def _run_chunks(run, workflow, *, now, ids):
+    """(done, total, lo, hi) for each id range still to do (from the run's cursor)."""
+    if ids is not None:
+        if run.cursor == 0:
+            yield 1, 1, 0, None
+        return
+    bounds = Contact.objects.order_by().aggregate(lo=Min("pk"), hi=Max("pk"))
+    if bounds["lo"] is None:
+        return
+    first = max(bounds["lo"], run.cursor)
+    starts = list(range(first, bounds["hi"] + 1, WORKFLOW_RANGE_BATCH))
+    for done, lo in enumerate(starts, start=1):
+        yield done, len(starts), lo, lo + WORKFLOW_RANGE_BATCH
+
+
+def _in_range(queryset: QuerySet, lo: int, hi: int | None, field_name: str = "pk") -> QuerySet:
+    if hi is None:
+        return queryset
+    return queryset.filter(**{f"{field_name}__gte": lo, f"{field_name}__lt": hi})
+
+
+@dataclass(frozen=True)
+class _EnrollStatement:
+    """The enrollment INSERT in its three parts, kept apart so that PostgreSQL's path can
+    wrap the SELECT in a CTE that also counts the matches."""
+
+    insert: str
+    select: str
+    conflict: str
+    params: list
+
+    @property
+    def sql(self) -> str:
+        return f"{self.insert} {self.select} {self.conflict}"
+
+
+def _enroll_sql(workflow: Workflow, run: WorkflowRun, new: QuerySet, now) -> _EnrollStatement:
+    """One INSERT … SELECT … ON CONFLICT for the chunk's new contacts (PostgreSQL and SQLite ≥
+    3.35 alike). A re-enrollment workflow revives an exited enrollment instead."""
+    rows = (
+        new.order_by()
+        .annotate(
+            _w=Value(workflow.pk, output_field=BigIntegerField()),
+            _c=F("pk"),
+            _r=Value(run.pk, output_field=BigIntegerField()),
+            _e=Value(now, output_field=DateTimeField()),
+            _m=Value(now, output_field=DateTimeField()),
+            _t=Value(1, output_field=IntegerField()),
+        )
+        .values_list("_w", "_c", "_r", "_e", "_m", "_t")
+    )
+    select_sql, select_params = rows.query.sql_with_params()
+    table = Enrollment._meta.db_table
+    if workflow.re_enrollment:
+        conflict = (
+            f"DO UPDATE SET run_id = excluded.run_id, last_matched_at = excluded.last_matched_at, "
+            f"exited_at = NULL, times = {table}.times + 1 WHERE {table}.exited_at IS NOT NULL"
+        )
+    else:
+        conflict = "DO NOTHING"
+    # The SELECT always has a WHERE (criteria), so SQLite parses ON CONFLICT as the upsert's.
+    return _EnrollStatement(
+        insert=f"INSERT INTO {table} "
+        "(workflow_id, contact_id, run_id, enrolled_at, last_matched_at, times)",
+        select=select_sql,
+        conflict=f"ON CONFLICT (workflow_id, contact_id) {conflict}",
+        params=list(select_params),
+    )
+
+
+def _run_chunk(
+    run, workflow, *, now, ids, lo: int, hi: int | None, preflight_done: bool = False
+) -> None:
+    """One chunk: exits, enrollments and the database actions in ONE transaction; then the
+    emails (not undoable, at most once per contact); then the cursor."""
+    counts = {"matched": 0, "enrolled": 0, "changed": 0, "refused": 0}
+    results: dict[str, dict] = {}
+    base_ids = ids
+    candidates = workflow_candidates(workflow, now=now, ids=base_ids)
+    matching = _in_range(candidates.matching, lo, hi)
+    # The INSERT's ON CONFLICT skips the contacts already enrolled (one probe of
+    # enrollment_once each), so it reads the matching contacts without the "no active
+    # enrollment" anti-join: the planner sizes that join from the enrollments' statistics,
+    # which a first run makes stale as it goes (a nested loop over every enrollment per
+    # contact, measured at seconds a chunk).
+    insertable = (
+        matching
+        if candidates.excluded_q is None
+        else matching.exclude(exclusion_q(workflow, now=now))
+    )
+    target = _in_range(
+        Contact.objects.filter(workflow_enrollments__run_id=run.pk), lo, hi
+    )  # enrollment_run_idx (run, contact): the contacts this run enrolled in this range
+    key = f"workflow-run:{run.pk}:{lo if hi is not None else 'ids'}"
+    source = workflow_status_source(workflow)
+    actor = run.requested_by
+    with transaction.atomic():
+        if workflow.re_enrollment:
+            exited = _in_range(
+                Enrollment.objects.filter(workflow_id=workflow.pk, exited_at__isnull=True),
+                lo,
+                hi,
+                "contact_id",
+            )
+            if ids is not None:
+                exited = exited.filter(contact_id__in=ids)
+            exited.exclude(contact_id__in=matching.order_by().values("pk")).update(exited_at=now)
+        try:
+            enroll = _enroll_sql(workflow, run, insertable, now)
+        except EmptyResultSet:
+            enroll = None
+        if enroll and connection.vendor == "postgresql" and candidates.excluded_q is None:
+            # One pass over the chunk: the INSERT's SELECT also counts the matches.
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"WITH m AS MATERIALIZED ({enroll.select}), "
+                    f"ins AS ({enroll.insert} SELECT * FROM m {enroll.conflict} RETURNING 1) "
+                    "SELECT (SELECT COUNT(*) FROM m), (SELECT COUNT(*) FROM ins)",
+                    enroll.params,
+                )
+                counts["matched"], counts["enrolled"] = cursor.fetchone()
+        else:
+            tallies = matching.order_by().aggregate(
+                matched=Count("pk"),
+                **(
+                    {"excluded": Count("pk", filter=candidates.excluded_q)}
+                    if candidates.excluded_q is not None
+                    else {}
+                ),
+            )
+            counts["matched"] = tallies["matched"]
+            counts["refused"] = tallies.get("excluded") or 0
+            if enroll and counts["matched"]:
+                with connection.cursor() as cursor:
+                    cursor.execute(enroll.sql, enroll.params)
+                    counts["enrolled"] = max(cursor.rowcount, 0)
+        for n, action in enumerate(workflow.actions):
+            kind = action["type"]
+            name = f"{n + 1}:{kind}"
+            if kind == ActionType.SEND_MARKETING_EMAIL:
+                continue  # after commit, below
+            if kind == ActionType.SET_MARKETING:
+                result = contacts_set_marketing(
+                    contacts=target,
+                    source=source,
+                    actor=actor,
+                    idempotency_key=f"{key}:{name}",
+                    # The preflight checked billing's guardrails over the whole run; a
+                    # resumed run (no preflight) is guarded chunk by chunk again.
+                    guarded=not (run.billing_approved or preflight_done),
+                )
+                if not result.replayed:
+                    counts["changed"] += result.changed + result.cancelled
+                    _add(results, name, changed=result.changed, cancelled=result.cancelled)
+            elif kind == ActionType.SET_NON_MARKETING:
+                result = contacts_set_non_marketing(
+                    contacts=target, source=source, actor=actor, idempotency_key=f"{key}:{name}"
+                )
+                if not result.replayed:
+                    counts["changed"] += result.scheduled
+                    _add(results, name, scheduled=result.scheduled)
+            elif kind == ActionType.SET_PROPERTY:
+                change = contacts_set_property(
+                    contacts=target, field=action["field"], value=action["value"], at=now
+                )
+                _add(results, name, changed=change.changed)
+            elif kind in (ActionType.ADD_TO_AD_AUDIENCE, ActionType.REMOVE_FROM_AD_AUDIENCE):
+                audience = AdAudience.objects.filter(pk=action["audience"]).first()
+                if audience is None:
+                    raise WorkflowError(
+                        f"Action {n + 1}: ad audience #{action['audience']} is gone."
+                    )
+                if kind == ActionType.ADD_TO_AD_AUDIENCE:
+                    change = ad_audience_add(audience=audience, contacts=target, actor=actor)
+                    counts["refused"] += change.refused_non_marketing
+                    _add(
+                        results,
+                        name,
+                        added=change.added,
+                        refused_non_marketing=change.refused_non_marketing,
+                    )
+                else:
+                    change = ad_audience_remove(audience=audience, contacts=target, actor=actor)
+                    _add(results, name, removed=change.removed)
+        _add_counts(run, counts, results)
+    for n, action in enumerate(workflow.actions):
+        if action["type"] != ActionType.SEND_MARKETING_EMAIL:
+            continue
+        email = MarketingEmail.objects.filter(pk=action["email"]).first()
+        if email is None:
+            raise WorkflowError(f"Action {n + 1}: marketing email #{action['email']} is gone.")
+        outcome = marketing_email_send(email=email, contacts=target, actor=actor)
+        breakdown = outcome.breakdown
+        refused = (
+            breakdown.excluded_non_marketing
+            + breakdown.excluded_unsubscribed
+            + breakdown.excluded_bounced
+        )
+        email_results: dict[str, dict] = {}
+        _add(
+            email_results,
+            f"{n + 1}:{ActionType.SEND_MARKETING_EMAIL}",
+            sent=outcome.delivery.sent if outcome.delivery else 0,
+            refused_non_marketing=breakdown.excluded_non_marketing,
+            refused_unsubscribed=breakdown.excluded_unsubscribed,
+            refused_bounced=breakdown.excluded_bounced,
+        )
+        _add_counts(run, {"refused": refused}, email_results)
+    if hi is not None:
+        WorkflowRun.objects.filter(pk=run.pk).update(cursor=hi)
+    else:
+        WorkflowRun.objects.filter(pk=run.pk).update(cursor=1)
+    run.refresh_from_db(fields=["cursor", "results"])
+
+
+def _add(results: dict, name: str, **values: int) -> None:
+    entry = results.setdefault(name, {})
+    for k, v in values.items():
+        entry[k] = entry.get(k, 0) + v
+
+
+def _add_counts(run: WorkflowRun, counts: dict, results: dict) -> None:
+    """Add a chunk's counts to the run (F(): no lost update), merge its per-action results.
+
+    The run's row is locked while its results are read and merged, in a transaction of its
+    own when the caller has none (the emails' counts come after the chunk's commit).
+    """
+    with transaction.atomic(savepoint=False):
+        locked = lock_workflow_run(run.pk)
+        merged = dict(locked.results or {})
+        for name, values in results.items():
+            entry = dict(merged.get(name, {}))
+            for k, v in values.items():
+                entry[k] = entry.get(k, 0) + v
+            merged[name] = entry
+        WorkflowRun.objects.filter(pk=run.pk).update(
+            results=merged, **{k: F(k) + v for k, v in counts.items() if v}
+        )
+
+
+def workflow_run_approve(*, run: WorkflowRun, user, execute: bool = True) -> WorkflowRun:
+    """Release a held run: past the per-run limit it needs workflows.approve_run or
+    billing.approve_overage; held by billing's guardrails, billing.approve_overage (billing's
+    approval, given here by the same kind of user). Then it runs (or is queued)."""
+    run = WorkflowRun.objects.get(pk=run.pk)
+    if run.status != RunStatus.HELD:
+        raise WorkflowError(f"Run #{run.pk} is {run.get_status_display().lower()}, not held.")
+    if run.held_by_limit and not any(user.has_perm(p) for p in APPROVE_PERMISSIONS):
+        raise RunNotAllowed("Approving a run past its limit needs workflows.approve_run.")
+    if run.held_by_billing and not user.has_perm(BILLING_APPROVE_PERMISSION):
+        raise RunNotAllowed(
+            "This run is held by billing's guardrails: approving it needs billing.approve_overage."
+        )
+    updated = WorkflowRun.objects.filter(pk=run.pk, status=RunStatus.HELD).update(
+        status=RunStatus.QUEUED,
+        limit_approved=run.limit_approved or run.held_by_limit,
+        billing_approved=run.billing_approved or run.held_by_billing,
+        decided_by=user,
+        decided_at=timezone.now(),
+        finished_at=None,
+    )
+    logger.info("workflow run %s approved by %s (%s)", run.pk, user, run.hold_reason)
+    run.refresh_from_db()
+    if updated and execute:
+        from workflows.tasks import run_workflow
+
+        transaction.on_commit(lambda: run_workflow.delay(run.pk))
+    return run
+
+
+def workflow_run_reject(*, run: WorkflowRun, user) -> WorkflowRun:
+    if not any(user.has_perm(p) for p in APPROVE_PERMISSIONS):
+        raise RunNotAllowed("Rejecting a held run needs workflows.approve_run.")
+    updated = WorkflowRun.objects.filter(pk=run.pk, status=RunStatus.HELD).update(
+        status=RunStatus.REJECTED, decided_by=user, decided_at=timezone.now()
+    )
+    if not updated:
+        raise WorkflowError(f"Run #{run.pk} is not held.")
+    logger.info("workflow run %s rejected by %s", run.pk, user)
+    run.refresh_from_db()
+    return run
+
+
+def workflows_dispatch_due(*, now: dt.datetime | None = None) -> list[int]:
+    """Queue a run of each enabled scheduled workflow whose interval has passed. Two
+    dispatchers at once queue one run: last_run_at is moved by compare-and-set."""
+    now = now or timezone.now()
+    queued = []
+    for workflow in Workflow.objects.filter(enabled=True, schedule_minutes__isnull=False):
+        previous = workflow.last_run_at
+        if previous and previous + dt.timedelta(minutes=workflow.schedule_minutes) > now:
+            continue
+        with transaction.atomic():
+            claimed = Workflow.objects.filter(pk=workflow.pk, last_run_at=previous).update(
+                last_run_at=now
+            )
+            if not claimed:
+                continue
+            run = workflow_run_request(workflow=workflow, trigger=RunTrigger.SCHEDULE)
+            queued.append(run.pk)
+    return queued
+
+
+def workflows_on_contacts_changed(
+    *, contact_ids: list[int], at: dt.datetime | None = None
+) -> list[int]:
+    """Evaluate these contacts (only these: pk IN ids, whatever the table's size) against
+    every enabled event-triggered workflow. A run is recorded only for a workflow with
+    something to do; re-enrollment exits are recorded on the enrollments alone."""
+    now = at or timezone.now()
+    runs = []
+    for workflow in Workflow.objects.filter(enabled=True, event_triggered=True):
+        if not criteria_validate(workflow.criteria).groups:
+            continue
+        if workflow.re_enrollment:
+            matching = workflow_matching(workflow, now=now, ids=contact_ids)
+            Enrollment.objects.filter(
+                workflow_id=workflow.pk, exited_at__isnull=True, contact_id__in=contact_ids
+            ).exclude(contact_id__in=matching.order_by().values("pk")).update(exited_at=now)
+        candidates = workflow_candidates(workflow, now=now, ids=contact_ids)
+        if not candidates.new.exists():
+            continue
+        run = workflow_run_request(
+            workflow=workflow, trigger=RunTrigger.EVENT, contact_ids=contact_ids, enqueue=False
+        )
+        runs.append(workflow_run_execute(run=run, at=now).pk)
+    return runs
+
+
+def workflow_run_now(
+    *, workflow: Workflow, trigger: str = RunTrigger.COMMAND, actor=None, progress=None
+) -> WorkflowRun:
+    """Record a run and execute it in this process (the command)."""
+    run = workflow_run_request(workflow=workflow, trigger=trigger, actor=actor, enqueue=False)
+    return workflow_run_execute(run=run, progress=progress)
