@@ -35,7 +35,13 @@ from django.db import connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from contacts.engagement.services import contacts_add_lead_score, contacts_set_lead_scores
+from contacts.engagement.services import (
+    EngagementIngestResult,
+    contacts_add_lead_score,
+    contacts_set_lead_scores,
+    engagement_contacts_update,
+    engagement_events_ingest,
+)
 from contacts.hooks import NewEngagementEvent
 from contacts.models import Contact
 from workflows.models import ScoringRule
@@ -98,6 +104,22 @@ def scores_apply_events(
     return contacts_add_lead_score(
         points=scores_event_points(events=events, now=now or timezone.now())
     )
+
+
+def engagement_ingest_and_score(
+    *, items: list, now: dt.datetime | None = None
+) -> tuple[EngagementIngestResult, int]:
+    """Store a batch of engagement events and score the new ones, in one transaction: a
+    batch is stored and scored together or not at all (a retry then finds nothing stored
+    and does both). Each touched contact is written once: its `last_engaged_at` and its
+    points in one UPDATE (contacts' `engagement_contacts_update`). Returns the batch's
+    result and the number of contacts whose score moved."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        batch = engagement_events_ingest(items=items, now=now, notify=False, update_contacts=False)
+        points = scores_event_points(events=batch.new_events, now=now)
+        engagement_contacts_update(events=batch.new_events, points=points)
+    return batch, len(points)
 
 
 def scores_on_engagement_recorded(events: list[NewEngagementEvent]) -> None:

@@ -279,23 +279,37 @@ def _engagement_insert(rows: list[tuple], *, now: dt.datetime) -> set[str]:
     return {external_id for external_id in wanted if external_id not in known}
 
 
-def engagement_contacts_update(*, events: list[NewEngagementEvent]) -> int:
+def engagement_contacts_update(
+    *, events: list[NewEngagementEvent], points: dict[int, int] | None = None
+) -> int:
     """For the new events' contacts, in one UPDATE … FROM: `last_engaged_at =
-    GREATEST(last_engaged_at, newest event)` (it only moves forward). Returns the contacts
-    written."""
+    GREATEST(last_engaged_at, newest event)` (it only moves forward), and, given `points`
+    (a contact's lead-score points for these events: workflows' scoring rules),
+    `lead_score = lead_score + points` in the same statement. Returns the contacts written.
+    """
+    points = points or {}
     newest: dict[int, dt.datetime] = {}
     for event in events:
         if event.contact_id not in newest or newest[event.contact_id] < event.occurred_at:
             newest[event.contact_id] = event.occurred_at
     moved = "t.last_engaged_at IS NULL OR t.last_engaged_at < u.at"
+    # GREATEST ignores NULL on PostgreSQL but not on SQLite, hence the CASE; the WHERE
+    # skips the rows that would not change (no write, no index churn).
+    engaged = f"last_engaged_at = CASE WHEN {moved} THEN u.at ELSE t.last_engaged_at END"
+    if not points:
+        return update_from_rows(
+            table=Contact._meta.db_table,
+            columns=[("id", "bigint"), ("at", "timestamptz")],
+            rows=sorted(newest.items()),
+            set_sql=engaged,
+            where_sql=moved,
+        )
     return update_from_rows(
         table=Contact._meta.db_table,
-        columns=[("id", "bigint"), ("at", "timestamptz")],
-        rows=sorted(newest.items()),
-        # GREATEST ignores NULL on PostgreSQL but not on SQLite, hence the CASE; the WHERE
-        # skips the rows that would not change (no write, no index churn).
-        set_sql=f"last_engaged_at = CASE WHEN {moved} THEN u.at ELSE t.last_engaged_at END",
-        where_sql=moved,
+        columns=[("id", "bigint"), ("at", "timestamptz"), ("points", "integer")],
+        rows=[(pk, at, points.get(pk, 0)) for pk, at in sorted(newest.items())],
+        set_sql=f"{engaged}, lead_score = t.lead_score + u.points",
+        where_sql=f"({moved}) OR u.points <> 0",
     )
 
 
@@ -386,6 +400,7 @@ def engagement_events_ingest(
     now: dt.datetime | None = None,
     external_id_required: bool = True,
     notify: bool = True,
+    update_contacts: bool = True,
 ) -> EngagementIngestResult:
     """Store up to ENGAGEMENT_BATCH_MAX engagement events, once per external id.
 
@@ -400,7 +415,9 @@ def engagement_events_ingest(
     Scoring belongs to workflows, which contacts does not import. `notify=True` runs
     contacts' engagement listeners after commit with the new events (workflows scores
     them there). A caller that composes both apps (the engagement API) passes
-    `notify=False` and scores `new_events` itself in the same transaction.
+    `notify=False` and scores `new_events` itself in the same transaction; with
+    `update_contacts=False` it also writes the contacts itself, `last_engaged_at` and the
+    points together, with one `engagement_contacts_update(events=…, points=…)`.
     """
     if len(items) > ENGAGEMENT_BATCH_MAX:
         raise EngagementError(
@@ -473,7 +490,8 @@ def engagement_events_ingest(
                     NewEngagementEvent(contact_id=row[0], type=row[1], occurred_at=row[2])
                     for row in sorted(new_rows, key=lambda row: row[5])
                 ]
-                engagement_contacts_update(events=new_events)
+                if update_contacts:
+                    engagement_contacts_update(events=new_events)
             break
         except IntegrityError:  # portable path: a concurrent writer stored one of our ids
             if attempt == 2:

@@ -1,7 +1,6 @@
 from dataclasses import asdict
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import transaction
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -19,7 +18,6 @@ from billing.selectors import billing_demotion_saving
 from contacts.engagement.models import EngagementEvent
 from contacts.engagement.services import (
     ENGAGEMENT_BATCH_MAX,
-    engagement_events_ingest,
 )
 from crm.api import CreatedCursorPagination, StrictModelPermissions, requires
 from crm.exceptions import Conflict
@@ -40,7 +38,7 @@ from workflows.runs import (
     workflow_run_reject,
     workflow_run_request,
 )
-from workflows.scoring import scores_apply_events
+from workflows.scoring import engagement_ingest_and_score
 from workflows.selectors import savings_report
 from workflows.services import (
     RunNotAllowed,
@@ -153,10 +151,8 @@ class WorkflowRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
 
 
 # The engagement API composes the two apps, which is why it lives here: contacts stores
-# the events (`engagement_events_ingest`, with `notify=False`) and workflows scores the
-# ones newly stored (`scores_apply_events`, through contacts' `contacts_add_lead_score`) —
-# in one transaction, so a batch is stored and scored together or not at all (a retry
-# then finds nothing stored and does both).
+# the events and workflows scores the ones newly stored, in one transaction
+# (`workflows.scoring.engagement_ingest_and_score`).
 
 
 ENGAGEMENT_TAG = "engagement"
@@ -196,10 +192,7 @@ class EngagementEventsView(APIView):
                     ]
                 }
             )
-        now = timezone.now()
-        with transaction.atomic():
-            batch = engagement_events_ingest(items=items, now=now, notify=False)
-            scored = scores_apply_events(events=batch.new_events, now=now)
+        batch, scored = engagement_ingest_and_score(items=items)
         # Plain dicts: a 10,000-item report through serializer fields costs more than the
         # ingestion itself; EngagementBatchResultSerializer documents the same shape.
         return Response(

@@ -26,7 +26,8 @@ from contacts.status.services import (
 from crm.calendar import BillingCalendar
 from tests.concurrency import run_together
 from tests.factories import SourceFactory, UserFactory, set_guardrails
-from workflows.services import workflow_create, workflow_run_now
+from workflows.runs import workflow_run_now
+from workflows.services import workflow_create
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
