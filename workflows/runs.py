@@ -58,7 +58,7 @@ from contacts.status.services import (
     contacts_set_non_marketing,
     contacts_status_preview,
 )
-from crm.locks import lock_workflow_run
+from crm.locks import lock_usage, lock_workflow_run
 from workflows.models import (
     ActionType,
     Enrollment,
@@ -81,6 +81,8 @@ logger = logging.getLogger(__name__)
 
 # Contact ids per run chunk: one transaction, one enrollment INSERT, one status statement.
 WORKFLOW_RANGE_BATCH = 50_000
+# The actions that change the marketing status (through contacts' status service).
+STATUS_ACTIONS = frozenset({ActionType.SET_MARKETING, ActionType.SET_NON_MARKETING})
 APPROVE_PERMISSIONS = ("workflows.approve_run", "billing.approve_overage")
 BILLING_APPROVE_PERMISSION = "billing.approve_overage"
 
@@ -155,8 +157,8 @@ def workflow_run_execute(
         WorkflowRun.objects.filter(pk=run.pk).update(as_of=run.as_of)
     try:
         _execute(run, workflow, progress=progress)
-    except ChangeHeld as held:  # billing's guard held a chunk (a race with the preflight)
-        _hold(run, billing=str(held))
+    except ChangeHeld as held:  # the hard cap held a chunk (a race with the preflight):
+        _hold(run, billing=held.reason)  # the chunk rolled back; the run waits instead
     except Exception as error:  # recorded on the run; the log has the trace
         logger.exception("workflow run %s failed", run.pk)
         _fail(run, f"The run stopped on an error ({error.__class__.__name__}: {error}).")
@@ -305,6 +307,10 @@ def _run_chunk(
     source = workflow_status_source(workflow)
     actor = run.requested_by
     with transaction.atomic():
+        if STATUS_ACTIONS.intersection(workflow.action_types):
+            # The status change below takes the usage lock; take it before the enrollments
+            # touch any contact (crm.locks), or a concurrent delete could deadlock with us.
+            lock_usage()
         if workflow.re_enrollment:
             exited = _in_range(
                 Enrollment.objects.filter(workflow_id=workflow.pk, exited_at__isnull=True),
@@ -355,9 +361,11 @@ def _run_chunk(
                     source=source,
                     actor=actor,
                     idempotency_key=f"{key}:{name}",
-                    # The preflight checked billing's guardrails over the whole run; a
-                    # resumed run (no preflight) is guarded chunk by chunk again.
-                    guarded=not (run.billing_approved or preflight_done),
+                    # Under the usage lock, each chunk against the hard cap; the per-operation
+                    # limit was checked over the whole run by the preflight (a resumed run,
+                    # with no preflight, checks it chunk by chunk). Approved overage: neither.
+                    guarded=not run.billing_approved,
+                    operation_limit=not preflight_done,
                 )
                 if not result.replayed:
                     counts["changed"] += result.changed + result.cancelled

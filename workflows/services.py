@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from contacts.criteria import criteria_q, criteria_validate
 from contacts.models import Contact, StatusSourceType
+from contacts.status.guardrails import hold_reason
 from contacts.status.results import (
     SET_MARKETING,
     SET_NON_MARKETING,
@@ -25,6 +26,7 @@ from contacts.status.results import (
     StatusSource,
 )
 from contacts.status.services import contacts_status_preview
+from crm.models import Account
 from workflows.models import (
     ActionType,
     Enrollment,
@@ -137,14 +139,23 @@ class WorkflowPreview:
 
 
 def workflow_hold_reasons(workflow: Workflow, status_preview: StatusPreview) -> tuple[str, str]:
-    """(limit reason, billing reason), each "" when it does not hold."""
+    """(the workflow's per-run limit reason, the account's guardrails reason), each "" when
+    it does not hold."""
     limit = ""
     if status_preview.would_change > workflow.max_new_marketing:
         limit = (
             f"it would make {status_preview.would_change:,} contacts marketing, more than the "
             f"workflow's per-run limit of {workflow.max_new_marketing:,}"
         )
-    billing = (status_preview.extra.get("cost") or {}).get("hold_reason") or ""
+    # The account's guardrails, as the status service will check them under the lock.
+    billing = (
+        hold_reason(
+            new_marketing=status_preview.would_change,
+            live_after=status_preview.live_after,
+            account=Account.load(),
+        )
+        or ""
+    )
     return limit, billing
 
 

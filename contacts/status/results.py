@@ -39,7 +39,14 @@ class SourceInUse(StatusError):
 
 
 class ChangeHeld(StatusError):
-    """A guard (billing's guardrails) held the change for approval; nothing was written."""
+    """The guardrails held the change for approval; nothing of it was written.
+
+    The message says why and where it waits; `reason` is the why alone.
+    """
+
+    def __init__(self, message: str, *, reason: str = ""):
+        super().__init__(message)
+        self.reason = reason or message
 
 
 @dataclass(frozen=True)

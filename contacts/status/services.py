@@ -252,7 +252,7 @@ def _change_status(
     # Raised after the block, so the held change's row is kept (by this transaction, or by
     # the caller's if it catches ChangeHeld) while nothing of the change itself is written.
     if held is not None:
-        raise ChangeHeld(held_message(held))
+        raise ChangeHeld(held_message(held), reason=held.reason)
     return result
 
 

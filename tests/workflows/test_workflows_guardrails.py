@@ -5,7 +5,7 @@ import pytest
 from contacts.models import Contact
 from contacts.status.models import StatusChange
 from tests.factories import ContactFactory, UserFactory, set_guardrails
-from tests.workflows.wf_helpers import M, make_workflow
+from tests.workflows.wf_helpers import M, make_marketing, make_workflow
 from workflows.models import Enrollment, RunStatus
 from workflows.runs import (
     workflow_run_approve,
@@ -137,3 +137,25 @@ def test_a_held_run_is_approved_or_rejected_through_the_api(
     # And deciding again is a conflict
     again = boss.post(f"/api/workflow-runs/{second.pk}/approve/")
     assert again.status_code == 409
+
+
+def test_the_hard_cap_holds_a_chunk_that_a_concurrent_change_pushed_past_it(
+    account, mqls, monkeypatch
+):
+    # Given a run whose preflight saw room under the cap of 3...
+    from workflows import runs
+
+    set_guardrails(hard_cap=3, operation_limit=None)
+    workflow = make_workflow()
+    monkeypatch.setattr(runs, "workflow_hold_reasons", lambda workflow, status: ("", ""))
+    # ...but by the time its chunk runs, other changes have taken the room
+    make_marketing(ContactFactory(email="a@x.com"), ContactFactory(email="b@x.com"))
+
+    held = workflow_run_now(workflow=workflow)
+
+    # Then the chunk, checked under the usage lock, is held and rolled back whole
+    assert held.status == RunStatus.HELD
+    assert held.held_by_billing
+    assert held.hold_reason.startswith("It would take the billable count to 5")
+    assert not Enrollment.objects.exists()
+    assert Contact.objects.filter(marketing_status=M).count() == 2
