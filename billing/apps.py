@@ -15,6 +15,6 @@ class BillingConfig(AppConfig):
 
 
 def _on_usage_changed(change) -> None:
-    from billing.services import billing_check_alerts
+    from billing.alerts import billing_check_alerts
 
     billing_check_alerts(change=change)

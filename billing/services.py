@@ -21,21 +21,17 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import math
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.core.mail import send_mail
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
+from billing.alerts import billing_fire_alerts
 from billing.models import (
-    Alert,
     AlertKind,
     BillingPeriod,
     BillingPeriodStatus,
-    DailyUsage,
-    HourlyUpgrades,
     Invoice,
     InvoiceLine,
     InvoiceLineKind,
@@ -43,11 +39,8 @@ from billing.models import (
     Subscription,
 )
 from billing.pricing import Price, overage_blocks, price_for_peak
-from contacts.hooks import UsageChange
 from contacts.status.models import (
-    LedgerAction,
     PeriodUsage,
-    StatusChange,
 )
 from contacts.status.selectors import (
     ledger_replay,
@@ -179,7 +172,7 @@ def _close_period(
                     "discrepancy": {"ledger_peak": replay.peak_count, "counter_peak": counter_peak},
                 },
             )
-            _fire_alerts(
+            billing_fire_alerts(
                 subscription,
                 start,
                 [(AlertKind.DISCREPANCY, 0)],
@@ -336,163 +329,3 @@ def _reprice_draft(invoice: Invoice, peak: int, subscription: Subscription) -> N
     BillingPeriod.objects.filter(pk=invoice.period_id).update(
         peak_count=peak, billed_peak_count=peak
     )
-
-
-# --- alerts --------------------------------------------------------------------
-
-
-def threshold_crossings(*, peak: int, subscription: Subscription) -> list[tuple[str, int]]:
-    """Every (kind, threshold) that a period whose peak is `peak` has reached."""
-    reached = [
-        (AlertKind.THRESHOLD, int(pct))
-        for pct in subscription.alert_thresholds or []
-        if peak >= math.ceil(subscription.included_contacts * int(pct) / 100)
-    ]
-    blocks = overage_blocks(
-        peak=peak, included=subscription.included_contacts, block_size=subscription.block_size
-    )
-    reached.extend((AlertKind.BLOCK, block) for block in range(1, blocks + 1))
-    return reached
-
-
-def _recipients(subscription: Subscription) -> list[str]:
-    raw = subscription.alert_recipients.replace(",", "\n").splitlines()
-    return [address.strip() for address in raw if address.strip()]
-
-
-def _alert_message(
-    kind: str, threshold: int, *, peak: int, subscription: Subscription, detail: str
-) -> str:
-    if kind == AlertKind.THRESHOLD:
-        return (
-            f"Marketing contacts reached {threshold}% of the tier: peak {peak:,} of "
-            f"{subscription.included_contacts:,} included."
-        )
-    if kind == AlertKind.BLOCK:
-        return f"Overage block {threshold} started: peak {peak:,} marketing contacts this period."
-    if kind == AlertKind.SPIKE:
-        return f"Spike: more than {subscription.spike_threshold:,} contacts became marketing within an hour."
-    return f"Billing held: {detail}."
-
-
-def _fire_alerts(
-    subscription: Subscription,
-    period_start: dt.datetime,
-    candidates: list[tuple[str, int]],
-    *,
-    peak: int,
-    now: dt.datetime,
-    detail: str = "",
-) -> list[Alert]:
-    """Create the alerts not yet fired this period; email them once. Safe to call concurrently:
-    the unique constraint lets exactly one caller create each alert."""
-    if not candidates:
-        return []
-    fired = set(Alert.objects.filter(period_start=period_start).values_list("kind", "threshold"))
-    recipients = _recipients(subscription)
-    created = []
-    for kind, threshold in candidates:
-        if (kind, threshold) in fired:
-            continue
-        try:
-            with transaction.atomic():
-                created.append(
-                    Alert.objects.create(
-                        period_start=period_start,
-                        kind=kind,
-                        threshold=threshold,
-                        fired_at=now,
-                        peak_count=peak,
-                        message=_alert_message(
-                            kind, threshold, peak=peak, subscription=subscription, detail=detail
-                        ),
-                        recipients=", ".join(recipients),
-                    )
-                )
-        except IntegrityError:
-            continue  # another worker fired it first
-    if created and recipients:
-        body = "\n".join(alert.message for alert in created)
-        transaction.on_commit(
-            lambda: send_mail(
-                subject=f"Marketable billing alert: {created[-1].message[:80]}",
-                message=body,
-                from_email=None,
-                recipient_list=recipients,
-                fail_silently=True,
-            )
-        )
-    return created
-
-
-def _bump(model, key: dict, **increments) -> None:
-    """Add to a counter row, creating it on first use (safe against a concurrent creator)."""
-    from django.db.models import F
-    from django.db.models.functions import Greatest
-
-    updates = {}
-    for name, (op, value) in increments.items():
-        updates[name] = Greatest(F(name), value) if op == "max" else F(name) + value
-    if model.objects.filter(**key).update(**updates):
-        return
-    try:
-        with transaction.atomic():
-            model.objects.create(**key, **{name: value for name, (_, value) in increments.items()})
-    except IntegrityError:
-        model.objects.filter(**key).update(**updates)
-
-
-def billing_record_usage(*, change: UsageChange) -> None:
-    """Keep the daily maximum and the hourly count of new marketing contacts."""
-    calendar = BillingCalendar.for_account()
-    day = change.at.astimezone(calendar.tz).date()
-    _bump(
-        DailyUsage,
-        {"day": day},
-        max_count=("max", change.live_count),
-        became_marketing=("add", change.became_marketing),
-    )
-    if change.became_marketing:
-        hour = change.at.replace(minute=0, second=0, microsecond=0)
-        _bump(HourlyUpgrades, {"hour": hour}, count=("add", change.became_marketing))
-
-
-def _upgrades_in_the_last_hour(at: dt.datetime, subscription: Subscription) -> int:
-    """Exact count from the ledger, read only when the hourly counters say a spike is possible."""
-    hour = at.replace(minute=0, second=0, microsecond=0)
-    rough = sum(
-        HourlyUpgrades.objects.filter(hour__in=[hour, hour - dt.timedelta(hours=1)]).values_list(
-            "count", flat=True
-        )
-    )
-    if rough <= subscription.spike_threshold:
-        return rough
-    # statuschange_effective_idx
-    return StatusChange.objects.filter(
-        action=LedgerAction.UPGRADE,
-        effective_at__gt=at - dt.timedelta(hours=1),
-        effective_at__lte=at,
-    ).count()
-
-
-def billing_check_alerts(*, change: UsageChange) -> list[Alert]:
-    """React to a committed status change: record usage; threshold, block and spike alerts, at once."""
-    billing_record_usage(change=change)
-    subscription = Subscription.load()
-    candidates = threshold_crossings(peak=change.peak_count, subscription=subscription)
-    if (
-        change.became_marketing
-        and _upgrades_in_the_last_hour(change.at, subscription) > subscription.spike_threshold
-    ):
-        candidates.append((AlertKind.SPIKE, int(change.at.timestamp() // 3600)))
-    return _fire_alerts(
-        subscription, change.period_start, candidates, peak=change.peak_count, now=change.at
-    )
-
-
-def billing_alert_acknowledge(*, alert: Alert, at: dt.datetime | None = None) -> Alert:
-    Alert.objects.filter(pk=alert.pk, acknowledged_at__isnull=True).update(
-        acknowledged_at=at or timezone.now()
-    )
-    alert.refresh_from_db()
-    return alert

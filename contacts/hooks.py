@@ -65,8 +65,6 @@ def preview_extras(preview) -> dict:
     return extra
 
 
-# --- engagement: events recorded by contacts itself (issue 5, item 7) -------------
-#
 # `contacts` stores engagement events; `workflows` scores them (scoring rules). When
 # contacts records events on its own — a form submission, a chat, an ads lead, through
 # `contacts.services.engagement_events_ingest` with `notify=True` — the listeners
@@ -113,8 +111,6 @@ def notify_engagement_recorded(events: list[NewEngagementEvent]) -> None:
             logger.exception("engagement listener %r failed", listener)
 
 
-# --- contact listeners (workflows' event triggers) ----------------------------------
-#
 # `contacts` cannot import `workflows`, yet an event-triggered workflow must see a
 # contact as soon as it is created or updated. So every write path that creates or
 # updates contacts — `contact_create`, `contact_update`, `contact_intake`, the

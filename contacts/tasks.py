@@ -15,9 +15,6 @@ def apply_due_downgrades() -> dict:
     return contacts_rollover().as_dict()
 
 
-# --- imports ---
-
-
 @shared_task(name="contacts.run_contact_import", acks_late=True, max_retries=3)
 def run_contact_import(contact_import_id: int) -> dict:
     """Run a committed CSV import (returns at once when it is not queued or running)."""
@@ -26,8 +23,6 @@ def run_contact_import(contact_import_id: int) -> dict:
     contact_import = contact_import_run(contact_import_id=contact_import_id)
     return {"id": contact_import.pk, "status": contact_import.status}
 
-
-# --- communications ---
 
 # Chunks of SEND_CHUNK_SIZE a worker sends before it re-enqueues the rest (~10,000 emails):
 # a long send never holds one worker for hours, and a crash loses little.

@@ -80,7 +80,7 @@ EXPECTED_OPERATIONS |= {
 }
 # --- hygiene, rotation, savings ---
 EXPECTED_OPERATIONS |= {("get", "/api/workflows/savings/")}
-# engagement scoring (issue 5, item 7)
+# engagement scoring
 EXPECTED_OPERATIONS |= {
     ("post", "/api/engagement-events/"),
     *{(m, "/api/scoring-rules/") for m in ("get", "post")},

@@ -32,6 +32,7 @@ from contacts.criteria import CriteriaError, criteria_validate
 from contacts.criteria.forms import CriteriaForm, CriteriaFormField
 from contacts.criteria.selectors import criteria_preview
 from contacts.intake.models import ConnectedApp
+from contacts.status.rules import MARKETING_STATUS_PERMISSION
 from crm.admin import AccountTimeZoneMixin, BigTableAdmin, ReadOnlyAdminMixin, account_time_zone
 from workflows.hygiene import hygiene_run
 from workflows.models import (
@@ -150,7 +151,6 @@ admin_urls = [
 # (format_money, billing_demotion_saving).
 
 
-MARKETING_STATUS = "contacts.change_marketing_status"
 REASON_LABELS = {
     "unsubscribed": "Unsubscribed",
     "hard_bounced": "Hard bounced",
@@ -164,7 +164,7 @@ def _money(amount, currency) -> str:
 
 
 def _can_run_hygiene(user) -> bool:
-    return user.has_perms(["workflows.add_hygienerun", MARKETING_STATUS])
+    return user.has_perms(["workflows.add_hygienerun", MARKETING_STATUS_PERMISSION])
 
 
 class HygieneWizardForm(forms.Form):
@@ -317,11 +317,13 @@ class StatusChangingAdminMixin:
     contacts.change_marketing_status besides the model permission."""
 
     def has_add_permission(self, request):
-        return super().has_add_permission(request) and request.user.has_perm(MARKETING_STATUS)
+        return super().has_add_permission(request) and request.user.has_perm(
+            MARKETING_STATUS_PERMISSION
+        )
 
     def has_change_permission(self, request, obj=None):
         return super().has_change_permission(request, obj) and request.user.has_perm(
-            MARKETING_STATUS
+            MARKETING_STATUS_PERMISSION
         )
 
 
@@ -528,7 +530,7 @@ class RotationPlanAdmin(StatusChangingAdminMixin, AccountTimeZoneMixin, admin.Mo
         description="Run the due steps now (promote after the rollover, demote before the update date)"
     )
     def run_now_action(self, request, queryset):
-        if not request.user.has_perm(MARKETING_STATUS):
+        if not request.user.has_perm(MARKETING_STATUS_PERMISSION):
             raise PermissionDenied
         for plan in queryset.order_by("pk"):
             outcome = rotation_tick(plan=plan)

@@ -13,11 +13,11 @@ from billing.admin.base import (
     format_day,
     format_instant,
 )
+from billing.alerts import billing_alert_acknowledge
 from billing.models import (
     Alert,
     DailyUsage,
 )
-from billing.services import billing_alert_acknowledge
 from crm.calendar import BillingCalendar
 
 

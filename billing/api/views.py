@@ -18,6 +18,7 @@ from billing.selectors import billing_invoices, billing_periods, billing_usage
 from contacts.filters import ContactFilter
 from contacts.selectors import contact_list
 from contacts.status.results import SET_MARKETING
+from contacts.status.rules import MARKETING_STATUS_PERMISSION
 from contacts.status.selectors import usage_current
 from contacts.status.services import contacts_status_preview
 from crm.api import requires
@@ -69,9 +70,9 @@ class CostPreviewView(APIView):
     permission_classes = [
         requires(
             "billing.view_subscription",
-            "contacts.change_marketing_status",
+            MARKETING_STATUS_PERMISSION,
             any_of=True,
-            message="The cost preview needs billing.view_subscription or contacts.change_marketing_status.",
+            message=f"The cost preview needs billing.view_subscription or {MARKETING_STATUS_PERMISSION}.",
         )
     ]
 

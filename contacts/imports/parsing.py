@@ -18,6 +18,7 @@ from contacts.models import (
     SourceKind,
 )
 from contacts.status.results import StatusError
+from contacts.status.rules import can_change_marketing_status
 
 #
 # A CSV import (DESIGN §1.3 "import") goes: upload
@@ -296,7 +297,7 @@ def import_check_mapping(mapping: dict[str, str]) -> None:
 def _check_marketing_allowed(actor, marketing: bool) -> None:
     """A marketing import needs contacts.change_marketing_status. No actor: an operator's
     command, trusted like the other management commands."""
-    if marketing and actor is not None and not actor.has_perm("contacts.change_marketing_status"):
+    if marketing and actor is not None and not can_change_marketing_status(actor):
         raise ImportNotAllowed(
             "Setting the contacts of an import as marketing needs the permission "
             "contacts.change_marketing_status; import without “marketing”, or ask someone "

@@ -4,6 +4,7 @@ import pytest
 import time_machine
 from django.core import mail
 
+from billing.alerts import billing_check_alerts
 from billing.models import (
     Alert,
     BillingPeriod,
@@ -11,7 +12,10 @@ from billing.models import (
     Invoice,
     InvoiceLine,
 )
-from billing.services import billing_check_alerts, billing_close_periods, billing_finalise_invoices
+from billing.services import (
+    billing_close_periods,
+    billing_finalise_invoices,
+)
 from billing.tasks import close_periods
 from contacts.hooks import UsageChange
 from contacts.models import Contact

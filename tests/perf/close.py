@@ -1,5 +1,5 @@
 """f. Closing a month: `billing_close_periods` with 1,000,000 contacts and 1,000,000+ ledger
-rows (DESIGN §4, issue 3: ≤ 5 s, bounded memory).
+rows (DESIGN §4: ≤ 5 s, bounded memory).
 
 The state, written with plain SQL (not timed): the account calendar on the 1st, UTC; the
 month closed is October 2026, at 2026-11-01 00:30 UTC. Every contact was upgraded once,

@@ -1,4 +1,4 @@
-"""h. Exporting contacts as CSV with flat memory (Marketable issue 4, item 8).
+"""h. Exporting contacts as CSV with flat memory.
 
 `python -m tests.perf.run --only export` (PostgreSQL). With 1,000,000 contacts (the
 benchmark's table, filled with INSERT … SELECT if it has another size):
