@@ -14,6 +14,7 @@ from contacts.models import (
     Contact,
     MarketingStatus,
 )
+from contacts.status.rules import is_marketing, is_pending
 
 # Rows per export query: `WHERE id > last ORDER BY id LIMIT 2000` walks the primary key, so
 # each chunk costs the same wherever it starts (no OFFSET), and memory holds one chunk.
@@ -104,8 +105,8 @@ def contacts_export_rows(
             reason_name,
             created_at,
         ) in chunk:
-            pending = status == marketing and until is not None and until > at
-            billable = status == marketing and (until is None or until > at)
+            pending = is_pending(status, until, at)
+            billable = is_marketing(status, until, at)
             yield [
                 str(pk),
                 _text(email),

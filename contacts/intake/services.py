@@ -48,6 +48,7 @@ from contacts.services import (
     source_create,
 )
 from contacts.status.results import ChangeHeld, StatusError, StatusSource
+from contacts.status.rules import is_settled
 from contacts.status.services import contacts_set_marketing
 from crm.locks import lock_connected_app, lock_contact_by_email, lock_usage
 from crm.models import Account
@@ -95,10 +96,6 @@ class IntakeResult:
     replayed: bool = False
     # Why the marketing status this intake would have given waits for approval, if it does.
     held: str = ""
-
-
-def _settled_marketing(contact: Contact) -> bool:
-    return contact.marketing_status == MarketingStatus.MARKETING and contact.marketing_until is None
 
 
 def _changed_values(contact: Contact, fields: dict) -> dict:
@@ -163,7 +160,11 @@ def contact_intake(
         if changed:
             contact_update(contact=contact, **changed)
         upgraded, held = False, ""
-        if upgrade_existing and decision.marketing and not _settled_marketing(contact):
+        if (
+            upgrade_existing
+            and decision.marketing
+            and not is_settled(contact.marketing_status, contact.marketing_until)
+        ):
             try:
                 result = contacts_set_marketing(
                     contacts=contact, source=decision.status_source, actor=actor, guarded=True

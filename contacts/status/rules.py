@@ -66,3 +66,13 @@ def pending_sql(*, status: str = "marketing_status", until: str = "marketing_unt
 def is_marketing(status: str, until: dt.datetime | None, at: dt.datetime) -> bool:
     """The same predicate over one contact's stored values."""
     return status == MARKETING and (until is None or until > at)
+
+
+def is_pending(status: str, until: dt.datetime | None, at: dt.datetime) -> bool:
+    """`pending_q` over one contact's stored values."""
+    return status == MARKETING and until is not None and until > at
+
+
+def is_settled(status: str, until: dt.datetime | None) -> bool:
+    """`settled_q` over one contact's stored values."""
+    return status == MARKETING and until is None

@@ -19,10 +19,13 @@ from contacts.status.rules import (
     MARKETING,
     NON_MARKETING,
     is_marketing,
+    is_pending,
+    is_settled,
     marketing_q,
     marketing_sql,
     not_marketing_q,
     pending_q,
+    pending_sql,
     settled_q,
 )
 from tests.factories import SourceFactory
@@ -100,11 +103,19 @@ def test_the_q_the_sql_and_the_python_forms_select_the_same_contacts(db, at, row
             assert set(Contact.objects.filter(pending_q(at)).values_list("pk", flat=True)) == (
                 pending
             )
+            assert {pk for pk, s, until in stored if is_pending(s, until, at)} == pending
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"SELECT id FROM contacts_contact WHERE {pending_sql()}",
+                    [connection.ops.adapt_datetimefield_value(at)],
+                )
+                assert {row[0] for row in cursor.fetchall()} == pending
             assert pending <= python
             settled = {pk for pk, s, until in stored if s == MARKETING and until is None}
             assert set(Contact.objects.filter(settled_q()).values_list("pk", flat=True)) == (
                 settled
             )
+            assert {pk for pk, s, until in stored if is_settled(s, until)} == settled
             assert python == pending | settled
             raise Rollback
     except Rollback:
