@@ -436,6 +436,10 @@ class ContactAdmin(AccountTimeZoneMixin, BigTableAdmin):
             setattr(obj, field.attname, getattr(contact, field.attname))
         obj._state.adding = False
         obj._state.db = contact._state.db
+        if contact.marketing_held:  # past the guardrails: stored non-marketing, upgrade held
+            messages.warning(
+                request, f"The contact was created non-marketing. {contact.marketing_held}"
+            )
 
     def get_actions(self, request):
         actions = super().get_actions(request)

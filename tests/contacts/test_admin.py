@@ -744,6 +744,25 @@ def test_add_as_marketing_by_a_permitted_user(ops_client, marketing_ops, account
     assert response["Location"] == CHANGELIST
 
 
+def test_add_as_marketing_past_the_hard_cap_stores_the_contact_and_holds_it(
+    ops_client, account
+):
+    set_guardrails(hard_cap=0)
+    manual = SourceFactory(name="Manual", kind="manual")
+
+    response = ops_client.post(ADD, add_data(source=str(manual.pk), marketing="on"), follow=True)
+
+    contact = Contact.objects.get()
+    assert (contact.marketing_status, contact.marketing_reason_type) == (N, "manual")
+    assert not StatusChange.objects.exists()
+    approval = PendingApproval.objects.get()
+    assert approval.contact_ids == [contact.pk]
+    assert any(
+        m.startswith("The contact was created non-marketing. Waiting for approval")
+        for m in messages_of(response)
+    )
+
+
 def test_add_without_a_source_is_created_by_hand_and_non_marketing(ops_client, account):
     response = ops_client.post(ADD, add_data())
     assert response.status_code == 302
