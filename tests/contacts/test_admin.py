@@ -744,9 +744,7 @@ def test_add_as_marketing_by_a_permitted_user(ops_client, marketing_ops, account
     assert response["Location"] == CHANGELIST
 
 
-def test_add_as_marketing_past_the_hard_cap_stores_the_contact_and_holds_it(
-    ops_client, account
-):
+def test_add_as_marketing_past_the_hard_cap_stores_the_contact_and_holds_it(ops_client, account):
     set_guardrails(hard_cap=0)
     manual = SourceFactory(name="Manual", kind="manual")
 
