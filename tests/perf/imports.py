@@ -177,9 +177,10 @@ def handwritten(path: Path) -> float:
         cursor.execute(
             f"INSERT INTO contacts_contact ({_UPSERT_COLUMNS}) "
             "SELECT now(), now(), lower(trim(email)), first_name, last_name, company, phone, "
-            "'lead', '', 'prospect', false, false, 0, NULL, %s, 'non_marketing', NULL, '', '', "
-            "'', NULL FROM bench_raw ON CONFLICT (email) DO NOTHING",
-            [source.pk],
+            "'lead', '', 'prospect', false, false, 0, NULL, %s, 'non_marketing', NULL, "
+            "'import', %s, %s, NULL FROM bench_raw ON CONFLICT (email) DO NOTHING",
+            # Every new contact records its reason, as the import's do (the same work).
+            [source.pk, "1", path.name],
         )
         cursor.execute("DROP TABLE bench_raw")
     return time.perf_counter() - started
