@@ -114,7 +114,7 @@ def billing_pending_approvals() -> QuerySet[PendingApproval]:
     return PendingApproval.objects.filter(status="pending").select_related("requested_by")
 
 
-# --- demotion savings (hygiene, rotation, savings report) ---
+# What demoting contacts saves from the next period (hygiene, rotation, the savings report).
 
 
 def billing_demotion_saving(*, demote: int, at: dt.datetime | None = None) -> dict:

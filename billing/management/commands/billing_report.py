@@ -137,7 +137,7 @@ class Command(BaseCommand):
             ).total
         return report
 
-    # --- renderers -----------------------------------------------------------------
+    # How each format renders the report.
 
     STATE_LABELS = {
         "closed": "closed",

@@ -380,7 +380,7 @@ def generate_batches(
     return profiles, batches()
 
 
-# --- inserting -----------------------------------------------------------------
+# Inserting: COPY on PostgreSQL, bulk_create elsewhere.
 
 _COPY_COLUMNS = (
     "created_at, updated_at, email, first_name, last_name, "
@@ -462,9 +462,6 @@ def insert_bulk_create(
                     created_at=instant, updated_at=instant
                 )
         progress(len(batch))
-
-
-# --- the command ---------------------------------------------------------------
 
 
 class Command(BaseCommand):
