@@ -116,7 +116,8 @@ class PendingApprovalAdmin(ReadOnlyBillingAdmin):
     @admin.display(description="Contacts")
     def contacts_display(self, obj: PendingApproval) -> str:
         if obj.contact_ids is not None:
-            return f"{len(obj.contact_ids):,} contacts"
+            count = len(obj.contact_ids)
+            return f"{count:,} contact{'' if count == 1 else 's'}"
         return "—"
 
     @admin.display(description="Invoice change")
