@@ -117,6 +117,23 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 
 LOGIN_URL = "admin:login"
 
+
+# --- Cache ----------------------------------------------------------------
+# Throttle counts must be shared by every process that serves requests: Redis when
+# CACHE_URL is set (production), otherwise a file cache next to the project, which the
+# runserver's threads and any local worker processes share.
+def cache_from_env() -> dict:
+    url = os.environ.get("CACHE_URL")
+    if url:
+        return {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url}
+    return {
+        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+        "LOCATION": os.environ.get("CACHE_DIR", str(BASE_DIR / ".cache")),
+    }
+
+
+CACHES = {"default": cache_from_env()}
+
 # --- REST framework -------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -135,6 +152,10 @@ REST_FRAMEWORK = {
         "intake_apps": os.environ.get("INTAKE_APPS_THROTTLE", "600/minute"),
     },
     "EXCEPTION_HANDLER": "crm.exceptions.exception_handler",
+    # How many proxies in front of the app append to X-Forwarded-For. 0: the client is the
+    # socket's address and the header is ignored, so no client can pick its own identity
+    # for the throttle (crm/throttling.py).
+    "NUM_PROXIES": env_int("NUM_PROXIES", 0),
 }
 
 SPECTACULAR_SETTINGS = {

@@ -58,6 +58,7 @@ from contacts.intake.services import (
     external_form_submit,
     form_submit,
 )
+from crm.throttling import client_address
 
 intake_log = logging.getLogger("contacts.intake")
 
@@ -68,10 +69,6 @@ THROTTLED = {429: OpenApiResponse(description="Too many requests from this clien
 
 def _accepted(message: str = ACCEPTED) -> Response:
     return Response({"accepted": True, "message": message}, status=http.HTTP_201_CREATED)
-
-
-def _client_address(request) -> str:
-    return request.META.get("REMOTE_ADDR", "")
 
 
 def _object_body(request) -> dict:
@@ -107,7 +104,7 @@ class FormIntakeView(PublicIntakeView):
         data = _object_body(request)
         if honeypot_filled(data):
             intake_log.warning(
-                "form %s: honeypot filled by %s; nothing stored", slug, _client_address(request)
+                "form %s: honeypot filled by %s; nothing stored", slug, client_address(request)
             )
             return _accepted(form.success_message)
         submission = SubmissionForm(data=data, intake_form=form)
@@ -140,7 +137,7 @@ class ExternalFormIntakeView(PublicIntakeView):
         fields = data.get("fields")
         if honeypot_filled(data) or (isinstance(fields, dict) and honeypot_filled(fields)):
             intake_log.warning(
-                "external form: honeypot filled by %s; nothing stored", _client_address(request)
+                "external form: honeypot filled by %s; nothing stored", client_address(request)
             )
             return _accepted()
         serializer = ExternalFormSubmissionSerializer(data=data)
@@ -174,7 +171,7 @@ class ChatflowIntakeView(PublicIntakeView):
         data = _object_body(request)
         if honeypot_filled(data):
             intake_log.warning(
-                "chatflow %s: honeypot filled by %s; nothing stored", pk, _client_address(request)
+                "chatflow %s: honeypot filled by %s; nothing stored", pk, client_address(request)
             )
             return _accepted()
         serializer = ChatIntakeSerializer(data=data)
