@@ -52,6 +52,7 @@ from workflows.models import (
     Workflow,
     WorkflowRun,
     actions_clean,
+    actions_from_editor,
 )
 from workflows.rotation import rotation_tick
 from workflows.runs import (
@@ -646,7 +647,11 @@ RECENT_RUNS = 10
 
 class ActionsFormField(JSONFormField):
     """The actions editor (django-jsonform); `actions_clean` validates, not the widget's own
-    validator (which wants every optional key present). Empty keys are dropped."""
+    validator (which wants every optional key present). Inputs the chosen action does not
+    use are dropped first (`actions_from_editor`)."""
+
+    def to_python(self, value):
+        return actions_from_editor(super().to_python(value))
 
     def validate(self, value):
         forms.Field.validate(self, value)

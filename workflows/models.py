@@ -63,7 +63,14 @@ ACTIONS_JSON_SCHEMA: dict = {
             "field": {
                 "type": ["string", "null"],
                 "title": "Property",
-                "choices": [{"value": f, "title": f} for f in PROPERTY_FIELDS],
+                # A blank choice, so a property picked by mistake can be taken back.
+                "choices": [
+                    {"value": "", "title": "(none)"},
+                    *(
+                        {"value": f, "title": f.replace("_", " ").capitalize()}
+                        for f in PROPERTY_FIELDS
+                    ),
+                ],
             },
             "value": {"type": ["string", "null"], "title": "Property value"},
         },
@@ -89,10 +96,30 @@ _NEEDS = {
     ActionType.REMOVE_FROM_AD_AUDIENCE: ("audience",),
     ActionType.SET_PROPERTY: ("field", "value"),
 }
+_NEEDS_KEYS = set(ActionType.values)
 _PROPERTY_CHOICES = {
     "lifecycle_stage": set(LifecycleStage.values),
     "lead_status": {"", *LeadStatus.values},
 }
+
+
+def actions_from_editor(actions) -> list:
+    """The admin editor's list with each action's unused inputs dropped.
+
+    The editor shows every input for every action and posts the blank ones (`"field": ""`,
+    `"email": null`), and keeps what was typed into an input before the action's type was
+    changed; only the keys the chosen type takes are the user's intent.
+    """
+    if not isinstance(actions, list):
+        return actions
+    kept = []
+    for action in actions:
+        if not isinstance(action, dict) or action.get("type") not in _NEEDS_KEYS:
+            kept.append(action)
+            continue
+        keys = ("type", *_NEEDS.get(action["type"], ()))
+        kept.append({k: action[k] for k in keys if k in action and action[k] is not None})
+    return kept
 
 
 def actions_clean(actions) -> list[dict]:
