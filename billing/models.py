@@ -1,6 +1,7 @@
 from django.core.validators import MinValueValidator
 from django.db import models
 
+from billing.money import format_money
 from crm.models import BaseModel
 
 
@@ -51,7 +52,8 @@ class Subscription(BaseModel):
         ]
 
     def __str__(self) -> str:
-        return f"{self.included_contacts} contacts, {self.base_price} {self.currency}"
+        price = format_money(self.base_price, self.currency)
+        return f"{self.included_contacts:,} marketing contacts for {price} a month"
 
     @classmethod
     def load(cls) -> "Subscription":

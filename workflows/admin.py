@@ -26,7 +26,7 @@ from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
 from django_jsonform.forms.fields import JSONFormField
 
-from billing.pricing import format_money
+from billing.money import format_money
 from billing.selectors import billing_demotion_saving
 from contacts.criteria import CriteriaError, criteria_validate
 from contacts.criteria.forms import CriteriaForm, CriteriaFormField

@@ -15,7 +15,7 @@ from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
 from billing.models import Alert
-from billing.pricing import format_money
+from billing.money import format_money
 from crm.calendar import BillingCalendar
 from crm.models import Account
 

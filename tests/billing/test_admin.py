@@ -23,7 +23,7 @@ from billing.models import (
     InvoiceLine,
     Subscription,
 )
-from billing.pricing import format_money
+from billing.money import format_money
 from billing.services import billing_close_periods, billing_finalise_invoices
 from billing.templatetags.billing_tags import open_alerts_this_period
 from contacts.models import Contact
@@ -352,7 +352,7 @@ def test_a_final_invoice_cannot_be_edited_in_the_admin(root, closed_october):
     assert 'name="_save"' not in html
     assert "This invoice is final: it never changes." in html
     assert "1,025.00 USD" in html and "800.00 USD" in html and "225.00 USD" in html
-    assert "block size: 5,000" in html  # the line's inputs
+    assert "Block size: 5,000" in html  # the line's inputs
     assert 'name="lines-0-amount"' not in html
 
     response = root.post(

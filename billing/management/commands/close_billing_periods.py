@@ -12,7 +12,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from billing.management import local_time, parse_instant, period_label
-from billing.pricing import format_money
+from billing.money import format_money
 from billing.services import CloseOutcome, billing_close_periods
 from crm.calendar import BillingCalendar
 
