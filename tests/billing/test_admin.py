@@ -476,6 +476,15 @@ def test_acknowledge_action(billing, this_period):
     assert messages_of(again)[-1] == "0 alerts acknowledged; 2 already were."
 
 
+def test_acknowledging_from_the_not_yet_list_counts_what_was_chosen(billing, this_period):
+    open_ids = list(Alert.objects.filter(acknowledged_at__isnull=True).values_list("pk", flat=True))
+
+    response = run_action(billing, "alert", "acknowledge_action", open_ids, "?acknowledged=no")
+
+    assert messages_of(response) == [f"{len(open_ids)} alerts acknowledged."]
+    assert not Alert.objects.filter(acknowledged_at__isnull=True).exists()
+
+
 @pytest.mark.parametrize("who", ["auditor", "ops"])
 def test_acknowledge_is_refused_without_change_alert(request, who, this_period):
     client = request.getfixturevalue(who)
