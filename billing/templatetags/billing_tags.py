@@ -14,8 +14,10 @@ from django.db.models import Subquery
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
+from billing.admin.base import DASHBOARD_PERMISSION, format_count
 from billing.models import Alert
 from billing.money import format_money
+from billing.selectors import billing_usage
 from crm.calendar import BillingCalendar
 from crm.models import Account
 
@@ -123,4 +125,34 @@ def cost_summary(cost: dict) -> dict:
         "delta_display": signed_money(delta, currency),
         "before": format_money(int(cost.get("total_before", 0)), currency),
         "after": format_money(int(cost.get("total_after", 0)), currency),
+    }
+
+
+@register.inclusion_tag("admin/billing/home_panel.html", takes_context=True)
+def billing_home_panel(context) -> dict:
+    """The home page's billing figures: live count, peak, tier and headroom, estimate,
+    next update date and open alerts, for users who may see the billing dashboard."""
+    request = context.get("request")
+    user = getattr(request, "user", None)
+    if user is None or not user.has_perm(DASHBOARD_PERMISSION):
+        return {"usage": None}
+    usage = billing_usage(at=timezone.now())
+    currency = usage["currency"]
+    included = usage["included_contacts"]
+    return {
+        "usage": usage,
+        "live": format_count(usage["live_count"]),
+        "peak": format_count(usage["peak_count"]),
+        "included": format_count(included),
+        "headroom": format_count(usage["headroom"]),
+        "over_tier": usage["peak_count"] > included,
+        "percent_used": usage["percent_used"],
+        "estimate": format_money(usage["estimate"]["total"], currency),
+        "forecast": format_money(usage["forecast"]["total"], currency)
+        if usage.get("forecast")
+        else None,
+        "hard_cap": format_count(usage["hard_cap"]) if usage["hard_cap"] else None,
+        "next_update": usage["next_update_date"],
+        "alerts": len(usage["alerts"]),
+        "dashboard_url": reverse("admin:billing_dashboard"),
     }
