@@ -606,13 +606,25 @@ def test_banner_lists_this_periods_open_alerts_on_every_admin_page(ops, this_per
         html = ops.get(page).content.decode()
         assert 'id="billing-alert-banner"' in html, page
         banner = html.split('id="billing-alert-banner"')[1].split("</div>")[0]
-        assert "Billing alerts this period (4 unacknowledged)." in banner
-        assert "Marketing contacts reached 75% of the tier: peak 3,000 of 2,000 included." in (
-            banner
-        )
-        assert "… and 1 more." in banner
-        assert "Overage block 1" not in banner and "Old one" not in banner
+        text = " ".join(re.sub(r"<[^>]+>", " ", banner).split())
+        assert "4 billing alerts this period." in text
+        assert "75%, 90%, 98% and 100% of the tier reached." in text
+        assert "Now: peak 3,500 of 2,000 included, 3,500 marketing contacts today." in text
+        assert "block" not in text and "Old one" not in text
+        assert "3,000" not in text  # the peak the first alerts saw
         assert url("alert", "changelist") + "?acknowledged=no&amp;period=current" in banner
+        assert f'href="{DASHBOARD}"' in banner
+
+
+def test_the_banner_shows_todays_peak_not_the_one_the_alerts_saw(ops, this_period, make_contacts):
+    contacts_set_marketing(contacts=make_contacts(5), source=SRC)
+
+    banner = ops.get(INDEX).content.decode().split('id="billing-alert-banner"')[1]
+
+    assert "Now: peak 3,505 of 2,000 included, 3,505 marketing contacts today." in " ".join(
+        re.sub(r"<[^>]+>", " ", banner.split("</div>")[0]).split()
+    )
+    assert "overage block 1 started" in banner
 
 
 def test_banner_is_not_shown_to_users_who_cannot_view_alerts(sales_client, this_period):
