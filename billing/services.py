@@ -164,9 +164,10 @@ def _close_period(
             "closed_at": now,
         }
         if replay.peak_count != counter_peak:
-            BillingPeriod.objects.update_or_create(
+            _store_period(
+                existing,
                 start=start,
-                defaults=fields
+                fields=fields
                 | {
                     "status": BillingPeriodStatus.DISCREPANCY,
                     "discrepancy": {"ledger_peak": replay.peak_count, "counter_peak": counter_peak},
@@ -182,9 +183,10 @@ def _close_period(
             )
             outcome.status = "held"
             return outcome
-        period, _ = BillingPeriod.objects.update_or_create(
+        period = _store_period(
+            existing,
             start=start,
-            defaults=fields
+            fields=fields
             | {
                 "status": BillingPeriodStatus.CLOSED,
                 "discrepancy": {},
@@ -196,6 +198,18 @@ def _close_period(
         outcome.invoice_number = invoice.number
         outcome.total = invoice.total
         return outcome
+
+
+def _store_period(
+    existing: BillingPeriod | None, *, start: dt.datetime, fields: dict
+) -> BillingPeriod:
+    """Write the period's row (new, or a held one closed at last). The close holds the
+    billing lock, so it is the row's only writer: no get-or-create race to survive."""
+    period = existing or BillingPeriod(start=start)
+    for name, value in fields.items():
+        setattr(period, name, value)
+    period.save()
+    return period
 
 
 def _price_lines(price: Price) -> list[dict]:
