@@ -3,6 +3,7 @@ from django.db import models
 
 from billing.money import format_money
 from crm.models import BaseModel
+from crm.rows import row_get_or_create
 
 
 def default_alert_thresholds() -> list[int]:
@@ -57,8 +58,7 @@ class Subscription(BaseModel):
 
     @classmethod
     def load(cls) -> "Subscription":
-        subscription, _ = cls.objects.get_or_create(pk=cls.SINGLETON_PK)
-        return subscription
+        return row_get_or_create(cls, lookup={"pk": cls.SINGLETON_PK})[0]
 
 
 class BillingPeriodStatus(models.TextChoices):

@@ -88,8 +88,9 @@ class Account(BaseModel):
 
     @classmethod
     def load(cls) -> "Account":
-        account, _ = cls.objects.get_or_create(pk=cls.SINGLETON_PK)
-        return account
+        from crm.rows import row_get_or_create
+
+        return row_get_or_create(cls, lookup={"pk": cls.SINGLETON_PK})[0]
 
     @property
     def effective_update_day(self) -> int:

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.core.exceptions import EmptyResultSet
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.db.models import (
     BigIntegerField,
     Count,
@@ -59,6 +59,7 @@ from contacts.status.services import (
     contacts_status_preview,
 )
 from crm.locks import lock_usage, lock_workflow_run
+from crm.rows import row_get_or_create
 from workflows.models import (
     ActionType,
     Enrollment,
@@ -100,25 +101,24 @@ def workflow_run_request(
 ) -> WorkflowRun:
     """Record a queued run and (after commit) enqueue it. A reused idempotency key answers
     the run it made, and makes no second one."""
-    if idempotency_key:
-        existing = WorkflowRun.objects.filter(idempotency_key=idempotency_key).first()
-        if existing is not None:
-            if existing.workflow_id != workflow.pk:
+    fields = {
+        "workflow": workflow,
+        "trigger": trigger,
+        "contact_ids": contact_ids,
+        "requested_by": actor if getattr(actor, "pk", None) else None,
+    }
+    if not idempotency_key:
+        run = WorkflowRun.objects.create(**fields)
+    else:
+        run, created = row_get_or_create(
+            WorkflowRun, lookup={"idempotency_key": idempotency_key}, defaults=fields
+        )
+        if not created:
+            if run.workflow_id != workflow.pk:
                 raise WorkflowError(
                     f"The idempotency key {idempotency_key!r} was used for another workflow."
                 )
-            return existing
-    try:
-        with transaction.atomic():
-            run = WorkflowRun.objects.create(
-                workflow=workflow,
-                trigger=trigger,
-                contact_ids=contact_ids,
-                requested_by=actor if getattr(actor, "pk", None) else None,
-                idempotency_key=idempotency_key or None,
-            )
-    except IntegrityError:  # the same key, concurrently
-        return WorkflowRun.objects.get(idempotency_key=idempotency_key)
+            return run
     if trigger not in (RunTrigger.EVENT, RunTrigger.SCHEDULE):
         # A manual run counts as the latest run (the dispatcher sets it for scheduled ones;
         # event runs, about single contacts, do not move the schedule).

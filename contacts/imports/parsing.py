@@ -19,6 +19,7 @@ from contacts.models import (
 )
 from contacts.status.results import StatusError
 from contacts.status.rules import can_change_marketing_status
+from crm.rows import row_get_or_create
 
 #
 # A CSV import (DESIGN §1.3 "import") goes: upload
@@ -306,11 +307,11 @@ def _check_marketing_allowed(actor, marketing: bool) -> None:
 
 
 def import_source_default() -> Source:
-    source, _ = Source.objects.get_or_create(
-        name=IMPORT_DEFAULT_SOURCE,
+    return row_get_or_create(
+        Source,
+        lookup={"name": IMPORT_DEFAULT_SOURCE},
         defaults={"kind": SourceKind.IMPORT, "default_marketing": False},
-    )
-    return source
+    )[0]
 
 
 def _check_import_source(source: Source) -> None:

@@ -32,6 +32,7 @@ from contacts.models import (
     SourceKind,
 )
 from contacts.status.results import StatusError
+from crm.rows import row_get_or_create
 
 PHASES = {"reading": "Reading the file", "saving": "Saving contacts", "marketing": "Marketing"}
 
@@ -134,15 +135,18 @@ class Command(BaseCommand):
 
     def source(self, value: str) -> Source:
         source = Source.objects.filter(pk=int(value)).first() if value.isdigit() else None
-        if source is None:
+        if source is None and value.isdigit():
             source = Source.objects.filter(name=value).first()
-        if source is None:
-            if value.isdigit():
+            if source is None:
                 raise CommandError(f"There is no source with the id {value}.")
-            source = Source.objects.create(
-                name=value, kind=SourceKind.IMPORT, default_marketing=False
+        if source is None:
+            source, created = row_get_or_create(
+                Source,
+                lookup={"name": value},
+                defaults={"kind": SourceKind.IMPORT, "default_marketing": False},
             )
-            self.stdout.write(f"Created the import source “{value}”.")
+            if created:
+                self.stdout.write(f"Created the import source “{value}”.")
         if source.kind != SourceKind.IMPORT:
             raise CommandError(
                 f"The source “{source.name}” is a {source.get_kind_display()} source; give an "
