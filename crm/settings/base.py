@@ -180,7 +180,12 @@ CELERY_BEAT_SCHEDULE: dict = {
     "recompute-lead-scores": {"task": "workflows.recompute_scores", "schedule": 86400.0},
     # Scheduled workflows: each minute, queue the runs that are due (their own interval).
     "dispatch-due-workflows": {"task": "workflows.dispatch_due", "schedule": 60.0},
+    # Imports and workflow runs whose worker died (its lease ran out) are marked failed.
+    "expire-stale-jobs": {"task": "crm.expire_stale_jobs", "schedule": 60.0},
 }
+# A worker renews its lease on a job at each step; a job unrenewed this long is taken for
+# dead (crm/jobs.py).
+JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 300)
 
 # --- Marketable ------------------------------------------------------------
 # Bulk status changes above this many contacts ask the user to type the number.
