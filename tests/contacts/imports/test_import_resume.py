@@ -234,9 +234,7 @@ def test_a_finished_import_is_not_resumed(existing, marketing_ops):
     assert response.json() == {"detail": "This import has finished; there is nothing to resume."}
 
 
-def test_the_command_resumes_a_failed_import(
-    existing, small_chunks, settings, monkeypatch, capsys
-):
+def test_the_command_resumes_a_failed_import(existing, small_chunks, settings, monkeypatch, capsys):
     contact_import = committed()
     settings.JOB_LEASE_SECONDS = 0
     killed_while_saving(contact_import, monkeypatch, after_chunks=1)
