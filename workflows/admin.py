@@ -908,7 +908,7 @@ class WorkflowRunAdmin(ReadOnlyAdminMixin, BigTableAdmin):
         for run in queryset.filter(status=RunStatus.HELD):
             try:
                 service(run=run, user=request.user)
-            except WorkflowError as error:
+            except (WorkflowError, JobNotQueued) as error:
                 messages.error(request, f"Run #{run.pk}: {error}")
                 continue
             self.log_change(request, run, f"Held run {verb}.")
