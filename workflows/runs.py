@@ -177,8 +177,7 @@ def workflow_run_resume(*, run: WorkflowRun, enqueue: bool = True) -> WorkflowRu
         )
     run.refresh_from_db()
     if enqueue:
-        with transaction.atomic():
-            _enqueue_run(run)
+        _enqueue_run(run)
     return run
 
 
