@@ -34,6 +34,7 @@ from contacts.criteria.selectors import criteria_preview
 from contacts.intake.models import ConnectedApp
 from contacts.status.rules import MARKETING_STATUS_PERMISSION
 from crm.admin import AccountTimeZoneMixin, BigTableAdmin, ReadOnlyAdminMixin, account_time_zone
+from crm.jobs import JobNotQueued, delay, jobs_expire_stale
 from workflows.hygiene import hygiene_run
 from workflows.models import (
     ACTIONS_JSON_SCHEMA,
@@ -60,6 +61,7 @@ from workflows.runs import (
     workflow_run_approve,
     workflow_run_reject,
     workflow_run_request,
+    workflow_run_resume,
 )
 from workflows.selectors import (
     hygiene_preview,
@@ -625,7 +627,11 @@ class ScoringRuleAdmin(admin.ModelAdmin):
             raise PermissionDenied
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
-        queued = recompute_scores.delay()
+        try:
+            queued = delay(recompute_scores, what="The lead-score recompute")
+        except JobNotQueued as error:
+            self.message_user(request, str(error), messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:workflows_scoringrule_changelist"))
         if queued.ready():  # tasks run in-process (no broker)
             result = queued.get()
             if not result["rules"]:
@@ -814,12 +820,16 @@ class WorkflowAdmin(admin.ModelAdmin):
             raise PermissionDenied
         if request.method != "POST":
             return HttpResponseRedirect(reverse("admin:workflows_workflow_preview", args=[pk]))
-        run = workflow_run_request(
-            workflow=workflow,
-            trigger=RunTrigger.MANUAL,
-            actor=request.user,
-            idempotency_key=request.POST.get("run_key") or None,
-        )
+        try:
+            run = workflow_run_request(
+                workflow=workflow,
+                trigger=RunTrigger.MANUAL,
+                actor=request.user,
+                idempotency_key=request.POST.get("run_key") or None,
+            )
+        except JobNotQueued as error:  # the run is recorded, failed with the reason
+            messages.error(request, str(error))
+            return HttpResponseRedirect(reverse("admin:workflows_workflowrun_changelist"))
         self.log_change(request, workflow, f"Run #{run.pk} requested.")
         run.refresh_from_db()
         messages.info(request, f"Run #{run.pk}: {run.get_status_display().lower()}.")
@@ -903,7 +913,7 @@ class WorkflowRunAdmin(ReadOnlyAdminMixin, BigTableAdmin):
         for run in queryset.filter(status=RunStatus.HELD):
             try:
                 service(run=run, user=request.user)
-            except WorkflowError as error:
+            except (WorkflowError, JobNotQueued) as error:
                 messages.error(request, f"Run #{run.pk}: {error}")
                 continue
             self.log_change(request, run, f"Held run {verb}.")
@@ -913,8 +923,29 @@ class WorkflowRunAdmin(ReadOnlyAdminMixin, BigTableAdmin):
         view = self.admin_site.admin_view
         return [
             path("<int:pk>/decide/", view(self.decide_view), name="workflows_workflowrun_decide"),
+            path("<int:pk>/resume/", view(self.resume_view), name="workflows_workflowrun_resume"),
             *super().get_urls(),
         ]
+
+    def resume_view(self, request, pk):
+        """POST: queue a failed run again; it goes on from its cursor."""
+        run = get_object_or_404(WorkflowRun, pk=pk)
+        if request.method != "POST" or not request.user.has_perm(RUN_PERMISSION):
+            raise PermissionDenied
+        try:
+            workflow_run_resume(run=run)
+        except (WorkflowError, JobNotQueued) as error:
+            messages.error(request, str(error))
+        else:
+            self.log_change(request, run, "Failed run resumed.")
+            messages.success(
+                request, f"Run #{run.pk} is queued again: it goes on where it stopped."
+            )
+        return HttpResponseRedirect(reverse("admin:workflows_workflowrun_change", args=[run.pk]))
+
+    def changelist_view(self, request, extra_context=None):
+        jobs_expire_stale(model=WorkflowRun)  # running runs whose worker died
+        return super().changelist_view(request, extra_context)
 
     def decide_view(self, request, pk):
         run = get_object_or_404(WorkflowRun, pk=pk)
@@ -931,9 +962,12 @@ class WorkflowRunAdmin(ReadOnlyAdminMixin, BigTableAdmin):
         return HttpResponseRedirect(reverse("admin:workflows_workflowrun_change", args=[run.pk]))
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
+        if str(object_id).isdigit():
+            jobs_expire_stale(model=WorkflowRun, pk=int(object_id))  # its worker died?
         extra_context = {
             **(extra_context or {}),
             "can_decide": self.has_approve_permission(request),
+            "can_resume": request.user.has_perm(RUN_PERMISSION),
         }
         return super().change_view(request, object_id, form_url, extra_context)
 

@@ -12,7 +12,7 @@ from contacts.models import (
     LeadStatus,
     LifecycleStage,
 )
-from crm.models import BaseModel
+from crm.models import BaseModel, LeasedJob
 
 # A workflow: criteria (contacts.criteria) and ordered actions over the contacts that
 # NEWLY meet them. `Enrollment` (unique per workflow and contact) is what makes "newly":
@@ -318,8 +318,17 @@ class RunStatus(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
-class WorkflowRun(models.Model):
-    """One run of a workflow. Only the system writes it (the admin shows it read-only)."""
+class WorkflowRun(LeasedJob):
+    """One run of a workflow. Only the system writes it (the admin shows it read-only).
+
+    A worker runs it under a lease (crm.jobs): one that dies leaves it failed, and a resume
+    goes on from `cursor` (and sends first the email of chunks before `emailed_through`).
+    """
+
+    LEASE_RUNNING = RunStatus.RUNNING
+    LEASE_FAILED = RunStatus.FAILED
+    LEASE_MESSAGE_FIELD = "error"
+    LEASE_NOUN = "workflow run"
 
     workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="runs")
     trigger = models.CharField(max_length=20, choices=RunTrigger.choices)
@@ -341,6 +350,11 @@ class WorkflowRun(models.Model):
     results = models.JSONField(default=dict, blank=True, help_text="Per action counts.")
     cursor = models.BigIntegerField(
         default=0, help_text="Contacts with ids below this are done (a rerun resumes here)."
+    )
+    emailed_through = models.BigIntegerField(
+        default=0,
+        help_text="Contacts with ids below this have had the run's marketing email (sent after "
+        "each chunk's commit; a resumed run first sends what a killed one had not).",
     )
     hold_reason = models.TextField(blank=True)
     held_by_limit = models.BooleanField(default=False)
@@ -365,7 +379,15 @@ class WorkflowRun(models.Model):
 
     class Meta:
         ordering = ["-id"]
-        indexes = [models.Index(fields=["workflow", "-id"], name="workflowrun_workflow_idx")]
+        indexes = [
+            models.Index(fields=["workflow", "-id"], name="workflowrun_workflow_idx"),
+            # The minute's check for runs whose worker died reads only the running ones.
+            models.Index(
+                fields=["lease_expires_at"],
+                condition=models.Q(status="running"),
+                name="workflowrun_running_idx",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"Run #{self.pk} of {self.workflow_id} ({self.status})"

@@ -285,8 +285,6 @@ def _dedupe(cursor, contact_import: ContactImport) -> None:
         )
         cursor.execute(f"DELETE FROM {STAGE_TABLE} WHERE line IN (SELECT s.line {repeated})")
         cursor.execute(unique)
-    if not (postgresql and not FORCE_PORTABLE):  # the portable upsert walks lines
-        cursor.execute(f"CREATE INDEX {STAGE_TABLE}_line ON {STAGE_TABLE} (line)")
     if postgresql:
         cursor.execute("RESET maintenance_work_mem")
     cursor.execute(f"ANALYZE {STAGE_TABLE}")

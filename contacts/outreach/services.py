@@ -340,7 +340,12 @@ def marketing_email_send(*, email, contacts: QuerySet | None = None, actor=None)
             locked.excluded_bounced = breakdown.excluded_bounced
             locked.save()
         email_id = locked.pk
-        jobs.enqueue(send_marketing_email, email_id)
+        jobs.enqueue(
+            send_marketing_email,
+            email_id,
+            what=f"The send of “{locked}”",
+            remedy="Nothing more was sent: send it again once the queue is back (it resumes).",
+        )
     email.refresh_from_db()
     return SendOutcome(email_id=email.pk, status=email.status, breakdown=breakdown)
 
@@ -384,7 +389,12 @@ def marketing_email_release_stale_claims(
             logger.info(
                 "released %s stale claims of marketing email %s (by %s)", released, locked.pk, actor
             )
-            jobs.enqueue(send_marketing_email, locked.pk)
+            jobs.enqueue(
+                send_marketing_email,
+                locked.pk,
+                what=f"The send of “{locked}”",
+                remedy="The claims are released: send it again once the queue is back.",
+            )
     email.refresh_from_db()
     return released
 

@@ -50,6 +50,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "crm.middleware.ServiceUnavailableMiddleware",  # a 503, not a traceback, when the DB is down
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -201,7 +202,12 @@ CELERY_BEAT_SCHEDULE: dict = {
     "recompute-lead-scores": {"task": "workflows.recompute_scores", "schedule": 86400.0},
     # Scheduled workflows: each minute, queue the runs that are due (their own interval).
     "dispatch-due-workflows": {"task": "workflows.dispatch_due", "schedule": 60.0},
+    # Imports and workflow runs whose worker died (its lease ran out) are marked failed.
+    "expire-stale-jobs": {"task": "crm.expire_stale_jobs", "schedule": 60.0},
 }
+# A worker renews its lease on a job at each step; a job unrenewed this long is taken for
+# dead (crm/jobs.py).
+JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 300)
 
 # --- Marketable ------------------------------------------------------------
 # Bulk status changes above this many contacts ask the user to type the number.
