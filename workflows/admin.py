@@ -31,9 +31,11 @@ from billing.selectors import billing_demotion_saving
 from contacts.criteria import CriteriaError, criteria_validate
 from contacts.criteria.forms import CriteriaForm, CriteriaFormField
 from contacts.criteria.selectors import criteria_preview
+from contacts.criteria.validation import MAX_YEAR, MIN_YEAR
 from contacts.intake.models import ConnectedApp
 from contacts.status.rules import MARKETING_STATUS_PERMISSION
 from crm.admin import AccountTimeZoneMixin, BigTableAdmin, ReadOnlyAdminMixin, account_time_zone
+from crm.instants import InstantField
 from workflows.hygiene import hygiene_run
 from workflows.models import (
     ACTIONS_JSON_SCHEMA,
@@ -82,7 +84,7 @@ class CriteriaTesterForm(CriteriaForm):
         help_text='HubSpot\'s shape, e.g. {"filterGroups": [{"filters": [{"propertyName": '
         '"lifecyclestage", "operator": "EQ", "value": "lead"}]}]}. Overrides the editor.',
     )
-    now = forms.DateTimeField(
+    now = InstantField(
         label="As of",
         required=False,
         help_text="Day windows count back from this instant (default: now).",
@@ -91,6 +93,12 @@ class CriteriaTesterForm(CriteriaForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["criteria"].required = False
+
+    def clean_now(self):
+        now = self.cleaned_data.get("now")
+        if now is not None and not MIN_YEAR <= now.year <= MAX_YEAR:
+            raise forms.ValidationError(f"Give an instant in the years {MIN_YEAR} to {MAX_YEAR}.")
+        return now
 
     def clean(self):
         cleaned = super().clean()
