@@ -8,6 +8,8 @@ class CrmConfig(AppConfig):
     def ready(self):
         from django.db.backends.signals import connection_created
 
+        from crm.inputs import admin_json_fields_checked
         from crm.instants import register_utc_datetimes
 
         connection_created.connect(register_utc_datetimes, dispatch_uid="crm.utc_datetimes")
+        admin_json_fields_checked()

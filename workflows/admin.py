@@ -35,6 +35,7 @@ from contacts.criteria.validation import MAX_YEAR, MIN_YEAR
 from contacts.intake.models import ConnectedApp
 from contacts.status.rules import MARKETING_STATUS_PERMISSION
 from crm.admin import AccountTimeZoneMixin, BigTableAdmin, ReadOnlyAdminMixin, account_time_zone
+from crm.inputs import JSONInputError, JSONInputFormMixin, json_input_loads
 from crm.instants import InstantField
 from workflows.hygiene import hygiene_run
 from workflows.models import (
@@ -106,7 +107,10 @@ class CriteriaTesterForm(CriteriaForm):
         if raw:
             self.errors.pop("criteria", None)
             try:
-                tree = json.loads(raw)
+                tree = json_input_loads(raw)
+            except JSONInputError as exc:
+                self.add_error("raw", str(exc))
+                return cleaned
             except ValueError as exc:
                 self.add_error("raw", f"Not JSON: {exc}")
                 return cleaned
@@ -652,7 +656,7 @@ RUN_PERMISSION = "workflows.run_workflow"
 RECENT_RUNS = 10
 
 
-class ActionsFormField(JSONFormField):
+class ActionsFormField(JSONInputFormMixin, JSONFormField):
     """The actions editor (django-jsonform); `actions_clean` validates, not the widget's own
     validator (which wants every optional key present). Empty keys are dropped."""
 
