@@ -128,6 +128,8 @@ class ContactImportSerializer(serializers.ModelSerializer):
     def get_counts(self, obj) -> dict:
         return {
             "rows": obj.rows,
+            "imported": obj.imported_count,
+            "reported": obj.reported_count,
             "created": obj.created_count,
             "updated": obj.updated_count,
             "unchanged": obj.unchanged_count,
