@@ -31,9 +31,12 @@ from billing.selectors import billing_demotion_saving
 from contacts.criteria import CriteriaError, criteria_validate
 from contacts.criteria.forms import CriteriaForm, CriteriaFormField
 from contacts.criteria.selectors import criteria_preview
+from contacts.criteria.validation import MAX_YEAR, MIN_YEAR
 from contacts.intake.models import ConnectedApp
 from contacts.status.rules import MARKETING_STATUS_PERMISSION
 from crm.admin import AccountTimeZoneMixin, BigTableAdmin, ReadOnlyAdminMixin, account_time_zone
+from crm.inputs import JSONInputError, JSONInputFormMixin, json_input_loads
+from crm.instants import InstantField
 from crm.jobs import JobNotQueued, delay, jobs_expire_stale
 from workflows.hygiene import hygiene_run
 from workflows.models import (
@@ -85,7 +88,7 @@ class CriteriaTesterForm(CriteriaForm):
         help_text='HubSpot\'s shape, e.g. {"filterGroups": [{"filters": [{"propertyName": '
         '"lifecyclestage", "operator": "EQ", "value": "lead"}]}]}. Overrides the editor.',
     )
-    now = forms.DateTimeField(
+    now = InstantField(
         label="As of",
         required=False,
         help_text="Day windows count back from this instant (default: now).",
@@ -95,13 +98,22 @@ class CriteriaTesterForm(CriteriaForm):
         super().__init__(*args, **kwargs)
         self.fields["criteria"].required = False
 
+    def clean_now(self):
+        now = self.cleaned_data.get("now")
+        if now is not None and not MIN_YEAR <= now.year <= MAX_YEAR:
+            raise forms.ValidationError(f"Give an instant in the years {MIN_YEAR} to {MAX_YEAR}.")
+        return now
+
     def clean(self):
         cleaned = super().clean()
         raw = (cleaned.get("raw") or "").strip()
         if raw:
             self.errors.pop("criteria", None)
             try:
-                tree = json.loads(raw)
+                tree = json_input_loads(raw)
+            except JSONInputError as exc:
+                self.add_error("raw", str(exc))
+                return cleaned
             except ValueError as exc:
                 self.add_error("raw", f"Not JSON: {exc}")
                 return cleaned
@@ -651,7 +663,7 @@ RUN_PERMISSION = "workflows.run_workflow"
 RECENT_RUNS = 10
 
 
-class ActionsFormField(JSONFormField):
+class ActionsFormField(JSONInputFormMixin, JSONFormField):
     """The actions editor (django-jsonform); `actions_clean` validates, not the widget's own
     validator (which wants every optional key present). Inputs the chosen action does not
     use are dropped first (`actions_from_editor`)."""

@@ -151,6 +151,7 @@ class ContactImportAdmin(AccountTimeZoneMixin, admin.ModelAdmin):
             "Counts",
             {
                 "fields": [
+                    "accounting_display",
                     "rows",
                     "created_count",
                     "updated_count",
@@ -206,6 +207,15 @@ class ContactImportAdmin(AccountTimeZoneMixin, admin.ModelAdmin):
         if obj.status in (ImportStatus.QUEUED, ImportStatus.RUNNING):
             return f"{obj.progress_percent}% ({obj.phase or obj.status})"
         return obj.get_status_display()
+
+    @admin.display(description="Rows read")
+    def accounting_display(self, obj: ContactImport) -> str:
+        if obj.status not in (ImportStatus.DONE, ImportStatus.HELD):
+            return "—"
+        return (
+            f"{obj.rows:,} = {obj.imported_count:,} imported + {obj.reported_count:,} "
+            "reported (row errors)"
+        )
 
     @admin.display(description="Row errors")
     def errors_link(self, obj: ContactImport):

@@ -114,6 +114,17 @@ class ContactImport(LeasedJob, BaseModel):
             return 0
         return min(100, self.processed_rows * 100 // self.total_rows)
 
+    # Every row read is accounted for: rows == imported_count + reported_count once it ran.
+    @property
+    def imported_count(self) -> int:
+        """Rows that created, updated or matched (unchanged) a contact."""
+        return self.created_count + self.updated_count + self.unchanged_count
+
+    @property
+    def reported_count(self) -> int:
+        """Rows with a row error: invalid, or a duplicate email a later row replaced."""
+        return self.invalid_count + self.duplicate_count
+
     @property
     def marketing_idempotency_key(self) -> str:
         return f"import:{self.pk}:marketing"

@@ -19,6 +19,7 @@ from contacts.models import (
 )
 from contacts.status.results import StatusError
 from contacts.status.rules import can_change_marketing_status
+from crm.inputs import NUL
 from crm.rows import row_get_or_create
 
 #
@@ -211,6 +212,11 @@ def _read_head(head: bytes) -> CsvHead:
     columns = [c.strip() for c in columns]
     seen: dict[str, int] = {}
     for number, name in enumerate(columns, start=1):
+        if NUL in name:
+            raise ImportFileError(
+                f"The header's column {number} contains a NUL character (\\0); remove it and "
+                "upload the file again."
+            )
         if name and name in seen:
             raise ImportFileError(
                 f"The header names the column “{name}” twice (columns {seen[name]} and "

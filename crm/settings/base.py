@@ -51,6 +51,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "crm.middleware.ServiceUnavailableMiddleware",  # a 503, not a traceback, when the DB is down
+    "crm.middleware.reject_nul_in_url",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -144,6 +145,12 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["crm.api.StrictModelPermissions"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "crm.api.CreatedCursorPagination",
+    # DRF's parsers with a JSON nesting limit and no NUL character in text (crm.parsers).
+    "DEFAULT_PARSER_CLASSES": [
+        "crm.parsers.JSONParser",
+        "crm.parsers.FormParser",
+        "crm.parsers.MultiPartParser",
+    ],
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     # Public intake (forms, external forms, chatflows) per client address; connected apps and

@@ -4,6 +4,7 @@ from rest_framework import serializers
 from contacts.criteria import CriteriaError, criteria_validate
 from contacts.engagement.models import EngagementType
 from contacts.engagement.services import ENGAGEMENT_BATCH_MAX
+from crm.inputs import JSONInputField
 from workflows.models import (
     DEFAULT_UNENGAGED_DAYS,
     MAX_UNENGAGED_DAYS,
@@ -15,11 +16,11 @@ from workflows.models import (
 
 
 class WorkflowSerializer(serializers.ModelSerializer):
-    criteria = serializers.JSONField(
+    criteria = JSONInputField(
         help_text='HubSpot\'s filterGroups, e.g. {"filterGroups": [{"filters": '
         '[{"propertyName": "lifecycle_stage", "operator": "EQ", "value": "mql"}]}]}.'
     )
-    actions = serializers.JSONField(
+    actions = JSONInputField(
         required=False,
         help_text='Ordered list: {"type": "set_marketing"}, {"type": "set_non_marketing"}, '
         '{"type": "send_marketing_email", "email": <id>}, {"type": "add_to_ad_audience", '

@@ -16,7 +16,6 @@ from rest_framework import viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.generics import GenericAPIView
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 
@@ -32,6 +31,7 @@ from contacts.selectors import (
     contact_list,
 )
 from contacts.status.rules import MARKETING_STATUS_PERMISSION
+from crm.parsers import FormParser, JSONParser, MultiPartParser
 
 
 def _import_response(contact_import, request, status=http.HTTP_200_OK) -> Response:

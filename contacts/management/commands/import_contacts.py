@@ -221,7 +221,8 @@ class Command(BaseCommand):
             f"Import #{c.pk} {c.get_status_display().lower()}: {c.created_count:,} created, "
             f"{c.updated_count:,} updated, {c.unchanged_count:,} unchanged, "
             f"{c.invalid_count:,} invalid, {c.duplicate_count:,} duplicates, "
-            f"{c.marketing_count:,} became marketing."
+            f"{c.marketing_count:,} became marketing. Rows read: {c.rows:,} = "
+            f"{c.imported_count:,} imported + {c.reported_count:,} reported."
         )
         if c.status == ImportStatus.FAILED:
             return
