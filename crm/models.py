@@ -5,6 +5,8 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
+from crm.rows import row_get_or_create
+
 
 class BaseModel(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -116,8 +118,6 @@ class Account(BaseModel):
 
     @classmethod
     def load(cls) -> "Account":
-        from crm.rows import row_get_or_create
-
         return row_get_or_create(cls, lookup={"pk": cls.SINGLETON_PK})[0]
 
     @property
