@@ -173,20 +173,29 @@ def workers(request, media_root, settings, tmp_path):
 
 @contextmanager
 def web_broker(settings, url: str):
-    """This process (the web side) enqueues to `url` on this suite's queue, as production does."""
+    """This process (the web side) enqueues to `url` on this suite's queue, as production does.
+
+    The project's app is made the current one: the tasks are shared tasks, sent through the
+    current app, and a test that starts an in-process worker leaves its own app current.
+    """
+    from celery._state import get_current_app
+
     from crm.celery import app
 
+    previous = get_current_app()
     saved = {
         name: app.conf[name] for name in ("broker_url", "task_always_eager", "task_default_queue")
     }
     settings.CELERY_TASK_ALWAYS_EAGER = False
     app.conf.update(broker_url=url, task_always_eager=False, task_default_queue=QUEUE)
+    app.set_current()
     _forget_connections(app)
     try:
         yield
     finally:
         app.conf.update(saved)
         _forget_connections(app)
+        previous.set_current()
 
 
 def _forget_connections(app) -> None:

@@ -30,9 +30,10 @@ from workflows.models import Enrollment, WorkflowRun
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
-# Chunks of 500 and a pause of 0.3 s at each step; a lease of 6 s, renewed at each step
-# (well above the longest step of a cold worker on a busy machine, so only a kill ends it).
-SLOW = {"FAULTS_IMPORT_BATCH": 500, "FAULTS_WORKFLOW_BATCH": 500, "FAULTS_STEP_PAUSE": 0.3}
+# Chunks of 500 and a pause of 0.5 s at each step (a busy machine still kills it mid-way); a
+# lease of 6 s, renewed at each step (well above the longest step of a cold worker on a busy
+# machine, so only a kill ends it).
+SLOW = {"FAULTS_IMPORT_BATCH": 500, "FAULTS_WORKFLOW_BATCH": 500, "FAULTS_STEP_PAUSE": 0.5}
 LEASE = {"JOB_LEASE_SECONDS": 6}
 
 
@@ -117,6 +118,7 @@ def test_a_workflow_run_killed_mid_way_resumes_on_a_new_worker_to_the_uninterrup
         first,
     )
     first.kill()
+    assert WorkflowRun.objects.get(pk=run["id"]).status == "running"
     assert 1_000 <= Enrollment.objects.count() < 3_000
 
     # When its lease runs out, its API says so
@@ -143,16 +145,18 @@ def test_a_close_killed_mid_period_closes_every_period_once_on_a_new_worker(work
     ]
     first = workers(FAULTS_STEP_PAUSE=1)
 
-    # Given the worker is killed inside the third period's transaction, two periods closed
+    # Given the worker is killed inside a period's transaction, at least two periods closed
     close_periods.delay()
     wait_for(
-        lambda: BillingPeriod.objects.count() == 2 and first.in_transaction(),
-        "two closed periods and the third under way",
+        lambda: BillingPeriod.objects.count() >= 2 and first.in_transaction(),
+        "two closed periods and the next under way",
         first,
     )
     first.kill()
-    # the third period's transaction died with it: nothing of it is left
-    assert (BillingPeriod.objects.count(), Invoice.objects.count()) == (2, 2)
+    # the period under way died with it: nothing of it is left, the others are whole
+    closed_before = BillingPeriod.objects.count()
+    assert 2 <= closed_before < len(periods)
+    assert Invoice.objects.count() == closed_before
 
     # When the close runs again on a new worker (the beat's next hour, or a retry)
     second = workers()
