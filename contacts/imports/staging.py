@@ -247,12 +247,15 @@ def _row_detector(contact_import: ContactImport) -> Callable[[list[str], int], l
 
 
 def _swallowed_message(line: int, end: int, rows: list[int]) -> str:
-    inside = ", ".join(map(str, rows))
+    inside = (
+        f"line {rows[0]} inside it reads as a row of its own"
+        if len(rows) == 1
+        else f"lines {', '.join(map(str, rows))} inside it read as rows of their own"
+    )
     return (
-        f"A quoted value runs over {_lines(line, end)}, and line{'s' if len(rows) > 1 else ''} "
-        f"{inside} inside it read{'' if len(rows) > 1 else 's'} as a row of its own: a quote "
-        f"is closed too late, or not at all. None of {_lines(line, end)} was imported; fix "
-        "the quotes and import these lines again."
+        f"A quoted value runs over {_lines(line, end)}, and {inside}: a quote is closed too "
+        f"late, or not at all. None of {_lines(line, end)} was imported; fix the quotes and "
+        "import these lines again."
     )
 
 
@@ -261,9 +264,9 @@ def _unreadable(error: csv.Error, line: int, end: int) -> str:
     reason = str(error)
     if "unexpected end of data" in reason:
         return (
-            f"A quote opened in the row on line {line} is never closed: {_lines(line, end)} "
-            "(to the end of the file) were read as one value, so none of them was imported. "
-            "Close the quote and import these lines again."
+            f"A quote opened in the row on line {line} is never closed: everything from there "
+            f"to the end of the file ({_lines(line, end)}) was read as one value, so none of it "
+            "was imported. Close the quote and import these lines again."
         )
     if "expected after" in reason:
         return (

@@ -68,9 +68,9 @@ def test_a_quote_left_open_to_the_end_of_the_file_is_a_row_error_naming_its_line
         (
             2,
             "",
-            "A quote opened in the row on line 2 is never closed: lines 2–3 (to the end of "
-            "the file) were read as one value, so none of them was imported. Close the quote "
-            "and import these lines again.",
+            "A quote opened in the row on line 2 is never closed: everything from there to "
+            "the end of the file (lines 2–3) was read as one value, so none of it was "
+            "imported. Close the quote and import these lines again.",
         )
     ]
     assert emails() == []
@@ -106,9 +106,29 @@ def test_a_quote_closed_too_late_swallows_no_row_silently(account, tmp_path, pat
         (
             2,
             "",
-            "A quoted value runs over lines 2–4, and lines 3, 4 inside it read as a row of "
-            "its own: a quote is closed too late, or not at all. None of lines 2–4 was "
+            "A quoted value runs over lines 2–4, and lines 3, 4 inside it read as rows of "
+            "their own: a quote is closed too late, or not at all. None of lines 2–4 was "
             "imported; fix the quotes and import these lines again.",
+        )
+    ]
+    assert accounting(done) == (2, 1, 1)
+
+
+def test_a_quote_closed_one_line_late_is_reported_with_the_line_it_swallowed(
+    account, tmp_path, path
+):
+    text = 'email,first_name\nq1@example.com,"Open\nq2@example.com,Two"\nq3@example.com,Three\n'
+
+    done, _ = import_file(tmp_path, text)
+
+    assert emails() == ["q3@example.com"]
+    assert errors_of(done) == [
+        (
+            2,
+            "",
+            "A quoted value runs over lines 2–3, and line 3 inside it reads as a row of its "
+            "own: a quote is closed too late, or not at all. None of lines 2–3 was imported; "
+            "fix the quotes and import these lines again.",
         )
     ]
     assert accounting(done) == (2, 1, 1)
