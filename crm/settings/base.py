@@ -124,10 +124,15 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["crm.api.StrictModelPermissions"],
-    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    # The API reads JSON, as its schema says; views that take forms or files say so themselves.
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
+    # The Accept header chooses a representation; no ?format= (DRF answers 404 to an unknown one).
+    "URL_FORMAT_OVERRIDE": None,
+    "DEFAULT_FILTER_BACKENDS": ["crm.api.StrictFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "crm.api.CreatedCursorPagination",
     "PAGE_SIZE": 50,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "crm.schema.AutoSchema",
     # Public intake (forms, external forms, chatflows) per client address; connected apps and
     # ad accounts per token (contacts.intake.api.auth).
     "DEFAULT_THROTTLE_RATES": {
