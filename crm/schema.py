@@ -15,7 +15,8 @@ them one by one:
 * 415 when it takes a body (a media type it does not parse);
 * 429 when it is throttled.
 
-A view's own declaration of a status (with its description) wins over the default one.
+A view's own declaration of a status (with its description) wins over the default one;
+an error it declares without a body gets the standard body.
 """
 
 from __future__ import annotations
@@ -59,14 +60,13 @@ class AutoSchema(openapi.AutoSchema):
             return None
         responses = operation["responses"]
         for status in self._error_statuses(operation):
-            code = str(status)
-            if code in responses:
-                continue
-            body = self._messages_ref() if status in (400, 409) else self._error_ref()
-            responses[code] = {
-                "description": ERROR_DESCRIPTIONS[status],
-                "content": {"application/json": {"schema": body}},
-            }
+            responses.setdefault(str(status), {"description": ERROR_DESCRIPTIONS[status]})
+        for code, response in responses.items():
+            if code.startswith("4") and "content" not in response:
+                # A view may declare an error with its own description only: the body is
+                # the standard one all the same.
+                body = self._messages_ref() if code in ("400", "409") else self._error_ref()
+                response["content"] = {"application/json": {"schema": body}}
         operation["responses"] = dict(sorted(responses.items()))
         return operation
 

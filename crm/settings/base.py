@@ -159,6 +159,7 @@ SPECTACULAR_SETTINGS = {
         "StatusSourceTypeEnum": "contacts.models.StatusSourceType",
         "AlertKindEnum": "billing.models.AlertKind",
         "EngagementTypeEnum": "contacts.engagement.models.EngagementType",
+        "CommunicationTypeEnum": "contacts.outreach.models.CommunicationType",
     },
 }
 
