@@ -10,7 +10,7 @@ from rest_framework.test import APIClient
 from contacts.models import Contact, Source
 from contacts.outreach.models import AdAudience, ContactList
 from crm.exceptions import exception_handler
-from tests.factories import ContactFactory, UserFactory
+from tests.factories import ContactFactory, SourceFactory, UserFactory
 from workflows.models import Workflow
 
 
@@ -37,8 +37,7 @@ def api(account):
             "default_marketing",
         ),
         ("/api/contacts/", {"email": "a@example.com", "lead_score": "5"}, "lead_score"),
-        ("/api/contacts/", {"email": "a@example.com", "source": "1"}, "source"),
-        ("/api/contacts/", {"email": "a@example.com", "unsubscribed": None}, "unsubscribed"),
+        ("/api/contacts/", {"email": "a@example.com", "unsubscribed": "yes"}, "unsubscribed"),
         ("/api/workflows/", {"name": "W", "criteria": {}, "enabled": 1}, "enabled"),
     ],
 )
@@ -55,6 +54,18 @@ def test_a_value_of_the_wrong_json_type_is_refused(api, url, body, field):
 def stored() -> tuple[int, ...]:
     models = (Contact, Source, AdAudience, ContactList, Workflow)
     return tuple(model.objects.count() for model in models)
+
+
+def test_a_reference_given_as_text_is_refused(api):
+    source = SourceFactory(name="Fair", kind="manual")
+
+    response = api.post(
+        "/api/contacts/", {"email": "a@example.com", "source": str(source.pk)}, format="json"
+    )
+
+    assert response.status_code == 400
+    assert "source" in response.json()
+    assert not Contact.objects.exists()
 
 
 def test_an_id_list_refuses_ids_given_as_text(api):

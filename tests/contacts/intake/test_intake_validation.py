@@ -19,7 +19,7 @@ def form(account):
         form=Form(
             name="Newsletter",
             slug="newsletter",
-            fields=[{"name": "first_name", "required": False}, {"name": "contact_type"}],
+            fields=[{"name": "first_name", "required": False}],
         )
     )
 
@@ -33,9 +33,9 @@ def nothing_stored() -> bool:
     [
         ({"email": "a@example.com", "first_name": 7}, "first_name"),
         ({"email": "a@example.com", "consent": "yes"}, "consent"),
+        # a field this form does not ask is still checked against the documented choices
         ({"email": "a@example.com", "contact_type": "AAA"}, "contact_type"),
         ({"email": "a@example.com", "website": None}, "website"),
-        ({"email": ["a@example.com"]}, "email"),
     ],
 )
 def test_a_form_submission_of_the_wrong_type_is_refused(form, body, field):
