@@ -8,7 +8,7 @@ import datetime as dt
 import math
 
 from django.core.mail import send_mail
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from billing.models import (
@@ -25,6 +25,7 @@ from contacts.status.models import (
     StatusChange,
 )
 from crm.calendar import BillingCalendar
+from crm.rows import row_get_or_create
 
 
 def threshold_crossings(*, peak: int, subscription: Subscription) -> list[tuple[str, int]]:
@@ -80,23 +81,20 @@ def billing_fire_alerts(
     for kind, threshold in candidates:
         if (kind, threshold) in fired:
             continue
-        try:
-            with transaction.atomic():
-                created.append(
-                    Alert.objects.create(
-                        period_start=period_start,
-                        kind=kind,
-                        threshold=threshold,
-                        fired_at=now,
-                        peak_count=peak,
-                        message=_alert_message(
-                            kind, threshold, peak=peak, subscription=subscription, detail=detail
-                        ),
-                        recipients=", ".join(recipients),
-                    )
-                )
-        except IntegrityError:
-            continue  # another worker fired it first
+        alert, new = row_get_or_create(
+            Alert,
+            lookup={"period_start": period_start, "kind": kind, "threshold": threshold},
+            defaults={
+                "fired_at": now,
+                "peak_count": peak,
+                "message": _alert_message(
+                    kind, threshold, peak=peak, subscription=subscription, detail=detail
+                ),
+                "recipients": ", ".join(recipients),
+            },
+        )
+        if new:  # else another worker fired it first
+            created.append(alert)
     if created and recipients:
         body = "\n".join(alert.message for alert in created)
         transaction.on_commit(
@@ -121,10 +119,9 @@ def _bump(model, key: dict, **increments) -> None:
         updates[name] = Greatest(F(name), value) if op == "max" else F(name) + value
     if model.objects.filter(**key).update(**updates):
         return
-    try:
-        with transaction.atomic():
-            model.objects.create(**key, **{name: value for name, (_, value) in increments.items()})
-    except IntegrityError:
+    first = {name: value for name, (_, value) in increments.items()}
+    _, created = row_get_or_create(model, lookup=key, defaults=first)
+    if not created:  # a concurrent caller created it first
         model.objects.filter(**key).update(**updates)
 
 

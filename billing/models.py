@@ -1,7 +1,9 @@
 from django.core.validators import MinValueValidator
 from django.db import models
 
+from billing.money import format_money
 from crm.models import BaseModel
+from crm.rows import row_get_or_create
 
 
 def default_alert_thresholds() -> list[int]:
@@ -51,12 +53,12 @@ class Subscription(BaseModel):
         ]
 
     def __str__(self) -> str:
-        return f"{self.included_contacts} contacts, {self.base_price} {self.currency}"
+        price = format_money(self.base_price, self.currency)
+        return f"{self.included_contacts:,} marketing contacts for {price} a month"
 
     @classmethod
     def load(cls) -> "Subscription":
-        subscription, _ = cls.objects.get_or_create(pk=cls.SINGLETON_PK)
-        return subscription
+        return row_get_or_create(cls, lookup={"pk": cls.SINGLETON_PK})[0]
 
 
 class BillingPeriodStatus(models.TextChoices):

@@ -8,20 +8,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-# Currencies whose minor unit is the unit itself (ISO 4217 exponent 0).
-ZERO_DECIMAL_CURRENCIES = frozenset(
-    {"BIF", "CLP", "ISK", "JPY", "KRW", "PYG", "UGX", "VND", "XAF", "XOF"}
-)
-
-
-def format_money(amount: int, currency: str) -> str:
-    """Integer minor units as "1,025.00 USD" (never through a float); -22500 → "-225.00 USD"."""
-    sign = "-" if amount < 0 else ""
-    if currency.upper() in ZERO_DECIMAL_CURRENCIES:
-        return f"{sign}{abs(amount):,} {currency}"
-    major, minor = divmod(abs(amount), 100)
-    return f"{sign}{major:,}.{minor:02d} {currency}"
-
 
 def overage_blocks(*, peak: int, included: int, block_size: int) -> int:
     """ceil(max(0, peak - included) / block_size), in integers."""

@@ -134,9 +134,9 @@ def _close_period(
     with transaction.atomic():
         lock_usage()  # the rollover below takes it: first, in the order of crm.locks
         subscription = lock_billing()
-        existing = BillingPeriod.objects.filter(start=start).first()
+        existing = BillingPeriod.objects.filter(start=start).select_related("invoice").first()
         if existing is not None and existing.status == BillingPeriodStatus.CLOSED:
-            return CloseOutcome(start, end, "already_closed", peak_count=existing.peak_count)
+            return _already_closed(existing)
         applied = 0
         if not dry_run:
             applied = contacts_rollover(as_of=end, at=max(now, end)).applied
@@ -164,9 +164,10 @@ def _close_period(
             "closed_at": now,
         }
         if replay.peak_count != counter_peak:
-            BillingPeriod.objects.update_or_create(
+            _store_period(
+                existing,
                 start=start,
-                defaults=fields
+                fields=fields
                 | {
                     "status": BillingPeriodStatus.DISCREPANCY,
                     "discrepancy": {"ledger_peak": replay.peak_count, "counter_peak": counter_peak},
@@ -182,9 +183,10 @@ def _close_period(
             )
             outcome.status = "held"
             return outcome
-        period, _ = BillingPeriod.objects.update_or_create(
+        period = _store_period(
+            existing,
             start=start,
-            defaults=fields
+            fields=fields
             | {
                 "status": BillingPeriodStatus.CLOSED,
                 "discrepancy": {},
@@ -196,6 +198,33 @@ def _close_period(
         outcome.invoice_number = invoice.number
         outcome.total = invoice.total
         return outcome
+
+
+def _already_closed(period: BillingPeriod) -> CloseOutcome:
+    """A period a concurrent close finished first: the figures it was closed with."""
+    invoice = period.invoice  # written in the same transaction as the closed status
+    return CloseOutcome(
+        period.start,
+        period.end,
+        "already_closed",
+        peak_count=period.peak_count,
+        counter_peak_count=period.counter_peak_count,
+        invoice_number=invoice.number,
+        total=invoice.total,
+        currency=invoice.currency,
+    )
+
+
+def _store_period(
+    existing: BillingPeriod | None, *, start: dt.datetime, fields: dict
+) -> BillingPeriod:
+    """Write the period's row (new, or a held one closed at last). The close holds the
+    billing lock, so it is the row's only writer: no get-or-create race to survive."""
+    period = existing or BillingPeriod(start=start)
+    for name, value in fields.items():
+        setattr(period, name, value)
+    period.save()
+    return period
 
 
 def _price_lines(price: Price) -> list[dict]:

@@ -9,6 +9,9 @@ filter — a bulk change over a filter that was quietly dropped would hit every 
 downgrade date has passed is non-marketing even before the rollover touches it. The
 instant is ``now`` by default; a caller may pass a database expression (``Now()``)
 instead, which keeps the SQL free of a moving parameter (see contacts.api.views).
+
+Date-times are ISO 8601 with any offset up to ±23:59, converted to UTC before the query
+(crm.instants); one whose UTC equivalent is out of range is an error naming the parameter.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from contacts.models import (
     SourceKind,
     normalise_email,
 )
+from crm.instants import InstantField
 
 
 class StrictBooleanField(forms.Field):
@@ -63,6 +67,12 @@ class IntegerFilter(filters.NumberFilter):
     field_class = forms.IntegerField
 
 
+class InstantFilter(filters.IsoDateTimeFilter):
+    """An ISO 8601 date-time, compared in UTC (crm.instants)."""
+
+    field_class = InstantField
+
+
 class ContactFilter(filters.FilterSet):
     marketing_status = filters.ChoiceFilter(
         choices=MarketingStatus.choices,
@@ -80,18 +90,18 @@ class ContactFilter(filters.FilterSet):
     contact_type = filters.ChoiceFilter(choices=ContactType.choices)
     lead_score_min = IntegerFilter(field_name="lead_score", lookup_expr="gte")
     lead_score_max = IntegerFilter(field_name="lead_score", lookup_expr="lte")
-    created_after = filters.IsoDateTimeFilter(
+    created_after = InstantFilter(
         field_name="created_at", lookup_expr="gte", help_text="Created at or after (inclusive)."
     )
-    created_before = filters.IsoDateTimeFilter(
+    created_before = InstantFilter(
         field_name="created_at", lookup_expr="lt", help_text="Created before (exclusive)."
     )
-    engaged_after = filters.IsoDateTimeFilter(
+    engaged_after = InstantFilter(
         field_name="last_engaged_at",
         lookup_expr="gte",
         help_text="Last engaged at or after (inclusive).",
     )
-    engaged_before = filters.IsoDateTimeFilter(
+    engaged_before = InstantFilter(
         field_name="last_engaged_at", lookup_expr="lt", help_text="Last engaged before (exclusive)."
     )
     email = filters.CharFilter(method="filter_email", help_text="Exact e-mail (case-insensitive).")

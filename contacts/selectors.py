@@ -8,6 +8,7 @@ from contacts.models import (
     Contact,
     Source,
 )
+from crm.rows import row_get_or_create
 
 
 def contact_list() -> QuerySet[Contact]:
@@ -22,10 +23,11 @@ def source_for_manual_entry() -> Source:
     """The source recorded on contacts created by hand in the admin or the API."""
     from contacts.models import SourceKind
 
-    source, _ = Source.objects.get_or_create(
-        name="Created by hand", defaults={"kind": SourceKind.MANUAL, "default_marketing": False}
-    )
-    return source
+    return row_get_or_create(
+        Source,
+        lookup={"name": "Created by hand"},
+        defaults={"kind": SourceKind.MANUAL, "default_marketing": False},
+    )[0]
 
 
 def contact_exists(*, contact_id: int) -> bool:

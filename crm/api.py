@@ -161,30 +161,11 @@ def _json_type_error(field: serializers.Field, value) -> str | None:
                 return f"Each item: {error[0].lower()}{error[1:]}"
         return None
     elif isinstance(field, serializers.DictField | serializers.Serializer):
-        if not isinstance(value, dict):
-            return f"Expected an object, not {type(value).__name__}."
-        return _nul_error(value) if isinstance(field, serializers.DictField) else None
-    elif isinstance(field, serializers.JSONField):
-        return _nul_error(value)
+        ok = isinstance(value, dict)
+        expected = "an object"
     else:
         return None
     return None if ok else f"Expected {expected}, not {type(value).__name__}."
-
-
-def _nul_error(value) -> str | None:
-    """A NUL character anywhere in a free-form JSON value: PostgreSQL cannot store it."""
-    stack = [value]
-    while stack:  # a loop, not recursion: the value may be nested deep
-        item = stack.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
-                return "Text may not contain NUL characters (\\u0000)."
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return None
 
 
 class StrictTypesMixin:

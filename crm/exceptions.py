@@ -5,6 +5,8 @@ from django.db.models import ProtectedError, RestrictedError
 from rest_framework import exceptions
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from crm.jobs import JobNotQueued
+
 
 class Conflict(exceptions.APIException):
     status_code = 409
@@ -12,14 +14,23 @@ class Conflict(exceptions.APIException):
     default_code = "conflict"
 
 
+class ServiceUnavailable(exceptions.APIException):
+    status_code = 503
+    default_detail = "A service this request needs is unavailable; nothing was changed."
+    default_code = "service_unavailable"
+
+
 def exception_handler(exc, context):
-    """Domain errors become 4xx answers with a message instead of 500s."""
+    """Domain errors become 4xx answers with a message instead of 500s; a job the task
+    queue did not take, a 503 saying what was not queued."""
     from contacts.status.results import (
         IdempotencyConflict,
         StatusError,
     )
 
-    if isinstance(exc, IdempotencyConflict):
+    if isinstance(exc, JobNotQueued):
+        exc = ServiceUnavailable(detail=str(exc))
+    elif isinstance(exc, IdempotencyConflict):
         exc = Conflict(detail={"idempotency_key": [str(exc)]})
     elif isinstance(exc, StatusError):
         exc = exceptions.ValidationError({"detail": str(exc)})

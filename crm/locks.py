@@ -24,6 +24,8 @@ from collections.abc import Iterable
 
 from django.apps import apps
 
+from crm.rows import row_get_or_create
+
 
 def _model(label: str):
     return apps.get_model(label)
@@ -32,7 +34,7 @@ def _model(label: str):
 def lock_usage():
     """The usage lock: contacts' one `UsageState` row (created on first use)."""
     state = _model("contacts.UsageState")
-    state.objects.get_or_create(pk=1)
+    row_get_or_create(state, lookup={"pk": 1})
     return state.objects.select_for_update().get(pk=1)
 
 

@@ -1,4 +1,5 @@
 import zoneinfo
+from typing import ClassVar
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -8,6 +9,33 @@ from django.db import models
 class BaseModel(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        abstract = True
+
+
+class LeasedJob(models.Model):
+    """A background job a worker runs under a lease: `crm.jobs` claims, renews and expires it.
+
+    A subclass names the status a worker holds it in (`LEASE_RUNNING`), the one a job whose
+    worker died gets (`LEASE_FAILED`), the text field that says why (`LEASE_MESSAGE_FIELD`)
+    and what the job is called in that sentence (`LEASE_NOUN`).
+    """
+
+    LEASE_RUNNING: ClassVar[str]
+    LEASE_FAILED: ClassVar[str]
+    LEASE_MESSAGE_FIELD: ClassVar[str]
+    LEASE_NOUN: ClassVar[str]
+
+    lease_token = models.CharField(
+        max_length=32, blank=True, default="", editable=False, help_text="The worker's claim."
+    )
+    lease_expires_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="The worker renews this as it works; past it, the job is taken for dead.",
+    )
 
     class Meta:
         abstract = True
@@ -88,8 +116,9 @@ class Account(BaseModel):
 
     @classmethod
     def load(cls) -> "Account":
-        account, _ = cls.objects.get_or_create(pk=cls.SINGLETON_PK)
-        return account
+        from crm.rows import row_get_or_create
+
+        return row_get_or_create(cls, lookup={"pk": cls.SINGLETON_PK})[0]
 
     @property
     def effective_update_day(self) -> int:

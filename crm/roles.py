@@ -4,6 +4,8 @@ Migrations call `sync_roles` so the groups exist on every database; later
 migrations call it again when new models bring new permissions.
 """
 
+from crm.rows import row_get_or_create
+
 MARKETING_OPS = "Marketing ops"
 SALES = "Sales"
 BILLING_ADMIN = "Billing admin"
@@ -139,7 +141,7 @@ def sync_roles(apps) -> None:
     Group = apps.get_model("auth", "Group")
     Permission = apps.get_model("auth", "Permission")
     for role, names in ROLE_PERMISSIONS.items():
-        group, _ = Group.objects.get_or_create(name=role)
+        group, _ = row_get_or_create(Group, lookup={"name": role})
         perms = []
         for name in names:
             if name.startswith("view:"):

@@ -1,11 +1,16 @@
 from django.contrib import admin
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from contacts.outreach.views import unsubscribe
 from workflows.admin import admin_urls as workflows_admin_urls
 
 urlpatterns = [
+    # No public home page: "/" is the admin's home, and the favicon is a static file.
+    path("", RedirectView.as_view(pattern_name="admin:index"), name="home"),
+    path("favicon.ico", RedirectView.as_view(url=static("crm/favicon.svg")), name="favicon"),
     path("admin/", include(workflows_admin_urls)),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -52,6 +52,7 @@ EXPECTED_OPERATIONS = {
     ("get", "/api/imports/{id}/"),
     ("post", "/api/imports/{id}/commit/"),
     ("get", "/api/imports/{id}/errors/"),
+    ("post", "/api/imports/{id}/resume/"),
     # intake
     ("post", "/api/intake/forms/{slug}/"),
     ("post", "/api/intake/external-forms/"),
@@ -98,6 +99,7 @@ EXPECTED_OPERATIONS |= {
     ("get", "/api/workflow-runs/{id}/"),
     ("post", "/api/workflow-runs/{id}/approve/"),
     ("post", "/api/workflow-runs/{id}/reject/"),
+    ("post", "/api/workflow-runs/{id}/resume/"),
 }
 
 

@@ -26,14 +26,18 @@ from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
 from django_jsonform.forms.fields import JSONFormField
 
-from billing.pricing import format_money
+from billing.money import format_money
 from billing.selectors import billing_demotion_saving
 from contacts.criteria import CriteriaError, criteria_validate
 from contacts.criteria.forms import CriteriaForm, CriteriaFormField
 from contacts.criteria.selectors import criteria_preview
+from contacts.criteria.validation import MAX_YEAR, MIN_YEAR
 from contacts.intake.models import ConnectedApp
 from contacts.status.rules import MARKETING_STATUS_PERMISSION
 from crm.admin import AccountTimeZoneMixin, BigTableAdmin, ReadOnlyAdminMixin, account_time_zone
+from crm.inputs import JSONInputError, JSONInputFormMixin, json_input_loads
+from crm.instants import InstantField
+from crm.jobs import JobNotQueued, delay, jobs_expire_stale
 from workflows.hygiene import hygiene_run
 from workflows.models import (
     ACTIONS_JSON_SCHEMA,
@@ -52,6 +56,7 @@ from workflows.models import (
     Workflow,
     WorkflowRun,
     actions_clean,
+    actions_from_editor,
 )
 from workflows.rotation import rotation_tick
 from workflows.runs import (
@@ -59,6 +64,7 @@ from workflows.runs import (
     workflow_run_approve,
     workflow_run_reject,
     workflow_run_request,
+    workflow_run_resume,
 )
 from workflows.selectors import (
     hygiene_preview,
@@ -82,7 +88,7 @@ class CriteriaTesterForm(CriteriaForm):
         help_text='HubSpot\'s shape, e.g. {"filterGroups": [{"filters": [{"propertyName": '
         '"lifecyclestage", "operator": "EQ", "value": "lead"}]}]}. Overrides the editor.',
     )
-    now = forms.DateTimeField(
+    now = InstantField(
         label="As of",
         required=False,
         help_text="Day windows count back from this instant (default: now).",
@@ -92,13 +98,22 @@ class CriteriaTesterForm(CriteriaForm):
         super().__init__(*args, **kwargs)
         self.fields["criteria"].required = False
 
+    def clean_now(self):
+        now = self.cleaned_data.get("now")
+        if now is not None and not MIN_YEAR <= now.year <= MAX_YEAR:
+            raise forms.ValidationError(f"Give an instant in the years {MIN_YEAR} to {MAX_YEAR}.")
+        return now
+
     def clean(self):
         cleaned = super().clean()
         raw = (cleaned.get("raw") or "").strip()
         if raw:
             self.errors.pop("criteria", None)
             try:
-                tree = json.loads(raw)
+                tree = json_input_loads(raw)
+            except JSONInputError as exc:
+                self.add_error("raw", str(exc))
+                return cleaned
             except ValueError as exc:
                 self.add_error("raw", f"Not JSON: {exc}")
                 return cleaned
@@ -624,7 +639,11 @@ class ScoringRuleAdmin(admin.ModelAdmin):
             raise PermissionDenied
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
-        queued = recompute_scores.delay()
+        try:
+            queued = delay(recompute_scores, what="The lead-score recompute")
+        except JobNotQueued as error:
+            self.message_user(request, str(error), messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:workflows_scoringrule_changelist"))
         if queued.ready():  # tasks run in-process (no broker)
             result = queued.get()
             if not result["rules"]:
@@ -644,9 +663,13 @@ RUN_PERMISSION = "workflows.run_workflow"
 RECENT_RUNS = 10
 
 
-class ActionsFormField(JSONFormField):
+class ActionsFormField(JSONInputFormMixin, JSONFormField):
     """The actions editor (django-jsonform); `actions_clean` validates, not the widget's own
-    validator (which wants every optional key present). Empty keys are dropped."""
+    validator (which wants every optional key present). Inputs the chosen action does not
+    use are dropped first (`actions_from_editor`)."""
+
+    def to_python(self, value):
+        return actions_from_editor(super().to_python(value))
 
     def validate(self, value):
         forms.Field.validate(self, value)
@@ -809,12 +832,16 @@ class WorkflowAdmin(admin.ModelAdmin):
             raise PermissionDenied
         if request.method != "POST":
             return HttpResponseRedirect(reverse("admin:workflows_workflow_preview", args=[pk]))
-        run = workflow_run_request(
-            workflow=workflow,
-            trigger=RunTrigger.MANUAL,
-            actor=request.user,
-            idempotency_key=request.POST.get("run_key") or None,
-        )
+        try:
+            run = workflow_run_request(
+                workflow=workflow,
+                trigger=RunTrigger.MANUAL,
+                actor=request.user,
+                idempotency_key=request.POST.get("run_key") or None,
+            )
+        except JobNotQueued as error:  # the run is recorded, failed with the reason
+            messages.error(request, str(error))
+            return HttpResponseRedirect(reverse("admin:workflows_workflowrun_changelist"))
         self.log_change(request, workflow, f"Run #{run.pk} requested.")
         run.refresh_from_db()
         messages.info(request, f"Run #{run.pk}: {run.get_status_display().lower()}.")
@@ -898,7 +925,7 @@ class WorkflowRunAdmin(ReadOnlyAdminMixin, BigTableAdmin):
         for run in queryset.filter(status=RunStatus.HELD):
             try:
                 service(run=run, user=request.user)
-            except WorkflowError as error:
+            except (WorkflowError, JobNotQueued) as error:
                 messages.error(request, f"Run #{run.pk}: {error}")
                 continue
             self.log_change(request, run, f"Held run {verb}.")
@@ -908,8 +935,29 @@ class WorkflowRunAdmin(ReadOnlyAdminMixin, BigTableAdmin):
         view = self.admin_site.admin_view
         return [
             path("<int:pk>/decide/", view(self.decide_view), name="workflows_workflowrun_decide"),
+            path("<int:pk>/resume/", view(self.resume_view), name="workflows_workflowrun_resume"),
             *super().get_urls(),
         ]
+
+    def resume_view(self, request, pk):
+        """POST: queue a failed run again; it goes on from its cursor."""
+        run = get_object_or_404(WorkflowRun, pk=pk)
+        if request.method != "POST" or not request.user.has_perm(RUN_PERMISSION):
+            raise PermissionDenied
+        try:
+            workflow_run_resume(run=run)
+        except (WorkflowError, JobNotQueued) as error:
+            messages.error(request, str(error))
+        else:
+            self.log_change(request, run, "Failed run resumed.")
+            messages.success(
+                request, f"Run #{run.pk} is queued again: it goes on where it stopped."
+            )
+        return HttpResponseRedirect(reverse("admin:workflows_workflowrun_change", args=[run.pk]))
+
+    def changelist_view(self, request, extra_context=None):
+        jobs_expire_stale(model=WorkflowRun)  # running runs whose worker died
+        return super().changelist_view(request, extra_context)
 
     def decide_view(self, request, pk):
         run = get_object_or_404(WorkflowRun, pk=pk)
@@ -926,9 +974,12 @@ class WorkflowRunAdmin(ReadOnlyAdminMixin, BigTableAdmin):
         return HttpResponseRedirect(reverse("admin:workflows_workflowrun_change", args=[run.pk]))
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
+        if str(object_id).isdigit():
+            jobs_expire_stale(model=WorkflowRun, pk=int(object_id))  # its worker died?
         extra_context = {
             **(extra_context or {}),
             "can_decide": self.has_approve_permission(request),
+            "can_resume": request.user.has_perm(RUN_PERMISSION),
         }
         return super().change_view(request, object_id, form_url, extra_context)
 

@@ -7,7 +7,6 @@ reached only through the status service's hooks (the preview's `extra["cost"]`).
 
 import datetime as dt
 
-from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from contacts.criteria import criteria_validate
@@ -15,6 +14,7 @@ from contacts.models import StatusSourceType
 from contacts.status.results import StatusSource
 from contacts.status.services import contacts_set_non_marketing
 from crm.calendar import BillingCalendar
+from crm.rows import row_get_or_create
 from workflows.models import (
     HygienePolicy,
     HygieneRun,
@@ -56,44 +56,43 @@ def hygiene_run(
     together under `idempotency_key`: a double submit or a retried beat finds the run
     (the unique key blocks a concurrent twin until the first commits) and changes nothing.
     """
-    existing = HygieneRun.objects.filter(idempotency_key=idempotency_key).first()
-    if existing is not None:
-        return existing
-    options = hygiene_options_clean(options)
     now = at or timezone.now()
-    try:
-        with transaction.atomic():
-            run = HygieneRun.objects.create(
-                policy=policy,
-                name=(policy.name if policy else name)[:200],
-                trigger=trigger,
-                idempotency_key=idempotency_key,
-                options=options,
-                at=now,
-                actor=actor if getattr(actor, "pk", None) else None,
-            )
-            preview = hygiene_preview(options=options, now=now)
-            result = contacts_set_non_marketing(
-                contacts=hygiene_selection(options=options, now=now),
-                source=StatusSource(
-                    StatusSourceType.HYGIENE,
-                    id=str(policy.pk) if policy else f"run-{run.pk}",
-                    name=run.name,
-                ),
-                actor=run.actor,
-                idempotency_key=f"hygiene:{idempotency_key}",
-                at=now,
-            )
-            run.matched = result.matched
-            run.scheduled = result.scheduled
-            run.effective_from = result.effective_from or preview.effective_from
-            run.saving = preview.saving
-            run.currency = preview.currency
-            run.breakdown = preview.by_reason
-            run.save()
-            return run
-    except IntegrityError:  # a concurrent twin committed the same key first
-        return HygieneRun.objects.get(idempotency_key=idempotency_key)
+
+    def create() -> HygieneRun:
+        cleaned = hygiene_options_clean(options)
+        run = HygieneRun.objects.create(
+            policy=policy,
+            name=(policy.name if policy else name)[:200],
+            trigger=trigger,
+            idempotency_key=idempotency_key,
+            options=cleaned,
+            at=now,
+            actor=actor if getattr(actor, "pk", None) else None,
+        )
+        preview = hygiene_preview(options=cleaned, now=now)
+        result = contacts_set_non_marketing(
+            contacts=hygiene_selection(options=cleaned, now=now),
+            source=StatusSource(
+                StatusSourceType.HYGIENE,
+                id=str(policy.pk) if policy else f"run-{run.pk}",
+                name=run.name,
+            ),
+            actor=run.actor,
+            idempotency_key=f"hygiene:{idempotency_key}",
+            at=now,
+        )
+        run.matched = result.matched
+        run.scheduled = result.scheduled
+        run.effective_from = result.effective_from or preview.effective_from
+        run.saving = preview.saving
+        run.currency = preview.currency
+        run.breakdown = preview.by_reason
+        run.save()
+        return run
+
+    return row_get_or_create(
+        HygieneRun, lookup={"idempotency_key": idempotency_key}, create=create
+    )[0]
 
 
 def hygiene_policy_due_key(policy: HygienePolicy, *, now: dt.datetime) -> str | None:

@@ -12,7 +12,7 @@ from contacts.models import (
     LeadStatus,
     LifecycleStage,
 )
-from crm.models import BaseModel
+from crm.models import BaseModel, LeasedJob
 
 # A workflow: criteria (contacts.criteria) and ordered actions over the contacts that
 # NEWLY meet them. `Enrollment` (unique per workflow and contact) is what makes "newly":
@@ -63,7 +63,14 @@ ACTIONS_JSON_SCHEMA: dict = {
             "field": {
                 "type": ["string", "null"],
                 "title": "Property",
-                "choices": [{"value": f, "title": f} for f in PROPERTY_FIELDS],
+                # A blank choice, so a property picked by mistake can be taken back.
+                "choices": [
+                    {"value": "", "title": "(none)"},
+                    *(
+                        {"value": f, "title": f.replace("_", " ").capitalize()}
+                        for f in PROPERTY_FIELDS
+                    ),
+                ],
             },
             "value": {"type": ["string", "null"], "title": "Property value"},
         },
@@ -89,10 +96,30 @@ _NEEDS = {
     ActionType.REMOVE_FROM_AD_AUDIENCE: ("audience",),
     ActionType.SET_PROPERTY: ("field", "value"),
 }
+_NEEDS_KEYS = set(ActionType.values)
 _PROPERTY_CHOICES = {
     "lifecycle_stage": set(LifecycleStage.values),
     "lead_status": {"", *LeadStatus.values},
 }
+
+
+def actions_from_editor(actions) -> list:
+    """The admin editor's list with each action's unused inputs dropped.
+
+    The editor shows every input for every action and posts the blank ones (`"field": ""`,
+    `"email": null`), and keeps what was typed into an input before the action's type was
+    changed; only the keys the chosen type takes are the user's intent.
+    """
+    if not isinstance(actions, list):
+        return actions
+    kept = []
+    for action in actions:
+        if not isinstance(action, dict) or action.get("type") not in _NEEDS_KEYS:
+            kept.append(action)
+            continue
+        keys = ("type", *_NEEDS.get(action["type"], ()))
+        kept.append({k: action[k] for k in keys if k in action and action[k] is not None})
+    return kept
 
 
 def actions_clean(actions) -> list[dict]:
@@ -291,8 +318,17 @@ class RunStatus(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
-class WorkflowRun(models.Model):
-    """One run of a workflow. Only the system writes it (the admin shows it read-only)."""
+class WorkflowRun(LeasedJob):
+    """One run of a workflow. Only the system writes it (the admin shows it read-only).
+
+    A worker runs it under a lease (crm.jobs): one that dies leaves it failed, and a resume
+    goes on from `cursor` (and sends first the email of chunks before `emailed_through`).
+    """
+
+    LEASE_RUNNING = RunStatus.RUNNING
+    LEASE_FAILED = RunStatus.FAILED
+    LEASE_MESSAGE_FIELD = "error"
+    LEASE_NOUN = "workflow run"
 
     workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="runs")
     trigger = models.CharField(max_length=20, choices=RunTrigger.choices)
@@ -314,6 +350,11 @@ class WorkflowRun(models.Model):
     results = models.JSONField(default=dict, blank=True, help_text="Per action counts.")
     cursor = models.BigIntegerField(
         default=0, help_text="Contacts with ids below this are done (a rerun resumes here)."
+    )
+    emailed_through = models.BigIntegerField(
+        default=0,
+        help_text="Contacts with ids below this have had the run's marketing email (sent after "
+        "each chunk's commit; a resumed run first sends what a killed one had not).",
     )
     hold_reason = models.TextField(blank=True)
     held_by_limit = models.BooleanField(default=False)
@@ -338,7 +379,15 @@ class WorkflowRun(models.Model):
 
     class Meta:
         ordering = ["-id"]
-        indexes = [models.Index(fields=["workflow", "-id"], name="workflowrun_workflow_idx")]
+        indexes = [
+            models.Index(fields=["workflow", "-id"], name="workflowrun_workflow_idx"),
+            # The minute's check for runs whose worker died reads only the running ones.
+            models.Index(
+                fields=["lease_expires_at"],
+                condition=models.Q(status="running"),
+                name="workflowrun_running_idx",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"Run #{self.pk} of {self.workflow_id} ({self.status})"

@@ -20,6 +20,7 @@ from contacts.status.results import ChangeHeld, StatusSource
 from contacts.status.rules import settled_q
 from contacts.status.services import contacts_set_marketing, contacts_set_non_marketing
 from crm.calendar import BillingCalendar
+from crm.rows import row_get_or_create
 from workflows.models import (
     RotationMember,
     RotationPlan,
@@ -86,23 +87,24 @@ def rotation_demote(
         run.demoted = len(ids)
         run.members_after = before
         return run
-    try:
-        with transaction.atomic():
-            run.save()
-            if ids:
-                result = contacts_set_non_marketing(
-                    contacts=ids, source=_rotation_source(plan), idempotency_key=key, at=now
-                )
-                rotation_active_members(plan).filter(contact_id__in=ids).update(
-                    leaving_at=result.effective_from
-                )
-                run.demoted = result.scheduled
-            # Pending members are billable until the date: the count does not move yet.
-            run.members_after = rotation_billable_members(plan, at=now).count()
-            run.save()
-            return run
-    except IntegrityError:
-        return RotationRun.objects.get(idempotency_key=key)
+
+    def store() -> RotationRun:
+        run.save()
+        if ids:
+            result = contacts_set_non_marketing(
+                contacts=ids, source=_rotation_source(plan), idempotency_key=key, at=now
+            )
+            rotation_active_members(plan).filter(contact_id__in=ids).update(
+                leaving_at=result.effective_from
+            )
+            run.demoted = result.scheduled
+        # Pending members are billable until the date: the count does not move yet.
+        run.members_after = rotation_billable_members(plan, at=now).count()
+        run.save()
+        return run
+
+    # A concurrent twin for the same date waits on the key, then answers with this run.
+    return row_get_or_create(RotationRun, lookup={"idempotency_key": key}, create=store)[0]
 
 
 def rotation_rolled_over(*, now: dt.datetime) -> dt.datetime | None:

@@ -21,6 +21,11 @@ How a run works:
   audiences are ON CONFLICT, emails are at most once per contact (EmailSend). Marketing
   email goes out after the chunk commits (a send cannot be rolled back), then the
   run's cursor moves past the chunk. A run killed half-way is rerun from its cursor.
+* A worker holds the run under a lease (crm.jobs), renewed after each chunk: a run whose
+  worker died is marked failed once its lease runs out, and `workflow_run_resume` queues
+  it again. The chunk's transaction moves the cursor with the chunk's counts, so a
+  replayed chunk is never counted twice; marketing email, sent after the commit, has its
+  own cursor (`emailed_through`), and a resumed run first sends what a killed one had not.
 """
 
 import datetime as dt
@@ -29,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.core.exceptions import EmptyResultSet
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.db.models import (
     BigIntegerField,
     Count,
@@ -58,7 +63,9 @@ from contacts.status.services import (
     contacts_set_non_marketing,
     contacts_status_preview,
 )
+from crm import jobs
 from crm.locks import lock_usage, lock_workflow_run
+from crm.rows import row_get_or_create
 from workflows.models import (
     ActionType,
     Enrollment,
@@ -100,40 +107,82 @@ def workflow_run_request(
 ) -> WorkflowRun:
     """Record a queued run and (after commit) enqueue it. A reused idempotency key answers
     the run it made, and makes no second one."""
-    if idempotency_key:
-        existing = WorkflowRun.objects.filter(idempotency_key=idempotency_key).first()
-        if existing is not None:
-            if existing.workflow_id != workflow.pk:
+    fields = {
+        "workflow": workflow,
+        "trigger": trigger,
+        "contact_ids": contact_ids,
+        "requested_by": actor if getattr(actor, "pk", None) else None,
+    }
+    if not idempotency_key:
+        run = WorkflowRun.objects.create(**fields)
+    else:
+        run, created = row_get_or_create(
+            WorkflowRun, lookup={"idempotency_key": idempotency_key}, defaults=fields
+        )
+        if not created:
+            if run.workflow_id != workflow.pk:
                 raise WorkflowError(
                     f"The idempotency key {idempotency_key!r} was used for another workflow."
                 )
-            return existing
-    try:
-        with transaction.atomic():
-            run = WorkflowRun.objects.create(
-                workflow=workflow,
-                trigger=trigger,
-                contact_ids=contact_ids,
-                requested_by=actor if getattr(actor, "pk", None) else None,
-                idempotency_key=idempotency_key or None,
-            )
-    except IntegrityError:  # the same key, concurrently
-        return WorkflowRun.objects.get(idempotency_key=idempotency_key)
+            return run
     if trigger not in (RunTrigger.EVENT, RunTrigger.SCHEDULE):
         # A manual run counts as the latest run (the dispatcher sets it for scheduled ones;
         # event runs, about single contacts, do not move the schedule).
         Workflow.objects.filter(pk=workflow.pk).update(last_run_at=run.created_at)
     if enqueue:
-        from workflows.tasks import run_workflow
-
-        transaction.on_commit(lambda: run_workflow.delay(run.pk))
+        _enqueue_run(run)
     return run
 
 
-def _fail(run: WorkflowRun, message: str) -> WorkflowRun:
-    WorkflowRun.objects.filter(pk=run.pk).update(
-        status=RunStatus.FAILED, error=message[:2000], finished_at=timezone.now()
+def _enqueue_run(run: WorkflowRun) -> None:
+    """Queue the run's task after commit. A broker that does not answer leaves the run
+    failed with the reason (nothing ran; a resume queues it again) and raises
+    `JobNotQueued` to the caller."""
+    from workflows.tasks import run_workflow
+
+    pk = run.pk
+
+    def not_queued(message: str) -> None:
+        WorkflowRun.objects.filter(pk=pk, status=RunStatus.QUEUED).update(
+            status=RunStatus.FAILED, error=message[:2000], finished_at=timezone.now()
+        )
+
+    jobs.enqueue(
+        run_workflow,
+        pk,
+        what=f"Run #{pk} of the workflow #{run.workflow_id}",
+        remedy="It is recorded and has not run: resume it once the queue is back.",
+        on_failure=not_queued,
+        embedded_thread=False,
     )
+
+
+def workflow_run_resume(*, run: WorkflowRun, enqueue: bool = True) -> WorkflowRun:
+    """Queue a failed run again — its worker died (its lease ran out), it stopped on an
+    error, or its task was never queued: it goes on from its cursor, doing nothing twice.
+    Refused while a worker holds it, and for a run that is not failed."""
+    jobs.jobs_expire_stale(model=WorkflowRun, pk=run.pk)
+    run = WorkflowRun.objects.get(pk=run.pk)
+    if run.status == RunStatus.RUNNING:
+        raise WorkflowError(
+            f"Run #{run.pk} is running: its worker renewed its lease until "
+            f"{run.lease_expires_at:%H:%M:%S} UTC. It can be resumed once it stops."
+        )
+    updated = WorkflowRun.objects.filter(pk=run.pk, status=RunStatus.FAILED).update(
+        status=RunStatus.QUEUED, error="", finished_at=None
+    )
+    if not updated:
+        raise WorkflowError(
+            f"Run #{run.pk} is {run.get_status_display().lower()}; only a failed run is resumed."
+        )
+    run.refresh_from_db()
+    if enqueue:
+        _enqueue_run(run)
+    return run
+
+
+def _fail(run: WorkflowRun, lease: jobs.Lease, message: str) -> WorkflowRun:
+    lease.release(status=RunStatus.FAILED, error=message[:2000], finished_at=timezone.now())
     run.refresh_from_db()
     return run
 
@@ -145,30 +194,37 @@ def workflow_run_execute(
     (a failed or killed run resumes from its cursor). Never raises for a run's own
     failure: the run records it (status failed, error)."""
     started = timezone.now()
-    claimed = WorkflowRun.objects.filter(
-        pk=run.pk, status__in=[RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.FAILED]
-    ).update(status=RunStatus.RUNNING, error="", started_at=started)
+    lease = jobs.lease_claim(
+        WorkflowRun,
+        run.pk,
+        statuses=[RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.FAILED],
+        status=RunStatus.RUNNING,
+        error="",
+        started_at=started,
+    )
     run = WorkflowRun.objects.select_related("workflow", "requested_by").get(pk=run.pk)
-    if not claimed:
+    if lease is None:  # finished, held, or another worker holds it
         return run
     workflow = run.workflow
     if run.as_of is None:
         run.as_of = at or started
         WorkflowRun.objects.filter(pk=run.pk).update(as_of=run.as_of)
     try:
-        _execute(run, workflow, progress=progress)
+        _execute(run, workflow, lease=lease, progress=progress)
+    except jobs.LeaseLost:
+        logger.warning("workflow run %s: this worker lost its lease and stops", run.pk)
     except ChangeHeld as held:  # the hard cap held a chunk (a race with the preflight):
-        _hold(run, billing=held.reason)  # the chunk rolled back; the run waits instead
+        _hold(run, lease, billing=held.reason)  # the chunk rolled back; the run waits instead
     except Exception as error:  # recorded on the run; the log has the trace
         logger.exception("workflow run %s failed", run.pk)
-        _fail(run, f"The run stopped on an error ({error.__class__.__name__}: {error}).")
+        _fail(run, lease, f"The run stopped on an error ({error.__class__.__name__}: {error}).")
     run.refresh_from_db()
     return run
 
 
-def _hold(run: WorkflowRun, *, limit: str = "", billing: str = "") -> None:
+def _hold(run: WorkflowRun, lease: jobs.Lease, *, limit: str = "", billing: str = "") -> None:
     reasons = [r for r in (limit, billing) if r]
-    WorkflowRun.objects.filter(pk=run.pk).update(
+    lease.release(
         status=RunStatus.HELD,
         hold_reason="; ".join(reasons).capitalize()[:2000],
         held_by_limit=bool(limit),
@@ -177,11 +233,13 @@ def _hold(run: WorkflowRun, *, limit: str = "", billing: str = "") -> None:
     )
 
 
-def _execute(run: WorkflowRun, workflow: Workflow, *, progress: RunProgress | None) -> None:
+def _execute(
+    run: WorkflowRun, workflow: Workflow, *, lease: jobs.Lease, progress: RunProgress | None
+) -> None:
     now = run.as_of
     ids = run.contact_ids
     if not criteria_validate(workflow.criteria).groups:
-        _finish(run)
+        _finish(lease)
         return
     kinds = workflow.action_types
     preflight_done = False
@@ -193,21 +251,35 @@ def _execute(run: WorkflowRun, workflow: Workflow, *, progress: RunProgress | No
         billing = "" if run.billing_approved else billing
         WorkflowRun.objects.filter(pk=run.pk).update(would_become_marketing=status.would_change)
         if limit or billing:
-            _hold(run, limit=limit, billing=billing)
+            _hold(run, lease, limit=limit, billing=billing)
             return
         preflight_done = True
+    if run.emailed_through < run.cursor:  # killed after a chunk's commit, before its email
+        target = _in_range(
+            Contact.objects.filter(workflow_enrollments__run_id=run.pk),
+            run.emailed_through,
+            run.cursor if ids is None else None,
+        )
+        _send_emails(run, workflow, lease=lease, target=target, through=run.cursor)
     for done, total, lo, hi in _run_chunks(run, workflow, now=now, ids=ids):
-        _run_chunk(run, workflow, now=now, ids=ids, lo=lo, hi=hi, preflight_done=preflight_done)
+        _run_chunk(
+            run,
+            workflow,
+            lease=lease,
+            now=now,
+            ids=ids,
+            lo=lo,
+            hi=hi,
+            preflight_done=preflight_done,
+        )
+        lease.beat()
         if progress:
             progress(done, total)
-    _finish(run)
+    _finish(lease)
 
 
-def _finish(run: WorkflowRun) -> None:
-    finished = timezone.now()
-    WorkflowRun.objects.filter(pk=run.pk).update(
-        status=RunStatus.DONE, finished_at=finished, hold_reason=""
-    )
+def _finish(lease: jobs.Lease) -> None:
+    lease.release(status=RunStatus.DONE, finished_at=timezone.now(), hold_reason="")
 
 
 def _run_chunks(run, workflow, *, now, ids):
@@ -281,10 +353,10 @@ def _enroll_sql(workflow: Workflow, run: WorkflowRun, new: QuerySet, now) -> _En
 
 
 def _run_chunk(
-    run, workflow, *, now, ids, lo: int, hi: int | None, preflight_done: bool = False
+    run, workflow, *, lease, now, ids, lo: int, hi: int | None, preflight_done: bool = False
 ) -> None:
-    """One chunk: exits, enrollments and the database actions in ONE transaction; then the
-    emails (not undoable, at most once per contact); then the cursor."""
+    """One chunk: exits, enrollments, the database actions, the counts and the cursor in ONE
+    transaction; then the emails (not undoable, at most once per contact)."""
     counts = {"matched": 0, "enrolled": 0, "changed": 0, "refused": 0}
     results: dict[str, dict] = {}
     base_ids = ids
@@ -401,20 +473,41 @@ def _run_chunk(
                     change = ad_audience_remove(audience=audience, contacts=target, actor=actor)
                     _add(results, name, removed=change.removed)
         _add_counts(run, counts, results)
-    for n, action in enumerate(workflow.actions):
-        if action["type"] != ActionType.SEND_MARKETING_EMAIL:
-            continue
+        through = hi if hi is not None else 1
+        emails = _email_actions(workflow)
+        # Only the worker holding the lease commits the chunk. Without email to send, the
+        # email cursor moves with the chunk's.
+        lease.write(cursor=through, **({} if emails else {"emailed_through": through}))
+    if emails:
+        _send_emails(run, workflow, lease=lease, target=target, through=through)
+    run.refresh_from_db(fields=["cursor", "emailed_through", "results"])
+
+
+def _email_actions(workflow: Workflow) -> list[tuple[int, dict]]:
+    return [
+        (n, action)
+        for n, action in enumerate(workflow.actions)
+        if action["type"] == ActionType.SEND_MARKETING_EMAIL
+    ]
+
+
+def _send_emails(run, workflow, *, lease, target: QuerySet, through: int) -> None:
+    """The run's marketing email to `target` (each contact at most once, by EmailSend),
+    after the chunk's commit; its counts and the email cursor move together."""
+    actor = run.requested_by
+    email_results: dict[str, dict] = {}
+    refused = 0
+    for n, action in _email_actions(workflow):
         email = MarketingEmail.objects.filter(pk=action["email"]).first()
         if email is None:
             raise WorkflowError(f"Action {n + 1}: marketing email #{action['email']} is gone.")
         outcome = marketing_email_send(email=email, contacts=target, actor=actor)
         breakdown = outcome.breakdown
-        refused = (
+        refused += (
             breakdown.excluded_non_marketing
             + breakdown.excluded_unsubscribed
             + breakdown.excluded_bounced
         )
-        email_results: dict[str, dict] = {}
         _add(
             email_results,
             f"{n + 1}:{ActionType.SEND_MARKETING_EMAIL}",
@@ -423,12 +516,9 @@ def _run_chunk(
             refused_unsubscribed=breakdown.excluded_unsubscribed,
             refused_bounced=breakdown.excluded_bounced,
         )
+    with transaction.atomic():
         _add_counts(run, {"refused": refused}, email_results)
-    if hi is not None:
-        WorkflowRun.objects.filter(pk=run.pk).update(cursor=hi)
-    else:
-        WorkflowRun.objects.filter(pk=run.pk).update(cursor=1)
-    run.refresh_from_db(fields=["cursor", "results"])
+        lease.write(emailed_through=through)
 
 
 def _add(results: dict, name: str, **values: int) -> None:
@@ -480,9 +570,7 @@ def workflow_run_approve(*, run: WorkflowRun, user, execute: bool = True) -> Wor
     logger.info("workflow run %s approved by %s (%s)", run.pk, user, run.hold_reason)
     run.refresh_from_db()
     if updated and execute:
-        from workflows.tasks import run_workflow
-
-        transaction.on_commit(lambda: run_workflow.delay(run.pk))
+        _enqueue_run(run)
     return run
 
 

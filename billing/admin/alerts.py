@@ -107,11 +107,14 @@ class AlertAdmin(ReadOnlyBillingAdmin):
     @admin.action(description="Acknowledge", permissions=["acknowledge"])
     def acknowledge_action(self, request, queryset):
         now = timezone.now()
+        # Counted before acknowledging: the list may be filtered to unacknowledged alerts,
+        # and then the same queryset is empty afterwards.
+        selected = queryset.count()
         done = 0
         for alert in queryset.filter(acknowledged_at__isnull=True):
             billing_alert_acknowledge(alert=alert, at=now)
             done += 1
-        already = queryset.count() - done
+        already = selected - done
         text = f"{done} alert{'s' if done != 1 else ''} acknowledged"
         text += f"; {already} already were." if already else "."
         self.message_user(request, text, messages.SUCCESS if done else messages.INFO)

@@ -23,7 +23,7 @@ from billing.guardrails import (
 from billing.models import (
     Subscription,
 )
-from billing.pricing import format_money
+from billing.money import format_money
 from contacts.models import StatusSourceType
 from contacts.status.models import (
     ApprovalStatus,

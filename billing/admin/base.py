@@ -48,9 +48,6 @@ def format_instant(value: dt.datetime | None) -> str:
     return "—" if value is None else date_format(timezone.localtime(value), "j M Y, H:i")
 
 
-MINOR_UNITS_HELP = "In minor units of the currency (cents for USD): {example}."
-
-
 class ReadOnlyBillingAdmin(ReadOnlyAdminMixin, AccountTimeZoneMixin, admin.ModelAdmin):
     """Users with the model's view permission see the list and a read-only detail page;
     a POST to the detail page is refused (403) by Django's change view."""

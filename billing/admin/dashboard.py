@@ -17,13 +17,13 @@ from billing.admin.base import (
     CLOSE_PERMISSION,
     DASHBOARD_PAGES,
     DASHBOARD_PERMISSION,
-    MINOR_UNITS_HELP,
+    format_count,
 )
 from billing.admin.chart import usage_chart
 from billing.models import (
     Subscription,
 )
-from billing.pricing import format_money
+from billing.money import MoneyFormField, format_money
 from billing.selectors import (
     billing_pending_approvals,
     billing_usage,
@@ -36,6 +36,12 @@ from crm.admin import (
 )
 from crm.calendar import BillingCalendar
 
+MONEY_FIELDS = {
+    "base_price": "Monthly base price, e.g. 800.00 (stored exactly, in cents or the "
+    "currency's smallest unit).",
+    "block_price": "Price of one overage block a month, e.g. 225.00.",
+}
+
 
 @admin.register(Subscription)
 class SubscriptionAdmin(SingletonAdmin):
@@ -46,8 +52,7 @@ class SubscriptionAdmin(SingletonAdmin):
             {
                 "fields": ["base_price", "block_size", "block_price", "price_summary"],
                 "description": (
-                    "Money is stored in integer minor units of the currency. Each period is "
-                    "billed the base price plus one block price for every started block of "
+                    "Prices are in the currency's units, e.g. 800.00. Each period is billed the base price plus one block price for every started block of "
                     "marketing contacts above the tier, counted at the period's peak."
                 ),
             },
@@ -55,14 +60,44 @@ class SubscriptionAdmin(SingletonAdmin):
         ("Record", {"fields": ["created_at", "updated_at"], "classes": ["collapse"]}),
     ]
     readonly_fields = ["price_summary", "created_at", "updated_at"]
-    list_display = ["__str__", "included_contacts", "base_price", "block_size", "block_price"]
+
+    list_display = [
+        "__str__",
+        "included_display",
+        "base_price_display",
+        "block_size_display",
+        "block_price_display",
+    ]
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        if db_field.name in MONEY_FIELDS:
+            currency = Subscription.load().currency
+            return MoneyFormField(
+                currency=currency,
+                label=db_field.verbose_name.capitalize(),
+                required=True,
+                help_text=MONEY_FIELDS[db_field.name],
+            )
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
+    @admin.display(description="Included contacts", ordering="included_contacts")
+    def included_display(self, obj: Subscription) -> str:
+        return format_count(obj.included_contacts)
+
+    @admin.display(description="Base price", ordering="base_price")
+    def base_price_display(self, obj: Subscription) -> str:
+        return format_money(obj.base_price, obj.currency)
+
+    @admin.display(description="Block size", ordering="block_size")
+    def block_size_display(self, obj: Subscription) -> str:
+        return format_count(obj.block_size)
+
+    @admin.display(description="Block price", ordering="block_price")
+    def block_price_display(self, obj: Subscription) -> str:
+        return format_money(obj.block_price, obj.currency)
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         kwargs["help_texts"] = {
-            "base_price": "Monthly base price. "
-            + MINOR_UNITS_HELP.format(example="80000 = 800.00 USD"),
-            "block_price": "Price of one overage block a month. "
-            + MINOR_UNITS_HELP.format(example="22500 = 225.00 USD"),
             "block_size": "Marketing contacts per overage block (at least 1).",
             "included_contacts": "Marketing contacts included in the base price (the tier).",
             "currency": "ISO 4217 code, e.g. USD, EUR, SEK.",

@@ -18,7 +18,7 @@ from billing.models import (
     Invoice,
     InvoiceLine,
 )
-from billing.pricing import format_money
+from billing.money import format_money
 from billing.selectors import (
     billing_invoices,
     billing_periods,
@@ -195,6 +195,15 @@ class BillingPeriodAdmin(ReadOnlyBillingAdmin):
         return response
 
 
+def _detail_value(key: str, value, currency: str) -> str:
+    """An invoice line's input as shown: prices as money, counts with separators."""
+    if not isinstance(value, int):
+        return value
+    if key.endswith("price") or key.endswith("amount"):
+        return format_money(value, currency)
+    return format_count(value)
+
+
 class InvoiceLineInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = InvoiceLine
     fields = ["kind", "description", "amount_display", "details_display"]
@@ -212,11 +221,12 @@ class InvoiceLineInline(ReadOnlyAdminMixin, admin.TabularInline):
     def details_display(self, obj: InvoiceLine):
         if not obj.details:
             return "—"
+        currency = obj.invoice.currency
         return format_html_join(
             ", ",
             "{}: {}",
             (
-                (key.replace("_", " "), format_count(value) if isinstance(value, int) else value)
+                (key.replace("_", " ").capitalize(), _detail_value(key, value, currency))
                 for key, value in obj.details.items()
             ),
         )

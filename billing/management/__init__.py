@@ -12,6 +12,7 @@ import datetime as dt
 from django.core.management.base import CommandError
 
 from crm.calendar import BillingCalendar
+from crm.instants import InstantOutOfRange, instant_utc
 
 __all__ = [
     "local_day",
@@ -23,21 +24,26 @@ __all__ = [
 
 
 def parse_instant(value: str, *, calendar: BillingCalendar) -> dt.datetime:
-    """A date is local midnight; a time without an offset is local time; an offset is kept."""
+    """A date is local midnight; a time without an offset is local time; an offset is
+    honoured. The instant comes back in UTC (crm.instants)."""
     text = value.strip()
     try:
         day = dt.date.fromisoformat(text)
     except ValueError:
         day = None
     if day is not None:
-        return dt.datetime(day.year, day.month, day.day, tzinfo=calendar.tz).astimezone(dt.UTC)
+        instant = dt.datetime(day.year, day.month, day.day, tzinfo=calendar.tz)
+    else:
+        try:
+            instant = dt.datetime.fromisoformat(text)
+        except ValueError:
+            raise CommandError(f"{value!r} is not a date (use YYYY-MM-DD).") from None
+        if instant.tzinfo is None:
+            instant = instant.replace(tzinfo=calendar.tz)
     try:
-        instant = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise CommandError(f"{value!r} is not a date (use YYYY-MM-DD).") from None
-    if instant.tzinfo is None:
-        instant = instant.replace(tzinfo=calendar.tz)
-    return instant.astimezone(dt.UTC)
+        return instant_utc(instant)
+    except InstantOutOfRange as error:
+        raise CommandError(str(error)) from None
 
 
 def parse_month(value: str) -> tuple[int, int]:

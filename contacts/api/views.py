@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.db import DatabaseError
 from django.db.models.functions import Now
 from django.utils import timezone
 from drf_spectacular.utils import (
@@ -246,7 +247,13 @@ class ContactViewSet(viewsets.ModelViewSet):
             contact, data=request.data, partial=kwargs.get("partial", False)
         )
         serializer.is_valid(raise_exception=True)
-        contact = contact_update(contact=contact, **serializer.validated_data)
+        try:
+            contact = contact_update(contact=contact, **serializer.validated_data)
+        except DatabaseError:
+            # What Django raises when the row to update is gone: a concurrent delete.
+            if contact_exists(contact_id=contact.pk):
+                raise
+            raise NotFound("This contact was deleted while it was being changed.") from None
         return Response(self._render(contact))
 
     def destroy(self, request, *args, **kwargs):
@@ -287,7 +294,10 @@ class ContactViewSet(viewsets.ModelViewSet):
             )
         except Held as held:
             return held.response()
-        contact.refresh_from_db()
+        # Read again for the answer; a concurrent delete may have removed it meanwhile.
+        contact = contact_list().filter(pk=contact.pk).first()
+        if contact is None:
+            raise NotFound("This contact was deleted while its status was being changed.")
         self.now = timezone.now()
         return _result_response(result, client_key, contact=self._render(contact))
 

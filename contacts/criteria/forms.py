@@ -24,6 +24,7 @@ from contacts.criteria.properties import (
 )
 from contacts.criteria.validation import Criteria, CriteriaError, criteria_validate
 from contacts.engagement.models import EngagementType
+from crm.inputs import JSONInputFormMixin
 
 EMPTY_TREE: dict[str, Any] = {"filterGroups": []}
 
@@ -110,7 +111,7 @@ def drop_blank_keys(tree: Any) -> Any:
     return tree
 
 
-class CriteriaFormField(JSONFormField):
+class CriteriaFormField(JSONInputFormMixin, JSONFormField):
     """A criteria tree: edited in django-jsonform's editor, validated by `criteria_validate`.
 
     `cleaned_data[...]` is the tree as written (HubSpot names kept); `self.criteria`

@@ -41,6 +41,7 @@ from contacts.criteria.properties import (
     criteria_field,
 )
 from contacts.engagement.models import EngagementType
+from crm.instants import instant_utc
 
 
 @dataclass(frozen=True)
@@ -318,6 +319,11 @@ def _to_choice(raw: Any, spec: FieldSpec) -> str:
     return str(key)
 
 
+# The years a date in a tree (or the instant it is evaluated at) may fall in: day windows
+# and their bounds stay within what a datetime holds.
+MIN_YEAR, MAX_YEAR = 1900, 9998
+
+
 def _to_datetime(raw: Any) -> dt.datetime:
     """ISO 8601 (a date is its midnight UTC; a naive time is UTC) or epoch milliseconds."""
     if isinstance(raw, bool):
@@ -329,8 +335,8 @@ def _to_datetime(raw: Any) -> dt.datetime:
             value = dt.datetime.fromtimestamp(raw / 1000, tz=dt.UTC)
         except (OverflowError, OSError, ValueError) as exc:
             raise _BadValue(f"{raw} is not a valid epoch in milliseconds") from exc
-        if not 1900 <= value.year <= 9998:
-            raise _BadValue(f"{raw} is out of range (years 1900 to 9998)")
+        if not MIN_YEAR <= value.year <= MAX_YEAR:
+            raise _BadValue(f"{raw} is out of range (years {MIN_YEAR} to {MAX_YEAR})")
         return value
     if isinstance(raw, str):
         try:
@@ -340,11 +346,9 @@ def _to_datetime(raw: Any) -> dt.datetime:
                 f"{raw!r} is not a date (ISO 8601 like 2026-01-31 or 2026-01-31T09:00:00Z, "
                 "or epoch milliseconds)"
             ) from exc
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=dt.UTC)
-        if not 1900 <= value.year <= 9998:
-            raise _BadValue(f"{raw!r} is out of range (years 1900 to 9998)")
-        return value.astimezone(dt.UTC)
+        if not MIN_YEAR <= value.year <= MAX_YEAR:
+            raise _BadValue(f"{raw!r} is out of range (years {MIN_YEAR} to {MAX_YEAR})")
+        return instant_utc(value)  # in range: the conversion cannot overflow
     raise _BadValue(f"expected a date, got {raw!r}")
 
 

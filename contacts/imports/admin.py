@@ -39,6 +39,7 @@ from contacts.imports.services import (
     contact_import_create,
     contact_import_discard,
     contact_import_preview,
+    contact_import_resume,
     contact_import_sync,
 )
 from contacts.models import (
@@ -48,6 +49,7 @@ from contacts.status.rules import can_change_marketing_status
 from crm.admin import (
     AccountTimeZoneMixin,
 )
+from crm.jobs import JobNotQueued, jobs_expire_stale
 
 
 class ImportUploadForm(forms.Form):
@@ -149,6 +151,7 @@ class ContactImportAdmin(AccountTimeZoneMixin, admin.ModelAdmin):
             "Counts",
             {
                 "fields": [
+                    "accounting_display",
                     "rows",
                     "created_count",
                     "updated_count",
@@ -205,6 +208,15 @@ class ContactImportAdmin(AccountTimeZoneMixin, admin.ModelAdmin):
             return f"{obj.progress_percent}% ({obj.phase or obj.status})"
         return obj.get_status_display()
 
+    @admin.display(description="Rows read")
+    def accounting_display(self, obj: ContactImport) -> str:
+        if obj.status not in (ImportStatus.DONE, ImportStatus.HELD):
+            return "—"
+        return (
+            f"{obj.rows:,} = {obj.imported_count:,} imported + {obj.reported_count:,} "
+            "reported (row errors)"
+        )
+
     @admin.display(description="Row errors")
     def errors_link(self, obj: ContactImport):
         if not obj.invalid_count and not obj.duplicate_count:
@@ -234,6 +246,7 @@ class ContactImportAdmin(AccountTimeZoneMixin, admin.ModelAdmin):
             path(
                 "<int:pk>/errors.csv", view(self.errors_view), name="contacts_contactimport_errors"
             ),
+            path("<int:pk>/resume/", view(self.resume_view), name="contacts_contactimport_resume"),
             *super().get_urls(),
         ]
 
@@ -348,6 +361,9 @@ class ContactImportAdmin(AccountTimeZoneMixin, admin.ModelAdmin):
                     contact_import_commit(contact_import=contact_import, actor=request.user)
                 except (ImportNotAllowed, ImportStateError) as failure:
                     error = str(failure)
+                except JobNotQueued as failure:  # stored, failed with the reason: resumable
+                    self.message_user(request, str(failure), messages.ERROR)
+                    return HttpResponseRedirect(self._change_url(contact_import))
                 else:
                     self.message_user(
                         request,
@@ -394,6 +410,28 @@ class ContactImportAdmin(AccountTimeZoneMixin, admin.ModelAdmin):
             }
         )
 
+    def resume_view(self, request, pk: int):
+        """POST: queue a failed import again; it goes on where it stopped."""
+        contact_import = self._import_for_step(request, pk)
+        if request.method != "POST":
+            return HttpResponseRedirect(self._change_url(contact_import))
+        try:
+            contact_import_resume(contact_import=contact_import, actor=request.user)
+        except (ImportNotAllowed, ImportStateError, JobNotQueued) as failure:
+            self.message_user(request, str(failure), messages.ERROR)
+        else:
+            self.message_user(
+                request,
+                f"The import of “{contact_import.file_name}” is queued again: it goes on where "
+                "it stopped.",
+                messages.SUCCESS,
+            )
+        return HttpResponseRedirect(self._change_url(contact_import))
+
+    def changelist_view(self, request, extra_context=None):
+        jobs_expire_stale(model=ContactImport)  # running imports whose worker died
+        return super().changelist_view(request, extra_context)
+
     def errors_view(self, request, pk: int):
         if not self.has_view_permission(request):
             raise PermissionDenied
@@ -412,6 +450,13 @@ class ContactImportAdmin(AccountTimeZoneMixin, admin.ModelAdmin):
             extra_context["running"] = contact_import.status in (
                 ImportStatus.QUEUED,
                 ImportStatus.RUNNING,
+            )
+            extra_context["resume_url"] = (
+                self._url("resume", contact_import.pk)
+                if contact_import.status == ImportStatus.FAILED
+                and contact_import.committed_at
+                and self.has_add_permission(request)
+                else ""
             )
             if contact_import.status in (ImportStatus.DRAFT, ImportStatus.PREVIEWED):
                 extra_context["next_step_url"] = self._url(

@@ -5,7 +5,8 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-from collections.abc import Callable, Iterator
+import logging
+from collections.abc import Callable, Iterable, Iterator
 
 from django.db.models import QuerySet
 from django.utils import timezone
@@ -19,6 +20,8 @@ from contacts.status.rules import is_marketing, is_pending
 # Rows per export query: `WHERE id > last ORDER BY id LIMIT 2000` walks the primary key, so
 # each chunk costs the same wherever it starts (no OFFSET), and memory holds one chunk.
 EXPORT_CHUNK_SIZE = 2_000
+
+logger = logging.getLogger(__name__)
 
 # (column header, the values_list field it is read from), in the export's order.
 _EXPORT_COLUMNS = [
@@ -48,6 +51,14 @@ _EXPORT_FIELDS = [field for _, field in _EXPORT_COLUMNS]
 # A cell starting with one of these is a formula to Excel, LibreOffice and Google Sheets
 # (OWASP "CSV injection"); tab and carriage return start one in some of them too.
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+# The last line of an export an error stopped: not a contact row (its first cell is no id),
+# and it says what happened.
+EXPORT_INCOMPLETE = (
+    "# INCOMPLETE EXPORT: an error stopped it before the end; rows are missing from this "
+    "file. Run the export again.\r\n"
+)
 
 
 def csv_safe(value: str) -> str:
@@ -142,6 +153,8 @@ def contacts_export_csv(
 ) -> Iterator[str]:
     """The export as CSV text, one piece per chunk (for StreamingHttpResponse or a file).
 
+    The first piece is the header alone, the second the first chunk's rows: a caller that
+    reads two pieces has run the query once (contacts.imports.views).
     `progress(n)` is told after each piece how many contact rows it held.
     """
     buffer = io.StringIO()
@@ -161,3 +174,15 @@ def contacts_export_csv(
         yield buffer.getvalue()
         if progress and rows:
             progress(rows)
+
+
+def export_marked_incomplete(pieces: Iterable[str]) -> Iterator[str]:
+    """`pieces`, and if an error stops them, one last line saying the file is incomplete
+    (`EXPORT_INCOMPLETE`) before the error goes on. A streamed HTTP response has answered
+    200 already and a plain HTTP/1.0 stream cannot say it stopped short: the line can."""
+    try:
+        yield from pieces
+    except Exception:
+        logger.exception("A contact export stopped before its end.")
+        yield EXPORT_INCOMPLETE
+        raise

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.db import models
 
 from contacts.models import Contact, Source
-from crm.models import BaseModel
+from crm.models import BaseModel, LeasedJob
 
 
 class ImportStatus(models.TextChoices):
@@ -19,14 +19,21 @@ class ImportStatus(models.TextChoices):
     HELD = "held", "Done; marketing part waits for approval"
 
 
-class ContactImport(BaseModel):
+class ContactImport(LeasedJob, BaseModel):
     """One CSV file imported into the contacts (DESIGN §1.3, "import").
 
     Upload → column mapping → preview → commit (a background job). Contacts are
     upserted by normalised email; the import never downgrades a marketing status,
     and makes contacts marketing only when `marketing` is set (through the status
-    service, ledger source type "import", id = this import's id).
+    service, ledger source type "import", id = this import's id). The job runs under a
+    lease (crm.jobs): a worker that dies leaves it failed, and a resume continues after
+    `upsert_after`.
     """
+
+    LEASE_RUNNING = ImportStatus.RUNNING
+    LEASE_FAILED = ImportStatus.FAILED
+    LEASE_MESSAGE_FIELD = "message"
+    LEASE_NOUN = "import"
 
     file = models.FileField(upload_to="imports/%Y/%m/", max_length=300)
     file_name = models.CharField(max_length=255, help_text="The name the file was uploaded with.")
@@ -56,6 +63,13 @@ class ContactImport(BaseModel):
     marketing_count = models.PositiveIntegerField(
         default=0,
         help_text="Contacts that became marketing (or had a pending downgrade cancelled).",
+    )
+    upsert_after = models.CharField(
+        max_length=254,
+        blank=True,
+        editable=False,
+        help_text="The file's emails up to this one (in order) are saved; a resumed run goes on "
+        "after it, with the counts saved so far.",
     )
     preview = models.JSONField(default=dict, blank=True)
     marketing_result = models.JSONField(null=True, blank=True)
@@ -99,6 +113,17 @@ class ContactImport(BaseModel):
         if not self.total_rows:
             return 0
         return min(100, self.processed_rows * 100 // self.total_rows)
+
+    # Every row read is accounted for: rows == imported_count + reported_count once it ran.
+    @property
+    def imported_count(self) -> int:
+        """Rows that created, updated or matched (unchanged) a contact."""
+        return self.created_count + self.updated_count + self.unchanged_count
+
+    @property
+    def reported_count(self) -> int:
+        """Rows with a row error: invalid, or a duplicate email a later row replaced."""
+        return self.invalid_count + self.duplicate_count
 
     @property
     def marketing_idempotency_key(self) -> str:

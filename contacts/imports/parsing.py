@@ -19,6 +19,8 @@ from contacts.models import (
 )
 from contacts.status.results import StatusError
 from contacts.status.rules import can_change_marketing_status
+from crm.inputs import NUL
+from crm.rows import row_get_or_create
 
 #
 # A CSV import (DESIGN §1.3 "import") goes: upload
@@ -210,6 +212,11 @@ def _read_head(head: bytes) -> CsvHead:
     columns = [c.strip() for c in columns]
     seen: dict[str, int] = {}
     for number, name in enumerate(columns, start=1):
+        if NUL in name:
+            raise ImportFileError(
+                f"The header's column {number} contains a NUL character (\\0); remove it and "
+                "upload the file again."
+            )
         if name and name in seen:
             raise ImportFileError(
                 f"The header names the column “{name}” twice (columns {seen[name]} and "
@@ -306,11 +313,11 @@ def _check_marketing_allowed(actor, marketing: bool) -> None:
 
 
 def import_source_default() -> Source:
-    source, _ = Source.objects.get_or_create(
-        name=IMPORT_DEFAULT_SOURCE,
+    return row_get_or_create(
+        Source,
+        lookup={"name": IMPORT_DEFAULT_SOURCE},
         defaults={"kind": SourceKind.IMPORT, "default_marketing": False},
-    )
-    return source
+    )[0]
 
 
 def _check_import_source(source: Source) -> None:

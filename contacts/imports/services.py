@@ -20,8 +20,9 @@ import logging
 from dataclasses import asdict, dataclass
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet, Value
 from django.db.models.expressions import RawSQL
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from contacts.hooks import (
@@ -274,52 +275,81 @@ def _upsert_params(contact_import: ContactImport, reason: StatusSource, now: dt.
 
 
 def _upsert_postgresql(
-    contact_import: ContactImport, staged: _Staged, report: ImportProgress, reason: StatusSource
-) -> tuple[int, int]:
+    contact_import: ContactImport,
+    staged: _Staged,
+    lease: jobs.Lease,
+    report: ImportProgress,
+    reason: StatusSource,
+) -> None:
     """Chunks of the staged rows in email order (walking the staging table's unique email
-    index), so each chunk fills the contacts' email indexes left to right."""
+    index), so each chunk fills the contacts' email indexes left to right. Each chunk
+    commits with the import's cursor and counts; the chunks a killed run saved are skipped."""
     sql = _upsert_sql()
-    created = updated = 0
     params = _upsert_params(contact_import, reason, timezone.now())
+    after = contact_import.upsert_after or None
     with connection.cursor() as cursor:
         bounds = _email_bounds(cursor, staged.kept)
+        cursor.execute(f"SELECT MAX(email) FROM {STAGE_TABLE}")
+        last = cursor.fetchone()[0] or ""
         for number, (lo, hi) in enumerate(zip(bounds, bounds[1:], strict=False), start=1):
-            cursor.execute(sql, {**params, "lo": lo, "hi": hi})
-            for was_inserted, count in cursor.fetchall():
-                if was_inserted:
-                    created += count
-                else:
-                    updated += count
+            if after is not None:
+                if hi is not None and hi <= after:
+                    continue  # saved before the run was interrupted
+                lo = after if lo is None or lo < after else lo
+            created = updated = 0
+            with transaction.atomic():
+                cursor.execute(sql, {**params, "lo": lo, "hi": hi})
+                for was_inserted, count in cursor.fetchall():
+                    if was_inserted:
+                        created += count
+                    else:
+                        updated += count
+                _save_chunk(lease, hi or last, created, updated)
             report("saving", min(number * IMPORT_UPSERT_BATCH, staged.kept), staged.kept)
-    return created, updated
+
+
+def _save_chunk(lease: jobs.Lease, through: str, created: int, updated: int) -> None:
+    """In the chunk's transaction: the cursor and the counts move with the chunk's rows."""
+    lease.write(
+        upsert_after=through,
+        created_count=F("created_count") + created,
+        updated_count=F("updated_count") + updated,
+    )
 
 
 def _upsert_portable(
-    contact_import: ContactImport, staged: _Staged, report: ImportProgress, reason: StatusSource
-) -> tuple[int, int]:
-    """Any database: chunks of staged rows, bulk_create the new (with the creation rule's
-    reason), bulk_update the changed (never their reason)."""
+    contact_import: ContactImport,
+    staged: _Staged,
+    lease: jobs.Lease,
+    report: ImportProgress,
+    reason: StatusSource,
+) -> None:
+    """Any database: chunks of staged rows in email order, bulk_create the new (with the
+    creation rule's reason), bulk_update the changed (never their reason); each chunk
+    commits with the import's cursor and counts."""
     fields = IMPORT_STAGED_FIELDS[1:]
     reason_columns = contact_reason_columns(reason)
-    created = updated = done = 0
-    last = 0
+    after = contact_import.upsert_after
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT COUNT(*) FROM {STAGE_TABLE} WHERE email <= %s", [after])
+        done = cursor.fetchone()[0]
     while True:
         with connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT line, {', '.join(IMPORT_STAGED_FIELDS)} FROM {STAGE_TABLE} "
-                "WHERE line > %s ORDER BY line LIMIT %s",
-                [last, IMPORT_PORTABLE_BATCH],
+                f"SELECT {', '.join(IMPORT_STAGED_FIELDS)} FROM {STAGE_TABLE} "
+                "WHERE email > %s ORDER BY email LIMIT %s",
+                [after, IMPORT_PORTABLE_BATCH],
             )
             rows = cursor.fetchall()
         if not rows:
             break
-        last = rows[-1][0]
+        after = rows[-1][0]
         chunk = {
             email: {
                 name: (bool(value) if value is not None and name in _FLAG_FIELDS else value)
                 for name, value in zip(fields, values, strict=True)
             }
-            for _line, email, *values in rows
+            for email, *values in rows
         }
         for attempt in (1, 2):
             existing = Contact.objects.filter(email__in=list(chunk)).only("id", "email", *fields)
@@ -351,16 +381,14 @@ def _upsert_portable(
                     Contact.objects.bulk_update(
                         changes, [*fields, "updated_at"], batch_size=IMPORT_PORTABLE_BATCH
                     )
+                    _save_chunk(lease, after, len(creates), len(changes))
             except IntegrityError:
                 if attempt == 2:
                     raise
                 continue  # someone created one of these emails meanwhile: read them again
             break
-        created += len(creates)
-        updated += len(changes)
         done += len(rows)
         report("saving", done, staged.kept)
-    return created, updated
 
 
 def _import_target(contact_import: ContactImport) -> QuerySet:
@@ -469,17 +497,76 @@ def contact_import_commit(
         locked.committed_at = timezone.now()
         locked.save()
         if enqueue:
-            from contacts.tasks import run_contact_import
-
-            pk = locked.pk
-            jobs.enqueue(run_contact_import, pk)
+            _enqueue_run(locked)
     return locked
 
 
-def _fail(contact_import: ContactImport, message: str) -> None:
-    ContactImport.objects.filter(pk=contact_import.pk).update(
-        status=ImportStatus.FAILED, message=message, phase="", finished_at=timezone.now()
+def _enqueue_run(contact_import: ContactImport) -> None:
+    """Queue the import's job after commit. A broker that does not answer leaves the import
+    failed with the reason (nothing was imported; a resume queues it again) and raises
+    `JobNotQueued` to the caller."""
+    from contacts.tasks import run_contact_import
+
+    pk = contact_import.pk
+
+    def not_queued(message: str) -> None:
+        ContactImport.objects.filter(pk=pk, status=ImportStatus.QUEUED).update(
+            status=ImportStatus.FAILED, phase="", message=message
+        )
+
+    jobs.enqueue(
+        run_contact_import,
+        pk,
+        what=f"The import #{pk} ({contact_import.file_name})",
+        remedy="It is stored and nothing was imported yet: resume it once the queue is back.",
+        on_failure=not_queued,
     )
+
+
+def contact_import_resume(
+    *, contact_import: ContactImport, actor=None, enqueue: bool = True
+) -> ContactImport:
+    """Queue a committed import again after a failure (or a lost task): it goes on where it
+    stopped — the saved chunks are skipped, the counts kept, the marketing part replayed by
+    its key — and ends as an uninterrupted run would. Refused while a worker holds it."""
+    _check_marketing_allowed(actor, contact_import.marketing)
+    jobs.jobs_expire_stale(model=ContactImport, pk=contact_import.pk)
+    with transaction.atomic():
+        locked = lock_import(contact_import.pk)
+        if locked.status == ImportStatus.RUNNING:
+            raise ImportStateError(
+                "This import is running: its worker renewed its lease until "
+                f"{locked.lease_expires_at:%H:%M:%S} UTC. It can be resumed once it stops."
+            )
+        if locked.status in (ImportStatus.DONE, ImportStatus.HELD):
+            raise ImportStateError("This import has finished; there is nothing to resume.")
+        if locked.committed_at is None:
+            raise ImportStateError(
+                "This import was never committed: preview and commit it instead."
+                if locked.status != ImportStatus.FAILED
+                else f"This import failed before it was committed: {locked.message}"
+            )
+        locked.status = ImportStatus.QUEUED
+        locked.phase = "queued"
+        locked.message = ""
+        locked.finished_at = None
+        locked.save(update_fields=["status", "phase", "message", "finished_at", "updated_at"])
+        if enqueue:
+            _enqueue_run(locked)
+    return locked
+
+
+def _fail(contact_import: ContactImport, message: str, lease: jobs.Lease | None = None) -> None:
+    fields = {
+        "status": ImportStatus.FAILED,
+        "message": message,
+        "phase": "",
+        "finished_at": timezone.now(),
+    }
+    if lease is None:
+        ContactImport.objects.filter(pk=contact_import.pk).update(**fields)
+    else:
+        lease.release(**fields)  # not if another worker has taken the import over
     contact_import.refresh_from_db()
 
 
@@ -488,41 +575,50 @@ def contact_import_run(
 ) -> ContactImport:
     """The background job: stage the file, upsert the contacts, then the marketing part.
 
-    Runs a queued import (or one left running by a crashed worker); anything else is
-    returned as it is. Safe to run again: the upsert writes only what differs and the
-    status change has the idempotency key "import:<id>:marketing". Row errors are
-    written afresh. Progress (phase, processed / total rows) is written as it goes.
+    Runs a queued import, or a running one whose worker died (its lease ran out: a
+    redelivered task); anything else is returned as it is. The worker holds the import's
+    lease (crm.jobs), renewed as it reports progress (phase, processed / total rows). Each
+    upsert chunk commits with the import's cursor and counts, so a rerun stages the same
+    file again, skips what was saved and ends as one uninterrupted run would: the same
+    contacts, counts, ledger rows (the status change has the idempotency key
+    "import:<id>:marketing") and counters. Row errors are written afresh.
     """
-    started = timezone.now()
-    claimed = ContactImport.objects.filter(
-        pk=contact_import_id, status__in=[ImportStatus.QUEUED, ImportStatus.RUNNING]
-    ).update(status=ImportStatus.RUNNING, started_at=started, phase="reading", processed_rows=0)
+    lease = jobs.lease_claim(
+        ContactImport,
+        contact_import_id,
+        statuses=[ImportStatus.QUEUED, ImportStatus.RUNNING],
+        status=ImportStatus.RUNNING,
+        started_at=Coalesce(F("started_at"), Value(timezone.now())),
+        phase="reading",
+        processed_rows=0,
+        message="",
+    )
     contact_import = ContactImport.objects.select_related("source", "committed_by").get(
         pk=contact_import_id
     )
-    if not claimed:
+    if lease is None:
         return contact_import
 
     def report(phase: str, done: int, total: int) -> None:
-        ContactImport.objects.filter(pk=contact_import_id).update(
-            phase=phase, processed_rows=done, total_rows=total
-        )
+        lease.beat(phase=phase, processed_rows=done, total_rows=total)
         if progress:
             progress(phase, done, total)
 
     fast = _fast_path()
     try:
         decision = import_creation_decision(contact_import)
+        if not contact_import.upsert_after:  # nothing saved yet: the counts start afresh
+            lease.write(created_count=0, updated_count=0)
         staged = _stage(contact_import, report)
         report("saving", 0, staged.kept)
         upsert = _upsert_postgresql if fast else _upsert_portable
-        created, updated = upsert(contact_import, staged, report, decision.status_source)
+        upsert(contact_import, staged, lease, report, decision.status_source)
+        contact_import.refresh_from_db(fields=["created_count", "updated_count"])
+        created, updated = contact_import.created_count, contact_import.updated_count
         fields = {
             "rows": staged.rows,
             "invalid_count": staged.invalid,
             "duplicate_count": staged.duplicates,
-            "created_count": created,
-            "updated_count": updated,
             "unchanged_count": staged.kept - created - updated,
             "status": ImportStatus.DONE,
             "message": "",
@@ -530,23 +626,29 @@ def contact_import_run(
         if decision.marketing:
             report("marketing", 0, staged.kept)
             fields.update(_marketing_part(contact_import, decision.status_source))
-        if created or updated:
-            _import_notify_changed(started)  # while the staging table still names them
+        if created or updated:  # while the staging table still names them
+            _import_notify_changed(contact_import.started_at)
+    except jobs.LeaseLost:
+        logger.warning("import %s: this worker lost its lease and stops", contact_import_id)
+        contact_import.refresh_from_db()
+        return contact_import
     except ImportFileError as error:
-        _fail(contact_import, str(error))
+        _fail(contact_import, str(error), lease)
         return contact_import
     except Exception as error:  # recorded on the import; the worker's log has the trace
         logger.exception("import %s failed", contact_import_id)
         _fail(
-            contact_import, f"The import stopped on an internal error ({error.__class__.__name__})."
+            contact_import,
+            f"The import stopped on an internal error ({error.__class__.__name__}).",
+            lease,
         )
         return contact_import
     finally:
         with connection.cursor() as cursor:
             _drop_staging(cursor)
-    fields.update(phase="", finished_at=timezone.now())
+    fields.update(phase="", finished_at=timezone.now(), upsert_after="")
     fields["processed_rows"] = fields["total_rows"] = staged.kept
-    ContactImport.objects.filter(pk=contact_import_id).update(**fields)
+    lease.release(**fields)
     contact_import.refresh_from_db()
     return contact_import
 
@@ -617,7 +719,13 @@ def _marketing_part(contact_import: ContactImport, source: StatusSource) -> dict
 
 
 def contact_import_sync(*, contact_import: ContactImport) -> ContactImport:
-    """A held import whose marketing part an approver has run since: mark it done."""
+    """An import as it stands when its page or API is read: a running import whose worker
+    died (its lease ran out) is marked failed; a held import whose marketing part an
+    approver has run since is marked done."""
+    if contact_import.status == ImportStatus.RUNNING:
+        if jobs.jobs_expire_stale(model=ContactImport, pk=contact_import.pk):
+            contact_import.refresh_from_db()
+        return contact_import
     if contact_import.status != ImportStatus.HELD:
         return contact_import
     request = StatusChangeRequest.objects.filter(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -30,10 +31,13 @@ from contacts.imports.parsing import (
     ImportFileError,
     _key,
 )
+from crm.inputs import NUL
 
 IMPORT_STAGE_BATCH = 50_000  # rows parsed between two staging writes and progress updates
 
 IMPORT_ERROR_BATCH = 5_000  # ImportRowError rows per bulk_create
+
+IMPORT_FIELD_LIMIT = 1_000_000  # characters in one value (csv.field_size_limit)
 
 IMPORT_SORT_MEMORY = "256MB"  # PostgreSQL work_mem for the dedupe sort of a large file
 
@@ -84,6 +88,8 @@ def _cleaner(spec: ImportField):
                 return None, None
             if len(value) > limit:
                 return None, f"Longer than {limit} characters ({len(value)})."
+            if NUL in value:  # PostgreSQL cannot store it (the other kinds never keep one)
+                return None, "Contains a NUL character (\\0), which cannot be stored."
             return value, None
 
     elif spec.kind == "choice":
@@ -132,46 +138,144 @@ def _read_batches(contact_import: ContactImport, size: int) -> Iterator[_Batch]:
     # Python time: about 3 µs a row).
     mapped = [(position, *step) for position, step in enumerate(plan, start=1) if step]
     template: list = [None] * (len(plan) + 1)
-    csv.field_size_limit(1_000_000)
+    csv.field_size_limit(IMPORT_FIELD_LIMIT)
     read = invalid = in_batch = 0
     rows: list[tuple] = []
     errors: list[tuple[int, str, str]] = []
+    looks_like_rows = _row_detector(contact_import)
+    end = 1
     try:
         with _open_text(contact_import) as text:
-            reader = csv.reader(text, delimiter=contact_import.delimiter)
-            next(reader, None)  # the header
+            # strict: a quote left open at the end of the file, or a closing quote followed
+            # by more text, is an error (below) instead of a value that swallows lines.
+            reader = csv.reader(text, delimiter=contact_import.delimiter, strict=True)
+            try:
+                next(reader, None)  # the header
+            except csv.Error as error:
+                raise ImportFileError(f"The header cannot be read as CSV: {error}.") from error
             end = reader.line_num
-            for record in reader:
-                line, end = end + 1, reader.line_num
-                if not record or (len(record) == 1 and not record[0].strip()):
-                    continue  # a blank line
-                read += 1
-                in_batch += 1
-                values = template.copy()  # the unmapped fields stay None
-                values[0] = line
-                bad = False
-                length = len(record)
-                for position, index, clean, column in mapped:
-                    value, message = clean(record[index] if index < length else "")
-                    if message is not None:
-                        errors.append((line, column, message))
-                        bad = True
-                    values[position] = value
-                if bad:
+            while True:
+                try:
+                    for record in reader:
+                        line, end = end + 1, reader.line_num
+                        if not record or (len(record) == 1 and not record[0].strip()):
+                            continue  # a blank line
+                        read += 1
+                        in_batch += 1
+                        length = len(record)
+                        if end != line and (swallowed := looks_like_rows(record, line)):
+                            errors.append((line, "", _swallowed_message(line, end, swallowed)))
+                            invalid += 1
+                        else:
+                            values = template.copy()  # the unmapped fields stay None
+                            values[0] = line
+                            bad = False
+                            for position, index, clean, column in mapped:
+                                value, message = clean(record[index] if index < length else "")
+                                if message is not None:
+                                    errors.append((line, column, message))
+                                    bad = True
+                                values[position] = value
+                            if bad:
+                                invalid += 1
+                            else:
+                                rows.append(tuple(values))
+                        if in_batch >= size:
+                            yield _Batch(rows, errors, read, invalid)
+                            rows, errors, invalid, in_batch = [], [], 0, 0
+                    break
+                except csv.Error as error:
+                    # The reader drops the record and goes on at the next line.
+                    line, end = end + 1, reader.line_num
+                    read += 1
+                    in_batch += 1
                     invalid += 1
-                else:
-                    rows.append(tuple(values))
-                if in_batch >= size:
-                    yield _Batch(rows, errors, read, invalid)
-                    rows, errors, invalid, in_batch = [], [], 0, 0
+                    errors.append((line, "", _unreadable(error, line, end)))
+                    if in_batch >= size:
+                        yield _Batch(rows, errors, read, invalid)
+                        rows, errors, invalid, in_batch = [], [], 0, 0
     except UnicodeDecodeError as error:
         raise ImportFileError(
             f"The file is not UTF-8 text after line {end}: save it as “CSV UTF-8” and "
             "upload it again."
         ) from error
-    except csv.Error as error:
-        raise ImportFileError(f"Line {end + 1} cannot be read as CSV: {error}.") from error
     yield _Batch(rows, errors, read, invalid)
+
+
+def _lines(line: int, end: int) -> str:
+    return f"line {line}" if line == end else f"lines {line}–{end}"
+
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")  # the line ends the reader counts (newline="")
+
+
+def _row_detector(contact_import: ContactImport) -> Callable[[list[str], int], list[int]]:
+    """A check of a record that spans lines: which lines inside its quoted values read as
+    rows of the file — as many fields as the header, a valid email in the email column.
+
+    A quoted value may span lines (an address, a note). But a line that could stand as a
+    row of its own is what a quote closed too late looks like: the rows after it were read
+    into one value, and importing that row would lose them without a word.
+    """
+    width = len(contact_import.columns)
+    email_at = contact_import.columns.index(
+        next(column for column, name in contact_import.mapping.items() if name == "email")
+    )
+    email = _cleaner(IMPORT_FIELDS["email"])
+    delimiter = contact_import.delimiter
+
+    def is_row(fields: list[str], width_after: int) -> bool:
+        return (
+            len(fields) + width_after == width
+            and email_at < len(fields)
+            and email(fields[email_at])[1] is None
+        )
+
+    def check(record: list[str], line: int) -> list[int]:
+        rows, current = [], line
+        for position, value in enumerate(record):
+            parts = _LINE_BREAK.split(value)
+            for number, part in enumerate(parts[1:], start=1):
+                current += 1
+                last = number == len(parts) - 1  # the line goes on after the value
+                fields = next(csv.reader([part], delimiter=delimiter), [])
+                if is_row(fields, len(record) - position - 1 if last else 0):
+                    rows.append(current)
+        return rows
+
+    return check
+
+
+def _swallowed_message(line: int, end: int, rows: list[int]) -> str:
+    inside = ", ".join(map(str, rows))
+    return (
+        f"A quoted value runs over {_lines(line, end)}, and line{'s' if len(rows) > 1 else ''} "
+        f"{inside} inside it read{'' if len(rows) > 1 else 's'} as a row of its own: a quote "
+        f"is closed too late, or not at all. None of {_lines(line, end)} was imported; fix "
+        "the quotes and import these lines again."
+    )
+
+
+def _unreadable(error: csv.Error, line: int, end: int) -> str:
+    """A row error for a record the CSV reader refused (strict quoting)."""
+    reason = str(error)
+    if "unexpected end of data" in reason:
+        return (
+            f"A quote opened in the row on line {line} is never closed: {_lines(line, end)} "
+            "(to the end of the file) were read as one value, so none of them was imported. "
+            "Close the quote and import these lines again."
+        )
+    if "expected after" in reason:
+        return (
+            f"A closing quote is followed by more text ({_lines(line, end)}): quote the "
+            'whole value, and write a quote inside it twice (""). Not imported.'
+        )
+    if "field larger than field limit" in reason:
+        return (
+            f"A value is longer than {IMPORT_FIELD_LIMIT:,} characters ({_lines(line, end)}), "
+            "usually a quote that is not closed where it should be. Not imported."
+        )
+    return f"{_lines(line, end).capitalize()} cannot be read as CSV ({reason}). Not imported."
 
 
 def _fast_path() -> bool:
@@ -202,7 +306,8 @@ def _write_errors(contact_import_id: int, errors: list[tuple[int, str, str]]) ->
                     contact_import_id=contact_import_id,
                     line=line,
                     column=column[:200],
-                    message=message[:500],
+                    # Messages quote the bad value: one with a NUL must still be storable.
+                    message=message.replace(NUL, "\\0")[:500],
                 )
                 for line, column, message in errors
             ),
@@ -285,8 +390,6 @@ def _dedupe(cursor, contact_import: ContactImport) -> None:
         )
         cursor.execute(f"DELETE FROM {STAGE_TABLE} WHERE line IN (SELECT s.line {repeated})")
         cursor.execute(unique)
-    if not (postgresql and not FORCE_PORTABLE):  # the portable upsert walks lines
-        cursor.execute(f"CREATE INDEX {STAGE_TABLE}_line ON {STAGE_TABLE} (line)")
     if postgresql:
         cursor.execute("RESET maintenance_work_mem")
     cursor.execute(f"ANALYZE {STAGE_TABLE}")

@@ -132,12 +132,27 @@ class FormSubmission(models.Model):
     upgraded = models.BooleanField(
         default=False, help_text="An existing non-marketing contact was made marketing."
     )
-    # "form:<id>:<client key>" or "external:<client key>": a retried submission stores nothing.
-    submission_key = models.CharField(max_length=250, null=True, blank=True, unique=True)
+    # The client's id for the submission (`submission_id` or the Idempotency-Key header;
+    # empty: none): a retry to the same form stores nothing new. Unique per form — ours by
+    # `form`, an external one by `external_form` — not across forms, which may be sent
+    # the same id.
+    submission_id = models.CharField(max_length=100, blank=True, default="")
     submitted_at = models.DateTimeField()
 
     class Meta:
         ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["form", "submission_id"],
+                condition=models.Q(form__isnull=False) & ~models.Q(submission_id=""),
+                name="formsubmission_once_per_form",
+            ),
+            models.UniqueConstraint(
+                fields=["external_form", "submission_id"],
+                condition=models.Q(form__isnull=True) & ~models.Q(submission_id=""),
+                name="formsubmission_once_per_external_form",
+            ),
+        ]
         indexes = [
             models.Index(fields=["contact", "-id"], name="formsubmission_contact_idx"),
             # A form's submissions, newest first (admin count and list).

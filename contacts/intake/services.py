@@ -52,6 +52,7 @@ from contacts.status.rules import is_settled
 from contacts.status.services import contacts_set_marketing
 from crm.locks import lock_connected_app, lock_contact_by_email, lock_usage
 from crm.models import Account
+from crm.rows import row_get_or_create
 
 #
 # Every way a contact arrives from outside — our forms, external forms, chatflows,
@@ -258,62 +259,66 @@ def _submit(
     upgrade: bool,
     data: dict,
     consent: bool | None,
-    submission_key: str | None,
+    submission_id: str | None,
     external_form: str = "",
     page_url: str = "",
     at: dt.datetime | None = None,
 ) -> SubmissionResult:
     """One form submission: the contact, its FormSubmission and a FORM_SUBMISSION event,
-    all or nothing; a retried key returns the first submission and changes nothing."""
-    if submission_key:
-        existing = FormSubmission.objects.filter(submission_key=submission_key).first()
-        if existing is not None:
-            return SubmissionResult(submission=existing, intake=None, replayed=True)
+    all or nothing. A `submission_id` already stored for this form (ours, or the same
+    external form) is a retry: the first submission is returned and nothing changes."""
     now = at or timezone.now()
     fields = {name: value for name, value in data.items() if name != "email"}
-    try:
-        with transaction.atomic():
-            intake = contact_intake(
-                email=data["email"],
-                source=source,
-                channel=channel,
-                channel_marketing=marketing,
-                upgrade_existing=upgrade,
-                fields=fields,
-            )
-            submission = FormSubmission.objects.create(
-                form=form,
-                external_form=external_form[:200],
-                page_url=page_url[:1000],
-                contact=intake.contact,
-                data={k: v for k, v in data.items() if v not in ("", None)},
-                consent=consent,
-                created_contact=intake.created,
-                upgraded=intake.upgraded,
-                submission_key=submission_key,
-                submitted_at=now,
-            )
-            engagement_record(
-                contact=intake.contact,
-                type=EngagementType.FORM_SUBMISSION,
-                at=now,
-                external_id=f"form-submission:{submission.pk}",
-                properties={
-                    "form_id": form.pk if form else None,
-                    "form_name": form.name if form else external_form,
-                    "page_url": page_url,
-                },
-            )
-    except IntegrityError:
-        # The same key, submitted twice at once: the other one stored it.
-        existing = (
-            FormSubmission.objects.filter(submission_key=submission_key).first()
-            if submission_key
-            else None
+    external_form = external_form[:200]
+    intake: IntakeResult | None = None
+
+    def store() -> FormSubmission:
+        nonlocal intake
+        intake = contact_intake(
+            email=data["email"],
+            source=source,
+            channel=channel,
+            channel_marketing=marketing,
+            upgrade_existing=upgrade,
+            fields=fields,
         )
-        if existing is None:
-            raise
-        return SubmissionResult(submission=existing, intake=None, replayed=True)
+        submission = FormSubmission.objects.create(
+            form=form,
+            external_form=external_form,
+            page_url=page_url[:1000],
+            contact=intake.contact,
+            data={k: v for k, v in data.items() if v not in ("", None)},
+            consent=consent,
+            created_contact=intake.created,
+            upgraded=intake.upgraded,
+            submission_id=submission_id or "",
+            submitted_at=now,
+        )
+        engagement_record(
+            contact=intake.contact,
+            type=EngagementType.FORM_SUBMISSION,
+            at=now,
+            external_id=f"form-submission:{submission.pk}",
+            properties={
+                "form_id": form.pk if form else None,
+                "form_name": form.name if form else external_form,
+                "page_url": page_url,
+            },
+        )
+        return submission
+
+    if not submission_id:  # no id, no retry to recognise
+        with transaction.atomic():
+            return SubmissionResult(submission=store(), intake=intake)
+    # formsubmission_once_per_form / _once_per_external_form: the same id sent twice at
+    # once stores one submission; the other returns it.
+    submission, created = row_get_or_create(
+        FormSubmission,
+        lookup={"form": form, "external_form": external_form, "submission_id": submission_id},
+        create=store,
+    )
+    if not created:
+        return SubmissionResult(submission=submission, intake=None, replayed=True)
     return SubmissionResult(submission=submission, intake=intake)
 
 
@@ -343,20 +348,20 @@ def form_submit(
         upgrade=marketing and form.upgrade_existing,
         data=data,
         consent=consent if form.consent_label else None,
-        submission_key=f"form:{form.pk}:{submission_id}" if submission_id else None,
+        submission_id=submission_id,
         page_url=page_url,
         at=at,
     )
 
 
 def external_forms_source() -> Source:
-    """The one source of every external form, made on first use. Concurrent first
-    submissions race to insert it: get_or_create re-reads the winner's row."""
-    source, _ = Source.objects.get_or_create(
-        name=EXTERNAL_FORMS_SOURCE_NAME,
+    """The one source of every external form, made on first use (concurrent first
+    submissions all get the row one of them inserted)."""
+    return row_get_or_create(
+        Source,
+        lookup={"name": EXTERNAL_FORMS_SOURCE_NAME},
         defaults={"kind": SourceKind.EXTERNAL_FORM, "default_marketing": True},
-    )
-    return source
+    )[0]
 
 
 def external_form_submit(
@@ -384,7 +389,7 @@ def external_form_submit(
         upgrade=marketing,
         data=data,
         consent=None,
-        submission_key=f"external:{submission_id}"[:250] if submission_id else None,
+        submission_id=submission_id,
         external_form=form_identifier,
         page_url=page_url,
         at=at,
@@ -723,40 +728,38 @@ def ad_lead_receive(
     """One lead, once per (ad account, platform lead id): the contact (the account's setting
     for a new one, never an upgrade), an AdLead row and an AD_CLICK event. A lead id already
     received returns its row and None, changing nothing."""
-    existing = AdLead.objects.filter(ad_account=ad_account, lead_id=lead_id).first()
-    if existing is not None:
-        return existing, None
     now = at or timezone.now()
     fields = {name: value for name, value in data.items() if name != "email"}
-    try:
-        with transaction.atomic():
-            intake = contact_intake(
-                email=data["email"],
-                source=ad_account.source,
-                channel=StatusSource(
-                    StatusSourceType.ADS, id=str(ad_account.pk), name=ad_account.name
-                ),
-                channel_marketing=ad_account.marketing,
-                fields=fields,
-            )
-            lead = AdLead.objects.create(
-                ad_account=ad_account,
-                lead_id=lead_id,
-                contact=intake.contact,
-                created_contact=intake.created,
-                data={**data, "properties": properties or {}},
-                received_at=now,
-            )
-            engagement_record(
-                contact=intake.contact,
-                type=EngagementType.AD_CLICK,
-                at=now,
-                external_id=f"ad-lead:{ad_account.pk}:{lead_id}"[:200],
-                properties={"ad_account_id": ad_account.pk, "lead_id": lead_id},
-            )
-    except IntegrityError:
-        existing = AdLead.objects.filter(ad_account=ad_account, lead_id=lead_id).first()
-        if existing is None:
-            raise
-        return existing, None
-    return lead, intake
+    intake: IntakeResult | None = None
+
+    def store() -> AdLead:
+        nonlocal intake
+        intake = contact_intake(
+            email=data["email"],
+            source=ad_account.source,
+            channel=StatusSource(StatusSourceType.ADS, id=str(ad_account.pk), name=ad_account.name),
+            channel_marketing=ad_account.marketing,
+            fields=fields,
+        )
+        lead = AdLead.objects.create(
+            ad_account=ad_account,
+            lead_id=lead_id,
+            contact=intake.contact,
+            created_contact=intake.created,
+            data={**data, "properties": properties or {}},
+            received_at=now,
+        )
+        engagement_record(
+            contact=intake.contact,
+            type=EngagementType.AD_CLICK,
+            at=now,
+            external_id=f"ad-lead:{ad_account.pk}:{lead_id}"[:200],
+            properties={"ad_account_id": ad_account.pk, "lead_id": lead_id},
+        )
+        return lead
+
+    # adlead_once_per_account: a lead sent twice, even at once, is stored once.
+    lead, created = row_get_or_create(
+        AdLead, lookup={"ad_account": ad_account, "lead_id": lead_id}, create=store
+    )
+    return lead, intake if created else None

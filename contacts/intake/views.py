@@ -14,6 +14,7 @@ from contacts.intake.api.auth import PUBLIC_SCOPE, IntakeThrottle
 from contacts.intake.forms import SUBMISSION_ID_FIELD, SubmissionForm, honeypot_filled
 from contacts.intake.selectors import form_public
 from contacts.intake.services import form_submit
+from crm.throttling import client_address
 
 intake_log = logging.getLogger("contacts.intake")
 
@@ -41,7 +42,7 @@ def form_page(request, slug: str):
             intake_log.warning(
                 "form %s: honeypot filled by %s; nothing stored",
                 slug,
-                request.META.get("REMOTE_ADDR", ""),
+                client_address(request),
             )
             return HttpResponseRedirect(thanks)
         submission = SubmissionForm(request.POST, intake_form=form)

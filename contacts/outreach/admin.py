@@ -45,6 +45,7 @@ from crm.admin import (
     ReadOnlyAdminMixin,
     account_time_zone,
 )
+from crm.jobs import JobNotQueued
 
 
 class AdAudienceChoiceForm(forms.Form):
@@ -233,6 +234,9 @@ class MarketingEmailAdmin(AccountTimeZoneMixin, admin.ModelAdmin):
                 return HttpResponseRedirect(change_url)
             except ValidationError as error:
                 self.message_user(request, " ".join(error.messages), messages.ERROR)
+                return HttpResponseRedirect(change_url)
+            except JobNotQueued as error:  # the email is "sending": sending again resumes it
+                self.message_user(request, str(error), messages.ERROR)
                 return HttpResponseRedirect(change_url)
             email.refresh_from_db()
             if email.status == MarketingEmailStatus.SENT:

@@ -27,6 +27,7 @@ from contacts.status.rules import marketing_q
 from contacts.status.sql import CONTACT_TABLE, as_target, sql_fill, sql_param, target_chunks
 from crm import jobs
 from crm.locks import lock_contact, lock_marketing_email
+from crm.rows import row_get_or_create
 
 logger = logging.getLogger(__name__)
 
@@ -339,7 +340,12 @@ def marketing_email_send(*, email, contacts: QuerySet | None = None, actor=None)
             locked.excluded_bounced = breakdown.excluded_bounced
             locked.save()
         email_id = locked.pk
-        jobs.enqueue(send_marketing_email, email_id)
+        jobs.enqueue(
+            send_marketing_email,
+            email_id,
+            what=f"The send of “{locked}”",
+            remedy="Nothing more was sent: send it again once the queue is back (it resumes).",
+        )
     email.refresh_from_db()
     return SendOutcome(email_id=email.pk, status=email.status, breakdown=breakdown)
 
@@ -383,7 +389,12 @@ def marketing_email_release_stale_claims(
             logger.info(
                 "released %s stale claims of marketing email %s (by %s)", released, locked.pk, actor
             )
-            jobs.enqueue(send_marketing_email, locked.pk)
+            jobs.enqueue(
+                send_marketing_email,
+                locked.pk,
+                what=f"The send of “{locked}”",
+                remedy="The claims are released: send it again once the queue is back.",
+            )
     email.refresh_from_db()
     return released
 
@@ -593,7 +604,6 @@ def communication_send(
     `idempotency_key` returns the first row and sends nothing.
     """
     from django.core.mail import EmailMessage
-    from django.db import IntegrityError
 
     from contacts.outreach.models import (
         Communication,
@@ -610,24 +620,24 @@ def communication_send(
         raise SendRefused(
             f"Unknown communication type {type!r}; use one of {', '.join(CommunicationType.values)}."
         )
-    try:
-        with transaction.atomic():
-            log = Communication.objects.create(
-                contact_id=contact.pk,
-                type=type,
-                subject=subject[:200],
-                to_address=contact.email,
-                status=EmailSendStatus.CLAIMED,
-                at=timezone.now(),
-                actor=actor if getattr(actor, "pk", None) else None,
-                idempotency_key=idempotency_key,
-            )
-    except IntegrityError:
-        existing = Communication.objects.filter(idempotency_key=idempotency_key).first()
-        if existing is None:
-            raise
-        existing.replayed = True
-        return existing
+    fields = {
+        "contact_id": contact.pk,
+        "type": type,
+        "subject": subject[:200],
+        "to_address": contact.email,
+        "status": EmailSendStatus.CLAIMED,
+        "at": timezone.now(),
+        "actor": actor if getattr(actor, "pk", None) else None,
+    }
+    if idempotency_key is None:
+        log = Communication.objects.create(**fields)
+    else:
+        log, created = row_get_or_create(
+            Communication, lookup={"idempotency_key": idempotency_key}, defaults=fields
+        )
+        if not created:
+            log.replayed = True
+            return log
     try:
         EmailMessage(
             subject=subject, body=body, from_email=from_email or None, to=[contact.email]

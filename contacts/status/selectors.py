@@ -11,6 +11,7 @@ from django.utils import timezone
 from contacts.status.models import (
     PeriodUsage,
     StatusChange,
+    UsageState,
 )
 from crm.calendar import BillingCalendar
 
@@ -57,6 +58,18 @@ def usage_current(*, at: dt.datetime | None = None) -> UsageSnapshot:
         peak_count=opening,
         pending_downgrades=0,
     )
+
+
+def status_clock(*, at: dt.datetime | None = None) -> dt.datetime:
+    """`at` (default: now), or the instant of the last status change when that is later.
+
+    Change instants only grow: a change asked for before the last one is stamped just
+    after it (contacts.status.services). A check of the ledger "as of now" reads up to
+    this instant, so no change it can see lies after its "now".
+    """
+    now = at or timezone.now()
+    last = UsageState.objects.filter(pk=1).values_list("last_change_at", flat=True).first()
+    return max(now, last) if last else now
 
 
 def contact_status_history(*, contact_id: int) -> QuerySet[StatusChange]:

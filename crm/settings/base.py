@@ -30,7 +30,7 @@ DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = [h for h in os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h]
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "crm.admin_site.MarketableAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -50,6 +50,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "crm.middleware.ServiceUnavailableMiddleware",  # a 503, not a traceback, when the DB is down
+    "crm.middleware.reject_nul_in_url",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -117,6 +119,23 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 
 LOGIN_URL = "admin:login"
 
+
+# --- Cache ----------------------------------------------------------------
+# Throttle counts must be shared by every process that serves requests: Redis when
+# CACHE_URL is set (production), otherwise a file cache next to the project, which the
+# runserver's threads and any local worker processes share.
+def cache_from_env() -> dict:
+    url = os.environ.get("CACHE_URL")
+    if url:
+        return {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url}
+    return {
+        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+        "LOCATION": os.environ.get("CACHE_DIR", str(BASE_DIR / ".cache")),
+    }
+
+
+CACHES = {"default": cache_from_env()}
+
 # --- REST framework -------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -124,13 +143,14 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["crm.api.StrictModelPermissions"],
-    # The API reads JSON, as its schema says; views that take forms or files say so themselves.
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
     # The Accept header chooses a representation; no ?format= (DRF answers 404 to an unknown one).
     "URL_FORMAT_OVERRIDE": None,
     "DEFAULT_FILTER_BACKENDS": ["crm.api.StrictFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "crm.api.CreatedCursorPagination",
+    # The API reads JSON, as its schema says (views that take files say so themselves), with
+    # a nesting limit and no NUL character in text (crm.parsers).
+    "DEFAULT_PARSER_CLASSES": ["crm.parsers.JSONParser"],
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "crm.schema.AutoSchema",
     # Public intake (forms, external forms, chatflows) per client address; connected apps and
@@ -140,6 +160,10 @@ REST_FRAMEWORK = {
         "intake_apps": os.environ.get("INTAKE_APPS_THROTTLE", "600/minute"),
     },
     "EXCEPTION_HANDLER": "crm.exceptions.exception_handler",
+    # How many proxies in front of the app append to X-Forwarded-For. 0: the client is the
+    # socket's address and the header is ignored, so no client can pick its own identity
+    # for the throttle (crm/throttling.py).
+    "NUM_PROXIES": env_int("NUM_PROXIES", 0),
 }
 
 SPECTACULAR_SETTINGS = {
@@ -186,7 +210,12 @@ CELERY_BEAT_SCHEDULE: dict = {
     "recompute-lead-scores": {"task": "workflows.recompute_scores", "schedule": 86400.0},
     # Scheduled workflows: each minute, queue the runs that are due (their own interval).
     "dispatch-due-workflows": {"task": "workflows.dispatch_due", "schedule": 60.0},
+    # Imports and workflow runs whose worker died (its lease ran out) are marked failed.
+    "expire-stale-jobs": {"task": "crm.expire_stale_jobs", "schedule": 60.0},
 }
+# A worker renews its lease on a job at each step; a job unrenewed this long is taken for
+# dead (crm/jobs.py).
+JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 300)
 
 # --- Marketable ------------------------------------------------------------
 # Bulk status changes above this many contacts ask the user to type the number.

@@ -16,3 +16,5 @@ REST_FRAMEWORK = {
     **REST_FRAMEWORK,
     "DEFAULT_THROTTLE_RATES": {"intake": "1000/minute", "intake_apps": "1000/minute"},
 }
+# Each test run counts throttles in its own memory; tests of the shared cache set their own.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}

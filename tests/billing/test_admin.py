@@ -23,7 +23,7 @@ from billing.models import (
     InvoiceLine,
     Subscription,
 )
-from billing.pricing import format_money
+from billing.money import format_money
 from billing.services import billing_close_periods, billing_finalise_invoices
 from billing.templatetags.billing_tags import open_alerts_this_period
 from contacts.models import Contact
@@ -352,7 +352,7 @@ def test_a_final_invoice_cannot_be_edited_in_the_admin(root, closed_october):
     assert 'name="_save"' not in html
     assert "This invoice is final: it never changes." in html
     assert "1,025.00 USD" in html and "800.00 USD" in html and "225.00 USD" in html
-    assert "block size: 5,000" in html  # the line's inputs
+    assert "Block size: 5,000" in html  # the line's inputs
     assert 'name="lines-0-amount"' not in html
 
     response = root.post(
@@ -476,6 +476,15 @@ def test_acknowledge_action(billing, this_period):
     assert messages_of(again)[-1] == "0 alerts acknowledged; 2 already were."
 
 
+def test_acknowledging_from_the_not_yet_list_counts_what_was_chosen(billing, this_period):
+    open_ids = list(Alert.objects.filter(acknowledged_at__isnull=True).values_list("pk", flat=True))
+
+    response = run_action(billing, "alert", "acknowledge_action", open_ids, "?acknowledged=no")
+
+    assert messages_of(response) == [f"{len(open_ids)} alerts acknowledged."]
+    assert not Alert.objects.filter(acknowledged_at__isnull=True).exists()
+
+
 @pytest.mark.parametrize("who", ["auditor", "ops"])
 def test_acknowledge_is_refused_without_change_alert(request, who, this_period):
     client = request.getfixturevalue(who)
@@ -597,13 +606,25 @@ def test_banner_lists_this_periods_open_alerts_on_every_admin_page(ops, this_per
         html = ops.get(page).content.decode()
         assert 'id="billing-alert-banner"' in html, page
         banner = html.split('id="billing-alert-banner"')[1].split("</div>")[0]
-        assert "Billing alerts this period (4 unacknowledged)." in banner
-        assert "Marketing contacts reached 75% of the tier: peak 3,000 of 2,000 included." in (
-            banner
-        )
-        assert "… and 1 more." in banner
-        assert "Overage block 1" not in banner and "Old one" not in banner
+        text = " ".join(re.sub(r"<[^>]+>", " ", banner).split())
+        assert "4 billing alerts this period." in text
+        assert "75%, 90%, 98% and 100% of the tier reached." in text
+        assert "Now: peak 3,500 of 2,000 included, 3,500 marketing contacts today." in text
+        assert "block" not in text and "Old one" not in text
+        assert "3,000" not in text  # the peak the first alerts saw
         assert url("alert", "changelist") + "?acknowledged=no&amp;period=current" in banner
+        assert f'href="{DASHBOARD}"' in banner
+
+
+def test_the_banner_shows_todays_peak_not_the_one_the_alerts_saw(ops, this_period, make_contacts):
+    contacts_set_marketing(contacts=make_contacts(5), source=SRC)
+
+    banner = ops.get(INDEX).content.decode().split('id="billing-alert-banner"')[1]
+
+    assert "Now: peak 3,505 of 2,000 included, 3,505 marketing contacts today." in " ".join(
+        re.sub(r"<[^>]+>", " ", banner.split("</div>")[0]).split()
+    )
+    assert "overage block 1 started" in banner
 
 
 def test_banner_is_not_shown_to_users_who_cannot_view_alerts(sales_client, this_period):

@@ -17,8 +17,10 @@ import time_machine
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from billing import services
 from billing.management.commands.billing_report import top_sources
 from billing.models import BillingPeriod, Invoice
+from billing.services import billing_close_periods
 from contacts.status.models import (
     PeriodUsage,
     StatusChange,
@@ -167,14 +169,48 @@ def test_as_of_is_read_in_the_accounts_time_zone(examples_month):
     assert Invoice.objects.count() == 2
 
 
-def test_as_of_in_the_future_closes_what_has_ended_by_now(examples_month):
-    out, err = run("close_billing_periods", "--as-of", "2027-06-01", at=local(2026, 12, 20))
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]])
+def test_an_as_of_in_the_future_is_refused_and_nothing_is_closed(examples_month, dry_run):
+    ledger = StatusChange.objects.count()
 
-    assert err == (
-        "2027-06-01 00:00 Europe/Stockholm is in the future: closing what has ended by now.\n"
+    error, out = run_failing(
+        "close_billing_periods", "--as-of", "2027-06-01", *dry_run, at=local(2026, 12, 20)
     )
-    assert out.splitlines()[-1] == "Closed 2 period(s), invoiced 1,825.00 USD."
-    assert not BillingPeriod.objects.filter(start=P_END).exists()
+
+    assert error == (
+        "--as-of 2027-06-01 00:00 Europe/Stockholm is in the future (it is 2026-12-20 00:00 "
+        "Europe/Stockholm): only periods that have ended can be closed. Nothing was closed; "
+        "give a past date, or leave --as-of out to close every period that has ended by now."
+    )
+    assert out == ""
+    assert not BillingPeriod.objects.exists()
+    assert StatusChange.objects.count() == ledger
+
+
+def test_a_close_that_loses_the_race_prints_the_figures_the_period_was_closed_with(
+    examples_month, monkeypatch
+):
+    # Another close finishes both periods after this one listed them, before it locks.
+    ended_by = services.periods_ended_by
+
+    def another_close_finishes_first(as_of):
+        periods = ended_by(as_of)
+        monkeypatch.setattr(services, "periods_ended_by", ended_by)
+        billing_close_periods(at=local(2026, 12, 15, 0, 20))
+        return periods
+
+    monkeypatch.setattr(services, "periods_ended_by", another_close_finishes_first)
+
+    out, _ = run("close_billing_periods", at=local(2026, 12, 15, 0, 30))
+
+    assert out.splitlines() == [
+        "2026-10-15 → 2026-11-15  already closed  peak     1,900  counter peak     1,900  "
+        f"invoice {number(PREV_START)}  total 800.00 USD",
+        "2026-11-15 → 2026-12-15  already closed  peak     6,150  counter peak     6,150  "
+        f"invoice {number(P_START)}  total 1,025.00 USD",
+        "Closed 0 period(s); 2 already closed by another run.",
+    ]
+    assert Invoice.objects.count() == 2
 
 
 @pytest.mark.parametrize("value", ["2026-13-01", "next tuesday", "15/12/2026", ""])

@@ -79,6 +79,19 @@ def test_two_closes_at_once_write_one_invoice_per_period(
         (OCT_1, 80_000 + 22_500),  # peak 2,500
         (NOV_1, 80_000 + 22_500),  # peak 5,500
     ]
+    # The close that lost each race reports the figures the winner closed the period with.
+    figures = {}
+    for outcome in first + second:
+        figures.setdefault(outcome.period_start, []).append(
+            (
+                outcome.peak_count,
+                outcome.counter_peak_count,
+                outcome.invoice_number,
+                outcome.total,
+                outcome.currency,
+            )
+        )
+    assert {start: len(set(both)) for start, both in figures.items()} == {OCT_1: 1, NOV_1: 1}
     assert StatusChange.objects.filter(action="rollover").count() == 1_000
     assert PeriodUsage.objects.get(period_start=DEC_1).opening_count == 4_500
 

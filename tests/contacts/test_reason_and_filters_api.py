@@ -41,7 +41,7 @@ def test_a_contact_with_a_reason_shows_its_type(api):
 
 
 def test_the_migration_turns_a_blank_reason_type_into_null(db):
-    migration = importlib.import_module("contacts.migrations.0014_contact_reason_type_null")
+    migration = importlib.import_module("contacts.migrations.0016_contact_reason_type_null")
     blank, with_reason = ContactFactory.create_batch(2)
     Contact.objects.filter(pk=blank.pk).update(marketing_reason_type="")
     Contact.objects.filter(pk=with_reason.pk).update(marketing_reason_type="import")

@@ -202,25 +202,6 @@ def test_the_export_answers_errors_in_json_even_when_csv_was_asked(api):
     assert "lifecycle_stage" in response.json()
 
 
-def test_a_nul_character_in_a_json_field_is_refused(api):
-    response = api.post(
-        "/api/workflows/",
-        {
-            "name": "W",
-            "criteria": {
-                "filterGroups": [
-                    {"filters": [{"propertyName": "company", "operator": "EQ", "value": "a\x00b"}]}
-                ]
-            },
-        },
-        format="json",
-    )
-
-    assert response.status_code == 400
-    assert "criteria" in response.json()
-    assert not Workflow.objects.exists()
-
-
 def test_an_error_that_is_a_bare_list_is_answered_as_an_object():
     response = exception_handler(ValidationError(["Something is wrong."]), {})
 

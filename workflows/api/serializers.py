@@ -6,6 +6,7 @@ from contacts.criteria import CriteriaError, criteria_validate
 from contacts.engagement.models import EngagementType
 from contacts.engagement.services import ENGAGEMENT_BATCH_MAX
 from crm.api import StrictModelSerializer, StrictSerializer
+from crm.inputs import JSONInputField
 from workflows.models import (
     DEFAULT_UNENGAGED_DAYS,
     MAX_UNENGAGED_DAYS,
@@ -17,12 +18,12 @@ from workflows.models import (
 
 
 @extend_schema_field({"type": "object"})
-class CriteriaField(serializers.JSONField):
+class CriteriaField(JSONInputField):
     """A criteria tree: an object (checked by contacts.criteria on validation)."""
 
 
 @extend_schema_field({"type": "array", "items": {"type": "object"}})
-class ActionsField(serializers.JSONField):
+class ActionsField(JSONInputField):
     """A workflow's actions: a list of objects (checked by workflows.models.actions_clean)."""
 
 

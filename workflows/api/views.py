@@ -21,6 +21,7 @@ from contacts.engagement.services import (
 )
 from crm.api import CreatedCursorPagination, StrictModelPermissions, requires
 from crm.exceptions import Conflict
+from crm.jobs import delay, jobs_expire_stale
 from crm.schema import ValidationErrorSerializer
 from workflows.api.serializers import (
     EngagementBatchResultSerializer,
@@ -39,6 +40,7 @@ from workflows.runs import (
     workflow_run_approve,
     workflow_run_reject,
     workflow_run_request,
+    workflow_run_resume,
 )
 from workflows.scoring import engagement_ingest_and_score
 from workflows.selectors import savings_report
@@ -133,6 +135,26 @@ class WorkflowRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
     def reject(self, request, pk=None):
         """Reject a held run: it never runs (workflows.approve_run or billing.approve_overage)."""
         return self._decide(workflow_run_reject)
+
+    @extend_schema(request=None, responses={202: WorkflowRunSerializer})
+    @action(detail=True, methods=["post"], permission_classes=[CanRunWorkflows])
+    def resume(self, request, pk=None):
+        """Queue a failed run again (its worker died, it stopped on an error, or it was never
+        queued): it goes on from its cursor and does nothing twice. 409 while a worker holds
+        it or when it is not failed."""
+        try:
+            run = workflow_run_resume(run=self.get_object())
+        except WorkflowError as error:
+            raise Conflict(str(error)) from error
+        return Response(WorkflowRunSerializer(run).data, status=http.HTTP_202_ACCEPTED)
+
+    def list(self, request, *args, **kwargs):
+        jobs_expire_stale(model=WorkflowRun)  # running runs whose worker died
+        return super().list(request, *args, **kwargs)
+
+    def retrieve(self, request, *args, **kwargs):
+        jobs_expire_stale(model=WorkflowRun, pk=self.get_object().pk)
+        return super().retrieve(request, *args, **kwargs)
 
     def _decide(self, service):
         run = self.get_object()
@@ -231,7 +253,12 @@ class ScoringRuleViewSet(viewsets.ModelViewSet):
     )
     def recompute(self, request):
         dry_run = request.query_params.get("dry_run", "").lower() in ("1", "true", "yes")
-        queued = recompute_scores_task.delay(dry_run=dry_run)
+        queued = delay(
+            recompute_scores_task,
+            dry_run=dry_run,
+            what="The lead-score recompute",
+            remedy="No score was touched: try again once the queue is back.",
+        )
         if queued.ready():  # eager (no broker): the result is here
             return Response(queued.get())
         return Response({"task_id": queued.id}, status=202)

@@ -19,7 +19,8 @@ from django.utils import timezone
 
 from billing.management import local_day, parse_month, period_label
 from billing.models import BillingPeriod, BillingPeriodStatus, Invoice, Subscription
-from billing.pricing import format_money, price_for_peak
+from billing.money import format_money
+from billing.pricing import price_for_peak
 from contacts.status.models import (
     LedgerAction,
     StatusChange,

@@ -3,7 +3,8 @@
 The same service as the daily beat task and the admin action (DESIGN §1.4), so a
 rerun — or a run racing the task — closes nothing twice. A period held because the
 ledger replay and the counters disagree makes the command fail, so a cron job or an
-operator notices; the other periods are still closed.
+operator notices; the other periods are still closed. An `--as-of` in the future is
+refused, not read as "now": a mistyped date must not look like a successful close.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from billing.management import local_time, parse_instant, period_label
-from billing.pricing import format_money
+from billing.money import format_money
 from billing.services import CloseOutcome, billing_close_periods
 from crm.calendar import BillingCalendar
 
@@ -48,10 +49,12 @@ class Command(BaseCommand):
         now = timezone.now()
         as_of_at = parse_instant(as_of, calendar=calendar) if as_of is not None else now
         if as_of_at > now:
-            self.stderr.write(
-                f"{local_time(as_of_at, calendar)} is in the future: closing what has ended by now."
+            raise CommandError(
+                f"--as-of {local_time(as_of_at, calendar)} is in the future (it is "
+                f"{local_time(now, calendar)}): only periods that have ended can be closed. "
+                "Nothing was closed; give a past date, or leave --as-of out to close every "
+                "period that has ended by now."
             )
-            as_of_at = now
 
         outcomes = billing_close_periods(as_of=as_of_at, dry_run=dry_run)
 
@@ -78,7 +81,7 @@ class Command(BaseCommand):
         if outcome.invoice_number:
             parts.append(f"invoice {outcome.invoice_number}")
         # A held period has no invoice; a dry run prices what it would invoice.
-        if outcome.status == "closed" or outcome.status == "would_close" or dry_run:
+        if outcome.invoice_number or outcome.status == "would_close" or dry_run:
             parts.append(f"total {format_money(outcome.total, outcome.currency)}")
         return "  ".join(parts)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 
 from django.core.management.base import BaseCommand, CommandError
-from django.utils import timezone
 
 from billing.management import period_label
 from billing.models import BillingPeriod, BillingPeriodStatus
@@ -21,9 +20,11 @@ from contacts.models import Contact
 from contacts.status.models import PeriodUsage
 from contacts.status.selectors import (
     ledger_replay,
+    status_clock,
     usage_current,
 )
 from crm.calendar import BillingCalendar
+from crm.snapshot import read_snapshot
 
 TICK = dt.timedelta(microseconds=1)
 
@@ -46,23 +47,10 @@ class Command(BaseCommand):
     def handle(self, *args, periods: int, **options):
         if periods < 0:
             raise CommandError(f"--periods must be 0 or more, not {periods}.")
+        # Before the snapshot, which is read-only: the first use creates the account row.
         calendar = BillingCalendar.for_account()
-        now = timezone.now()
-        start, end = calendar.period_bounds(now)
-        earlier = list(
-            PeriodUsage.objects.filter(period_start__lt=start).order_by("-period_start")[:periods]
-        )
-        closed = {
-            p.start: p
-            for p in BillingPeriod.objects.filter(start__in=[row.period_start for row in earlier])
-        }
-
-        checks = [
-            (f"{period_label(start, end, calendar)} (current)", *self._current(start, end, now))
-        ]
-        for row in earlier:
-            label = period_label(row.period_start, row.period_end, calendar)
-            checks.append((label, *self._ended(row, closed.get(row.period_start))))
+        with read_snapshot():
+            checks = self._checks(calendar, periods)
 
         mismatched = []
         for label, summary, problems in checks:
@@ -79,6 +67,27 @@ class Command(BaseCommand):
                 "held at its close until the counters are repaired."
             )
         self.stdout.write(f"All {checked} period(s) agree with the ledger.")
+
+    def _checks(self, calendar: BillingCalendar, periods: int) -> list[tuple[str, str, list]]:
+        """Every comparison, read from one snapshot: a change committing meanwhile is in
+        all of the counters, the ledger and the contacts, or in none of them."""
+        # After the snapshot's first read: no change it sees lies after this instant.
+        now = status_clock()
+        start, end = calendar.period_bounds(now)
+        earlier = list(
+            PeriodUsage.objects.filter(period_start__lt=start).order_by("-period_start")[:periods]
+        )
+        closed = {
+            p.start: p
+            for p in BillingPeriod.objects.filter(start__in=[row.period_start for row in earlier])
+        }
+        checks = [
+            (f"{period_label(start, end, calendar)} (current)", *self._current(start, end, now))
+        ]
+        for row in earlier:
+            label = period_label(row.period_start, row.period_end, calendar)
+            checks.append((label, *self._ended(row, closed.get(row.period_start))))
+        return checks
 
     def _current(
         self, start: dt.datetime, end: dt.datetime, now: dt.datetime

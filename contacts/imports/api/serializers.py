@@ -10,6 +10,7 @@ from contacts.models import (
     Source,
     SourceKind,
 )
+from crm.inputs import JSONInputError, json_input_loads
 
 
 @extend_schema_field({"type": "object", "additionalProperties": {"type": "string"}})
@@ -21,11 +22,11 @@ class ImportMappingField(serializers.Field):
     }
 
     def to_internal_value(self, data):
-        import json
-
         if isinstance(data, str):
             try:
-                data = json.loads(data) if data.strip() else {}
+                data = json_input_loads(data) if data.strip() else {}
+            except JSONInputError as error:
+                raise serializers.ValidationError(str(error)) from error
             except ValueError:
                 self.fail("invalid")
         if not isinstance(data, dict) or not all(
@@ -127,6 +128,8 @@ class ContactImportSerializer(serializers.ModelSerializer):
     def get_counts(self, obj) -> dict:
         return {
             "rows": obj.rows,
+            "imported": obj.imported_count,
+            "reported": obj.reported_count,
             "created": obj.created_count,
             "updated": obj.updated_count,
             "unchanged": obj.unchanged_count,

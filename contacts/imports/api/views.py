@@ -16,7 +16,6 @@ from rest_framework import viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.generics import GenericAPIView
-from rest_framework.parsers import MultiPartParser
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 
@@ -32,6 +31,7 @@ from contacts.selectors import (
     contact_list,
 )
 from contacts.status.rules import MARKETING_STATUS_PERMISSION
+from crm.parsers import MultiPartParser
 
 
 def _import_response(contact_import, request, status=http.HTTP_200_OK) -> Response:
@@ -105,6 +105,13 @@ class ContactImportViewSet(viewsets.ReadOnlyModelViewSet):
             raise
         return _import_response(contact_import, request, http.HTTP_201_CREATED)
 
+    def list(self, request, *args, **kwargs):
+        from contacts.imports.models import ContactImport
+        from crm.jobs import jobs_expire_stale
+
+        jobs_expire_stale(model=ContactImport)  # running imports whose worker died
+        return super().list(request, *args, **kwargs)
+
     def retrieve(self, request, *args, **kwargs):
         from contacts.imports.services import contact_import_sync
 
@@ -123,6 +130,25 @@ class ContactImportViewSet(viewsets.ReadOnlyModelViewSet):
         contact_import = self.get_object()
         self._check_marketing(contact_import.marketing)
         contact_import = contact_import_commit(contact_import=contact_import, actor=request.user)
+        contact_import.refresh_from_db()
+        return _import_response(contact_import, request, http.HTTP_202_ACCEPTED)
+
+    @extend_schema(
+        summary="Resume a failed import (runs in the background)",
+        description="For a committed import that failed — its worker died (its lease ran out) "
+        "or its job could not be queued. It goes on where it stopped and ends as an "
+        "uninterrupted run would: what was saved is not saved twice. 400 while a worker "
+        "still holds it, or when it has finished.",
+        request=None,
+        responses={202: ContactImportSerializer},
+    )
+    @action(detail=True, methods=["post"])
+    def resume(self, request, pk=None):
+        from contacts.imports.services import contact_import_resume
+
+        contact_import = self.get_object()
+        self._check_marketing(contact_import.marketing)
+        contact_import = contact_import_resume(contact_import=contact_import, actor=request.user)
         contact_import.refresh_from_db()
         return _import_response(contact_import, request, http.HTTP_202_ACCEPTED)
 

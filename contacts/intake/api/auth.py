@@ -8,38 +8,30 @@
   works nowhere else (the default `TokenAuthentication` knows nothing of it). They are
   throttled per holder under the scope "intake_apps".
 
-Rates live in settings (`REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]`) and are read at each
-request, so `override_settings` and a changed environment apply without a restart.
+Rates live in settings (`REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]`); how they are counted,
+and which address is the client's, is `crm/throttling.py`.
 """
 
 from __future__ import annotations
 
 from django.contrib.auth.models import AnonymousUser
-from django.core.exceptions import ImproperlyConfigured
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.plumbing import build_bearer_security_scheme_object
 from rest_framework import authentication, exceptions, permissions
-from rest_framework.settings import api_settings
-from rest_framework.throttling import ScopedRateThrottle
 
 from contacts.intake.models import (
     AdAccount,
     ConnectedApp,
 )
 from contacts.intake.services import intake_token_holder
+from crm.throttling import ScopedCounterThrottle
 
 PUBLIC_SCOPE = "intake"
 APPS_SCOPE = "intake_apps"
 
 
-class IntakeThrottle(ScopedRateThrottle):
-    """ScopedRateThrottle that reads its rate at each request and keys a token holder by itself."""
-
-    def get_rate(self):
-        rates = api_settings.DEFAULT_THROTTLE_RATES or {}
-        if self.scope not in rates:
-            raise ImproperlyConfigured(f"No throttle rate for the scope {self.scope!r}.")
-        return rates[self.scope]
+class IntakeThrottle(ScopedCounterThrottle):
+    """Counts a token holder by itself and anyone else by their client address."""
 
     def get_cache_key(self, request, view):
         holder = getattr(request, "auth", None)

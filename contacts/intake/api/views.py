@@ -59,6 +59,7 @@ from contacts.intake.services import (
     form_submit,
 )
 from crm.api import json_type_errors
+from crm.throttling import client_address
 
 intake_log = logging.getLogger("contacts.intake")
 
@@ -70,16 +71,12 @@ def _accepted(message: str = ACCEPTED) -> Response:
     return Response({"accepted": True, "message": message}, status=http.HTTP_201_CREATED)
 
 
-def _client_address(request) -> str:
-    return request.META.get("REMOTE_ADDR", "")
-
-
 def _caught_by_honeypot(request, data, where: str) -> bool:
     """A valid submission with the honeypot filled: a bot. It gets the usual answer and
     nothing is stored (checked after validation: invalid input is a 400 whoever sends it)."""
     if not honeypot_filled(data):
         return False
-    intake_log.warning("%s: honeypot filled by %s; nothing stored", where, _client_address(request))
+    intake_log.warning("%s: honeypot filled by %s; nothing stored", where, client_address(request))
     return True
 
 

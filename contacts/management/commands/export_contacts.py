@@ -5,11 +5,15 @@ The same columns and formula-safe cells as the admin and API exports
 whatever the number of contacts. Filters are the contacts API's (ContactFilter), checked
 strictly: an unknown key or a bad value stops the command before anything is written.
 Writing to a file shows a progress bar on stderr; `-` (the default) writes to stdout.
+A file is written beside the target and renamed when complete: an export an error stops
+leaves no file; on stdout it ends with the export's "incomplete" line and a non-zero exit.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 from django.db.models.functions import Now
@@ -17,7 +21,7 @@ from django.utils import timezone
 from tqdm import tqdm
 
 from contacts.filters import ContactFilter
-from contacts.imports.export import contacts_export_csv
+from contacts.imports.export import contacts_export_csv, export_marked_incomplete
 from contacts.selectors import contact_list
 
 
@@ -56,16 +60,29 @@ class Command(BaseCommand):
         queryset = filterset.qs
         now = timezone.now()
         if output == "-":
-            for piece in contacts_export_csv(contacts=queryset, at=now):
+            pieces = contacts_export_csv(contacts=queryset, at=now)
+            for piece in export_marked_incomplete(pieces):
                 self.stdout.write(piece, ending="")
             return
+        # Written beside the target and renamed at the end: an export an error stops
+        # leaves no file that could pass for a complete one (nor spoils an older one).
+        target = Path(output)
+        partial = target.with_name(f".{target.name}.partial")
         try:
-            handle = open(output, "w", newline="", encoding="utf-8")  # noqa: SIM115
+            handle = open(partial, "w", newline="", encoding="utf-8")  # noqa: SIM115
         except OSError as error:
             raise CommandError(f"Cannot write {output}: {error}") from error
         total = queryset.order_by().count()
-        with handle, tqdm(total=total, unit=" contacts", file=sys.stderr) as bar:
-            for piece in contacts_export_csv(contacts=queryset, at=now, progress=bar.update):
-                handle.write(piece)
-            written = bar.n
+        try:
+            with handle, tqdm(total=total, unit=" contacts", file=sys.stderr) as bar:
+                for piece in contacts_export_csv(contacts=queryset, at=now, progress=bar.update):
+                    handle.write(piece)
+                written = bar.n
+        except Exception as error:
+            partial.unlink(missing_ok=True)
+            raise CommandError(
+                f"The export stopped on an error ({error.__class__.__name__}: {error}); "
+                f"{output} was not written."
+            ) from error
+        os.replace(partial, target)
         self.stderr.write(f"Wrote {written:,} contacts to {output}.")

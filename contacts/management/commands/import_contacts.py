@@ -1,11 +1,13 @@
 """`manage.py import_contacts FILE --source NAME|ID [--marketing] [--map "Col=field" …] [--dry-run]`
+`manage.py import_contacts --resume ID`
 
 Imports a CSV the way the admin does: the file is stored as a `ContactImport`, its
 columns are mapped (by their names, then `--map`), the preview is printed, and the
 import runs here, in this process, with a progress bar. `--dry-run` prints the preview
 and keeps nothing. Bad input (missing file, too big, not UTF-8, no email column, an
 unknown field, a marketing import without the permission for `--user`) exits non-zero
-with one sentence saying why.
+with one sentence saying why. `--resume ID` finishes a failed import here (its worker
+died, or its job was never queued): it goes on where it stopped, saving nothing twice.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ from tqdm import tqdm
 
 from contacts.imports.models import ImportStatus
 from contacts.imports.parsing import import_check_size
+from contacts.imports.selectors import contact_import_list
 from contacts.imports.services import (
     contact_import_commit,
     contact_import_create,
     contact_import_discard,
     contact_import_preview,
+    contact_import_resume,
     contact_import_run,
 )
 from contacts.models import (
@@ -32,6 +36,7 @@ from contacts.models import (
     SourceKind,
 )
 from contacts.status.results import StatusError
+from crm.rows import row_get_or_create
 
 PHASES = {"reading": "Reading the file", "saving": "Saving contacts", "marketing": "Marketing"}
 
@@ -40,10 +45,17 @@ class Command(BaseCommand):
     help = "Import contacts from a CSV file (upsert by email; see the module's docstring)."
 
     def add_arguments(self, parser):
-        parser.add_argument("file", help="the CSV file (UTF-8, comma or semicolon separated)")
+        parser.add_argument(
+            "file", nargs="?", help="the CSV file (UTF-8, comma or semicolon separated)"
+        )
+        parser.add_argument(
+            "--resume",
+            type=int,
+            metavar="ID",
+            help="resume the failed import ID in this process (instead of a new import)",
+        )
         parser.add_argument(
             "--source",
-            required=True,
             help="the import source of new contacts: its id or name (a new name creates an "
             "Import source)",
         )
@@ -65,11 +77,16 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
+        actor = self.user(options.get("user"))
+        if options["resume"] is not None:
+            self.resume(options["resume"], actor)
+            return
+        if not options["file"] or not options["source"]:
+            raise CommandError("Give the CSV file and --source (or --resume ID).")
         path = Path(options["file"])
         if not path.is_file():
             raise CommandError(f"There is no file {path}.")
         mapping = self.parse_map(options["map"])
-        actor = self.user(options.get("user"))
         source = self.source(options["source"])
         try:
             import_check_size(path.stat().st_size)
@@ -95,6 +112,21 @@ class Command(BaseCommand):
             self.stdout.write("Dry run: nothing was imported.")
             return
         contact_import_commit(contact_import=contact_import, actor=actor, enqueue=False)
+        self.run_import(contact_import)
+
+    def resume(self, pk: int, actor) -> None:
+        contact_import = contact_import_list().filter(pk=pk).first()
+        if contact_import is None:
+            raise CommandError(f"There is no import #{pk}.")
+        try:
+            contact_import_resume(contact_import=contact_import, actor=actor, enqueue=False)
+        except StatusError as error:
+            raise CommandError(str(error)) from error
+        self.stdout.write(f"Resuming import #{pk}: {contact_import.file_name}")
+        self.run_import(contact_import)
+
+    def run_import(self, contact_import) -> None:
+        """Run the committed import here, with a progress bar per phase."""
         bars: dict[str, tqdm] = {}
 
         def progress(phase: str, done: int, total: int) -> None:
@@ -134,15 +166,18 @@ class Command(BaseCommand):
 
     def source(self, value: str) -> Source:
         source = Source.objects.filter(pk=int(value)).first() if value.isdigit() else None
-        if source is None:
+        if source is None and value.isdigit():
             source = Source.objects.filter(name=value).first()
-        if source is None:
-            if value.isdigit():
+            if source is None:
                 raise CommandError(f"There is no source with the id {value}.")
-            source = Source.objects.create(
-                name=value, kind=SourceKind.IMPORT, default_marketing=False
+        if source is None:
+            source, created = row_get_or_create(
+                Source,
+                lookup={"name": value},
+                defaults={"kind": SourceKind.IMPORT, "default_marketing": False},
             )
-            self.stdout.write(f"Created the import source “{value}”.")
+            if created:
+                self.stdout.write(f"Created the import source “{value}”.")
         if source.kind != SourceKind.IMPORT:
             raise CommandError(
                 f"The source “{source.name}” is a {source.get_kind_display()} source; give an "
@@ -186,7 +221,8 @@ class Command(BaseCommand):
             f"Import #{c.pk} {c.get_status_display().lower()}: {c.created_count:,} created, "
             f"{c.updated_count:,} updated, {c.unchanged_count:,} unchanged, "
             f"{c.invalid_count:,} invalid, {c.duplicate_count:,} duplicates, "
-            f"{c.marketing_count:,} became marketing."
+            f"{c.marketing_count:,} became marketing. Rows read: {c.rows:,} = "
+            f"{c.imported_count:,} imported + {c.reported_count:,} reported."
         )
         if c.status == ImportStatus.FAILED:
             return

@@ -77,6 +77,7 @@ from contacts.status.services import (
     contacts_set_non_marketing,
 )
 from crm.calendar import BillingCalendar
+from crm.rows import row_get_or_create
 
 DEFAULT_CONTACTS = 5_000
 DEFAULT_SEED = 42
@@ -777,10 +778,12 @@ class Command(BaseCommand):
                 body="Hello,\n\nHere is what is new this month.\n\nUnsubscribe: {unsubscribe_url}",
                 audience_filter={"lifecycle_stage": "lead"},
             )
-        AdAudience.objects.get_or_create(
-            name="Retargeting: leads", defaults={"platform": AdPlatform.LINKEDIN}
+        row_get_or_create(
+            AdAudience,
+            lookup={"name": "Retargeting: leads"},
+            defaults={"platform": AdPlatform.LINKEDIN},
         )
-        ContactList.objects.get_or_create(name="Webinar attendees")
+        row_get_or_create(ContactList, lookup={"name": "Webinar attendees"})
 
     def ensure_admin(self) -> None:
         User = get_user_model()
@@ -831,8 +834,10 @@ def ensure_sources() -> dict[str, Source]:
     """One source of every kind; an existing source of the same name is kept as it is."""
     sources = {}
     for name, kind, _share in DEMO_SOURCES:
-        sources[name], _ = Source.objects.get_or_create(
-            name=name, defaults={"kind": kind, "default_marketing": Source.kind_default(kind)}
+        sources[name], _ = row_get_or_create(
+            Source,
+            lookup={"name": name},
+            defaults={"kind": kind, "default_marketing": Source.kind_default(kind)},
         )
     return sources
 

@@ -644,6 +644,8 @@ def test_api_upload_preview_commit_progress_and_errors(
     assert detail["progress"] == {"processed_rows": 1, "total_rows": 1, "percent": 100}
     assert detail["counts"] == {
         "rows": 2,
+        "imported": 1,
+        "reported": 1,
         "created": 1,
         "updated": 0,
         "unchanged": 0,

@@ -4,9 +4,8 @@ types and choices; the honeypot is looked at only in a valid submission."""
 import pytest
 from rest_framework.test import APIClient
 
-from contacts.engagement.models import EngagementEvent
-from contacts.intake.models import AdLead, Chatflow, Form, FormSubmission
-from contacts.intake.services import ad_account_create, chatflow_save, form_save
+from contacts.intake.models import Chatflow, Form, FormSubmission
+from contacts.intake.services import chatflow_save, form_save
 from contacts.models import Contact
 
 FORM_URL = "/api/intake/forms/newsletter/"
@@ -81,22 +80,3 @@ def test_a_form_post_to_the_api_is_refused_as_unsupported(form):
 
     assert response.status_code == 415
     assert nothing_stored()
-
-
-def test_a_nul_character_in_an_ads_lead_is_refused(account):
-    ads, token = ad_account_create(name="FB", platform="facebook")
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
-
-    response = client.post(
-        f"/api/intake/ads/{ads.pk}/leads/",
-        {"lead_id": "l-1", "email": "a@example.com", "properties": {"campaign": "x\x00y"}},
-        format="json",
-    )
-
-    assert response.status_code == 400
-    assert response.json() == {
-        "leads": {"0": {"properties": ["Text may not contain NUL characters (\\u0000)."]}}
-    }
-    assert not (AdLead.objects.exists() or Contact.objects.exists())
-    assert not EngagementEvent.objects.exists()

@@ -15,6 +15,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils.dateparse import parse_date, parse_datetime
 from tqdm import tqdm
 
+from crm.instants import InstantOutOfRange, instant_utc
 from workflows.scoring import scores_recompute
 
 
@@ -27,7 +28,10 @@ def parse_since(value: str) -> dt.datetime:
         parsed = None
     if parsed is None:
         raise CommandError(f"--contacts-since {value!r}: expected a date such as 2026-01-31.")
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+    try:
+        return instant_utc(parsed)
+    except InstantOutOfRange as error:
+        raise CommandError(f"--contacts-since: {error}") from None
 
 
 class Command(BaseCommand):

@@ -15,7 +15,7 @@ class Migration(migrations.Migration):
     """A contact without a reason has a null reason type, not "" (outside the type's choices)."""
 
     dependencies = [
-        ("contacts", "0013_pendingapproval"),
+        ("contacts", "0015_import_lease"),
     ]
 
     operations = [

@@ -1,0 +1,71 @@
+"""Flows of the admin that depend on its JavaScript, checked in a real browser."""
+
+import json
+
+from contacts.models import Contact
+from tests.factories import ContactFactory
+from workflows.models import Workflow
+
+
+def test_the_status_button_asks_before_discarding_an_edit(page, login):
+    contact = ContactFactory(first_name="Ann")
+    goto = login(username="root", is_superuser=True)
+    goto(f"/admin/contacts/contact/{contact.pk}/change/")
+    dialogs = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+
+    page.fill("#id_first_name", "Anna")
+    page.click("#marketing-status-form button")
+
+    assert dialogs and dialogs[0].startswith("You have unsaved changes to this contact.")
+    assert page.input_value("#id_first_name") == "Anna"
+    contact.refresh_from_db()
+    assert (contact.first_name, contact.marketing_status) == ("Ann", "non_marketing")
+
+
+def test_the_status_button_changes_an_unedited_contact_at_once(page, login):
+    contact = ContactFactory()
+    goto = login(username="root", is_superuser=True)
+    goto(f"/admin/contacts/contact/{contact.pk}/change/")
+    dialogs = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.accept()))
+
+    page.click("#marketing-status-form button")
+    page.wait_for_selector(".messagelist")
+
+    assert dialogs == []
+    assert Contact.objects.get(pk=contact.pk).marketing_status == "marketing"
+
+
+def test_a_workflow_is_made_in_the_editors_and_saved_again(page, login):
+    goto = login(username="ops", groups=["Marketing ops"])
+    goto("/admin/workflows/workflow/add/")
+
+    page.fill("#id_name", "Lead score 80+")
+    page.select_option("#id_purpose", "enrollment")
+    # The criteria editor keeps its JSON in a hidden input; typing the tree there is what
+    # the editor's own "filter" rows produce.
+    criteria = {
+        "filterGroups": [
+            {"filters": [{"propertyName": "lead_score", "operator": "GTE", "value": 80}]}
+        ]
+    }
+    page.evaluate(
+        "value => { document.querySelector('[name=criteria]').value = value; }",
+        json.dumps(criteria),
+    )
+    actions = page.locator(".field-actions")
+    actions.locator("button", has_text="Add item").click()
+    actions.locator("select").first.select_option(label="Set as marketing contact")
+    page.click("input[name=_save]")
+    page.wait_for_selector(".messagelist .success")
+
+    workflow = Workflow.objects.get(name="Lead score 80+")
+    assert workflow.actions == [{"type": "set_marketing"}]
+    assert workflow.criteria["filterGroups"][0]["filters"][0]["propertyName"] == "lead_score"
+
+    goto(f"/admin/workflows/workflow/{workflow.pk}/change/")
+    page.click("input[name=_save]")
+    page.wait_for_selector(".messagelist .success")
+    workflow.refresh_from_db()
+    assert workflow.actions == [{"type": "set_marketing"}]
