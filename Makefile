@@ -8,7 +8,7 @@ PG_URL ?= postgres://postgres@127.0.0.1:5432/marketable
 DEMO_CONTACTS ?= 5000
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-pg test-faults lint format bench migrate demo
+.PHONY: help install run test test-pg test-faults test-schema lint format bench migrate demo
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ test-pg: install ## Run the tests on PostgreSQL ($(PG_URL))
 
 test-faults: install ## Real Celery workers on Redis: jobs end to end, killed with -9 and resumed (PostgreSQL)
 	WORKER_TESTS=1 DATABASE_URL=$${DATABASE_URL:-$(PG_URL)_faults} $(PY) -m pytest tests/faults
+
+test-schema: install ## The schemathesis suite over the whole API, on PostgreSQL ($(PG_URL)_schema)
+	DATABASE_URL=$${DATABASE_URL:-$(PG_URL)_schema} $(PY) -m pytest -m contract tests/contract
 
 lint: install ## ruff (lint and format) and makemigrations --check
 	$(PY) -m ruff check .

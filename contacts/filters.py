@@ -186,3 +186,76 @@ def contact_filter_params(data) -> dict[str, str]:
             "Give at least one filter (an empty filter would match every contact)."
         )
     return params
+
+
+# The API's filter objects are typed: each value has its filter's JSON type. The schema
+# publishes the types (contact_filter_schema), the API checks them (contact_filter_type_errors)
+# before contact_filter_params, and shows stored parameters typed (contact_filter_as_json).
+
+
+def _filter_schema(filter_: filters.Filter) -> dict:
+    if isinstance(filter_, StrictBooleanFilter):
+        return {"type": "boolean"}
+    if isinstance(filter_, IntegerFilter | filters.ModelChoiceFilter):
+        return {"type": "integer"}
+    if isinstance(filter_, filters.IsoDateTimeFilter):
+        return {"type": "string", "format": "date-time"}
+    if isinstance(filter_, filters.ChoiceFilter):
+        return {"type": "string", "enum": [value for value, _ in filter_.extra["choices"]]}
+    return {"type": "string"}
+
+
+def contact_filter_schema() -> dict:
+    """The OpenAPI schema of a filter object."""
+    properties = {}
+    for name, filter_ in ContactFilter.base_filters.items():
+        schema = {**_filter_schema(filter_), "nullable": True}
+        if filter_.extra.get("help_text"):
+            schema["description"] = str(filter_.extra["help_text"])
+        properties[name] = schema
+    return {
+        "type": "object",
+        "properties": properties,
+        "additionalProperties": False,
+        "minProperties": 1,
+        "description": "The contacts list's filters as an object, e.g. "
+        '{"lifecycle_stage": "lead", "pending": true}; null or "" leaves a filter out, and '
+        "at least one must remain.",
+    }
+
+
+_JSON_TYPES = {
+    "boolean": (bool, "true or false"),
+    "integer": (int, "a whole number"),
+    "string": (str, "a string"),
+}
+
+
+def contact_filter_type_errors(data: Mapping) -> dict[str, list[str]]:
+    """The keys of a filter object whose value does not have its filter's JSON type."""
+    errors = {}
+    for key, value in data.items():
+        filter_ = ContactFilter.base_filters.get(key)
+        if filter_ is None or value is None:
+            continue  # unknown keys and nulls: contact_filter_params decides
+        expected, words = _JSON_TYPES[_filter_schema(filter_)["type"]]
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            errors[key] = [f"Expected {words}."]
+    return errors
+
+
+def contact_filter_as_json(params: Mapping) -> dict:
+    """Stored filter parameters (text) as a filter object with typed values."""
+    typed = {}
+    for key, value in params.items():
+        filter_ = ContactFilter.base_filters.get(key)
+        kind = _filter_schema(filter_)["type"] if filter_ is not None else "string"
+        try:
+            if kind == "boolean":
+                value = StrictBooleanField().to_python(value)
+            elif kind == "integer":
+                value = int(value)
+        except (TypeError, ValueError, ValidationError):
+            pass  # shown as stored
+        typed[key] = value
+    return typed

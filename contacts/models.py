@@ -194,8 +194,10 @@ class Contact(BaseModel):
             "Non-marketing contact: non-marketing since this instant (the applied downgrade)."
         ),
     )
-    marketing_reason_type = models.CharField(
-        max_length=20, choices=StatusSourceType.choices, blank=True, editable=False
+    # Null until the status has a reason (the ledger's source type of its last change): ""
+    # is not one of the choices.
+    marketing_reason_type = models.CharField(  # noqa: DJ001
+        max_length=20, choices=StatusSourceType.choices, null=True, blank=True, editable=False
     )
     marketing_reason_id = models.CharField(max_length=64, blank=True, editable=False)
     marketing_reason_name = models.CharField(max_length=200, blank=True, editable=False)

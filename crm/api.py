@@ -1,6 +1,12 @@
 """Shared bases for the REST API."""
 
-from rest_framework import permissions
+from collections.abc import Mapping
+
+from django import forms
+from django.http import QueryDict
+from django_filters.rest_framework import DjangoFilterBackend
+from rest_framework import permissions, serializers
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import CursorPagination
 
 
@@ -16,12 +22,73 @@ class StrictModelPermissions(permissions.DjangoModelPermissions):
 
 
 class CreatedCursorPagination(CursorPagination):
-    """Cursor pagination on the primary key: stable under inserts and no COUNT(*)."""
+    """Cursor pagination on the primary key: stable under inserts and no COUNT(*).
+
+    Strict: a page size that is not a whole number from 1, or a cursor this paginator did
+    not make, is a 400 (DRF would quietly use the default size, or answer 404 on a list).
+    A page size above max_page_size is capped, as the schema says.
+    """
 
     ordering = "-id"
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 500
+
+    def get_page_size(self, request):
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is None:
+            return self.page_size
+        if not (raw.isascii() and raw.isdigit() and int(raw) >= 1):
+            raise ValidationError({self.page_size_query_param: ["A whole number from 1."]})
+        return min(int(raw), self.max_page_size)
+
+    def decode_cursor(self, request):
+        try:
+            cursor = super().decode_cursor(request)
+            # The position is an id (the ordering): anything else was not made here.
+            valid = cursor is None or cursor.position is None or _is_id(cursor.position)
+        except NotFound:
+            valid = False
+        if not valid:
+            raise ValidationError(
+                {self.cursor_query_param: ["Not a cursor: use the next or previous link as given."]}
+            )
+        return cursor
+
+    def get_schema_operation_parameters(self, view):
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"]["minimum"] = 1
+                parameter["description"] = (
+                    f"Results per page (default {self.page_size}; more than "
+                    f"{self.max_page_size} gives {self.max_page_size})."
+                )
+        return parameters
+
+
+def _is_id(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= 18
+
+
+class StrictFilterBackend(DjangoFilterBackend):
+    """django-filter's backend, where an empty value is an error unless the filter takes text.
+
+    django-filter reads `?lifecycle_stage=` or `?created_after=` as "no filter": a typo'd
+    client gets every row, and the schema (an enum, a date-time) does not allow "".
+    """
+
+    def get_filterset(self, request, queryset, view):
+        filterset = super().get_filterset(request, queryset, view)
+        if filterset is not None:
+            empty = {
+                name: ["Give a value, or leave the parameter out."]
+                for name, field in filterset.form.fields.items()
+                if request.query_params.get(name) == "" and not isinstance(field, forms.CharField)
+            }
+            if empty:
+                raise ValidationError(empty)
+        return filterset
 
 
 class HasPermissions(permissions.BasePermission):
@@ -56,3 +123,83 @@ def requires(*perms: str, any_of: bool = False, message: str = "") -> type[HasPe
             "message": message or f"This needs the permission {joiner.join(perms)}.",
         },
     )
+
+
+def _json_type_error(field: serializers.Field, value) -> str | None:
+    """Why `value`, as parsed from JSON, is not of the type the schema gives `field` (or,
+    for a choice, not one of its values)."""
+    if value is None:
+        return None if field.allow_null else "This field may not be null."
+    if isinstance(field, serializers.BooleanField):
+        ok = isinstance(value, bool)
+        expected = "true or false"
+    elif isinstance(field, serializers.IntegerField | serializers.PrimaryKeyRelatedField):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        expected = "a whole number"
+    elif isinstance(field, serializers.FloatField):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        expected = "a number"
+    elif isinstance(field, serializers.ChoiceField) and isinstance(value, str):
+        known = value in field.choices or (value == "" and field.allow_blank)
+        return None if known else field.error_messages["invalid_choice"].format(input=value)
+    elif isinstance(
+        field,
+        serializers.CharField
+        | serializers.ChoiceField
+        | serializers.DateTimeField
+        | serializers.DateField
+        | serializers.SlugRelatedField,
+    ):
+        ok = isinstance(value, str)
+        expected = "a string"
+    elif isinstance(field, serializers.ListField):
+        if not isinstance(value, list):
+            return "Expected a list."
+        for item in value:
+            error = _json_type_error(field.child, item)
+            if error:
+                return f"Each item: {error[0].lower()}{error[1:]}"
+        return None
+    elif isinstance(field, serializers.DictField | serializers.Serializer):
+        ok = isinstance(value, dict)
+        expected = "an object"
+    else:
+        return None
+    return None if ok else f"Expected {expected}, not {type(value).__name__}."
+
+
+class StrictTypesMixin:
+    """JSON values must already have their field's type (the schema's): DRF alone would
+    take 0 for "0", "yes" or 1 for true and "5" for 5 — requests the schema forbids. A
+    choice must be one of the values.
+
+    Form and multipart bodies and query strings carry only text: they are left to the
+    fields' own parsing.
+    """
+
+    def to_internal_value(self, data):
+        errors = json_type_errors(self, data)
+        if errors:
+            raise ValidationError(errors)
+        return super().to_internal_value(data)
+
+
+def json_type_errors(serializer: serializers.Serializer, data) -> dict[str, list[str]]:
+    """The fields of `serializer` whose value in the JSON object `data` has the wrong type."""
+    if not isinstance(data, Mapping) or isinstance(data, QueryDict):
+        return {}
+    errors = {}
+    for field in serializer._writable_fields:
+        if field.field_name in data:
+            error = _json_type_error(field, data[field.field_name])
+            if error:
+                errors[field.field_name] = [error]
+    return errors
+
+
+class StrictSerializer(StrictTypesMixin, serializers.Serializer):
+    """A serializer of request bodies (see StrictTypesMixin)."""
+
+
+class StrictModelSerializer(StrictTypesMixin, serializers.ModelSerializer):
+    """A model serializer of request bodies (see StrictTypesMixin)."""

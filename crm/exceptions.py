@@ -42,4 +42,9 @@ def exception_handler(exc, context):
     elif isinstance(exc, DjangoValidationError):
         detail = exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}
         exc = exceptions.ValidationError(detail)
-    return drf_exception_handler(exc, context)
+    response = drf_exception_handler(exc, context)
+    if response is not None and isinstance(response.data, list):
+        # A bare list of messages is about the request as a whole: the documented error body
+        # is always an object (crm.schema.ValidationErrorSerializer).
+        response.data = {"non_field_errors": response.data}
+    return response

@@ -21,3 +21,6 @@ urlpatterns = [
     path("forms/", include("contacts.intake.urls")),
     path("unsubscribe/<str:token>/", unsubscribe, name="unsubscribe"),
 ]
+
+handler404 = "crm.views.page_not_found"
+handler500 = "crm.views.server_error"

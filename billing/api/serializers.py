@@ -3,6 +3,8 @@
 from rest_framework import serializers
 
 from billing.models import AlertKind
+from contacts.api.serializers import ContactFilterField
+from crm.api import StrictSerializer
 
 
 class UsageEstimateSerializer(serializers.Serializer):
@@ -105,7 +107,7 @@ class BillingPeriodSerializer(serializers.Serializer):
         return invoice.total if invoice else None
 
 
-class CostPreviewRequestSerializer(serializers.Serializer):
+class CostPreviewRequestSerializer(StrictSerializer):
     """Exactly one of would_add, ids or filter."""
 
     would_add = serializers.IntegerField(
@@ -120,15 +122,7 @@ class CostPreviewRequestSerializer(serializers.Serializer):
         max_length=10_000,
         help_text="Contacts that would be set marketing (those already marketing add nothing).",
     )
-    filter = serializers.DictField(
-        required=False,
-        help_text="The contacts list's filters as an object, as in the bulk status change.",
-    )
-
-    def validate_filter(self, value):
-        from contacts.filters import contact_filter_params
-
-        return contact_filter_params(value)
+    filter = ContactFilterField(required=False)
 
     def validate(self, attrs):
         if sum(key in attrs for key in ("would_add", "ids", "filter")) != 1:

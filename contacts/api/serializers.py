@@ -8,7 +8,12 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from contacts.filters import contact_filter_params
+from contacts.filters import (
+    contact_filter_as_json,
+    contact_filter_params,
+    contact_filter_schema,
+    contact_filter_type_errors,
+)
 from contacts.models import (
     Contact,
     MarketingStatus,
@@ -22,6 +27,7 @@ from contacts.status.models import (
     LedgerStatus,
     StatusChange,
 )
+from crm.api import StrictModelSerializer, StrictSerializer
 
 BULK_MAX_IDS = 10_000
 # Contact ids are BIGINTs.
@@ -62,7 +68,24 @@ CONTACT_FIELDS = [
 ]
 
 
-class ContactSerializer(serializers.ModelSerializer):
+@extend_schema_field(contact_filter_schema())
+class ContactFilterField(serializers.DictField):
+    """A filter over contacts as an object (the list endpoint's filters), checked and turned
+    into ContactFilter's parameters by contacts.filters.contact_filter_params."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            self.fail("not_a_dict", input_type=type(data).__name__)
+        errors = contact_filter_type_errors(data)
+        if errors:
+            raise serializers.ValidationError(errors)
+        return contact_filter_params(data)
+
+    def to_representation(self, value):
+        return contact_filter_as_json(value)
+
+
+class ContactSerializer(StrictModelSerializer):
     """A contact as the API shows it, and the fields an update may change.
 
     `marketing_status` is the effective status at the request's instant (context
@@ -155,7 +178,7 @@ class ContactCreateSerializer(ContactSerializer):
         return attrs
 
 
-class SourceSerializer(serializers.ModelSerializer):
+class SourceSerializer(StrictModelSerializer):
     locked = serializers.BooleanField(
         read_only=True, help_text="Contacts from locked kinds are always non-marketing."
     )
@@ -179,7 +202,7 @@ class SourceSerializer(serializers.ModelSerializer):
         ]
 
 
-class MarketingStatusChangeSerializer(serializers.Serializer):
+class MarketingStatusChangeSerializer(StrictSerializer):
     status = serializers.ChoiceField(choices=MarketingStatus.choices)
     idempotency_key = serializers.CharField(
         required=False,
@@ -197,17 +220,10 @@ class BulkMarketingStatusChangeSerializer(MarketingStatusChangeSerializer):
         max_length=BULK_MAX_IDS,
         help_text=f"Contact ids (at most {BULK_MAX_IDS:,}); unknown ids match nothing.",
     )
-    filter = serializers.DictField(
-        required=False,
-        help_text="The list endpoint's filters as an object, e.g. "
-        '{"lifecycle_stage": "lead", "pending": true}.',
-    )
+    filter = ContactFilterField(required=False)
     preview = serializers.BooleanField(
         default=False, help_text="Only count what would change; nothing is written."
     )
-
-    def validate_filter(self, value):
-        return contact_filter_params(value)
 
     def validate(self, attrs):
         if ("ids" in attrs) == ("filter" in attrs):

@@ -5,7 +5,6 @@ from __future__ import annotations
 from django.db import DatabaseError
 from django.db.models.functions import Now
 from django.utils import timezone
-from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
@@ -69,7 +68,7 @@ from contacts.status.services import (
     contacts_set_non_marketing,
     contacts_status_preview,
 )
-from crm.api import requires
+from crm.api import StrictFilterBackend, requires
 from crm.exceptions import Conflict
 
 CanChangeMarketingStatus = requires(
@@ -155,7 +154,7 @@ def _result_response(result: StatusChangeResult, client_key: str | None, **extra
     return Response(data, headers=headers)
 
 
-class ContactFilterBackend(DjangoFilterBackend):
+class ContactFilterBackend(StrictFilterBackend):
     """Filters at the request's instant, the one the representation uses."""
 
     def get_filterset_kwargs(self, request, queryset, view):

@@ -143,16 +143,16 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["crm.api.StrictModelPermissions"],
-    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
+    # The Accept header chooses a representation; no ?format= (DRF answers 404 to an unknown one).
+    "URL_FORMAT_OVERRIDE": None,
+    "DEFAULT_FILTER_BACKENDS": ["crm.api.StrictFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "crm.api.CreatedCursorPagination",
-    # DRF's parsers with a JSON nesting limit and no NUL character in text (crm.parsers).
-    "DEFAULT_PARSER_CLASSES": [
-        "crm.parsers.JSONParser",
-        "crm.parsers.FormParser",
-        "crm.parsers.MultiPartParser",
-    ],
+    # The API reads JSON, as its schema says (views that take files say so themselves), with
+    # a nesting limit and no NUL character in text (crm.parsers).
+    "DEFAULT_PARSER_CLASSES": ["crm.parsers.JSONParser"],
     "PAGE_SIZE": 50,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "crm.schema.AutoSchema",
     # Public intake (forms, external forms, chatflows) per client address; connected apps and
     # ad accounts per token (contacts.intake.api.auth).
     "DEFAULT_THROTTLE_RATES": {
@@ -183,6 +183,7 @@ SPECTACULAR_SETTINGS = {
         "StatusSourceTypeEnum": "contacts.models.StatusSourceType",
         "AlertKindEnum": "billing.models.AlertKind",
         "EngagementTypeEnum": "contacts.engagement.models.EngagementType",
+        "CommunicationTypeEnum": "contacts.outreach.models.CommunicationType",
     },
 }
 

@@ -1,9 +1,11 @@
 from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from contacts.criteria import CriteriaError, criteria_validate
 from contacts.engagement.models import EngagementType
 from contacts.engagement.services import ENGAGEMENT_BATCH_MAX
+from crm.api import StrictModelSerializer, StrictSerializer
 from crm.inputs import JSONInputField
 from workflows.models import (
     DEFAULT_UNENGAGED_DAYS,
@@ -15,12 +17,22 @@ from workflows.models import (
 )
 
 
-class WorkflowSerializer(serializers.ModelSerializer):
-    criteria = JSONInputField(
+@extend_schema_field({"type": "object"})
+class CriteriaField(JSONInputField):
+    """A criteria tree: an object (checked by contacts.criteria on validation)."""
+
+
+@extend_schema_field({"type": "array", "items": {"type": "object"}})
+class ActionsField(JSONInputField):
+    """A workflow's actions: a list of objects (checked by workflows.models.actions_clean)."""
+
+
+class WorkflowSerializer(StrictModelSerializer):
+    criteria = CriteriaField(
         help_text='HubSpot\'s filterGroups, e.g. {"filterGroups": [{"filters": '
         '[{"propertyName": "lifecycle_stage", "operator": "EQ", "value": "mql"}]}]}.'
     )
-    actions = JSONInputField(
+    actions = ActionsField(
         required=False,
         help_text='Ordered list: {"type": "set_marketing"}, {"type": "set_non_marketing"}, '
         '{"type": "send_marketing_email", "email": <id>}, {"type": "add_to_ad_audience", '
@@ -47,6 +59,7 @@ class WorkflowSerializer(serializers.ModelSerializer):
             "updated_at",
         ]
         read_only_fields = ["last_run_at", "created_at", "updated_at"]
+        extra_kwargs = {"schedule_minutes": {"min_value": 1}}  # null: not scheduled
 
     def validate_criteria(self, value):
         try:
@@ -92,28 +105,29 @@ class WorkflowRunSerializer(serializers.ModelSerializer):
         return run.duration.total_seconds() if run.duration else None
 
 
-class WorkflowRunRequestSerializer(serializers.Serializer):
+class WorkflowRunRequestSerializer(StrictSerializer):
     idempotency_key = serializers.CharField(max_length=150, required=False, allow_blank=True)
 
 
-class EngagementEventInputSerializer(serializers.Serializer):
-    """One event (documentation: the service checks each item and reports per item)."""
-
-    contact_id = serializers.IntegerField(required=False, help_text="The contact's id…")
-    email = serializers.EmailField(required=False, help_text="…or email (both: the same one).")
-    type = serializers.ChoiceField(choices=EngagementType.choices)
-    occurred_at = serializers.DateTimeField(
-        help_text="ISO 8601; without an offset, UTC. At most an hour ahead of the server."
-    )
-    external_id = serializers.CharField(
-        max_length=200, help_text="The sender's id of the event: a retry is a duplicate."
-    )
-    properties = serializers.DictField(required=False, help_text="Anything else (an object).")
+ENGAGEMENT_EVENT_HELP = (
+    "One event, an object: `type` (one of "
+    + ", ".join(EngagementType.values)
+    + "), `occurred_at` (ISO 8601; without an offset, UTC; at most an hour ahead of the "
+    "server), `external_id` (the sender's id of the event, at most 200 characters: a retry is "
+    "a duplicate), the contact's `contact_id` or `email` (both: the same contact) and "
+    "optionally `properties` (an object). Each item is checked on its own: a bad one is "
+    "reported in `items` with its messages and the others are stored."
+)
 
 
 class EngagementBatchSerializer(serializers.Serializer):
-    events = EngagementEventInputSerializer(
-        many=True, help_text=f"1 to {ENGAGEMENT_BATCH_MAX:,} events."
+    """The batch's shape only: each event is checked by the service (row-level report)."""
+
+    events = serializers.ListField(
+        child=serializers.JSONField(help_text=ENGAGEMENT_EVENT_HELP),
+        min_length=1,
+        max_length=ENGAGEMENT_BATCH_MAX,
+        help_text=f"1 to {ENGAGEMENT_BATCH_MAX:,} events.",
     )
 
 
@@ -133,7 +147,7 @@ class EngagementBatchResultSerializer(serializers.Serializer):
     items = EngagementItemResultSerializer(many=True)
 
 
-class ScoringRuleSerializer(serializers.ModelSerializer):
+class ScoringRuleSerializer(StrictModelSerializer):
     class Meta:
         model = ScoringRule
         fields = [

@@ -3,7 +3,7 @@ from dataclasses import asdict
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, viewsets
 from rest_framework import status as http
 from rest_framework.decorators import action
@@ -22,6 +22,7 @@ from contacts.engagement.services import (
 from crm.api import CreatedCursorPagination, StrictModelPermissions, requires
 from crm.exceptions import Conflict
 from crm.jobs import delay, jobs_expire_stale
+from crm.schema import ValidationErrorSerializer
 from workflows.api.serializers import (
     EngagementBatchResultSerializer,
     EngagementBatchSerializer,
@@ -33,6 +34,7 @@ from workflows.api.serializers import (
     WorkflowRunSerializer,
     WorkflowSerializer,
 )
+from workflows.filters import WorkflowRunFilter
 from workflows.models import RunTrigger, ScoringRule, Workflow, WorkflowRun
 from workflows.runs import (
     workflow_run_approve,
@@ -53,6 +55,7 @@ from workflows.tasks import recompute_scores as recompute_scores_task
 
 CanRunWorkflows = requires("workflows.view_workflow", "workflows.run_workflow")
 CanViewRuns = requires("workflows.view_workflowrun")
+RUN_NOT_HELD = {409: OpenApiResponse(ValidationErrorSerializer, description="The run is not held.")}
 
 
 def _as_drf(exc: DjangoValidationError) -> ValidationError:
@@ -117,8 +120,9 @@ class WorkflowRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
     serializer_class = WorkflowRunSerializer
     permission_classes = [StrictModelPermissions]
     pagination_class = CreatedCursorPagination
+    filterset_class = WorkflowRunFilter
 
-    @extend_schema(request=None, responses={200: WorkflowRunSerializer})
+    @extend_schema(request=None, responses={200: WorkflowRunSerializer, **RUN_NOT_HELD})
     @action(detail=True, methods=["post"], permission_classes=[CanViewRuns])
     def approve(self, request, pk=None):
         """Release a held run (it then runs). Past the per-run limit: workflows.approve_run
@@ -126,7 +130,7 @@ class WorkflowRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
         403 without them, 409 when the run is not held."""
         return self._decide(workflow_run_approve)
 
-    @extend_schema(request=None, responses={200: WorkflowRunSerializer})
+    @extend_schema(request=None, responses={200: WorkflowRunSerializer, **RUN_NOT_HELD})
     @action(detail=True, methods=["post"], permission_classes=[CanViewRuns])
     def reject(self, request, pk=None):
         """Reject a held run: it never runs (workflows.approve_run or billing.approve_overage)."""
@@ -163,13 +167,7 @@ class WorkflowRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
         return Response(WorkflowRunSerializer(run).data)
 
     def get_queryset(self):
-        runs = WorkflowRun.objects.all()  # workflowrun_workflow_idx (workflow, -id)
-        params = self.request.query_params
-        if params.get("workflow", "").isdigit():
-            runs = runs.filter(workflow_id=int(params["workflow"]))
-        if params.get("status"):
-            runs = runs.filter(status=params["status"])
-        return runs
+        return WorkflowRun.objects.all()  # workflowrun_workflow_idx (workflow, -id)
 
 
 # The engagement API composes the two apps, which is why it lives here: contacts stores
@@ -277,7 +275,7 @@ class SavingsReportView(APIView):
         "bounced or unengaged (no engagement in `unengaged_days` days, created before that), "
         "per reason, and what setting them non-marketing now saves on a month's invoice from "
         "the next update date (minor units).",
-        parameters=[OpenApiParameter("unengaged_days", int, description="1–3650, default 90.")],
+        parameters=[SavingsQuerySerializer],
         responses=SavingsReportSerializer,
     )
     def get(self, request):

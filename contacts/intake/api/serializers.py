@@ -5,9 +5,11 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from contacts.models import (
+    ContactType,
     MarketingStatus,
     normalise_email,
 )
+from crm.api import StrictSerializer
 
 
 class IntakeAcceptedSerializer(serializers.Serializer):
@@ -18,29 +20,47 @@ class IntakeAcceptedSerializer(serializers.Serializer):
     message = serializers.CharField()
 
 
-class FormSubmissionInputSerializer(serializers.Serializer):
-    """For the schema only: the form's own fields are checked by contacts.intake.forms.SubmissionForm."""
+class FormSubmissionInputSerializer(StrictSerializer):
+    """A form submission's shape and types (the form's own fields are then checked by
+    contacts.intake.forms.SubmissionForm)."""
 
     email = serializers.EmailField()
-    first_name = serializers.CharField(required=False, help_text="If the form asks it.")
-    last_name = serializers.CharField(required=False, help_text="If the form asks it.")
-    company = serializers.CharField(required=False, help_text="If the form asks it.")
-    phone = serializers.CharField(required=False, help_text="If the form asks it.")
-    contact_type = serializers.CharField(required=False, help_text="If the form asks it.")
+    first_name = serializers.CharField(
+        required=False, allow_blank=True, help_text="If the form asks it."
+    )
+    last_name = serializers.CharField(
+        required=False, allow_blank=True, help_text="If the form asks it."
+    )
+    company = serializers.CharField(
+        required=False, allow_blank=True, help_text="If the form asks it."
+    )
+    phone = serializers.CharField(
+        required=False, allow_blank=True, help_text="If the form asks it."
+    )
+    contact_type = serializers.ChoiceField(
+        choices=ContactType.choices,
+        required=False,
+        allow_blank=True,
+        help_text="If the form asks it.",
+    )
     consent = serializers.BooleanField(
         required=False, help_text="The consent checkbox, if the form has one."
     )
     submission_id = serializers.CharField(
         required=False,
+        allow_blank=True,
         max_length=100,
-        help_text="The client's id for this submission: a retry with it stores nothing new.",
+        help_text="The client's id for this submission: a retry with it stores nothing new "
+        "(empty: none).",
     )
     website = serializers.CharField(
-        required=False, help_text="Leave empty (a trap for bots: if filled, nothing is stored)."
+        required=False,
+        allow_blank=True,
+        help_text="Leave empty (a trap for bots: if filled, nothing is stored).",
     )
 
 
-class IntakeContactFieldsSerializer(serializers.Serializer):
+class IntakeContactFieldsSerializer(StrictSerializer):
     """Contact fields an external form, a chat visitor or an ads lead may give."""
 
     email = serializers.EmailField(max_length=254)
@@ -53,7 +73,7 @@ class IntakeContactFieldsSerializer(serializers.Serializer):
         return normalise_email(value)
 
 
-class ExternalFormSubmissionSerializer(serializers.Serializer):
+class ExternalFormSubmissionSerializer(StrictSerializer):
     form_id = serializers.CharField(
         max_length=200, help_text="The external form's identifier (e.g. its id or name)."
     )
@@ -68,15 +88,17 @@ class ExternalFormSubmissionSerializer(serializers.Serializer):
 class ChatIntakeSerializer(IntakeContactFieldsSerializer):
     conversation_id = serializers.CharField(
         required=False,
+        allow_blank=True,
         max_length=150,
-        help_text="The conversation's id: the same conversation sent again changes nothing.",
+        help_text="The conversation's id: the same conversation sent again changes nothing "
+        "(empty: none).",
     )
     website = serializers.CharField(
         required=False, allow_blank=True, help_text="Honeypot: leave empty."
     )
 
 
-class IntegrationBatchSerializer(serializers.Serializer):
+class IntegrationBatchSerializer(StrictSerializer):
     """The batch's shape only; each item is checked by the service (row-level report)."""
 
     contacts = serializers.ListField(
@@ -120,7 +142,7 @@ class AdLeadSerializer(IntakeContactFieldsSerializer):
     )
 
 
-class AdLeadsSerializer(serializers.Serializer):
+class AdLeadsSerializer(StrictSerializer):
     leads = AdLeadSerializer(many=True, allow_empty=False, max_length=500)
 
 

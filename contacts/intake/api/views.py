@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import status as http
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.permissions import AllowAny
@@ -58,22 +58,31 @@ from contacts.intake.services import (
     external_form_submit,
     form_submit,
 )
+from crm.api import json_type_errors
 from crm.throttling import client_address
 
 intake_log = logging.getLogger("contacts.intake")
 
 INTAKE_TAG = "intake"
 ACCEPTED = "Thank you: we have received your details."
-THROTTLED = {429: OpenApiResponse(description="Too many requests from this client; retry later.")}
 
 
 def _accepted(message: str = ACCEPTED) -> Response:
     return Response({"accepted": True, "message": message}, status=http.HTTP_201_CREATED)
 
 
+def _caught_by_honeypot(request, data, where: str) -> bool:
+    """A valid submission with the honeypot filled: a bot. It gets the usual answer and
+    nothing is stored (checked after validation: invalid input is a 400 whoever sends it)."""
+    if not honeypot_filled(data):
+        return False
+    intake_log.warning("%s: honeypot filled by %s; nothing stored", where, client_address(request))
+    return True
+
+
 def _object_body(request) -> dict:
     if not hasattr(request.data, "get") or isinstance(request.data, list):
-        raise ValidationError({"non_field_errors": ["Send one JSON object (or form fields)."]})
+        raise ValidationError({"non_field_errors": ["Send one JSON object."]})
     return request.data
 
 
@@ -94,7 +103,7 @@ class FormIntakeView(PublicIntakeView):
         "existing non-marketing contact marketing. `submission_id` (or the Idempotency-Key "
         "header) makes a retry store nothing new.",
         request=FormSubmissionInputSerializer,
-        responses={201: IntakeAcceptedSerializer, **THROTTLED},
+        responses={201: IntakeAcceptedSerializer},
         parameters=[IDEMPOTENCY_PARAMETER],
     )
     def post(self, request, slug: str):
@@ -102,14 +111,15 @@ class FormIntakeView(PublicIntakeView):
         if form is None:
             raise NotFound("No active form with this address.")
         data = _object_body(request)
-        if honeypot_filled(data):
-            intake_log.warning(
-                "form %s: honeypot filled by %s; nothing stored", slug, client_address(request)
-            )
-            return _accepted(form.success_message)
+        # The documented types first, then the form's own fields.
+        wrong_types = json_type_errors(FormSubmissionInputSerializer(), data)
+        if wrong_types:
+            raise ValidationError(wrong_types)
         submission = SubmissionForm(data=data, intake_form=form)
         if not submission.is_valid():
             raise ValidationError(submission.error_dict())
+        if _caught_by_honeypot(request, data, f"form {slug}"):
+            return _accepted(form.success_message)
         form_submit(
             form=form,
             data=submission.contact_data(),
@@ -129,20 +139,18 @@ class ExternalFormIntakeView(PublicIntakeView):
         description="Public, throttled. One account setting decides whether new contacts are "
         "marketing (and whether an existing non-marketing contact is upgraded).",
         request=ExternalFormSubmissionSerializer,
-        responses={201: IntakeAcceptedSerializer, **THROTTLED},
+        responses={201: IntakeAcceptedSerializer},
         parameters=[IDEMPOTENCY_PARAMETER],
     )
     def post(self, request):
         data = _object_body(request)
-        fields = data.get("fields")
-        if honeypot_filled(data) or (isinstance(fields, dict) and honeypot_filled(fields)):
-            intake_log.warning(
-                "external form: honeypot filled by %s; nothing stored", client_address(request)
-            )
-            return _accepted()
         serializer = ExternalFormSubmissionSerializer(data=data)
         serializer.is_valid(raise_exception=True)
         valid = serializer.validated_data
+        if _caught_by_honeypot(request, data, "external form") or _caught_by_honeypot(
+            request, data["fields"], "external form"
+        ):
+            return _accepted()
         external_form_submit(
             form_identifier=valid["form_id"],
             data={k: v for k, v in valid["fields"].items() if v not in ("", None)},
@@ -162,22 +170,19 @@ class ChatflowIntakeView(PublicIntakeView):
         "chatflow's marketing setting for a new one; never an upgrade) and records a chat "
         "engagement. The same conversation_id again changes nothing.",
         request=ChatIntakeSerializer,
-        responses={201: IntakeAcceptedSerializer, **THROTTLED},
+        responses={201: IntakeAcceptedSerializer},
     )
     def post(self, request, pk: int):
         chatflow = chatflow_public(chatflow_id=pk)
         if chatflow is None:
             raise NotFound("No active chatflow with this id.")
         data = _object_body(request)
-        if honeypot_filled(data):
-            intake_log.warning(
-                "chatflow %s: honeypot filled by %s; nothing stored", pk, client_address(request)
-            )
-            return _accepted()
         serializer = ChatIntakeSerializer(data=data)
         serializer.is_valid(raise_exception=True)
+        if _caught_by_honeypot(request, data, f"chatflow {pk}"):
+            return _accepted()
         valid = dict(serializer.validated_data)
-        conversation_id = valid.pop("conversation_id", None)
+        conversation_id = valid.pop("conversation_id", None) or None
         valid.pop(HONEYPOT_FIELD, None)
         chatflow_intake(
             chatflow=chatflow,
@@ -203,7 +208,7 @@ class IntegrationContactsView(APIView):
         "was switched on stay as they are); existing contacts are updated, never downgraded. "
         "Each item gets a result; the same batch again finds everything unchanged.",
         request=IntegrationBatchSerializer,
-        responses={200: IntegrationBatchResultSerializer, **THROTTLED},
+        responses={200: IntegrationBatchResultSerializer},
     )
     def post(self, request, pk: int):
         data = _object_body(request)
@@ -240,7 +245,7 @@ class AdLeadsView(APIView):
         'repeat answers "duplicate" and changes nothing). New contacts get the ad account\'s '
         "marketing setting.",
         request=AdLeadsSerializer,
-        responses={200: AdLeadsResultSerializer, **THROTTLED},
+        responses={200: AdLeadsResultSerializer},
     )
     def post(self, request, pk: int):
         data = _object_body(request)

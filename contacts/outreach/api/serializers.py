@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from contacts.api.serializers import BULK_MAX_IDS, IDEMPOTENCY_KEY_MAX, MAX_ID
-from contacts.filters import contact_filter_params
+from contacts.api.serializers import (
+    BULK_MAX_IDS,
+    IDEMPOTENCY_KEY_MAX,
+    MAX_ID,
+    ContactFilterField,
+)
+from contacts.filters import contact_filter_schema
 from contacts.models import (
     Contact,
 )
@@ -17,12 +22,28 @@ from contacts.outreach.models import (
     ContactList,
     MarketingEmail,
 )
+from crm.api import StrictModelSerializer, StrictSerializer
 
 
-class MarketingEmailSerializer(serializers.ModelSerializer):
+@extend_schema_field(
+    {
+        **{k: v for k, v in contact_filter_schema().items() if k != "minProperties"},
+        "description": "The audience as a contact filter (the contacts list's filters as an "
+        "object); {} when the audience is a list (audience_list).",
+    }
+)
+class AudienceFilterField(ContactFilterField):
+    def to_internal_value(self, data):
+        return {} if data == {} else super().to_internal_value(data)
+
+
+class MarketingEmailSerializer(StrictModelSerializer):
     """A marketing email. Status and counts are written by the send only."""
 
-    sent_by = serializers.PrimaryKeyRelatedField(read_only=True)
+    audience_filter = AudienceFilterField(required=False)
+    sent_by = serializers.PrimaryKeyRelatedField(
+        read_only=True, allow_null=True, help_text="Who sent it; null until it is sent."
+    )
 
     class Meta:
         model = MarketingEmail
@@ -63,15 +84,6 @@ class MarketingEmailSerializer(serializers.ModelSerializer):
             "updated_at",
         ]
 
-    def validate_audience_filter(self, value):
-        if value in (None, {}):
-            return {}
-        try:
-            return contact_filter_params(value)
-        except DjangoValidationError as error:
-            detail = error.message_dict if hasattr(error, "error_dict") else error.messages
-            raise serializers.ValidationError(detail) from error
-
 
 class SendBreakdownSerializer(serializers.Serializer):
     """contacts.selectors.SendBreakdown: who would get the email, and why not the others."""
@@ -101,7 +113,7 @@ class MarketingEmailSendResultSerializer(serializers.Serializer):
     email = MarketingEmailSerializer()
 
 
-class MembershipRequestSerializer(serializers.Serializer):
+class MembershipRequestSerializer(StrictSerializer):
     ids = serializers.ListField(
         child=serializers.IntegerField(min_value=1, max_value=MAX_ID),
         required=False,
@@ -109,13 +121,8 @@ class MembershipRequestSerializer(serializers.Serializer):
         max_length=BULK_MAX_IDS,
         help_text=f"Contact ids (at most {BULK_MAX_IDS:,}); unknown ids match nothing.",
     )
-    filter = serializers.DictField(
-        required=False, help_text='The contacts list filters, e.g. {"lifecycle_stage": "lead"}.'
-    )
+    filter = ContactFilterField(required=False)
     preview = serializers.BooleanField(default=False, help_text="Only count; nothing is written.")
-
-    def validate_filter(self, value):
-        return contact_filter_params(value)
 
     def validate(self, attrs):
         if ("ids" in attrs) == ("filter" in attrs):
@@ -138,24 +145,30 @@ class MembershipChangeSerializer(serializers.Serializer):
     not_member = serializers.IntegerField()
 
 
-class AdAudienceSerializer(serializers.ModelSerializer):
+class AdAudienceSerializer(StrictModelSerializer):
     class Meta:
         model = AdAudience
         fields = ["id", "name", "platform", "created_at", "updated_at"]
 
 
-class ContactListSerializer(serializers.ModelSerializer):
+class ContactListSerializer(StrictModelSerializer):
     class Meta:
         model = ContactList
         fields = ["id", "name", "description", "created_at", "updated_at"]
 
 
-class CommunicationSerializer(serializers.ModelSerializer):
+class CommunicationSerializer(StrictModelSerializer):
     """A non-marketing communication: any contact, logged with its type."""
 
     contact = serializers.PrimaryKeyRelatedField(queryset=Contact.objects.all())
-    type = serializers.CharField(
-        help_text="One of: " + ", ".join(CommunicationType.values) + ". Not 'marketing'."
+    type = serializers.ChoiceField(
+        choices=CommunicationType.choices,
+        help_text="Not 'marketing': marketing email is sent through /api/marketing-emails/.",
+        error_messages={
+            "invalid_choice": "Unknown type; use one of "
+            + ", ".join(CommunicationType.values)
+            + "."
+        },
     )
     body = serializers.CharField(write_only=True, trim_whitespace=False)
     idempotency_key = serializers.CharField(
@@ -179,15 +192,15 @@ class CommunicationSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = ["to_address", "status", "error", "at", "actor"]
 
-    def validate_type(self, value):
-        if value == "marketing":
+    def to_internal_value(self, data):
+        if isinstance(data, dict) and data.get("type") == "marketing":
             raise serializers.ValidationError(
-                "Marketing email is not a communication: create a marketing email "
-                "(POST /api/marketing-emails/), whose send reaches only marketing, "
-                "subscribed, unbounced contacts."
+                {
+                    "type": [
+                        "Marketing email is not a communication: create a marketing email "
+                        "(POST /api/marketing-emails/), whose send reaches only marketing, "
+                        "subscribed, unbounced contacts."
+                    ]
+                }
             )
-        if value not in CommunicationType.values:
-            raise serializers.ValidationError(
-                f"Unknown type; use one of {', '.join(CommunicationType.values)}."
-            )
-        return value
+        return super().to_internal_value(data)
