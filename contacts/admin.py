@@ -228,9 +228,21 @@ class ContactAddForm(ContactForm):
 
 
 class ContactAddFormWithoutStatus(ContactAddForm):
-    """For users without contacts.change_marketing_status: the source's default applies."""
+    """For users without contacts.change_marketing_status: no status to choose, and the
+    source is a record of where the contact came from (the creation rule makes a contact
+    created by hand by such a user non-marketing, whatever the source's default)."""
 
     marketing = None
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        source = self.fields.get("source")
+        if source is not None:
+            source.help_text = (
+                "Where the contact comes from. Contacts you create are non-marketing whatever "
+                "the source (creating marketing contacts needs the permission to change the "
+                "marketing status)."
+            )
 
 
 class BulkStatusConfirmForm(forms.Form):
@@ -417,18 +429,19 @@ class ContactAdmin(AccountTimeZoneMixin, BigTableAdmin):
             if fields:
                 contact_update(contact=obj, **fields)
             return
-        chose_marketing = bool(data.get("marketing")) and can_change_marketing_status(request.user)
         fields = {
             name: data[name]
             for name in form.fields
             if name in CONTACT_EDITABLE_FIELDS and name != "email" and name in data
         }
+        # The creation rule decides, given the user: without the status permission the
+        # contact is non-marketing whatever its source (the form offers no status then).
         contact = contact_create(
             email=data["email"],
             source=data.get("source") or source_for_manual_entry(),
             actor=request.user,
-            marketing=True if chose_marketing else None,
-            status_source=manual_status_source(request.user) if chose_marketing else None,
+            marketing=True if data.get("marketing") else None,
+            status_source=manual_status_source(request.user),
             **fields,
         )
         # The admin goes on with `obj` (log entry, redirect): make it the created row.
