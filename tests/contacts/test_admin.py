@@ -248,6 +248,7 @@ def test_delete_selected_is_absent(super_client, people):
         "export_csv_action",
         "add_to_ad_audience_action",
         "remove_from_ad_audience_action",
+        "delete_contacts_action",  # ours, through the status service (not Django's)
     ]
     response = run_action(super_client, "delete_selected", [people["ann"].pk])
     assert Contact.objects.count() == 4
