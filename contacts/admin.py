@@ -23,6 +23,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.formats import date_format
 
+from contacts.admin_delete import ContactDeletionMixin
 from contacts.imports.views import export_response
 from contacts.intake.admin import source_channel
 from contacts.models import (
@@ -65,7 +66,6 @@ from contacts.status.results import (
 from contacts.status.rules import can_change_marketing_status, settled_q
 from contacts.status.selectors import contact_status_history
 from contacts.status.services import (
-    contacts_delete,
     contacts_set_marketing,
     contacts_set_non_marketing,
     contacts_status_preview,
@@ -228,9 +228,21 @@ class ContactAddForm(ContactForm):
 
 
 class ContactAddFormWithoutStatus(ContactAddForm):
-    """For users without contacts.change_marketing_status: the source's default applies."""
+    """For users without contacts.change_marketing_status: no status to choose, and the
+    source is a record of where the contact came from (the creation rule makes a contact
+    created by hand by such a user non-marketing, whatever the source's default)."""
 
     marketing = None
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        source = self.fields.get("source")
+        if source is not None:
+            source.help_text = (
+                "Where the contact comes from. Contacts you create are non-marketing whatever "
+                "the source (creating marketing contacts needs the permission to change the "
+                "marketing status)."
+            )
 
 
 class BulkStatusConfirmForm(forms.Form):
@@ -288,7 +300,7 @@ CHANGE_READONLY_FIELDS = [
 
 
 @admin.register(Contact)
-class ContactAdmin(AccountTimeZoneMixin, BigTableAdmin):
+class ContactAdmin(ContactDeletionMixin, AccountTimeZoneMixin, BigTableAdmin):
     list_display = [
         "email",
         "name_display",
@@ -325,8 +337,10 @@ class ContactAdmin(AccountTimeZoneMixin, BigTableAdmin):
         "export_csv_action",
         "add_to_ad_audience_action",
         "remove_from_ad_audience_action",
+        "delete_contacts_action",
     ]
     form = ContactForm
+    bulk_confirm_form = BulkStatusConfirmForm
 
     def get_queryset(self, request):
         queryset = contact_list()
@@ -417,18 +431,19 @@ class ContactAdmin(AccountTimeZoneMixin, BigTableAdmin):
             if fields:
                 contact_update(contact=obj, **fields)
             return
-        chose_marketing = bool(data.get("marketing")) and can_change_marketing_status(request.user)
         fields = {
             name: data[name]
             for name in form.fields
             if name in CONTACT_EDITABLE_FIELDS and name != "email" and name in data
         }
+        # The creation rule decides, given the user: without the status permission the
+        # contact is non-marketing whatever its source (the form offers no status then).
         contact = contact_create(
             email=data["email"],
             source=data.get("source") or source_for_manual_entry(),
             actor=request.user,
-            marketing=True if chose_marketing else None,
-            status_source=manual_status_source(request.user) if chose_marketing else None,
+            marketing=True if data.get("marketing") else None,
+            status_source=manual_status_source(request.user),
             **fields,
         )
         # The admin goes on with `obj` (log entry, redirect): make it the created row.
@@ -443,28 +458,9 @@ class ContactAdmin(AccountTimeZoneMixin, BigTableAdmin):
 
     def get_actions(self, request):
         actions = super().get_actions(request)
+        # Django's collects every related row in Python: "Delete selected contacts" instead.
         actions.pop("delete_selected", None)
         return actions
-
-    def delete_model(self, request, obj):
-        contacts_delete(
-            contacts=obj,
-            actor=request.user,
-            source=StatusSource(StatusSourceType.DELETION, name="Admin"),
-        )
-
-    def delete_queryset(self, request, queryset):
-        contacts_delete(
-            contacts=queryset,
-            actor=request.user,
-            source=StatusSource(StatusSourceType.DELETION, name="Admin"),
-        )
-
-    def render_delete_form(self, request, context):
-        obj = context.get("object")
-        if obj is not None:
-            context["marketing_now"] = obj.is_billable(timezone.now())
-        return super().render_delete_form(request, context)
 
     def get_urls(self):
         info = self.opts.app_label, self.opts.model_name

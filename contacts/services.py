@@ -22,11 +22,13 @@ from contacts.models import (
 from contacts.status.results import (
     ChangeHeld,
     LockedSourceError,
+    MarketingNotPermitted,
     SourceInUse,
     StatusError,
     StatusSource,
     Target,
 )
+from contacts.status.rules import MARKETING_STATUS_PERMISSION, can_change_marketing_status
 from contacts.status.services import contacts_set_marketing
 from contacts.status.sql import as_target, target_chunks
 from crm.locks import lock_usage
@@ -48,23 +50,29 @@ def contacts_creation_policy(
     channel_marketing: bool | None = None,
     channel: StatusSource | None = None,
     requester: StatusSource | None = None,
+    creator=None,
 ) -> CreationDecision:
     """The status of a new contact (DESIGN §1.3): the one rule every entry path applies.
 
     Admin and API create, forms (ours and external), chatflows, connected apps, ads
-    leads and imports all ask here. In order:
+    leads and imports all ask here. `creator` is the person creating the contact by hand
+    in the admin or the API (None for a channel, an import's own rule or a command). In
+    order:
 
     1. A locked kind (mobile app, email logging, team inbox, documents, meetings, email
        extension) always creates non-marketing; asking for marketing raises
        `LockedSourceError`.
-    2. `requested_marketing` — a permitted person's choice in the admin or API, an
+    2. A `creator` without contacts.change_marketing_status creates non-marketing — "created
+       by hand" is non-marketing, and only a user with the permission may pick marketing,
+       by asking or by picking a source whose default is marketing. Asking for marketing
+       raises `MarketingNotPermitted`; the ledger names `requester`.
+    3. `requested_marketing` — a permitted person's choice in the admin or API, an
        import's "set all as marketing" — wins; the ledger names `requester`.
-    3. `channel_marketing` — the form's, chatflow's, app's or ad account's own setting
+    4. `channel_marketing` — the form's, chatflow's, app's or ad account's own setting
        (already resolved, e.g. a form's account-wide fallback); the ledger names `channel`.
-    4. The source's `default_marketing`; the ledger names the source (CREATION).
+    5. The source's `default_marketing`; the ledger names the source (CREATION).
 
-    Pure: it reads only its arguments (whether the caller may ask for marketing is the
-    interface's check).
+    It reads only its arguments (and the creator's permissions).
     """
     label = f"“{source.name}” ({source.get_kind_display()})"
     creation = StatusSource(StatusSourceType.CREATION, id=str(source.pk or ""), name=source.name)
@@ -77,6 +85,19 @@ def contacts_creation_policy(
             marketing=False,
             status_source=channel or creation,
             reason=f"{label} is a locked source: its contacts are always non-marketing.",
+        )
+    if creator is not None and not can_change_marketing_status(creator):
+        if requested_marketing:
+            raise MarketingNotPermitted(
+                "Creating a marketing contact needs the permission "
+                f"{MARKETING_STATUS_PERMISSION}; without it a contact created by hand is "
+                "non-marketing (leave out “marketing”)."
+            )
+        return CreationDecision(
+            marketing=False,
+            status_source=requester or creation,
+            reason="Created by hand by a user who may not choose the marketing status: "
+            "non-marketing, whatever the source's default.",
         )
     if requested_marketing is not None:
         return CreationDecision(
@@ -151,17 +172,19 @@ def contact_create(
     idempotency_key: str | None = None,
     **fields,
 ) -> Contact:
-    """Create a contact; its status is decided by `contacts_creation_policy`.
+    """Create a contact by hand; its status is decided by `contacts_creation_policy`.
 
     `marketing` is the creator's explicit choice (None: the source's default), and
-    `status_source` who made it. A locked source can never create a marketing
-    contact. Whether the caller may choose `marketing` (the permission) is checked by
-    the interface. A duplicate email is a ValidationError (see `contact_intake` to
-    create or update by email). Past the guardrails the contact is created non-marketing
-    and `contact.marketing_held` says why its marketing status waits for approval.
+    `status_source` who made it. `actor` is the person creating it (the admin's or the
+    API's user): without contacts.change_marketing_status the contact is non-marketing
+    and asking for marketing raises `MarketingNotPermitted`; no actor (a command, a test)
+    is trusted. A locked source can never create a marketing contact. A duplicate email is
+    a ValidationError (see `contact_intake` to create or update by email). Past the
+    guardrails the contact is created non-marketing and `contact.marketing_held` says why
+    its marketing status waits for approval.
     """
     decision = contacts_creation_policy(
-        source=source, requested_marketing=marketing, requester=status_source
+        source=source, requested_marketing=marketing, requester=status_source, creator=actor
     )
     with transaction.atomic():
         lock_usage()  # before the new contact's row (crm.locks)

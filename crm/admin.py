@@ -171,6 +171,26 @@ class ReadOnlyAdminMixin:
         return False
 
 
+class OwnsSystemRowsMixin:
+    """For an object that owns rows the system wrote for it (a workflow's runs and
+    enrollments, a rotation plan's runs and members): deleting the object takes them along.
+
+    Django's delete page asks for the delete permission of every related row it would
+    remove, and read-only admins refuse it to everyone, superusers included — so such an
+    object could never be deleted. Here those rows need no permission of their own; any
+    other related row still does, and protected rows still block.
+    """
+
+    def get_deleted_objects(self, objs, request):
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        system_rows = {
+            str(model._meta.verbose_name)
+            for model, model_admin in self.admin_site._registry.items()
+            if isinstance(model_admin, ReadOnlyAdminMixin)
+        }
+        return deleted, counts, {p for p in perms_needed if str(p) not in system_rows}, protected
+
+
 class SingletonAdmin(admin.ModelAdmin):
     """A model with one row (pk = SINGLETON_PK): no second row, no deletion.
 

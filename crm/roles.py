@@ -21,8 +21,12 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "contacts.view_source",
         "contacts.add_source",
         "contacts.change_source",
+        # an unused source only: one that contacts record cannot be deleted
+        "contacts.delete_source",
         "contacts.view_statuschange",
         "contacts.view_periodusage",
+        # the account's form defaults, which the forms' "follows the account" points to
+        "crm.view_account",
         "billing.view_subscription",
         "billing.view_alert",
         "contacts.view_pendingapproval",
@@ -99,9 +103,11 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "contacts.change_contact",
         "contacts.view_source",
         "contacts.view_statuschange",
-        # imports (never marketing: Sales lacks contacts.change_marketing_status)
+        # imports (never marketing: Sales lacks contacts.change_marketing_status), and
+        # discarding one that never ran
         "contacts.view_contactimport",
         "contacts.add_contactimport",
+        "contacts.delete_contactimport",
         # non-marketing communication (one-to-one, transactional…), never marketing email
         "contacts.view_communication",
         "contacts.add_communication",
@@ -114,8 +120,8 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "view:billing",
         "billing.change_subscription",
         "billing.change_alert",
+        # held changes: approved or rejected with billing.approve_overage (the page is read-only)
         "contacts.view_pendingapproval",
-        "contacts.change_pendingapproval",
         "billing.approve_overage",
         # held workflow runs: approve (past the per-run limit or billing's guardrails) or reject
         "workflows.view_workflow",

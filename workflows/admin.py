@@ -34,7 +34,13 @@ from contacts.criteria.selectors import criteria_preview
 from contacts.criteria.validation import MAX_YEAR, MIN_YEAR
 from contacts.intake.models import ConnectedApp
 from contacts.status.rules import MARKETING_STATUS_PERMISSION
-from crm.admin import AccountTimeZoneMixin, BigTableAdmin, ReadOnlyAdminMixin, account_time_zone
+from crm.admin import (
+    AccountTimeZoneMixin,
+    BigTableAdmin,
+    OwnsSystemRowsMixin,
+    ReadOnlyAdminMixin,
+    account_time_zone,
+)
 from crm.inputs import JSONInputError, JSONInputFormMixin, json_input_loads
 from crm.instants import InstantField
 from crm.jobs import JobNotQueued, delay, jobs_expire_stale
@@ -417,10 +423,14 @@ class HygienePolicyAdmin(StatusChangingAdminMixin, AccountTimeZoneMixin, admin.M
             run.scheduled,
         )
 
-    @admin.action(description="Run now (schedule the matches non-marketing)")
+    def has_run_hygiene_permission(self, request) -> bool:
+        return _can_run_hygiene(request.user)
+
+    # Offered only to those who may run it (the wizard's permissions).
+    @admin.action(
+        description="Run now (schedule the matches non-marketing)", permissions=["run_hygiene"]
+    )
     def run_now_action(self, request, queryset):
-        if not _can_run_hygiene(request.user):
-            raise PermissionDenied
         for policy in queryset.order_by("pk"):
             run = hygiene_run(
                 options=policy.options(),
@@ -521,7 +531,9 @@ class RotationRunInline(ReadOnlyAdminMixin, admin.TabularInline):
 
 
 @admin.register(RotationPlan)
-class RotationPlanAdmin(StatusChangingAdminMixin, AccountTimeZoneMixin, admin.ModelAdmin):
+class RotationPlanAdmin(
+    OwnsSystemRowsMixin, StatusChangingAdminMixin, AccountTimeZoneMixin, admin.ModelAdmin
+):
     form = RotationPlanForm
     list_display = [
         "name",
@@ -541,12 +553,13 @@ class RotationPlanAdmin(StatusChangingAdminMixin, AccountTimeZoneMixin, admin.Mo
     def members_display(self, obj):
         return f"{rotation_billable_members(obj, at=timezone.now()).count()} / {obj.size}"
 
+    # Offered only to those who may change plans (which needs the status permission too).
     @admin.action(
-        description="Run the due steps now (promote after the rollover, demote before the update date)"
+        description="Run the due steps now (promote after the rollover, demote before the "
+        "update date)",
+        permissions=["change"],
     )
     def run_now_action(self, request, queryset):
-        if not request.user.has_perm(MARKETING_STATUS_PERMISSION):
-            raise PermissionDenied
         for plan in queryset.order_by("pk"):
             outcome = rotation_tick(plan=plan)
             parts = []
@@ -743,7 +756,7 @@ def _recent_runs_table(workflow: Workflow) -> str:
 
 
 @admin.register(Workflow)
-class WorkflowAdmin(admin.ModelAdmin):
+class WorkflowAdmin(OwnsSystemRowsMixin, admin.ModelAdmin):
     form = WorkflowAdminForm
     change_form_template = "admin/workflows/workflow/change_form.html"
     change_list_template = "admin/workflows/workflow/change_list.html"

@@ -158,7 +158,7 @@ class ContactCreateSerializer(ContactSerializer):
         help_text=(
             "Create as a marketing (true) or non-marketing (false) contact instead of the "
             "source's default. true needs contacts.change_marketing_status and is refused "
-            "for locked sources."
+            "for locked sources; without the permission a new contact is non-marketing."
         ),
     )
 

@@ -45,7 +45,6 @@ from contacts.selectors import (
 from contacts.services import (
     contact_create,
     contact_update,
-    contacts_creation_policy,
     source_create,
     source_delete,
     source_update,
@@ -56,6 +55,7 @@ from contacts.status.results import (
     ChangeHeld,
     IdempotencyConflict,
     LockedSourceError,
+    MarketingNotPermitted,
     SourceInUse,
     StatusChangeResult,
     StatusSource,
@@ -171,8 +171,9 @@ class ContactFilterBackend(StrictFilterBackend):
     retrieve=extend_schema(summary="A contact"),
     create=extend_schema(
         summary="Create a contact",
-        description="Its marketing status is its source's default unless `marketing` is "
-        "given (true needs contacts.change_marketing_status; locked sources refuse it).",
+        description="With contacts.change_marketing_status its marketing status is its "
+        "source's default unless `marketing` is given (locked sources refuse true); without "
+        "the permission it is non-marketing whatever the source, and true is refused (403).",
         request=ContactCreateSerializer,
         responses={201: ContactSerializer},
     ),
@@ -213,32 +214,22 @@ class ContactViewSet(viewsets.ModelViewSet):
         fields = dict(serializer.validated_data)
         marketing = fields.pop("marketing", None)
         source = fields.pop("source", None) or source_for_manual_entry()
-        status_source = None
         try:
-            # The one creation rule: a locked source refuses marketing, whoever asks (400).
-            contacts_creation_policy(source=source, requested_marketing=marketing)
-        except LockedSourceError as exc:
-            raise ValidationError({"marketing": [str(exc)]}) from exc
-        if marketing:
-            if not request.user.has_perm(MARKETING_STATUS_PERMISSION):
-                raise PermissionDenied(
-                    "Creating a marketing contact needs the permission "
-                    f'{MARKETING_STATUS_PERMISSION}; leave out "marketing" to use the '
-                    "source's default."
-                )
-            # The user chose the status: the ledger says so (not the source's default).
-            status_source = _api_source(request.user)
-        try:
+            # The one creation rule decides, given the API user: a locked source refuses
+            # marketing whoever asks (400); without the status permission the contact is
+            # non-marketing, and asking for marketing is refused (403).
             contact = contact_create(
                 email=fields.pop("email"),
                 source=source,
                 actor=request.user,
                 marketing=marketing,
-                status_source=status_source,
+                status_source=_api_source(request.user),
                 **fields,
             )
         except LockedSourceError as exc:
             raise ValidationError({"marketing": [str(exc)]}) from exc
+        except MarketingNotPermitted as exc:
+            raise PermissionDenied(str(exc)) from exc
         return Response(self._render(contact), status=http.HTTP_201_CREATED)
 
     def update(self, request, *args, **kwargs):

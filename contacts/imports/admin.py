@@ -121,6 +121,15 @@ class ImportMappingForm(forms.Form):
 IMPORT_ADD_PERMISSION = "contacts.add_contactimport"
 
 
+def _asked_marketing(form: forms.Form, default: bool) -> bool:
+    """The "set all as marketing" box as posted. A user without the status permission is
+    not shown it; one who posts it anyway has it passed on, so the service refuses the
+    import (`ImportNotAllowed`, a form error) instead of quietly ignoring the box."""
+    if "marketing" in form.fields:
+        return bool(form.cleaned_data.get("marketing"))
+    return forms.CheckboxInput().value_from_datadict(form.data, form.files, "marketing") or default
+
+
 @admin.register(ContactImport)
 class ContactImportAdmin(AccountTimeZoneMixin, admin.ModelAdmin):
     """Imports: upload → mapping → preview → confirm → progress. Read-only once committed;
@@ -291,7 +300,7 @@ class ContactImportAdmin(AccountTimeZoneMixin, admin.ModelAdmin):
                     file_name=upload.name,
                     actor=request.user,
                     source=form.cleaned_data.get("source"),
-                    marketing=bool(form.cleaned_data.get("marketing")),
+                    marketing=_asked_marketing(form, False),
                 )
             except ImportFileError as error:
                 form.add_error("file", str(error))
@@ -320,7 +329,7 @@ class ContactImportAdmin(AccountTimeZoneMixin, admin.ModelAdmin):
                 contact_import_configure(
                     contact_import=contact_import,
                     mapping=form.mapping(),
-                    marketing=bool(form.cleaned_data.get("marketing", contact_import.marketing)),
+                    marketing=_asked_marketing(form, contact_import.marketing),
                     actor=request.user,
                 )
                 contact_import_preview(contact_import=contact_import, actor=request.user)

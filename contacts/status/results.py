@@ -30,6 +30,10 @@ class LockedSourceError(StatusError):
     pass
 
 
+class MarketingNotPermitted(StatusError):
+    """A person without contacts.change_marketing_status asked for a marketing contact."""
+
+
 class IdempotencyConflict(StatusError):
     pass
 

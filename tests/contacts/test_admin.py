@@ -248,6 +248,7 @@ def test_delete_selected_is_absent(super_client, people):
         "export_csv_action",
         "add_to_ad_audience_action",
         "remove_from_ad_audience_action",
+        "delete_contacts_action",  # ours, through the status service (not Django's)
     ]
     response = run_action(super_client, "delete_selected", [people["ann"].pk])
     assert Contact.objects.count() == 4
@@ -773,21 +774,23 @@ def test_add_without_a_source_is_created_by_hand_and_non_marketing(ops_client, a
     assert StatusChange.objects.count() == 0
 
 
-def test_add_uses_the_source_default_for_users_without_the_permission(sales_client, account):
+def test_add_by_users_without_the_permission_is_non_marketing_whatever_the_source(
+    sales_client, account
+):
     form = SourceFactory(name="Website form", kind="form")
     manual = SourceFactory(name="Manual", kind="manual")
     page = sales_client.get(ADD)
     assert 'name="marketing"' not in page.content.decode()
 
-    # Ticking "marketing" without the permission is ignored: the manual source's default applies.
+    # Ticking "marketing" without the permission is ignored: there is no such field.
     sales_client.post(ADD, add_data(email="a@x.com", source=str(manual.pk), marketing="on"))
     assert Contact.objects.get(email="a@x.com").marketing_status == N
 
+    # A source whose default is marketing does not make it marketing either (DESIGN §1.3).
     sales_client.post(ADD, add_data(email="b@x.com", source=str(form.pk)))
     created = Contact.objects.get(email="b@x.com")
-    assert created.marketing_status == M
-    row = StatusChange.objects.get(contact_id=created.pk)
-    assert (row.source_type, row.source_name) == ("creation", "Website form")
+    assert (created.marketing_status, created.source_id) == (N, form.pk)
+    assert StatusChange.objects.count() == 0
 
 
 def test_add_refuses_a_duplicate_email_in_another_case(ops_client, people):

@@ -1356,10 +1356,10 @@ def test_delete_an_unused_source(root):
     assert not Source.objects.exists()
 
 
-def test_deleting_a_source_needs_the_permission(ops):
+def test_deleting_a_source_needs_the_permission(sales_client):
     source = SourceFactory(name="Unused")
 
-    assert ops.delete(f"{SOURCES}{source.pk}/").status_code == 403
+    assert sales_client.delete(f"{SOURCES}{source.pk}/").status_code == 403
     assert Source.objects.filter(pk=source.pk).exists()
 
 
