@@ -297,6 +297,8 @@ def _to_text(raw: Any) -> str:
     text = raw.strip()
     if not text:
         raise _BadValue("must not be blank (use NOT_HAS_PROPERTY for a missing value)")
+    if "\x00" in text:  # PostgreSQL refuses NUL in text parameters
+        raise _BadValue("must not contain NUL characters")
     return text
 
 
