@@ -9,15 +9,16 @@ HubSpot's default searchable text properties that Marketable holds.
 **One statement a page.** HubSpot pages a search by offset (`after` is the position) and
 never past its first 10,000 results (`SEARCH_WINDOW`). So the page query is
 
-    SELECT …, COUNT(*) OVER () FROM contacts
-    WHERE id IN (SELECT id … WHERE <criteria> ORDER BY <sorts>, id LIMIT 10000)
-    ORDER BY <sorts>, id LIMIT <limit> OFFSET <after>
+    SELECT …, (SELECT COUNT(*) FROM (SELECT id FROM contacts WHERE <criteria>
+                                     LIMIT 10000) AS search_window) AS search_total
+    FROM contacts WHERE <criteria> ORDER BY <sorts>, id LIMIT <limit> OFFSET <after>
 
-and `total` is the window count: exact up to 10,000, and 10,000 when more match — never a
-COUNT over the whole table, at most the work of sorting the window. A total of 10,000
-means "at least"; as on HubSpot, narrow the filters (`hs_object_id GT <last id>` sorted by
-`hs_object_id`) to go past it. Only a page past the end (empty, with `after` > 0) costs a
-second, equally bounded, count.
+and `total` is that capped count: exact up to 10,000, and 10,000 when more match. The
+count is an uncorrelated subquery, computed once, that stops reading at the 10,000th
+match — never a COUNT over the whole table; the page is a top-N sort (or an index walk,
+sorted by id or a date). A total of 10,000 means "at least"; as on HubSpot, narrow the
+filters (`hs_object_id GT <last id>`, sorted by `hs_object_id`) to go past it. Only a
+page past the end (empty, with `after` > 0) costs a second, equally bounded, count.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import Count, Q, Window
+from django.db.models import IntegerField, Q
+from django.db.models.expressions import RawSQL
 
 from contacts.criteria import CriteriaError, criteria_q
 from contacts.hubspot.errors import HubSpotError, validation_error
@@ -191,13 +193,15 @@ def hubspot_contacts_search(
     q = search_q(filter_groups=filter_groups, query=query, now=now)
     ordering = search_ordering(sorts)
     end = min(after + limit, SEARCH_WINDOW)
-    # Ordered by the sorts, the window is the first SEARCH_WINDOW matches; counted over it.
-    window = Contact.objects.filter(q).order_by(*ordering).values("pk")[:SEARCH_WINDOW]
+    window = Contact.objects.filter(q).order_by().values("pk")[:SEARCH_WINDOW]
+    window_sql, window_params = window.query.sql_with_params()
+    capped_count = RawSQL(
+        f"SELECT COUNT(*) FROM ({window_sql}) AS search_window",
+        window_params,
+        output_field=IntegerField(),
+    )
     page = list(
-        contact_list()
-        .filter(pk__in=window)
-        .annotate(search_total=Window(Count("pk")))
-        .order_by(*ordering)[after:end]
+        contact_list().filter(q).annotate(search_total=capped_count).order_by(*ordering)[after:end]
     )
     if page:
         total = page[0].search_total

@@ -17,6 +17,8 @@ _ID_RE = re.compile(r"^[0-9]{1,18}$")
 
 def contact_key(value: str, id_property: str) -> int | str | None:
     """What an id names: a contact id, a normalised email, or None (nothing can match)."""
+    if "\x00" in value:  # no contact's email has one, and PostgreSQL refuses it in a query
+        return None
     if id_property == EMAIL_PROPERTY:
         return normalise_email(value) or None
     return int(value) if _ID_RE.match(value) else None

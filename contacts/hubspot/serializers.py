@@ -44,6 +44,8 @@ class PropertyValueField(serializers.Field):
             self.fail("invalid")
         if isinstance(data, str) and len(data) > MAX_VALUE_LENGTH:
             raise serializers.ValidationError(f"At most {MAX_VALUE_LENGTH} characters.")
+        if isinstance(data, str) and "\x00" in data:
+            raise serializers.ValidationError("A value may not contain NUL characters.")
         return data
 
     default_error_messages = {

@@ -24,10 +24,9 @@ from rest_framework.authtoken.models import Token
 
 from contacts.models import Contact, LifecycleStage
 from contacts.status.models import LedgerAction, StatusChange
-from contacts.status.results import StatusSource
 from contacts.status.selectors import usage_current
-from contacts.status.services import contacts_set_marketing
 from crm.roles import sync_roles
+from tests.contacts.hubspot.conftest import make_marketing
 from tests.factories import ContactFactory, UserFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -67,12 +66,6 @@ def assert_hubspot_error(body: dict, category: str) -> None:
     assert body["category"] == category
     assert body["message"]
     assert body["correlationId"]
-
-
-def make_marketing(*contacts):
-    contacts_set_marketing(
-        contacts=[c.pk for c in contacts], source=StatusSource("manual", name="test")
-    )
 
 
 def test_create_then_read_by_id_and_by_email(hubspot):
