@@ -12,10 +12,12 @@ from django.apps import apps as django_apps
 from hubspot import HubSpot
 from hubspot.crm.contacts import (
     ApiException,
+    BatchInputSimplePublicObjectBatchInputForCreate,
     BatchInputSimplePublicObjectBatchInputUpsert,
     Filter,
     FilterGroup,
     PublicObjectSearchRequest,
+    SimplePublicObjectBatchInputForCreate,
     SimplePublicObjectBatchInputUpsert,
     SimplePublicObjectInput,
     SimplePublicObjectInputForCreate,
@@ -138,6 +140,36 @@ def test_batch_upsert_updates_by_email_and_creates_the_rest(hubspot):
     assert by_new[True].id == str(fresh.pk)
     assert fresh.last_name == "Fresh"
     assert Contact.objects.get(pk=existing.pk).first_name == "New"
+
+
+def test_a_batch_with_a_failed_input_is_a_multi_status_answer_to_the_client(hubspot):
+    taken = ContactFactory(email="taken@example.com")
+    batch = BatchInputSimplePublicObjectBatchInputForCreate(
+        inputs=[
+            SimplePublicObjectBatchInputForCreate(properties={"email": "new@example.com"}),
+            SimplePublicObjectBatchInputForCreate(properties={"email": "taken@example.com"}),
+        ]
+    )
+
+    answer = hubspot.crm.contacts.batch_api.create(batch)
+
+    assert [r.properties["email"] for r in answer.results] == ["new@example.com"]
+    assert answer.num_errors == 1
+    assert answer.errors[0].category == "CONFLICT"
+    assert answer.errors[0].message == f"Contact already exists. Existing ID: {taken.pk}"
+    assert Contact.objects.filter(email="new@example.com").exists()
+
+
+def test_the_properties_api_lists_the_mapped_properties(hubspot):
+    listed = hubspot.crm.properties.core_api.get_all(object_type="contacts")
+    status = hubspot.crm.properties.core_api.get_by_name(
+        object_type="contacts", property_name="hs_marketable_status"
+    )
+
+    names = [p.name for p in listed.results]
+    assert {"email", "lifecyclestage", "hs_marketable_status", "hs_object_id"} <= set(names)
+    assert status.modification_metadata.read_only_value is False
+    assert {o.value for o in status.options} == {"true", "false"}
 
 
 def test_search_with_two_filter_groups_and_a_sort(hubspot):
