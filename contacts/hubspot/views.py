@@ -201,7 +201,7 @@ class ContactView(HubSpotView):
 
     required = {"GET": (VIEW,), "PATCH": (CHANGE,), "DELETE": (DELETE,)}
 
-    def _contact(self, request, contact_id: str, query: dict):
+    def _contact(self, contact_id: str, query: dict):
         contact = hubspot_contact_get(value=contact_id, id_property=query["idProperty"])
         if contact is None or query["archived"]:
             raise not_found()
@@ -210,7 +210,7 @@ class ContactView(HubSpotView):
     def get(self, request, contact_id: str):
         params = query_params(request)
         query = self.parse(ReadQuery, params)
-        contact = self._contact(request, contact_id, query)
+        contact = self._contact(contact_id, query)
         return Response(contact_object(contact, properties_to_read(params["properties"]), self.now))
 
     def patch(self, request, contact_id: str):
@@ -218,7 +218,7 @@ class ContactView(HubSpotView):
         data = self.parse(ObjectInput, request.data)
         self.require_status_permission([data["properties"]])
         write = _parse_properties(data["properties"])
-        contact = self._contact(request, contact_id, query)
+        contact = self._contact(contact_id, query)
         (outcome,) = hubspot_contacts_update(items=[(contact.pk, write)], actor=request.user)
         if error := _outcome_error(outcome):
             raise error
@@ -246,6 +246,10 @@ def _traced(body: dict, item: dict) -> dict:
     return body
 
 
+def _duplicate(item_id: str) -> HubSpotError:
+    return validation_error(f"Duplicate id in the batch: {item_id}.")
+
+
 class BatchView(HubSpotView):
     """Shared by the batch endpoints: each input succeeds or fails on its own; failures are
     HubSpot's per-input errors and the answer is 207 (multi-status) when there are any."""
@@ -268,6 +272,19 @@ class BatchView(HubSpotView):
             else:
                 writes[index] = write
         return writes
+
+    @staticmethod
+    def unique(indexes: list[int], inputs, errors: list[dict], key) -> list[int]:
+        """The inputs whose contact no earlier input names (by `key`); a repeat is an error."""
+        kept, seen = [], set()
+        for index in indexes:
+            if key(index) in seen:
+                context = _trace_context(index, inputs[index])
+                errors.append(batch_error(_duplicate(inputs[index]["id"]), context=context))
+            else:
+                seen.add(key(index))
+                kept.append(index)
+        return kept
 
     def results(
         self, inputs, outcomes: dict[int, WriteOutcome], errors: list[dict], *, upsert=False
@@ -327,10 +344,6 @@ class BatchReadView(BatchView):
         return self.answer(started_at, results, errors)
 
 
-def _duplicate(item_id: str) -> HubSpotError:
-    return validation_error(f"Duplicate id in the batch: {item_id}.")
-
-
 class BatchUpdateView(BatchView):
     required = {"POST": (CHANGE,)}
 
@@ -348,19 +361,18 @@ class BatchUpdateView(BatchView):
                 ],
                 id_property=id_property,
             )
-        outcomes, items, seen = {}, [], set()
-        for index in writes:
-            item = inputs[index]
-            contact = found[item.get("idProperty") or ID_PROPERTY].get(item["id"])
-            if contact is None:
-                outcomes[index] = WriteOutcome(missing=True)
-            elif contact.pk in seen:
-                errors.append(
-                    batch_error(_duplicate(item["id"]), context=_trace_context(index, item))
-                )
-            else:
-                seen.add(contact.pk)
-                items.append((index, contact.pk))
+        contacts = {
+            index: found[inputs[index].get("idProperty") or ID_PROPERTY].get(inputs[index]["id"])
+            for index in writes
+        }
+        outcomes = {i: WriteOutcome(missing=True) for i, c in contacts.items() if c is None}
+        kept = self.unique(
+            [i for i, c in contacts.items() if c is not None],
+            inputs,
+            errors,
+            lambda i: contacts[i].pk,
+        )
+        items = [(index, contacts[index].pk) for index in kept]
         updated = hubspot_contacts_update(
             items=[(pk, writes[index]) for index, pk in items], actor=request.user
         )
@@ -377,19 +389,9 @@ class BatchUpsertView(BatchView):
         self.require_status_permission(item["properties"] for item in inputs)
         errors: list[dict] = []
         writes = self.writes(inputs, errors)
-        items, seen = [], set()
-        for index in writes:
-            email = contact_key(inputs[index]["id"], EMAIL_PROPERTY)
-            if email in seen:
-                errors.append(
-                    batch_error(
-                        _duplicate(inputs[index]["id"]),
-                        context=_trace_context(index, inputs[index]),
-                    )
-                )
-                continue
-            seen.add(email)
-            items.append(index)
+        items = self.unique(
+            list(writes), inputs, errors, lambda i: contact_key(inputs[i]["id"], EMAIL_PROPERTY)
+        )
         upserted = hubspot_contacts_upsert(
             items=[(inputs[index]["id"], writes[index]) for index in items], actor=request.user
         )

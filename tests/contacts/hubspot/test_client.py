@@ -6,6 +6,7 @@ HubSpot customer's own code would after changing only the host.
 """
 
 import json
+import threading
 
 import pytest
 from django.apps import apps as django_apps
@@ -22,6 +23,7 @@ from hubspot.crm.contacts import (
     SimplePublicObjectInput,
     SimplePublicObjectInputForCreate,
 )
+from hubspot.discovery.discovery_base import DiscoveryBase
 from rest_framework.authtoken.models import Token
 
 from contacts.models import Contact, LifecycleStage
@@ -41,9 +43,28 @@ def ops(live_server, transactional_db):
     return UserFactory(username="hubspot-ops", groups=["Marketing ops"])
 
 
+@pytest.fixture(autouse=True)
+def requests_finished(live_server, transactional_db):
+    """Join the live server's request threads before the test's database goes away: a
+    thread still closing its request (Django's request_finished) after the test would find
+    the database flushed, or no longer shared."""
+    yield
+    for thread in threading.enumerate():
+        if thread.name.endswith("(process_request_thread)"):
+            thread.join(timeout=60)
+
+
+def _closing_connections(api_client_package, api_name, config):
+    """The client's own factory, asking the server to close each connection after its
+    answer, so that each request's thread ends with it (see `requests_finished`)."""
+    api = DiscoveryBase._default_api_factory(api_client_package, api_name, config)
+    api.api_client.set_default_header("Connection", "close")
+    return api
+
+
 def client_for(user, live_server) -> HubSpot:
     token = Token.objects.create(user=user)
-    return HubSpot(access_token=token.key, host=live_server.url)
+    return HubSpot(access_token=token.key, host=live_server.url, api_factory=_closing_connections)
 
 
 @pytest.fixture
@@ -298,7 +319,7 @@ def test_a_duplicate_email_is_hubspots_conflict(hubspot):
 
 
 def test_no_token_is_hubspots_authentication_error(ops, live_server):
-    anonymous = HubSpot(host=live_server.url)
+    anonymous = HubSpot(host=live_server.url, api_factory=_closing_connections)
 
     status, body = api_error(lambda: anonymous.crm.contacts.basic_api.get_page())
 
