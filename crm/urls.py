@@ -19,6 +19,8 @@ urlpatterns = [
     path("api/billing/", include("billing.api.urls")),
     path("api/", include("workflows.api.urls")),
     path("forms/", include("contacts.intake.urls")),
+    # HubSpot's CRM v3 contacts API, for its official clients (docs/HUBSPOT.md).
+    path("crm/v3/", include("contacts.hubspot.urls")),
     path("unsubscribe/<str:token>/", unsubscribe, name="unsubscribe"),
 ]
 

@@ -28,6 +28,7 @@ MAX_TEXT_LENGTH = 1_000
 MAX_DAYS = 3_650  # ten years: "within the last N days" and `withinDays`
 MAX_EVENT_COUNT = 1_000_000
 INT32 = 2**31 - 1  # lead_score is an integer column
+INT64 = 2**63 - 1  # ids are BIGINTs
 
 EQ, NEQ = "EQ", "NEQ"
 LT, LTE, GT, GTE, BETWEEN = "LT", "LTE", "GT", "GTE", "BETWEEN"
@@ -216,6 +217,15 @@ _FIELD_LIST: tuple[FieldSpec, ...] = (
         aliases=("createdate",),
     ),
     FieldSpec(
+        "updated_at",
+        "Last modified at",
+        Kind.DATETIME,
+        _DATE_OPS,
+        path="updated_at",
+        aliases=("lastmodifieddate",),
+        help="A field or the marketing status changed (not indexed: a filter reads the table).",
+    ),
+    FieldSpec(
         "last_engaged_at",
         "Last engaged at (contact field)",
         Kind.DATETIME,
@@ -242,6 +252,15 @@ _FIELD_LIST: tuple[FieldSpec, ...] = (
     ),
     FieldSpec("source_id", "Source id", Kind.INT, EQUALITY, path="source_id"),
     FieldSpec(
+        "contact_id",
+        "Contact id",
+        Kind.INT,
+        (*EQUALITY, *ORDER),
+        path="id",
+        aliases=("hs_object_id",),
+        help="HubSpot's way past its 10,000-result search window: hs_object_id GT <last id>.",
+    ),
+    FieldSpec(
         "source_integration",
         "Created by integration (name or id)",
         Kind.INTEGRATION,
@@ -267,6 +286,8 @@ _FIELD_LIST: tuple[FieldSpec, ...] = (
 )
 
 FIELDS: dict[str, FieldSpec] = {spec.name: spec for spec in _FIELD_LIST}
+# Integer fields holding ids: any positive BIGINT, where other integers are 32-bit.
+ID_FIELDS = frozenset({"contact_id", "source_id"})
 ALIASES: dict[str, str] = {alias: spec.name for spec in _FIELD_LIST for alias in spec.aliases}
 
 

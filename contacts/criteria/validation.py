@@ -24,7 +24,9 @@ from contacts.criteria.properties import (
     DAYS,
     EXTRA_KEYS,
     FIELDS,
+    ID_FIELDS,
     INT32,
+    INT64,
     LIST_OPERATORS,
     MAX_DAYS,
     MAX_EVENT_COUNT,
@@ -296,6 +298,8 @@ def _to_text(raw: Any) -> str:
     text = raw.strip()
     if not text:
         raise _BadValue("must not be blank (use NOT_HAS_PROPERTY for a missing value)")
+    if "\x00" in text:  # PostgreSQL refuses NUL in text parameters
+        raise _BadValue("must not contain NUL characters")
     return text
 
 
@@ -390,8 +394,8 @@ def _coerce_value(spec: FieldSpec, operator: str, raw: Any) -> Any:
     if kind == Kind.BOOL:
         return _to_bool(raw)
     if kind == Kind.INT:
-        if spec.name == "source_id":
-            return _to_int(raw, low=1, high=2**63 - 1)
+        if spec.name in ID_FIELDS:
+            return _to_int(raw, low=1, high=INT64)
         return _to_int(raw, low=-INT32 - 1, high=INT32)
     if kind == Kind.DATETIME:
         return _to_datetime(raw)

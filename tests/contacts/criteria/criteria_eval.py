@@ -28,8 +28,10 @@ PLAIN = {
     "lead_score",
     "source_kind",
     "source_id",
+    "contact_id",
 }
-DATES = {"created_at", "last_engaged_at"}
+DATES = {"created_at", "updated_at", "last_engaged_at"}
+COLUMNS = {"contact_id": "id"}  # fields named otherwise than their column
 
 
 def when(value) -> dt.datetime:
@@ -93,9 +95,10 @@ def _positive(f: dict, contact: dict, events: list[dict], now: dt.datetime) -> b
             return actual.lower() == f["value"].lower()
         return actual.lower() in {v.lower() for v in f["values"]}
     if name in PLAIN:
+        actual = contact[COLUMNS.get(name, name)]
         if operator == "HAS_PROPERTY":
-            return contact[name] is True if name == "hard_bounced" else contact[name] != ""
-        return _compare(operator, contact[name], f)
+            return actual is True if name == "hard_bounced" else actual != ""
+        return _compare(operator, actual, f)
     if name in DATES:
         actual = contact[name]
         if operator == "HAS_PROPERTY":

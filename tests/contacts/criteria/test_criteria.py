@@ -203,6 +203,7 @@ def test_an_operator_the_field_does_not_allow_is_refused():
         (f("unsubscribed", "EQ", value="yes"), "value", "bad_value"),
         (f("created_at", "GT", value="yesterday"), "value", "bad_value"),
         (f("company", "EQ", value="   "), "value", "bad_value"),
+        (f("company", "EQ", value="a\x00b"), "value", "bad_value"),  # PostgreSQL refuses NUL
         (f("company", "CONTAINS_TOKEN", value="**"), "value", "bad_value"),
         (f("email_domain", "EQ", value="a@b.com"), "value", "bad_value"),
         (f("last_engaged", "WITHIN_LAST_DAYS", value=0), "value", "bad_value"),

@@ -74,6 +74,7 @@ contact_rows = st.fixed_dictionaries(
         "lead_score": st.integers(min_value=-3, max_value=6),
         "last_engaged_at": maybe_instant,
         "created_at": instants,
+        "updated_at": instants,
         "source_id": st.sampled_from(SOURCE_IDS[:-1]),
         # (marketing, pending until): pending dates before and after NOW.
         "marketing": st.sampled_from(
@@ -106,6 +107,8 @@ def _value_for(name: str, operator: str):
         return st.sampled_from([*SOURCE_NAMES, *SOURCE_IDS])
     if name == "source_id":
         return st.sampled_from(SOURCE_IDS)
+    if name == "contact_id":  # SQLite numbers each example's rows from 1; PostgreSQL goes on
+        return st.integers(min_value=1, max_value=10)
     if name == "lead_score":
         return st.integers(min_value=-3, max_value=6)
     if name == "engagement_count":
@@ -166,8 +169,10 @@ def build(rows) -> tuple[list[dict], dict[int, list[dict]]]:
             )
         )
     created = Contact.objects.bulk_create(contacts)
-    for contact, row in zip(created, rows, strict=True):  # auto_now_add: set it afterwards
-        Contact.objects.filter(pk=contact.pk).update(created_at=row["created_at"])
+    for contact, row in zip(created, rows, strict=True):  # auto_now(_add): set them afterwards
+        Contact.objects.filter(pk=contact.pk).update(
+            created_at=row["created_at"], updated_at=row["updated_at"]
+        )
     EngagementEvent.objects.bulk_create(
         EngagementEvent(contact=contact, type=kind, occurred_at=instant)
         for contact, row in zip(created, rows, strict=True)
