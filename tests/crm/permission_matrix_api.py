@@ -378,6 +378,18 @@ API_EXTRA_ROWS = [
     ),
     api_row(
         "Imports",
+        "contactimport: resume",
+        "POST",
+        "/api/imports/{id}/resume/",
+        who(OPS, SALES),
+        "add_contactimport",
+        url=lambda w: f"/api/imports/{w.failed_import.pk}/resume/",
+        data=lambda w: {},
+        ok=(202,),
+        effect=lambda w, r: expect(refreshed(lambda w: w.failed_import)(w).status != "failed"),
+    ),
+    api_row(
+        "Imports",
         "contactimport: row errors (CSV)",
         "GET",
         "/api/imports/{id}/errors/",
@@ -580,6 +592,18 @@ API_EXTRA_ROWS = [
     ),
     api_row(
         "Workflows",
+        "workflowrun: resume",
+        "POST",
+        "/api/workflow-runs/{id}/resume/",
+        who(OPS),
+        "view_workflow and run_workflow",
+        url=lambda w: f"/api/workflow-runs/{w.failed_run.pk}/resume/",
+        data=lambda w: {},
+        ok=(202,),
+        effect=lambda w, r: expect(refreshed(lambda w: w.failed_run)(w).status != "failed"),
+    ),
+    api_row(
+        "Workflows",
         "workflowrun: approve",
         "POST",
         "/api/workflow-runs/{id}/approve/",
@@ -663,6 +687,28 @@ def _unsubscribe_url(w) -> str:
 
 
 PUBLIC_ROWS = [
+    Row(
+        PUBLIC,
+        "Home",
+        "the site's root: leads to the admin",
+        "GET",
+        "/",
+        EVERYONE,
+        "none: public",
+        url=lambda w: "/",
+        ok=(302,),
+    ),
+    Row(
+        PUBLIC,
+        "Home",
+        "favicon",
+        "GET",
+        "/favicon.ico",
+        EVERYONE,
+        "none: public",
+        url=lambda w: "/favicon.ico",
+        ok=(302,),
+    ),
     Row(
         PUBLIC,
         "Intake",

@@ -167,6 +167,11 @@ def _workflows(w) -> None:
     )
     w.held_run = workflow_run_now(workflow=w.big_workflow, trigger=RunTrigger.MANUAL)
     assert w.held_run.status == "held", w.held_run.status
+    # A run whose worker died: failed, with no lease, so it may be resumed.
+    w.failed_run = workflow_run_now(workflow=w.workflow, trigger=RunTrigger.MANUAL)
+    type(w.failed_run).objects.filter(pk=w.failed_run.pk).update(
+        status="failed", lease_token="", lease_expires_at=None
+    )
     w.spare_workflow = workflow_create(
         name="Spare workflow", criteria=LEADS, actions=[{"type": "set_marketing"}]
     )
@@ -271,6 +276,14 @@ def _imports(w) -> None:
     upload = SimpleUploadedFile("leads.csv", IMPORT_CSV, "text/csv")
     w.contact_import = contact_import_preview(
         contact_import=contact_import_create(file=upload, file_name="leads.csv", actor=None)
+    )
+    # An import whose worker died before it began saving: failed and resumable.
+    again = SimpleUploadedFile("more-leads.csv", IMPORT_CSV, "text/csv")
+    w.failed_import = contact_import_preview(
+        contact_import=contact_import_create(file=again, file_name="more-leads.csv", actor=None)
+    )
+    type(w.failed_import).objects.filter(pk=w.failed_import.pk).update(
+        status="failed", committed_at=timezone.now(), lease_token="", lease_expires_at=None
     )
 
 
