@@ -136,7 +136,13 @@ class WorkflowRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
         """Reject a held run: it never runs (workflows.approve_run or billing.approve_overage)."""
         return self._decide(workflow_run_reject)
 
-    @extend_schema(request=None, responses={202: WorkflowRunSerializer})
+    @extend_schema(
+        request=None,
+        responses={
+            202: WorkflowRunSerializer,
+            409: OpenApiResponse(description="A worker holds the run, or it is not failed."),
+        },
+    )
     @action(detail=True, methods=["post"], permission_classes=[CanRunWorkflows])
     def resume(self, request, pk=None):
         """Queue a failed run again (its worker died, it stopped on an error, or it was never

@@ -140,7 +140,12 @@ class ContactImportViewSet(viewsets.ReadOnlyModelViewSet):
         "uninterrupted run would: what was saved is not saved twice. 400 while a worker "
         "still holds it, or when it has finished.",
         request=None,
-        responses={202: ContactImportSerializer},
+        responses={
+            202: ContactImportSerializer,
+            400: OpenApiResponse(
+                description="Not resumable: never committed, finished, or held by a worker."
+            ),
+        },
     )
     @action(detail=True, methods=["post"])
     def resume(self, request, pk=None):
