@@ -65,9 +65,11 @@ def database_url(application_name: str) -> str:
 
 
 class Worker:
-    """One `celery -A tests.faults.worker_app worker` process (the project's app; see there)."""
+    """One `celery -A crm worker` process, on this suite's queue. Given test knobs (FAULTS_…),
+    `celery -A tests.faults.worker_app worker`: the same app with smaller, slower steps."""
 
     def __init__(self, log_dir: Path, media_root: Path, **knobs: str):
+        app = "tests.faults.worker_app" if any(k.startswith("FAULTS_") for k in knobs) else "crm"
         self.name = f"faults-worker-{uuid.uuid4().hex[:8]}"
         self.log_path = log_dir / f"{self.name}.log"
         env = {
@@ -90,7 +92,7 @@ class Worker:
                     "-m",
                     "celery",
                     "-A",
-                    "tests.faults.worker_app",
+                    app,
                     "worker",
                     "--pool=solo",
                     "--queues",
