@@ -23,6 +23,9 @@ from urllib.parse import quote
 import pytest
 import redis
 from django.db import connection
+from rest_framework.test import APIClient
+
+from tests.factories import UserFactory
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = "redis://127.0.0.1:6379/5"
@@ -143,6 +146,19 @@ class Worker:
                 [self.name],
             )
             return cursor.fetchone() is not None
+
+
+@pytest.fixture
+def root(db):
+    """A superuser: role groups come from migrations, and a transactional test flushes them."""
+    return UserFactory(username="root", is_superuser=True)
+
+
+@pytest.fixture
+def api(root):
+    client = APIClient()
+    client.force_authenticate(root)
+    return client
 
 
 @pytest.fixture(scope="session")
