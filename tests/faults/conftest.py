@@ -23,6 +23,9 @@ from urllib.parse import quote
 import pytest
 import redis
 from django.db import connection
+from rest_framework.test import APIClient
+
+from tests.factories import UserFactory
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = "redis://127.0.0.1:6379/5"
@@ -65,9 +68,11 @@ def database_url(application_name: str) -> str:
 
 
 class Worker:
-    """One `celery -A tests.faults.worker_app worker` process (the project's app; see there)."""
+    """One `celery -A crm worker` process, on this suite's queue. Given test knobs (FAULTS_…),
+    `celery -A tests.faults.worker_app worker`: the same app with smaller, slower steps."""
 
     def __init__(self, log_dir: Path, media_root: Path, **knobs: str):
+        app = "tests.faults.worker_app" if any(k.startswith("FAULTS_") for k in knobs) else "crm"
         self.name = f"faults-worker-{uuid.uuid4().hex[:8]}"
         self.log_path = log_dir / f"{self.name}.log"
         env = {
@@ -90,7 +95,7 @@ class Worker:
                     "-m",
                     "celery",
                     "-A",
-                    "tests.faults.worker_app",
+                    app,
                     "worker",
                     "--pool=solo",
                     "--queues",
@@ -141,6 +146,19 @@ class Worker:
                 [self.name],
             )
             return cursor.fetchone() is not None
+
+
+@pytest.fixture
+def root(db):
+    """A superuser: role groups come from migrations, and a transactional test flushes them."""
+    return UserFactory(username="root", is_superuser=True)
+
+
+@pytest.fixture
+def api(root):
+    client = APIClient()
+    client.force_authenticate(root)
+    return client
 
 
 @pytest.fixture(scope="session")

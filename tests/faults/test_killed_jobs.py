@@ -10,7 +10,6 @@ reported progress (a saved chunk, a moved cursor, a committed period) and before
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
-from rest_framework.test import APIClient
 
 from billing.models import BillingPeriod, BillingPeriodStatus, Invoice
 from billing.services import billing_close_periods
@@ -18,7 +17,6 @@ from billing.tasks import close_periods
 from contacts.imports.models import ContactImport
 from contacts.models import Contact
 from contacts.status.models import StatusChange, StatusChangeRequest
-from tests.factories import UserFactory
 from tests.faults.conftest import wait_for
 from tests.faults.scenarios import (
     ended_periods_with_activity,
@@ -37,18 +35,11 @@ SLOW = {"FAULTS_IMPORT_BATCH": 500, "FAULTS_WORKFLOW_BATCH": 500, "FAULTS_STEP_P
 LEASE = {"JOB_LEASE_SECONDS": 6}
 
 
-@pytest.fixture
-def api(db):
-    client = APIClient()
-    client.force_authenticate(UserFactory(username="root", is_superuser=True))
-    return client
-
-
-def read_until_failed(api, url: str, worker) -> dict:
-    """Read the job through its API until it says failed (its lease ran out)."""
+def read_until(api, url: str, status: str, worker) -> dict:
+    """Read the job through its API until it says `status`."""
     return wait_for(
-        lambda: (body := api.get(url).json())["status"] == "failed" and body,
-        f"{url} to be taken for dead",
+        lambda: (body := api.get(url).json())["status"] == status and body,
+        f"{url} to be {status}",
         worker,
     )
 
@@ -78,15 +69,13 @@ def test_an_import_killed_while_saving_resumes_on_a_new_worker_to_the_uninterrup
     assert 1_000 <= Contact.objects.count() < 3_000
 
     # When its lease runs out, its API says so
-    failed = read_until_failed(api, url, first)
+    failed = read_until(api, url, "failed", first)
     assert failed["message"].startswith("The worker running this import stopped")
 
     # and resumed on a new worker, it ends as one uninterrupted run would
     second = workers(**LEASE)
     assert api.post(f"{url}resume/").status_code == 202
-    done = wait_for(
-        lambda: (body := api.get(url).json())["status"] == "done" and body, "the resume", second
-    )
+    done = read_until(api, url, "done", second)
     assert done["counts"] == {
         "rows": 3_000,
         "created": 3_000,
@@ -122,15 +111,13 @@ def test_a_workflow_run_killed_mid_way_resumes_on_a_new_worker_to_the_uninterrup
     assert 1_000 <= Enrollment.objects.count() < 3_000
 
     # When its lease runs out, its API says so
-    failed = read_until_failed(api, url, first)
+    failed = read_until(api, url, "failed", first)
     assert failed["error"].startswith("The worker running this workflow run stopped")
 
     # and resumed on a new worker, every MQL is enrolled and marketing once, counted once
     second = workers(**LEASE)
     assert api.post(f"{url}resume/").status_code == 202
-    done = wait_for(
-        lambda: (body := api.get(url).json())["status"] == "done" and body, "the resume", second
-    )
+    done = read_until(api, url, "done", second)
     assert (done["matched"], done["enrolled"], done["changed"]) == (3_000, 3_000, 3_000)
     assert Enrollment.objects.count() == StatusChange.objects.count() == 3_000
     assert Contact.objects.filter(marketing_status="marketing").count() == 3_000

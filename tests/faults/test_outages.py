@@ -19,11 +19,10 @@ import pytest
 from django.contrib.messages import get_messages
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
-from rest_framework.test import APIClient
 
 from contacts.imports.models import ContactImport
 from contacts.models import Contact
-from tests.factories import ContactFactory, UserFactory
+from tests.factories import ContactFactory
 from tests.faults.conftest import ROOT, web_broker
 from tests.faults.scenarios import import_file, mql_workflow
 from workflows.models import WorkflowRun
@@ -35,18 +34,6 @@ SERVER_PORT = 8151
 def closed(port: int) -> bool:
     with socket.socket() as probe:
         return probe.connect_ex(("127.0.0.1", port)) != 0
-
-
-@pytest.fixture
-def root(db):
-    return UserFactory(username="root", is_superuser=True)
-
-
-@pytest.fixture
-def api(root):
-    client = APIClient()
-    client.force_authenticate(root)
-    return client
 
 
 @pytest.fixture

@@ -5,14 +5,12 @@ runs it against the same PostgreSQL database, and the end state is checked."""
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
-from rest_framework.test import APIClient
 
 from billing.models import BillingPeriod, BillingPeriodStatus, Invoice
 from billing.tasks import close_periods
 from contacts.imports.models import ContactImport
 from contacts.models import Contact
 from contacts.status.models import StatusChange
-from tests.factories import UserFactory
 from tests.faults.conftest import wait_for
 from tests.faults.scenarios import (
     ended_periods_with_activity,
@@ -23,13 +21,6 @@ from tests.faults.scenarios import (
 from workflows.models import Enrollment, WorkflowRun
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def api(db):
-    client = APIClient()
-    client.force_authenticate(UserFactory(username="root", is_superuser=True))
-    return client
 
 
 def test_an_import_committed_through_the_api_runs_on_the_worker(workers, account, api):
