@@ -46,4 +46,17 @@ SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 365 * 24 * 3600)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
 SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
 
+# Throttle counts must be shared by every web process on every host, so the cache is Redis:
+# CACHE_URL, or else the broker's Redis (its keys prefixed, apart from Celery's).
+if not os.environ.get("CACHE_URL", "").strip() and os.environ["CELERY_BROKER_URL"].startswith(
+    ("redis://", "rediss://")
+):
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": os.environ["CELERY_BROKER_URL"],
+            "KEY_PREFIX": "marketable-cache",
+        }
+    }
+
 EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
