@@ -485,7 +485,7 @@ def db_snapshot(tables: list[str]) -> dict[str, list]:
                 ),
                 tables,
             )
-            return {table: [rows] for table, rows in cursor.fetchall()}
+            return {table: json.loads(rows) for table, rows in cursor.fetchall()}
         snapshot = {}
         for table in tables:
             cursor.execute(f"SELECT * FROM {quote(table)} ORDER BY 1")
