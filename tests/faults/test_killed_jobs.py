@@ -84,6 +84,8 @@ def test_an_import_killed_while_saving_resumes_on_a_new_worker_to_the_uninterrup
         "invalid": 0,
         "duplicates": 0,
         "marketing": 3_000,
+        "imported": 3_000,
+        "reported": 0,
     }
     assert Contact.objects.count() == Contact.objects.values("email").distinct().count() == 3_000
     assert StatusChange.objects.count() == 3_000  # one upgrade each
