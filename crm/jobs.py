@@ -115,9 +115,6 @@ def _run_in_thread(task, args: tuple) -> None:
         connections.close_all()  # this thread's own connections
 
 
-# --- leases ------------------------------------------------------------------------------
-
-
 class LeaseLost(Exception):
     """This worker's lease on the job is gone: another worker owns it, or it was failed."""
 
@@ -188,7 +185,7 @@ def jobs_expire_stale(*, model=None, pk=None, now: dt.datetime | None = None) ->
         if pk is not None:
             stale = stale.filter(pk=pk)
         for job_pk, expired_at in stale.values_list("pk", "lease_expires_at"):
-            failed += job_model.objects.filter(
+            if job_model.objects.filter(
                 _no_live_lease(now), pk=job_pk, status=job_model.LEASE_RUNNING
             ).update(
                 status=job_model.LEASE_FAILED,
@@ -196,10 +193,9 @@ def jobs_expire_stale(*, model=None, pk=None, now: dt.datetime | None = None) ->
                 lease_expires_at=None,
                 finished_at=now,
                 **{job_model.LEASE_MESSAGE_FIELD: _lease_lost_message(job_model, expired_at)},
-            )
-            logger.warning(
-                "%s #%s: its worker stopped; marked failed", job_model.LEASE_NOUN, job_pk
-            )
+            ):
+                failed += 1
+                logger.warning("%s #%s: its worker stopped; failed", job_model.LEASE_NOUN, job_pk)
     return failed
 
 
