@@ -99,7 +99,19 @@ def database_from_env() -> dict:
     }
 
 
-DATABASES = {"default": database_from_env()}
+def replica_databases_from_env() -> dict:
+    """`{"replica": …}` when DATABASE_REPLICA_URL names a streaming replica of the primary
+    (API list pages and exports read it: crm.replica), else nothing. Tests mirror it to the
+    primary's test database."""
+    url = os.environ.get("DATABASE_REPLICA_URL")
+    if not url:
+        return {}
+    config = dj_database_url.parse(url, conn_max_age=env_int("DB_CONN_MAX_AGE", 60))
+    return {"replica": {**config, "TEST": {"MIRROR": "default"}}}
+
+
+DATABASES = {"default": database_from_env(), **replica_databases_from_env()}
+DATABASE_ROUTERS = ["crm.replica.ReplicaRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
