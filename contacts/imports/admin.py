@@ -25,10 +25,10 @@ from contacts.imports.parsing import (
     IMPORT_DEFAULT_SOURCE,
     IMPORT_FIELDS,
     ImportFileError,
-    import_fields,
     ImportNotAllowed,
     ImportStateError,
     import_check_size,
+    import_fields,
     import_max_bytes,
 )
 from contacts.imports.selectors import (

@@ -165,7 +165,7 @@ def _without_statuses(columns: list[str], given: dict | None, file_format: str, 
     """The caller's mapping, plus, for a user who may not change statuses, the HubSpot
     status columns found by their labels set to be ignored: their contacts are imported as
     non-marketing (the preview says so). Mapping one explicitly is refused instead."""
-    given = dict(given or {}) if isinstance(given, dict) else given
+    given = dict(given) if isinstance(given, dict) else ({} if given is None else given)
     if actor is None or can_change_marketing_status(actor) or not isinstance(given, dict):
         return given
     for column, name in import_detect_mapping(columns, file_format).items():
