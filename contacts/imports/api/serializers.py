@@ -51,7 +51,7 @@ class ContactImportCreateSerializer(serializers.Serializer):
         choices=ImportFormat.choices,
         required=False,
         allow_null=True,
-        help_text='"hubspot" for HubSpot\'s contacts export (mapped by HubSpot\'s column names; '
+        help_text="\"hubspot\" for HubSpot's contacts export (mapped by HubSpot's column names; "
         'its "Marketing contact status" kept with contacts.change_marketing_status), "csv" for '
         "any other file; detected from the header when not given.",
     )

@@ -359,7 +359,10 @@ def test_admin_upload_preview_shows_the_hubspot_mapping_and_confirm(
     mapping_page = ops_client.get(response["Location"]).content.decode()
     assert '<option value="hubspot_marketing" selected>' in mapping_page
 
-    posted = {f"column_{n}": value for n, value in enumerate(contact_import.mapping.values())}
+    posted = {  # the detected fields, column by column (jsonb keeps no key order)
+        f"column_{n}": contact_import.mapping[column]
+        for n, column in enumerate(contact_import.columns)
+    }
     preview_url = ops_client.post(response["Location"], posted)["Location"]
     html = ops_client.get(preview_url).content.decode()
     assert 'id="import-format">Format: HubSpot export.' in html
