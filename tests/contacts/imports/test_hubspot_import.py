@@ -8,25 +8,29 @@ import datetime as dt
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import call_command
 from django.db.models import Sum
 from rest_framework.test import APIClient
 
-from contacts.imports import staging
-from contacts.imports.models import ContactImport, HubSpotRecord, ImportRowError
+from billing.guardrails import billing_approval_approve
+from contacts.imports import migration, staging
+from contacts.imports.models import ContactImport, HubSpotRecord, ImportRowError, ImportStatus
 from contacts.imports.parsing import ImportFileError, ImportNotAllowed
 from contacts.imports.services import (
     contact_import_commit,
     contact_import_create,
     contact_import_preview,
+    contact_import_resume,
     contact_import_run,
+    contact_import_sync,
 )
 from contacts.models import Contact
-from contacts.status.models import StatusChange
+from contacts.status.models import PendingApproval, StatusChange
 from contacts.status.results import StatusSource
 from contacts.status.selectors import ledger_replay, usage_current
 from contacts.status.services import contacts_set_marketing
 from crm.calendar import BillingCalendar
-from tests.factories import ContactFactory
+from tests.factories import ContactFactory, UserFactory, set_guardrails
 
 M, N = "marketing", "non_marketing"
 HEADER = (
@@ -419,3 +423,87 @@ def test_api_upload_with_the_hubspot_format_and_commit(
     assert "change_marketing_status" in refused.data["detail"]
     assert bad.status_code == 400 and "format" in bad.data
     assert ContactImport.objects.count() == 1
+
+
+# --- guardrails, a killed worker, the command --------------------------------------------
+
+
+class WorkerKilled(BaseException):
+    """Stands for kill -9: no `except Exception` sees it."""
+
+
+def test_past_the_guardrails_the_statuses_wait_for_approval_then_apply_whole(
+    account, dan, marketing_ops
+):
+    set_guardrails(operation_limit=1)
+    approver = UserFactory(username="approver", is_superuser=True)
+
+    held = bring(EXPORT, actor=marketing_ops)
+
+    assert held.status == ImportStatus.HELD
+    assert set(statuses().values()) == {(N, False)}  # imported, none marketing yet
+
+    billing_approval_approve(approval=PendingApproval.objects.get(), user=approver)
+    done = contact_import_sync(contact_import=held)
+
+    assert done.status == ImportStatus.DONE
+    assert statuses() == {
+        "ann@example.com": (M, False),
+        "bob@example.com": (N, False),
+        "cat@example.com": (M, True),
+        "dan@example.com": (M, False),
+    }
+    assert done.marketing_result["scheduled"] == 1
+    contact_import_sync(contact_import=done)  # read again: nothing more is written
+    assert StatusChange.objects.filter(action="downgrade_scheduled").count() == 1
+    assert_books_balance()
+
+
+def test_a_worker_killed_before_the_downgrades_ends_as_one_run_when_resumed(
+    account, dan, marketing_ops, settings, monkeypatch
+):
+    schedule = migration.contacts_set_non_marketing
+
+    def killed(**kwargs):
+        raise WorkerKilled
+
+    contact_import = contact_import_create(
+        file=upload(EXPORT), file_name="hubspot-contacts.csv", actor=marketing_ops
+    )
+    contact_import_preview(contact_import=contact_import, actor=marketing_ops)
+    contact_import_commit(contact_import=contact_import, actor=marketing_ops, enqueue=False)
+    settings.JOB_LEASE_SECONDS = 0
+    monkeypatch.setattr(migration, "contacts_set_non_marketing", killed)
+    with pytest.raises(WorkerKilled):
+        contact_import_run(contact_import_id=contact_import.pk)
+    monkeypatch.setattr(migration, "contacts_set_non_marketing", schedule)
+    settings.JOB_LEASE_SECONDS = 300
+    assert statuses()["cat@example.com"] == (M, False)  # upgraded, its downgrade not yet
+
+    contact_import_resume(contact_import=contact_import, actor=marketing_ops, enqueue=False)
+    done = contact_import_run(contact_import_id=contact_import.pk)
+
+    assert (done.status, done.created_count, done.updated_count) == ("done", 3, 1)
+    assert statuses()["cat@example.com"] == (M, True)
+    assert sorted(StatusChange.objects.values_list("contact__email", "action")) == [
+        ("ann@example.com", "upgrade"),
+        ("cat@example.com", "downgrade_scheduled"),
+        ("cat@example.com", "upgrade"),
+        ("dan@example.com", "upgrade"),
+    ]
+    assert_books_balance()
+
+
+def test_the_command_imports_a_hubspot_export(account, tmp_path, capsys):
+    path = tmp_path / "export.csv"
+    path.write_text(EXPORT)
+
+    call_command("import_contacts", str(path), "--source", "HubSpot", "--format", "hubspot")
+
+    out = capsys.readouterr().out
+    assert (
+        "a HubSpot export, its statuses kept: 2 marketing, 1 set to non-marketing at the next "
+        "update (1 downgrades to schedule), 1 non-marketing" in out
+    )
+    assert statuses()["cat@example.com"] == (M, True)
+    assert_books_balance()
