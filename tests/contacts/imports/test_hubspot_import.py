@@ -507,3 +507,51 @@ def test_the_command_imports_a_hubspot_export(account, tmp_path, capsys):
     )
     assert statuses()["cat@example.com"] == (M, True)
     assert_books_balance()
+
+
+def test_a_contact_known_under_a_new_record_id_is_linked_to_it(account, marketing_ops):
+    header = (
+        "Record ID,Email,Marketing contact status,Marketing contact until next update,Create Date\n"
+    )
+    bring(header + "7,ann@example.com,Marketing contact,false,1709648520000\n", actor=marketing_ops)
+
+    done = bring(header + "70,ann@example.com,Marketing contact,Yes,\n", actor=marketing_ops)
+
+    record = HubSpotRecord.objects.get()
+    assert (record.record_id, record.contact.email) == ("70", "ann@example.com")
+    assert record.hubspot_created_at is None  # the new record's row had no date
+    # Ann was marketing already: the file's pending downgrade does not take it away.
+    assert (done.status, statuses()) == ("done", {"ann@example.com": (M, False)})
+    assert_books_balance()
+
+
+def test_the_until_renewal_column_and_instants_with_offsets(account, marketing_ops):
+    header = (
+        "Record ID,Email,Marketing contact status,Marketing contact until next update,Create Date\n"
+    )
+
+    bring(
+        header
+        + "1,ann@example.com,true,Yes,2024-03-05T14:22:00+02:00\n"
+        + "2,bob@example.com,Marketing contact,,1709648520000\n",
+        actor=marketing_ops,
+    )
+
+    assert statuses() == {"ann@example.com": (M, True), "bob@example.com": (M, False)}
+    created = dict(HubSpotRecord.objects.values_list("record_id", "hubspot_created_at"))
+    assert created == {
+        "1": dt.datetime(2024, 3, 5, 12, 22, tzinfo=dt.UTC),
+        "2": dt.datetime(2024, 3, 5, 14, 22, tzinfo=dt.UTC),
+    }
+    assert_books_balance()
+
+
+def test_a_date_without_offset_is_read_in_the_accounts_time_zone(account):
+    account.time_zone = "Europe/Stockholm"
+    account.save()
+
+    bring("Record ID,Email,Create Date\n1,ann@example.com,2024-03-05 14:22\n")
+
+    assert HubSpotRecord.objects.get().hubspot_created_at == dt.datetime(
+        2024, 3, 5, 13, 22, tzinfo=dt.UTC
+    )
