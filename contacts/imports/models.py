@@ -218,7 +218,7 @@ class HubSpotRecord(models.Model):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="+",
-        help_text="The import that last wrote this record.",
+        help_text="The import that linked the contact to this record.",
     )
 
     class Meta:

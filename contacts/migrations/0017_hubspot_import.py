@@ -27,7 +27,7 @@ class Migration(migrations.Migration):
                 ('contact', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, primary_key=True, related_name='hubspot_record', serialize=False, to='contacts.contact')),
                 ('record_id', models.CharField(help_text="HubSpot's “Record ID”.", max_length=20, unique=True)),
                 ('hubspot_created_at', models.DateTimeField(blank=True, help_text="HubSpot's “Create Date” of the record.", null=True)),
-                ('contact_import', models.ForeignKey(blank=True, help_text='The import that last wrote this record.', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='contacts.contactimport')),
+                ('contact_import', models.ForeignKey(blank=True, help_text='The import that linked the contact to this record.', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='contacts.contactimport')),
             ],
             options={
                 'verbose_name': 'HubSpot record',

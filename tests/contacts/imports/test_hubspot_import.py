@@ -28,7 +28,7 @@ from contacts.models import Contact
 from contacts.status.models import PendingApproval, StatusChange
 from contacts.status.results import StatusSource
 from contacts.status.selectors import ledger_replay, usage_current
-from contacts.status.services import contacts_set_marketing
+from contacts.status.services import contacts_delete, contacts_set_marketing
 from crm.calendar import BillingCalendar
 from tests.factories import ContactFactory, UserFactory, set_guardrails
 
@@ -555,3 +555,12 @@ def test_a_date_without_offset_is_read_in_the_accounts_time_zone(account):
     assert HubSpotRecord.objects.get().hubspot_created_at == dt.datetime(
         2024, 3, 5, 13, 22, tzinfo=dt.UTC
     )
+
+
+def test_deleting_a_migrated_contact_deletes_its_record(account, marketing_ops):
+    bring(HEADER + "7,Ann,,ann@example.com,,,Marketing contact,Lead,,,,,,\n", actor=marketing_ops)
+
+    contacts_delete(contacts=Contact.objects.all(), actor=marketing_ops)
+
+    assert not HubSpotRecord.objects.exists()
+    assert_books_balance()
