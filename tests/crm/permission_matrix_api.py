@@ -169,7 +169,10 @@ API_RESOURCES = [
         create=lambda w: {"file": csv_upload()},
         methods=("list", "create", "retrieve"),
         fmt="multipart",
-        notes={"add": "add_contactimport (“marketing” also change_marketing_status)"},
+        notes={
+            "add": "add_contactimport (“marketing”, or mapping a HubSpot export's status "
+            "column, also change_marketing_status)"
+        },
     ),
     Resource(
         "marketing-emails",

@@ -243,7 +243,8 @@ ADMIN_MODELS = [
         add_data=lambda w: {"file": csv_upload()},
         add_form_id="import-upload-form",
         notes={
-            "add": "add_contactimport (“set all as marketing” also change_marketing_status)",
+            "add": "add_contactimport (“set all as marketing”, or keeping a HubSpot export's statuses, "
+            "also change_marketing_status)",
             "change": "nobody: an import changes only through its steps",
             "delete": "delete_contactimport, before it ran",
         },
