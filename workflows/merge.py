@@ -24,7 +24,9 @@ def workflows_on_contacts_merged(merge: ContactsMerged) -> dict[str, int]:
         workflow_id__in=Enrollment.objects.filter(contact_id=survivor_id).values("workflow_id"),
     )
     # One UPDATE per workflow both were enrolled in: few (a contact is in few workflows).
-    for theirs in both.values("workflow_id", "enrolled_at", "last_matched_at", "times", "exited_at"):
+    for theirs in both.values(
+        "workflow_id", "enrolled_at", "last_matched_at", "times", "exited_at"
+    ):
         ours = Enrollment.objects.filter(contact_id=survivor_id, workflow_id=theirs["workflow_id"])
         mine = ours.values("enrolled_at", "last_matched_at", "exited_at").get()
         active = mine["exited_at"] is None or theirs["exited_at"] is None
@@ -48,4 +50,3 @@ def workflows_on_contacts_merged(merge: ContactsMerged) -> dict[str, int]:
     )
     moved = {"enrollments": enrollments, "rotation_members": members}
     return {name: count for name, count in moved.items() if count}
-

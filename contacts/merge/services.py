@@ -320,4 +320,3 @@ def _recorded_values(preview: MergePreview) -> dict:
         value = item.chosen
         recorded[item.name] = value.pk if item.name == "source" else value
     return recorded
-
