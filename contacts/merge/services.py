@@ -255,6 +255,12 @@ def contacts_merge(
             return replay
         found = set(lock_contacts([survivor_id, merged_id]))
         missing = [pk for pk in (survivor_id, merged_id) if pk not in found]
+        for pk in missing:
+            if (went := merge_survivor_of(contact_id=pk)) != pk:
+                raise MergeConflict(
+                    f"Contact {pk} was already merged into contact {went}; merge with that "
+                    "one instead."
+                )
         if missing:
             raise MergeNotFound(
                 f"No contact with the id {' or '.join(map(str, missing))}.",

@@ -127,6 +127,8 @@ def test_conflicting_and_unknown_merges_are_refused_without_writing(account, man
         contacts_merge(survivor=keep, merged_away=keep)
     with pytest.raises(MergeConflict, match=f"already merged into contact {keep.pk}"):
         contacts_merge(survivor=other, merged_away=gone)
+    with pytest.raises(MergeConflict, match=f"merged into contact {keep.pk}; merge with that"):
+        contacts_merge(survivor=gone, merged_away=other)
     with pytest.raises(MergeConflict, match="idempotency key"):
         contacts_merge(survivor=keep, merged_away=other, idempotency_key="k1")
     with pytest.raises(MergeNotFound, match="999999"):
