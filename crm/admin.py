@@ -29,7 +29,8 @@ billing period starts at local midnight there, so "non-marketing from
 
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.paginator import Paginator
 from django.db import connections
 from django.db.models import QuerySet
@@ -124,6 +125,20 @@ class BigTableAdmin(admin.ModelAdmin):
     list_per_page = 50
     list_max_show_all = 200
     date_hierarchy = None
+
+    def get_changelist_instance(self, request):
+        # A filter value the database cannot take (a date whose UTC equivalent is out of
+        # range) fails only when the page is counted. Django answers IncorrectLookupParameters
+        # with the list without filters (?e=1); the message says why.
+        try:
+            return super().get_changelist_instance(request)
+        except (OverflowError, ValueError) as error:
+            messages.error(
+                request,
+                "The list is shown without filters: a value in the address cannot be used "
+                "as a filter (a date out of range, for instance).",
+            )
+            raise IncorrectLookupParameters(error) from error
 
 
 def account_time_zone():
