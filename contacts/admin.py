@@ -26,6 +26,7 @@ from django.utils.formats import date_format
 from contacts.admin_delete import ContactDeletionMixin
 from contacts.imports.views import export_response
 from contacts.intake.admin import source_channel
+from contacts.merge.admin import ContactMergeMixin
 from contacts.models import (
     LOCKED_KINDS,
     Contact,
@@ -300,7 +301,7 @@ CHANGE_READONLY_FIELDS = [
 
 
 @admin.register(Contact)
-class ContactAdmin(ContactDeletionMixin, AccountTimeZoneMixin, BigTableAdmin):
+class ContactAdmin(ContactDeletionMixin, ContactMergeMixin, AccountTimeZoneMixin, BigTableAdmin):
     list_display = [
         "email",
         "name_display",
@@ -338,6 +339,7 @@ class ContactAdmin(ContactDeletionMixin, AccountTimeZoneMixin, BigTableAdmin):
         "add_to_ad_audience_action",
         "remove_from_ad_audience_action",
         "delete_contacts_action",
+        "merge_contacts_action",
     ]
     form = ContactForm
     bulk_confirm_form = BulkStatusConfirmForm

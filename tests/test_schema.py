@@ -33,6 +33,7 @@ EXPECTED_OPERATIONS = {
     ("delete", "/api/contacts/{id}/"),
     ("post", "/api/contacts/{id}/marketing-status/"),
     ("post", "/api/contacts/marketing-status/"),
+    ("post", "/api/contacts/merge/"),
     ("get", "/api/contacts/{id}/status-history/"),
     ("get", "/api/sources/"),
     ("post", "/api/sources/"),

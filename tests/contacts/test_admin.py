@@ -249,6 +249,7 @@ def test_delete_selected_is_absent(super_client, people):
         "add_to_ad_audience_action",
         "remove_from_ad_audience_action",
         "delete_contacts_action",  # ours, through the status service (not Django's)
+        "merge_contacts_action",
     ]
     response = run_action(super_client, "delete_selected", [people["ann"].pk])
     assert Contact.objects.count() == 4

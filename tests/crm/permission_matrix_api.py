@@ -349,6 +349,18 @@ API_EXTRA_ROWS = [
     ),
     api_row(
         "Contacts",
+        "contacts: merge two",
+        "POST",
+        "/api/contacts/merge/",
+        who(OPS),
+        f"view_contact, change_contact and delete_contact ({STATUS} too when the survivor "
+        "becomes marketing)",
+        url=lambda w: "/api/contacts/merge/",
+        data=lambda w: {"primary": w.kim.pk, "secondary": w.lea.pk},
+        effect=gone("contacts.contact", lambda w: w.lea),
+    ),
+    api_row(
+        "Contacts",
         "contact: status history",
         "GET",
         "/api/contacts/{id}/status-history/",

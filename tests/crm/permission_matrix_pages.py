@@ -146,6 +146,21 @@ ADMIN_EXTRA_ROWS = [
         extra=lambda w: {"post": "yes", "idempotency_key": "matrix-delete"},
         effect=gone("contacts.contact", lambda w: w.ann),
     ),
+    changelist_action(
+        "contacts.contact",
+        "Contacts",
+        "merge_contacts_action",
+        "Merge two contacts",
+        who(OPS),
+        f"change_contact and delete_contact ({STATUS} too when the survivor becomes marketing)",
+        lambda w: [w.kim, w.lea],
+        extra=lambda w: {
+            "post": "yes",
+            "idempotency_key": "matrix-merge",
+            "survivor": str(w.kim.pk),
+        },
+        effect=gone("contacts.contact", lambda w: w.lea),
+    ),
     page_row(
         "Contacts",
         "contact: marketing-status toggle",
