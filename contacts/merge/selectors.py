@@ -1,18 +1,16 @@
 """Reads of merges: what a merge would do (its fields, status outcome and cost), and where
 merged-away contacts went.
 
-The status rule of a merge is written once, here (`merge_outcome`): the survivor's
-effective status is the "most marketing" of the two — non-marketing < marketing with a
-pending downgrade < marketing. So:
+The status rule of a merge is written once, here (`merge_outcome`): the survivor is
+marketing if either contact was (a contact with a pending downgrade is marketing until its
+date), and a pending downgrade survives only if both had one:
 
-- either contact settled marketing → the survivor is marketing, with no pending downgrade
-  (a pending downgrade of the survivor is cancelled: the other record was still wanted);
-- otherwise, either pending → the survivor is marketing until the pending date, then
-  non-marketing: a person's decision to stop marketing one record is kept, and a
-  non-marketing duplicate carries no wish to market. Both pending: the survivor keeps its
-  own pending date. Both dates are the end of the current period (a downgrade is always
-  scheduled for the next update date, and one past that date is no longer pending), so
-  there is no "later" one to pick;
+- both pending → the survivor keeps its own pending date. Both dates are the end of the
+  current period (a downgrade is always scheduled for the next update date, and one past
+  that date is no longer pending), so there is no "later" one to pick;
+- otherwise either marketing or pending → marketing, with no pending downgrade: one of the
+  two records was still wanted as marketing without an end date, or was wanted as
+  marketing while the other was not being marketed to at all;
 - both non-marketing → non-marketing.
 
 A merge never raises the live count (the outcome is at most one billable contact where
@@ -30,7 +28,7 @@ from contacts.merge.models import MergedContact
 from contacts.models import Contact, Source
 from contacts.status.rules import is_marketing, is_pending
 
-# Effective statuses, in the order a merge takes the highest of.
+# Effective statuses, from the least to the most marketing.
 NON_MARKETING = "non_marketing"
 PENDING = "pending"
 MARKETING = "marketing"
@@ -74,7 +72,11 @@ def merge_status(contact: Contact, at: dt.datetime) -> str:
 
 def merge_outcome(survivor_status: str, merged_status: str) -> str:
     """The survivor's effective status after the merge (the module docstring's rule)."""
-    return max(survivor_status, merged_status, key=STATUS_RANK.__getitem__)
+    if survivor_status == merged_status == PENDING:
+        return PENDING
+    if {survivor_status, merged_status} & {MARKETING, PENDING}:
+        return MARKETING
+    return NON_MARKETING
 
 
 @dataclass(frozen=True)
