@@ -7,8 +7,8 @@ id order. In order:
 1. a retry is answered with the first merge's survivor: the same pair again, or the same
    idempotency key, finds its `MergedContact` record (even once the merged-away contact is
    gone) and changes nothing;
-2. the status rule (contacts.merge.selectors: the survivor gets the "most marketing" of
-   the two statuses) and the locked-source rule are checked before anything is written;
+2. the status rule (contacts.merge.selectors: marketing if either was, pending only if
+   both were) and the locked-source rule are checked before anything is written;
 3. the merged-away contact's own rows move to the survivor, duplicates dropped (one list
    or audience membership per list or audience); other apps' rows move through the merge
    listeners of contacts.hooks (workflows' enrollments and rotation members);
@@ -35,7 +35,6 @@ from contacts.hooks import ContactsMerged, contacts_changed, notify_contacts_mer
 from contacts.merge.models import MergedContact
 from contacts.merge.selectors import (
     NON_MARKETING,
-    PENDING,
     MergePreview,
     merge_preview,
     merge_survivor_of,
@@ -51,7 +50,6 @@ from contacts.status.rules import MARKETING_STATUS_PERMISSION, can_change_market
 from contacts.status.services import (
     contacts_delete,
     contacts_set_marketing,
-    contacts_set_non_marketing,
 )
 from crm.locks import lock_contacts, lock_usage
 
@@ -192,15 +190,12 @@ def _survivor_status(
         return
     source = _merge_source(record, f"Merged with {merged.email}")
     key = f"merge:{record.pk}:survivor"
+    # The only change a merge makes to the survivor is to marketing (a pending outcome
+    # means both were pending, so the survivor already is): an upgrade, or a pending
+    # downgrade cancelled.
     contacts_set_marketing(
         contacts=survivor.pk, source=source, actor=by, idempotency_key=f"{key}:marketing", at=at
     )
-    if preview.outcome_status == PENDING:
-        # The merged-away contact's pending downgrade carries over: marketing until the
-        # next update date, as it was.
-        contacts_set_non_marketing(
-            contacts=survivor.pk, source=source, actor=by, idempotency_key=f"{key}:pending", at=at
-        )
 
 
 def _set_fields(survivor: Contact, merged: Contact, preview: MergePreview) -> None:
