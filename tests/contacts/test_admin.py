@@ -18,6 +18,7 @@ from contacts.models import (
     Source,
 )
 from contacts.status.models import (
+    BulkStatusJob,
     LedgerAction,
     PendingApproval,
     PeriodUsage,
@@ -319,7 +320,17 @@ def test_toggle_sets_marketing_and_writes_a_ledger_row(ops_client, marketing_ops
 
 def test_toggle_sets_non_marketing_from_the_next_update_date(ops_client, people):
     bob = people["bob"]
-    response = ops_client.post(toggle_url(bob.pk), {"operation": "set_non_marketing"})
+    ledger_before = StatusChange.objects.count()
+    page = ops_client.post(toggle_url(bob.pk), {"operation": "set_non_marketing"})
+    # First the confirmation, with the saving from the next period; nothing is written.
+    assert page.status_code == 200
+    assert page.templates[0].name == "admin/contacts/contact/status_confirmation.html"
+    assert 'id="saving-' in page.content.decode()
+    assert StatusChange.objects.count() == ledger_before
+    assert state(bob) == (M, None)
+    response = ops_client.post(
+        toggle_url(bob.pk), {"operation": "set_non_marketing", "confirmed": "yes"}
+    )
     assert response.status_code == 302
     assert state(bob) == (M, next_update())
     assert messages_of(response) == [
@@ -492,23 +503,33 @@ def test_double_submit_with_the_same_key_changes_once(ops_client, people):
     ]
 
 
-def test_select_across_acts_on_the_whole_filtered_changelist(ops_client, people):
+def test_select_across_runs_as_a_background_job_over_the_whole_filtered_changelist(
+    ops_client, people, django_capture_on_commit_callbacks
+):
     customers = ContactFactory.create_batch(3, lifecycle_stage="customer")
     query = "?lifecycle_stage__exact=customer"
     one_id = [customers[0].pk]  # the page's checkbox; select_across covers the rest
     page = run_action(ops_client, "set_marketing_action", one_id, query=query, select_across=True)
     assert page.context["preview"].matched == 4  # dan and the three
     assert 'name="select_across" value="1"' in page.content.decode()
-    response = confirm_action(
-        ops_client,
-        "set_marketing_action",
-        one_id,
-        key_of(page),
-        query=query,
-        select_across=True,
-    )
+    assert 'id="runs-in-background"' in page.content.decode()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = confirm_action(
+            ops_client,
+            "set_marketing_action",
+            one_id,
+            key_of(page),
+            query=query,
+            select_across=True,
+        )
+    job = BulkStatusJob.objects.get()
     assert response.status_code == 302
-    assert response["Location"] == CHANGELIST + query
+    assert response["Location"] == f"/admin/contacts/bulkstatusjob/{job.pk}/change/"
+    assert messages_of(response) == [
+        "The change of 4 contacts runs in the background; this page shows its progress."
+    ]
+    assert job.criteria == {"list_filters": {"lifecycle_stage__exact": "customer"}}
+    assert (job.status, job.total, job.done, job.changed) == ("done", 4, 4, 4)
     assert set(Contact.objects.filter(marketing_status=M).values_list("email", flat=True)) == {
         "bob@acme.com",
         "cat@example.com",
@@ -518,21 +539,29 @@ def test_select_across_acts_on_the_whole_filtered_changelist(ops_client, people)
     assert state(people["ann"]) == (N, None)
 
 
-def test_double_submit_over_a_time_filtered_selection_changes_once(ops_client, people):
-    """The "non-marketing" filter reads the clock, so a resubmitted select-across is another
-    query under the same key: the service refuses it and the admin says it was already done."""
+def test_double_submit_of_an_all_matching_change_finds_the_same_job(
+    ops_client, people, django_capture_on_commit_callbacks
+):
+    """The "non-marketing" filter reads the clock, and the first job changed who matches it:
+    the resubmitted confirmation (same key) finds the first job and changes nothing more."""
     query = "?marketing=non_marketing"
     ids = [people["ann"].pk]
     key = key_of(
         run_action(ops_client, "set_marketing_action", ids, query=query, select_across=True)
     )
-    confirm_action(ops_client, "set_marketing_action", ids, key, query=query, select_across=True)
+    with django_capture_on_commit_callbacks(execute=True):
+        first = confirm_action(
+            ops_client, "set_marketing_action", ids, key, query=query, select_across=True
+        )
     assert state(people["ann"]) == state(people["dan"]) == (M, None)
     ledger_after_first = StatusChange.objects.count()
-    second = confirm_action(
-        ops_client, "set_marketing_action", ids, key, query=query, select_across=True
-    )
+    with django_capture_on_commit_callbacks(execute=True):
+        second = confirm_action(
+            ops_client, "set_marketing_action", ids, key, query=query, select_across=True
+        )
     assert second.status_code == 302
+    assert second["Location"] == first["Location"]
+    assert BulkStatusJob.objects.count() == 1
     assert StatusChange.objects.count() == ledger_after_first
     assert messages_of(second)[-1] == (
         "This confirmation was already submitted; nothing more was changed."
