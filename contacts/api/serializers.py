@@ -329,7 +329,7 @@ class BulkStatusJobSerializer(serializers.Serializer):
     idempotency_key = serializers.SerializerMethodField(
         help_text="The key the client sent, if any."
     )
-    criteria = serializers.JSONField(help_text="The filter it was asked with.")
+    criteria = serializers.SerializerMethodField(help_text="The filter it was asked with.")
     as_of = serializers.DateTimeField(help_text="The instant the filter was evaluated at.")
     total = serializers.IntegerField(help_text="Contacts the filter matched when it was asked.")
     done = serializers.IntegerField(help_text="Contacts gone through so far.")
@@ -354,6 +354,12 @@ class BulkStatusJobSerializer(serializers.Serializer):
         path = reverse("contact-bulk-marketing-status-job", kwargs={"job_id": job.pk})
         request = self.context.get("request")
         return request.build_absolute_uri(path) if request else path
+
+    def get_criteria(self, job) -> dict:
+        criteria = dict(job.criteria or {})
+        if isinstance(criteria.get("filter"), dict):  # stored as query parameters (text)
+            criteria["filter"] = contact_filter_as_json(criteria["filter"])
+        return criteria
 
     def get_idempotency_key(self, job) -> str | None:
         # Stored namespaced by the user ("api:<user id>:<key>"); the client sees its own.
