@@ -252,3 +252,36 @@ def test_a_rejected_hold_stops_the_job(marketing_ops, leads, superuser):
     assert job.status == BulkJobStatus.REJECTED
     assert "rejected" in job.message
     assert Contact.objects.filter(marketing_status=M).count() == 0
+
+
+@pytest.mark.postgres  # the worker thread needs its own connection to a real database
+def test_a_real_worker_runs_a_job(transactional_db, account, marketing_ops):
+    import time
+
+    from celery import Celery
+    from celery._state import get_current_app
+    from celery.contrib.testing.worker import start_worker
+
+    from contacts.tasks import run_bulk_status_job
+    from tests.contacts.test_worker import BROKER, redis_up
+
+    if not redis_up():
+        pytest.skip("Redis is not running on 127.0.0.1:6379")
+    ContactFactory.create_batch(5, lifecycle_stage="lead")
+    job, _ = submit(marketing_ops)
+    previous = get_current_app()  # put back afterwards (see tests/contacts/test_worker.py)
+    app = Celery("bulk-job-worker-test")
+    app.config_from_object("django.conf:settings", namespace="CELERY")
+    app.conf.update(broker_url=BROKER, task_always_eager=False)
+    try:
+        with start_worker(app, pool="solo", perform_ping_check=False, loglevel="WARNING"):
+            app.send_task(run_bulk_status_job.name, args=[job.pk])
+            deadline = time.monotonic() + 30  # waits for the worker; asserts nothing about speed
+            while time.monotonic() < deadline and counts(job)[0] != BulkJobStatus.DONE:
+                time.sleep(0.1)
+    finally:
+        previous.set_default()
+        previous.set_current()
+
+    assert counts(job) == (BulkJobStatus.DONE, 5, 5, 5, 0, 0, 0)
+    assert Contact.objects.filter(marketing_status=M).count() == 5
