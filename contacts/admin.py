@@ -24,6 +24,7 @@ from django.utils import timezone
 from django.utils.formats import date_format
 
 from contacts.admin_delete import ContactDeletionMixin
+from contacts.admin_status import ContactStatusConfirmationMixin, asks_confirmation
 from contacts.imports.views import export_response
 from contacts.intake.admin import source_channel
 from contacts.merge.admin import ContactMergeMixin
@@ -56,6 +57,7 @@ from contacts.services import (
     contact_update,
     contacts_creation_policy,
 )
+from contacts.status.bulk import bulk_status_job_threshold
 from contacts.status.results import (
     SET_MARKETING,
     SET_NON_MARKETING,
@@ -80,6 +82,8 @@ from crm.admin import (
 
 # Ledger rows shown on a contact's page; the ledger admin has the rest.
 CONTACT_PAGE_LEDGER_ROWS = 50
+# Contacts a bulk confirmation names (the first by id) besides the counts.
+CONFIRMATION_SAMPLE = 10
 
 
 def format_day(value) -> str:
@@ -301,7 +305,13 @@ CHANGE_READONLY_FIELDS = [
 
 
 @admin.register(Contact)
-class ContactAdmin(ContactDeletionMixin, ContactMergeMixin, AccountTimeZoneMixin, BigTableAdmin):
+class ContactAdmin(
+    ContactDeletionMixin,
+    ContactMergeMixin,
+    ContactStatusConfirmationMixin,
+    AccountTimeZoneMixin,
+    BigTableAdmin,
+):
     list_display = [
         "email",
         "name_display",
@@ -524,6 +534,10 @@ class ContactAdmin(ContactDeletionMixin, ContactMergeMixin, AccountTimeZoneMixin
         operation = request.POST.get("operation")
         if operation not in (SET_MARKETING, SET_NON_MARKETING):
             return HttpResponseBadRequest("Unknown operation.")
+        if request.POST.get("confirmed") != "yes":
+            preview = contacts_status_preview(contacts=[contact.pk], operation=operation)
+            if asks_confirmation(preview):
+                return self._status_confirmation(request, contact, preview)
         now = timezone.now()
         was_pending = contact.pending_from(now)
         try:
@@ -592,6 +606,9 @@ class ContactAdmin(ContactDeletionMixin, ContactMergeMixin, AccountTimeZoneMixin
         to_change = preview.would_change + preview.would_cancel + preview.would_schedule
         threshold = getattr(settings, "MARKETING_CONFIRM_THRESHOLD", 1_000)
         require_count = to_change > threshold
+        select_across = request.POST.get("select_across") == "1"
+        # "All N matching", or more than the threshold: a background job with progress.
+        background = select_across or preview.matched > bulk_status_job_threshold()
         confirming = request.POST.get("post") == "yes"
         form = BulkStatusConfirmForm(
             request.POST if confirming else None,
@@ -600,6 +617,10 @@ class ContactAdmin(ContactDeletionMixin, ContactMergeMixin, AccountTimeZoneMixin
             initial={"idempotency_key": f"admin-bulk:{uuid.uuid4()}"},
         )
         if confirming and form.is_valid():
+            if background:
+                return self._start_bulk_job(
+                    request, queryset, operation, form.cleaned_data, select_across=select_across
+                )
             self._run_bulk_status(request, queryset, operation, form.cleaned_data)
             return None  # back to the changelist, filters kept
         context = {
@@ -615,6 +636,8 @@ class ContactAdmin(ContactDeletionMixin, ContactMergeMixin, AccountTimeZoneMixin
             "peak_increase": preview.peak_after - preview.peak_count,
             "require_count": require_count,
             "threshold": threshold,
+            "background": background,
+            "sample": list(queryset.order_by("pk")[:CONFIRMATION_SAMPLE]),
             "form": form,
             "action_name": action_name,
             "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,

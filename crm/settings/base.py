@@ -232,6 +232,9 @@ JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 300)
 # --- Marketable ------------------------------------------------------------
 # Bulk status changes above this many contacts ask the user to type the number.
 MARKETING_CONFIRM_THRESHOLD = env_int("MARKETING_CONFIRM_THRESHOLD", 1_000)
+# A status change over the admin's whole matching list, or by the API's filter over more
+# contacts than this, runs as a background job with progress (contacts/status/bulk.py).
+BULK_STATUS_JOB_THRESHOLD = env_int("BULK_STATUS_JOB_THRESHOLD", 1_000)
 
 LOGGING = {
     "version": 1,

@@ -361,6 +361,16 @@ API_EXTRA_ROWS = [
     ),
     api_row(
         "Contacts",
+        "contacts: a bulk status change running in the background",
+        "GET",
+        "/api/contacts/marketing-status/jobs/{job_id}/",
+        who(OPS, BILLING, AUDITOR),
+        "view_bulkstatusjob",
+        url=lambda w: f"/api/contacts/marketing-status/jobs/{w.bulk_job.pk}/",
+        effect=lambda w, r: expect(r.json()["status"] == "failed"),
+    ),
+    api_row(
+        "Contacts",
         "contact: status history",
         "GET",
         "/api/contacts/{id}/status-history/",

@@ -151,6 +151,15 @@ ADMIN_MODELS = [
         obj=lambda w: model_of("contacts.statuschange").objects.first(),
     ),
     AdminModel(
+        "contacts.bulkstatusjob",
+        "Status ledger and usage",
+        view=who(OPS, BILLING, AUDITOR),
+        obj=lambda w: w.bulk_job,
+        notes={
+            "add": "nobody: a bulk action over all matching starts one (change_marketing_status)"
+        },
+    ),
+    AdminModel(
         "contacts.statuschangerequest",
         "Status ledger and usage",
         view=who(AUDITOR),
