@@ -164,17 +164,18 @@ def test_changelist_shows_effective_status_and_pending_date(ops_client, people):
 @pytest.mark.parametrize(
     ("query", "expected"),
     [
-        ("?marketing=marketing", {"bob@acme.com", "cat@example.com"}),
-        ("?marketing=non_marketing", {"ann@example.com", "dan@example.com"}),
-        ("?marketing=pending", {"cat@example.com"}),
-        ("?source__kind__exact=form", {"bob@acme.com", "cat@example.com"}),
-        ("?lifecycle_stage__exact=customer", {"dan@example.com"}),
+        ("?marketing_status=marketing", {"bob@acme.com", "cat@example.com"}),
+        ("?marketing_status=non_marketing", {"ann@example.com", "dan@example.com"}),
+        ("?pending=true", {"cat@example.com"}),
+        ("?marketing_status=marketing&pending=false", {"bob@acme.com"}),
+        ("?source_kind=form", {"bob@acme.com", "cat@example.com"}),
+        ("?lifecycle_stage=customer", {"dan@example.com"}),
         ("?q=ANN", {"ann@example.com"}),
         ("?q=bob@ac", {"bob@acme.com"}),
         ("?q=acme", {"bob@acme.com"}),
         ("?q=lee", {"ann@example.com"}),
         ("?q=example.com", set()),  # prefix search: not a substring search
-        ("?marketing=marketing&q=cat", {"cat@example.com"}),
+        ("?marketing_status=marketing&q=cat", {"cat@example.com"}),
     ],
 )
 def test_changelist_filters_and_search(ops_client, people, query, expected):
@@ -186,6 +187,41 @@ def test_changelist_filters_and_search(ops_client, people, query, expected):
     assert counts and all("LIMIT 10001" in sql for sql in counts)
 
 
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("?marketing=marketing", "?marketing_status=marketing"),
+        ("?marketing=non_marketing", "?marketing_status=non_marketing"),
+        ("?marketing=pending", "?pending=true"),
+        ("?marketing=settled&q=cat", "?marketing_status=marketing&pending=false&q=cat"),
+        ("?source__kind__exact=form", "?source_kind=form"),
+        ("?lifecycle_stage__exact=customer&o=2", "?lifecycle_stage=customer&o=2"),
+        ("?lead_status__exact=new", "?lead_status=new"),
+        ("?contact_type__exact=partner", "?contact_type=partner"),
+    ],
+)
+def test_the_old_filter_names_redirect_to_the_apis(ops_client, people, old, new):
+    """Bookmarks made with the admin's former parameters land on the same selection."""
+    response = ops_client.get(CHANGELIST + old)
+    assert response.status_code == 302
+    assert response["Location"] == CHANGELIST + new
+    assert results(ops_client.get(response["Location"])) == results(
+        ops_client.get(CHANGELIST + new)
+    )
+
+
+def test_the_admin_and_the_api_filter_by_the_same_names(ops_client, people):
+    from contacts.filters import ContactFilter
+
+    changelist = ops_client.get(CHANGELIST).context["cl"]
+    admin_names = {
+        f.parameter_name for f in changelist.filter_specs if hasattr(f, "parameter_name")
+    }
+    shared = {"marketing_status", "pending", "source_kind", "lifecycle_stage", "lead_status"}
+    assert shared | {"contact_type"} <= admin_names
+    assert shared | {"contact_type"} <= set(ContactFilter.base_filters)
+
+
 def test_changelist_query_count_does_not_grow_with_rows(
     ops_client, people, django_assert_max_num_queries
 ):
@@ -194,7 +230,7 @@ def test_changelist_query_count_does_not_grow_with_rows(
     # the billing alert banner (one query on every admin page), and the choices of the
     # contact-list and ad-audience filters (one small query each).
     with django_assert_max_num_queries(10):
-        response = ops_client.get(CHANGELIST + "?marketing=non_marketing")
+        response = ops_client.get(CHANGELIST + "?marketing_status=non_marketing")
     assert len(response.context["cl"].result_list) == 32
 
 
@@ -521,7 +557,7 @@ def test_select_across_acts_on_the_whole_filtered_changelist(ops_client, people)
 def test_double_submit_over_a_time_filtered_selection_changes_once(ops_client, people):
     """The "non-marketing" filter reads the clock, so a resubmitted select-across is another
     query under the same key: the service refuses it and the admin says it was already done."""
-    query = "?marketing=non_marketing"
+    query = "?marketing_status=non_marketing"
     ids = [people["ann"].pk]
     key = key_of(
         run_action(ops_client, "set_marketing_action", ids, query=query, select_across=True)
