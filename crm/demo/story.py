@@ -174,30 +174,30 @@ def demo_tier(*, live_count: int) -> Subscription:
     return subscription
 
 
+def story_month_starts(now: dt.datetime) -> list[dt.datetime]:
+    """The starts of the story's closed months and of the current one, oldest first."""
+    calendar = BillingCalendar.for_account()
+    starts = [calendar.period_bounds(now)[0]]
+    for _ in range(MONTHS_CLOSED):
+        starts.insert(0, calendar.period_bounds(starts[0] - dt.timedelta(microseconds=1))[0])
+    return starts
+
+
 class DemoHistory:
     """The months of the story over the demo contacts with ids above `lo` (`extras`: those
     above `mid`, made to be deleted)."""
 
     def __init__(self, *, lo: int, mid: int, marketing_sources: list[int], open_sources: list[int]):
         self.now = timezone.now()
-        calendar = BillingCalendar.for_account()
-        start, _ = calendar.period_bounds(self.now)
-        self.starts = [start]
-        for _ in range(MONTHS_CLOSED):
-            previous, _ = calendar.period_bounds(self.starts[0] - dt.timedelta(microseconds=1))
-            self.starts.insert(0, previous)
+        self.starts = story_month_starts(self.now)
         # The close of each month runs this long after its end; the current month's changes
         # come after the last close.
-        self.close_delay = min(CLOSE_DELAY, (self.now - start) / 10)
+        self.close_delay = min(CLOSE_DELAY, (self.now - self.starts[-1]) / 10)
         self.demo = Contact.objects.filter(pk__gt=lo)
         self.extras = self.demo.filter(pk__gt=mid)
         self.marketing_sources = marketing_sources
         self.open_sources = open_sources
         self.exclusion = WORKFLOWS[1]["criteria"]
-
-    @property
-    def first_start(self) -> dt.datetime:
-        return self.starts[0]
 
     def at(self, month: int, fraction: float) -> dt.datetime:
         """An instant `fraction` of the way through month `month` (0: the first closed one;

@@ -60,7 +60,7 @@ from contacts.models import Contact, Source
 from contacts.status.models import StatusChange
 from contacts.status.selectors import usage_current
 from contacts.status.services import contacts_set_marketing
-from crm.demo.story import DemoHistory, demo_scores, demo_workflows
+from crm.demo.story import DemoHistory, demo_scores, demo_workflows, story_month_starts
 
 DAY = dt.timedelta(days=1)
 
@@ -171,11 +171,8 @@ class Command(BaseCommand):
         marketing_sources = self.marketing_sources()
         # Contacts of locked sources stay non-marketing in the demo, as users expect to see.
         open_sources = [s.pk for s in sources.values() if not s.locked]
-        history = DemoHistory(
-            lo=0, mid=0, marketing_sources=marketing_sources, open_sources=open_sources
-        )
         # Every contact exists before it first engages and before the story's first month.
-        created_to = min(history.first_start, now - (ENGAGEMENT_DAYS + 1) * DAY)
+        created_to = min(story_month_starts(now)[0], now - (ENGAGEMENT_DAYS + 1) * DAY)
         created_from = created_to - CONTACT_HISTORY_DAYS * DAY
         lo = self.insert(
             count, seed=seed, sources=weights, created_from=created_from, created_to=created_to
