@@ -24,6 +24,15 @@ from django.utils import timezone
 from django.utils.formats import date_format
 
 from contacts.admin_delete import ContactDeletionMixin
+from contacts.admin_filters import (
+    ContactTypeFilter,
+    FilterAliasesMixin,
+    LeadStatusFilter,
+    LifecycleStageFilter,
+    MarketingStatusFilter,
+    PendingFilter,
+    SourceKindFilter,
+)
 from contacts.admin_status import ContactStatusConfirmationMixin, asks_confirmation
 from contacts.imports.views import export_response
 from contacts.intake.admin import source_channel
@@ -66,7 +75,7 @@ from contacts.status.results import (
     LockedSourceError,
     StatusSource,
 )
-from contacts.status.rules import can_change_marketing_status, settled_q
+from contacts.status.rules import can_change_marketing_status
 from contacts.status.selectors import contact_status_history
 from contacts.status.services import (
     contacts_set_marketing,
@@ -98,35 +107,6 @@ def held_message(held: ChangeHeld) -> str:
 
 def manual_status_source(user) -> StatusSource:
     return StatusSource(StatusSourceType.MANUAL, id=str(user.pk), name=user.get_username())
-
-
-class MarketingStatusFilter(admin.SimpleListFilter):
-    """The *effective* status now: a contact whose pending date has passed is non-marketing
-    even before the rollover has caught its stored status up."""
-
-    title = "marketing status"
-    parameter_name = "marketing"
-
-    def lookups(self, request, model_admin):
-        return [
-            ("marketing", "Marketing"),
-            ("non_marketing", "Non-marketing"),
-            ("pending", "Pending non-marketing (from the next update date)"),
-            ("settled", "Marketing, no pending change"),
-        ]
-
-    def queryset(self, request, queryset):
-        now = timezone.now()
-        value = self.value()
-        if value == "marketing":
-            return queryset.billable(now)
-        if value == "non_marketing":
-            return queryset.not_billable(now)
-        if value == "pending":
-            return queryset.pending_downgrade(now)  # contact_pending_idx
-        if value == "settled":  # what a hygiene pass or the savings report can still demote
-            return queryset.filter(settled_q())
-        return queryset
 
 
 class UnengagedFilter(admin.SimpleListFilter):
@@ -180,12 +160,6 @@ ContactListFilter = membership_filter(
 AdAudienceFilter = membership_filter(
     AdAudience, title="ad audience", parameter="ad_audience", lookup="ad_audiences__id"
 )
-
-
-class SourceKindFilter(admin.ChoicesFieldListFilter):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.title = "source kind"
 
 
 class ContactForm(forms.ModelForm):
@@ -306,6 +280,7 @@ CHANGE_READONLY_FIELDS = [
 
 @admin.register(Contact)
 class ContactAdmin(
+    FilterAliasesMixin,
     ContactDeletionMixin,
     ContactMergeMixin,
     ContactStatusConfirmationMixin,
@@ -328,10 +303,11 @@ class ContactAdmin(
     sortable_by = ["email", "lifecycle_stage", "lead_score", "last_engaged_at"]
     list_filter = [
         MarketingStatusFilter,
-        ("source__kind", SourceKindFilter),
-        "lifecycle_stage",
-        "lead_status",
-        "contact_type",
+        PendingFilter,
+        SourceKindFilter,
+        LifecycleStageFilter,
+        LeadStatusFilter,
+        ContactTypeFilter,
         "unsubscribed",
         "hard_bounced",
         ContactListFilter,

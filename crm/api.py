@@ -74,16 +74,77 @@ class CreatedCursorPagination(CursorPagination):
         return parameters
 
 
+def _is_list(view) -> bool:
+    """A list (a viewset's `list` or a collection action, a ListAPIView), not one object."""
+    action = getattr(view, "action", None)
+    if action is not None:
+        return action == "list" or not getattr(getattr(view, action, None), "detail", True)
+    lookup = getattr(view, "lookup_url_kwarg", None) or getattr(view, "lookup_field", "pk")
+    return lookup not in getattr(view, "kwargs", {})
+
+
 def _is_id(text: str) -> bool:
     return text.isascii() and text.isdigit() and len(text) <= 18
 
 
-class StrictFilterBackend(DjangoFilterBackend):
-    """django-filter's backend, where an empty value is an error unless the filter takes text.
+# Query parameters every list reads besides its filters (DRF's `?format=` included, though
+# this API chooses the representation by the Accept header).
+COMMON_LIST_PARAMS = frozenset({"format"})
 
-    django-filter reads `?lifecycle_stage=` or `?created_after=` as "no filter": a typo'd
-    client gets every row, and the schema (an enum, a date-time) does not allow "".
+
+class StrictFilterBackend(DjangoFilterBackend):
+    """django-filter's backend, strict about what a list is asked.
+
+    - An empty value is an error unless the filter takes text: django-filter reads
+      `?lifecycle_stage=` or `?created_after=` as "no filter", so a typo'd client would get
+      every row, and the schema (an enum, a date-time) does not allow "".
+    - On a list, a parameter that is neither one of its filters nor a pagination, ordering,
+      search or format parameter is a 400 listing the valid ones: `?lifecycle=lead` (for
+      `lifecycle_stage`) would otherwise answer the whole unfiltered list, which looks like
+      an answer. A view that reads parameters of its own names them in `extra_query_params`.
     """
+
+    def filter_queryset(self, request, queryset, view):
+        if _is_list(view):
+            valid = self.valid_params(request, queryset, view)
+            unknown = sorted(set(request.query_params) - valid)
+            if unknown:
+                listed = ", ".join(sorted(valid))
+                raise ValidationError(
+                    {
+                        name: [f"Not a parameter of this list. Valid parameters: {listed}."]
+                        for name in unknown
+                    }
+                )
+        return super().filter_queryset(request, queryset, view)
+
+    def valid_params(self, request, queryset, view) -> set[str]:
+        """The parameters this list understands: its filters, its paginator's, its other
+        filter backends' (search, ordering), `format` and the view's own."""
+        valid = set(COMMON_LIST_PARAMS) | set(getattr(view, "extra_query_params", ()))
+        filterset_class = self.get_filterset_class(view, queryset)
+        if filterset_class is not None:
+            for name, filter_ in filterset_class.base_filters.items():
+                suffixes = getattr(filter_.field_class.widget, "suffixes", None)
+                if suffixes:  # a range filter reads name_min / name_max, name_after / …
+                    valid.update(f"{name}_{suffix}" if suffix else name for suffix in suffixes)
+                else:
+                    valid.add(name)
+        paginator = getattr(view, "paginator", None)
+        for attr in (
+            "cursor_query_param",
+            "page_query_param",
+            "page_size_query_param",
+            "limit_query_param",
+            "offset_query_param",
+        ):
+            if getattr(paginator, attr, None):
+                valid.add(getattr(paginator, attr))
+        for backend in getattr(view, "filter_backends", ()):
+            for attr in ("search_param", "ordering_param"):
+                if getattr(backend, attr, None):
+                    valid.add(getattr(backend, attr))
+        return valid
 
     def get_filterset(self, request, queryset, view):
         filterset = super().get_filterset(request, queryset, view)

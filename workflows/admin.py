@@ -10,11 +10,12 @@ contacts.criteria); the money is billing's.
 from __future__ import annotations
 
 import json
+from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.http import HttpResponseNotAllowed, HttpResponseRedirect
+from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -114,24 +115,58 @@ class CriteriaTesterForm(CriteriaForm):
         return cleaned
 
 
+def _tester_workflow(request) -> Workflow | None:
+    """The workflow named by `?workflow=<id>` (the link beside a workflow's criteria
+    editor), whose criteria the tester opens with; reading them needs the workflow's view
+    permission."""
+    raw = request.GET.get("workflow")
+    if raw is None:
+        return None
+    if not request.user.has_perm("workflows.view_workflow"):
+        raise PermissionDenied
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 18):
+        raise Http404("No workflow with that id.")
+    return get_object_or_404(Workflow, pk=int(raw))
+
+
+def criteria_tester_url(workflow: Workflow | None = None) -> str:
+    """The tester, opened with `workflow`'s criteria when given."""
+    url = reverse("workflows_criteria_tester")
+    return f"{url}?{urlencode({'workflow': workflow.pk})}" if workflow is not None else url
+
+
 def criteria_tester_view(request):
     if not request.user.has_perm("contacts.view_contact"):
         raise PermissionDenied
     preview = None
-    form = CriteriaTesterForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        now = form.cleaned_data.get("now") or timezone.now()
-        tree = form.cleaned_data["criteria"]
-        preview = {
-            "result": criteria_preview(tree=tree, now=now),
-            "now": now,
-            "canonical": json.dumps(criteria_validate(tree).as_json(), indent=2),
-        }
+    workflow = _tester_workflow(request) if request.method != "POST" else None
+    if workflow is not None:
+        # Opened from a workflow: its tree in the editor, and the result at once (a tester
+        # run writes nothing, so there is no reason to make the user press the button).
+        form = CriteriaTesterForm(initial={"criteria": workflow.criteria})
+        tree = workflow.criteria
+        now = timezone.now()
+    else:
+        form = CriteriaTesterForm(request.POST or None)
+        tree = None
+        if request.method == "POST" and form.is_valid():
+            now = form.cleaned_data.get("now") or timezone.now()
+            tree = form.cleaned_data["criteria"]
+    if tree is not None:
+        try:
+            preview = {
+                "result": criteria_preview(tree=tree, now=now),
+                "now": now,
+                "canonical": json.dumps(criteria_validate(tree).as_json(), indent=2),
+            }
+        except CriteriaError as exc:  # a workflow's stored tree that no longer validates
+            form.add_error(None, exc.as_validation_error())
     context = {
         **admin.site.each_context(request),
         "title": "Criteria tester",
         "form": form,
         "preview": preview,
+        "workflow": workflow,
     }
     return TemplateResponse(request, "admin/workflows/criteria_tester.html", context)
 
@@ -326,6 +361,7 @@ class WorkflowAdmin(OwnsSystemRowsMixin, admin.ModelAdmin):
         "schedule_minutes",
         "re_enrollment",
         "last_run_at",
+        "test_criteria",
     ]
     list_filter = ["enabled", "purpose", "event_triggered"]
     search_fields = ["name"]
@@ -334,7 +370,23 @@ class WorkflowAdmin(OwnsSystemRowsMixin, admin.ModelAdmin):
     def get_fieldsets(self, request, obj=None):
         fieldsets = [
             (None, {"fields": ["name", "description", "enabled", "purpose"]}),
-            ("Who", {"fields": ["criteria"]}),
+            (
+                "Who",
+                {
+                    "fields": ["criteria"],
+                    "description": format_html(
+                        '<a href="{}">Open these criteria in the criteria tester</a> to see '
+                        "which contacts they select now (the saved criteria; save first to "
+                        "test your edits).",
+                        criteria_tester_url(obj),
+                    )
+                    if obj is not None
+                    else format_html(
+                        'Try criteria out in the <a href="{}">criteria tester</a>.',
+                        criteria_tester_url(),
+                    ),
+                },
+            ),
             ("What", {"fields": ["actions"]}),
             (
                 "When",
@@ -351,6 +403,10 @@ class WorkflowAdmin(OwnsSystemRowsMixin, admin.ModelAdmin):
         if obj is not None:
             fieldsets.append(("Runs", {"fields": ["recent_runs", "last_run_at", "created_by"]}))
         return fieldsets
+
+    @admin.display(description="Criteria")
+    def test_criteria(self, obj):
+        return format_html('<a href="{}">Test</a>', criteria_tester_url(obj))
 
     @admin.display(description="Recent runs")
     def recent_runs(self, obj):

@@ -137,7 +137,7 @@ def hygiene_wizard_view(request):
                     + f"{run.scheduled} contacts are non-marketing from {when}; "
                     f"saving {_money(run.saving, run.currency)} a month from then.",
                 )
-                url = reverse("admin:contacts_contact_changelist") + "?marketing=pending"
+                url = reverse("admin:contacts_contact_changelist") + "?pending=true"
                 return HttpResponseRedirect(url)
         with timezone.override(account_time_zone()):
             preview = hygiene_preview(options=options, now=now)
@@ -186,7 +186,9 @@ def savings_view(request):
                 "count": data["count"],
                 "once": data["once"],
                 "saving": _money(data["saving"], report.currency),
-                "url": contacts + "?" + urlencode({"marketing": "settled", **filters[name]}),
+                "url": contacts
+                + "?"
+                + urlencode({"marketing_status": "marketing", "pending": "false", **filters[name]}),
             }
             for name, data in report.reasons.items()
         ]
@@ -199,7 +201,7 @@ def savings_view(request):
         "days": days or raw,
         "error": error,
         "can_clean_up": _can_run_hygiene(request.user),
-        "pending_url": reverse("admin:contacts_contact_changelist") + "?marketing=pending",
+        "pending_url": reverse("admin:contacts_contact_changelist") + "?pending=true",
     }
     with timezone.override(account_time_zone()):
         return TemplateResponse(request, "admin/workflows/savings.html", context).render()

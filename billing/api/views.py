@@ -49,7 +49,6 @@ class BillingPeriodViewSet(viewsets.ReadOnlyModelViewSet):
     """Closed (or held) billing periods, newest first."""
 
     serializer_class = BillingPeriodSerializer
-    filter_backends: list = []
 
     def get_queryset(self):
         return billing_periods()
@@ -60,7 +59,6 @@ class InvoiceViewSet(viewsets.ReadOnlyModelViewSet):
 
     serializer_class = InvoiceSerializer
     lookup_field = "number"
-    filter_backends: list = []
 
     def get_queryset(self):
         return billing_invoices()

@@ -165,17 +165,18 @@ def test_changelist_shows_effective_status_and_pending_date(ops_client, people):
 @pytest.mark.parametrize(
     ("query", "expected"),
     [
-        ("?marketing=marketing", {"bob@acme.com", "cat@example.com"}),
-        ("?marketing=non_marketing", {"ann@example.com", "dan@example.com"}),
-        ("?marketing=pending", {"cat@example.com"}),
-        ("?source__kind__exact=form", {"bob@acme.com", "cat@example.com"}),
-        ("?lifecycle_stage__exact=customer", {"dan@example.com"}),
+        ("?marketing_status=marketing", {"bob@acme.com", "cat@example.com"}),
+        ("?marketing_status=non_marketing", {"ann@example.com", "dan@example.com"}),
+        ("?pending=true", {"cat@example.com"}),
+        ("?marketing_status=marketing&pending=false", {"bob@acme.com"}),
+        ("?source_kind=form", {"bob@acme.com", "cat@example.com"}),
+        ("?lifecycle_stage=customer", {"dan@example.com"}),
         ("?q=ANN", {"ann@example.com"}),
         ("?q=bob@ac", {"bob@acme.com"}),
         ("?q=acme", {"bob@acme.com"}),
         ("?q=lee", {"ann@example.com"}),
         ("?q=example.com", set()),  # prefix search: not a substring search
-        ("?marketing=marketing&q=cat", {"cat@example.com"}),
+        ("?marketing_status=marketing&q=cat", {"cat@example.com"}),
     ],
 )
 def test_changelist_filters_and_search(ops_client, people, query, expected):
@@ -187,6 +188,41 @@ def test_changelist_filters_and_search(ops_client, people, query, expected):
     assert counts and all("LIMIT 10001" in sql for sql in counts)
 
 
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("?marketing=marketing", "?marketing_status=marketing"),
+        ("?marketing=non_marketing", "?marketing_status=non_marketing"),
+        ("?marketing=pending", "?pending=true"),
+        ("?marketing=settled&q=cat", "?marketing_status=marketing&pending=false&q=cat"),
+        ("?source__kind__exact=form", "?source_kind=form"),
+        ("?lifecycle_stage__exact=customer&o=2", "?lifecycle_stage=customer&o=2"),
+        ("?lead_status__exact=new", "?lead_status=new"),
+        ("?contact_type__exact=partner", "?contact_type=partner"),
+    ],
+)
+def test_the_old_filter_names_redirect_to_the_apis(ops_client, people, old, new):
+    """Bookmarks made with the admin's former parameters land on the same selection."""
+    response = ops_client.get(CHANGELIST + old)
+    assert response.status_code == 302
+    assert response["Location"] == CHANGELIST + new
+    assert results(ops_client.get(response["Location"])) == results(
+        ops_client.get(CHANGELIST + new)
+    )
+
+
+def test_the_admin_and_the_api_filter_by_the_same_names(ops_client, people):
+    from contacts.filters import ContactFilter
+
+    changelist = ops_client.get(CHANGELIST).context["cl"]
+    admin_names = {
+        f.parameter_name for f in changelist.filter_specs if hasattr(f, "parameter_name")
+    }
+    shared = {"marketing_status", "pending", "source_kind", "lifecycle_stage", "lead_status"}
+    assert shared | {"contact_type"} <= admin_names
+    assert shared | {"contact_type"} <= set(ContactFilter.base_filters)
+
+
 def test_changelist_query_count_does_not_grow_with_rows(
     ops_client, people, django_assert_max_num_queries
 ):
@@ -195,7 +231,7 @@ def test_changelist_query_count_does_not_grow_with_rows(
     # the billing alert banner (one query on every admin page), and the choices of the
     # contact-list and ad-audience filters (one small query each).
     with django_assert_max_num_queries(10):
-        response = ops_client.get(CHANGELIST + "?marketing=non_marketing")
+        response = ops_client.get(CHANGELIST + "?marketing_status=non_marketing")
     assert len(response.context["cl"].result_list) == 32
 
 
@@ -545,7 +581,7 @@ def test_double_submit_of_an_all_matching_change_finds_the_same_job(
 ):
     """The "non-marketing" filter reads the clock, and the first job changed who matches it:
     the resubmitted confirmation (same key) finds the first job and changes nothing more."""
-    query = "?marketing=non_marketing"
+    query = "?marketing_status=non_marketing"
     ids = [people["ann"].pk]
     key = key_of(
         run_action(ops_client, "set_marketing_action", ids, query=query, select_across=True)
@@ -1068,7 +1104,7 @@ def test_bulk_non_marketing_confirmation_shows_the_saving_and_a_sample(ops_clien
 def test_the_job_page_shows_progress_result_and_ledger(
     ops_client, people, django_capture_on_commit_callbacks
 ):
-    query = "?marketing=non_marketing"
+    query = "?marketing_status=non_marketing"
     ids = [people["ann"].pk]
     key = key_of(
         run_action(ops_client, "set_marketing_action", ids, query=query, select_across=True)
@@ -1112,7 +1148,7 @@ def test_a_job_held_by_the_hard_cap_says_so_and_links_the_approval(
     ops_client, people, django_capture_on_commit_callbacks
 ):
     subscription_with(hard_cap=3)  # live 2; ann and dan would make 4
-    query = "?marketing=non_marketing"
+    query = "?marketing_status=non_marketing"
     ids = [people["ann"].pk]
     key = key_of(
         run_action(ops_client, "set_marketing_action", ids, query=query, select_across=True)

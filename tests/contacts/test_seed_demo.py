@@ -7,12 +7,12 @@ from django.core.management import call_command
 from django.db.models import Sum
 from django.utils import timezone
 
-from contacts.management.commands.seed_demo import (
+from contacts.demo.generate import (
     DEMO_EMAIL_SUFFIX,
-    PASSWORD_FILE,
     Pools,
     generate_batches,
 )
+from contacts.demo.load import PASSWORD_FILE
 from contacts.models import (
     LOCKED_KINDS,
     Contact,
@@ -102,7 +102,7 @@ def test_status_history_through_the_service_matches_the_counters(seeded):
     replay = StatusChange.objects.filter(effective_at__lte=now).aggregate(n=Sum("delta"))["n"]
     assert replay == billable
     assert usage.peak_count >= usage.live_count
-    assert PeriodUsage.objects.count() == 2  # the previous and the current period
+    assert PeriodUsage.objects.count() == 4  # three closed months and the current one
 
 
 def test_pending_downgrades_from_the_next_update_date(seeded):
@@ -259,7 +259,7 @@ def test_a_large_seed_defers_the_indexes_and_puts_every_one_back(account, monkey
     """At the threshold the seeder drops the contacts' and the ledger's indexes and
     constraints, loads, writes the history (which deletes a few contacts while other
     tables' deferred foreign keys point at them) and builds them again."""
-    from contacts.management.commands import seed_demo
+    from contacts.demo import load as seed_demo
 
     size = 2_000
     monkeypatch.setattr(seed_demo, "DEFER_INDEXES_FROM", size)

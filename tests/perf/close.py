@@ -72,7 +72,7 @@ def setup_close(count: int) -> dict:
         + " RESTART IDENTITY CASCADE"
     )
     upgraded = _instant("c.id", count)
-    from contacts.management.commands.seed_demo import indexes_deferred
+    from contacts.demo.load import indexes_deferred
 
     with transaction.atomic(), indexes_deferred([LEDGER]), connection.cursor() as cursor:
         cursor.execute(

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.db import connection, transaction
 
-from contacts.management.commands.seed_demo import indexes_deferred
+from contacts.demo.load import indexes_deferred
 from contacts.models import (
     Contact,
     LifecycleStage,

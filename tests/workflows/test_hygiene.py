@@ -238,7 +238,7 @@ def test_wizard_previews_then_schedules_once(book, client, time_machine):
     assert HygieneRun.objects.count() == 1
     assert StatusChange.objects.filter(source_type="hygiene").count() == 4
     # The contacts list shows them non-marketing from 1 Dec
-    listing = client.get("/admin/contacts/contact/?marketing=pending").content.decode()
+    listing = client.get("/admin/contacts/contact/?pending=true").content.decode()
     assert listing.count("1 December 2026") >= 5
 
 

@@ -106,7 +106,7 @@ def test_admin_page_links_into_the_contacts_list(book, client, time_machine):
     text = page.content.decode()
     assert 'id="savings-total">9<' in text
     assert 'id="savings-saving">2.00 USD<' in text
-    link = "/admin/contacts/contact/?marketing=settled&amp;unengaged=90"
+    link = "/admin/contacts/contact/?marketing_status=marketing&amp;pending=false&amp;unengaged=90"
     assert link in text
     listing = client.get(link.replace("&amp;", "&"))
     assert listing.status_code == 200
