@@ -192,12 +192,14 @@ class TokenHolderViewSet(ChannelViewSet):
 
 
 @extend_schema_view(
-    **_channel_views("connected app"),
-    create=extend_schema(
-        summary="Create a connected app",
-        description="The answer holds the app's token, shown this once.",
-        responses={201: ConnectedAppCreatedSerializer},
-    ),
+    **{
+        **_channel_views("connected app"),
+        "create": extend_schema(
+            summary="Create a connected app",
+            description="The answer holds the app's token, shown this once.",
+            responses={201: ConnectedAppCreatedSerializer},
+        ),
+    }
 )
 class ConnectedAppViewSet(TokenHolderViewSet):
     serializer_class = ConnectedAppSerializer
@@ -234,15 +236,17 @@ class ConnectedAppViewSet(TokenHolderViewSet):
 
 
 @extend_schema_view(
-    **_channel_views(
-        "ad account",
-        in_use="An ad account that has sent leads cannot be deleted (409): set is_active false.",
-    ),
-    create=extend_schema(
-        summary="Create an ad account",
-        description="The answer holds the account's webhook token, shown this once.",
-        responses={201: AdAccountCreatedSerializer},
-    ),
+    **{
+        **_channel_views(
+            "ad account",
+            in_use="An ad account that has sent leads cannot be deleted (409): set is_active false.",
+        ),
+        "create": extend_schema(
+            summary="Create an ad account",
+            description="The answer holds the account's webhook token, shown this once.",
+            responses={201: AdAccountCreatedSerializer},
+        ),
+    }
 )
 class AdAccountViewSet(TokenHolderViewSet):
     serializer_class = AdAccountSerializer
