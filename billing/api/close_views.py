@@ -3,6 +3,8 @@ the admin's close page (billing.services.billing_close_periods), with the same p
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework.exceptions import ValidationError
@@ -63,6 +65,6 @@ class CloseView(APIView):
         body = {
             "dry_run": dry_run,
             "detail": _detail(outcomes, dry_run=dry_run),
-            "outcomes": [outcome.__dict__ for outcome in outcomes],
+            "outcomes": [asdict(outcome) for outcome in outcomes],
         }
         return Response(CloseResultSerializer(body).data)

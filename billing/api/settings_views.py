@@ -15,21 +15,16 @@ from billing.subscription import calendar_update, subscription_update
 from crm.models import Account
 
 
-def _saved(update, data: dict):
-    try:
-        return update(**data)
-    except DjangoValidationError as error:
-        # The model's rules, as the admin shows them beside each field.
-        raise ValidationError(error.message_dict) from error
-
-
 class SingletonView(APIView):
     """GET, PUT and PATCH of a one-row model; StrictModelPermissions reads its queryset."""
 
     serializer_class: type
-    update = staticmethod(lambda **changes: None)
 
     def load(self):
+        raise NotImplementedError
+
+    def save(self, changes: dict):
+        """Apply the changes through the service (the model's rules; ValidationError)."""
         raise NotImplementedError
 
     def get(self, request):
@@ -38,7 +33,12 @@ class SingletonView(APIView):
     def _change(self, request, *, partial: bool):
         serializer = self.serializer_class(self.load(), data=request.data, partial=partial)
         serializer.is_valid(raise_exception=True)
-        return Response(self.serializer_class(_saved(self.update, serializer.validated_data)).data)
+        try:
+            saved = self.save(serializer.validated_data)
+        except DjangoValidationError as error:
+            # The model's rules, as the admin shows them beside each field.
+            raise ValidationError(error.message_dict) from error
+        return Response(self.serializer_class(saved).data)
 
     def put(self, request):
         return self._change(request, partial=False)
@@ -56,10 +56,12 @@ SUBSCRIPTION_DOC = (
 class SubscriptionView(SingletonView):
     queryset = Subscription.objects.all()
     serializer_class = SubscriptionSerializer
-    update = staticmethod(subscription_update)
 
     def load(self):
         return Subscription.load()
+
+    def save(self, changes: dict):
+        return subscription_update(**changes)
 
     @extend_schema(summary="The subscription: tier and prices", responses=SubscriptionSerializer)
     def get(self, request):
@@ -94,10 +96,12 @@ CALENDAR_DOC = (
 class CalendarView(SingletonView):
     queryset = Account.objects.all()
     serializer_class = CalendarSerializer
-    update = staticmethod(calendar_update)
 
     def load(self):
         return Account.load()
+
+    def save(self, changes: dict):
+        return calendar_update(**changes)
 
     @extend_schema(
         summary="The billing calendar and the current period", responses=CalendarSerializer
