@@ -5,6 +5,7 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from contacts.outreach.views import unsubscribe
+from crm.me import MeView
 from workflows.admin import admin_urls as workflows_admin_urls
 
 urlpatterns = [
@@ -15,6 +16,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("api/me/", MeView.as_view(), name="api-me"),
     path("api/", include("contacts.api.urls")),
     path("api/billing/", include("billing.api.urls")),
     path("api/", include("workflows.api.urls")),

@@ -104,6 +104,25 @@ EXPECTED_OPERATIONS |= {
     ("post", "/api/workflow-runs/{id}/resume/"),
 }
 
+# --- what the admin does, through the API: billing settings, the close, the channels, me ---
+EXPECTED_OPERATIONS |= {
+    *{(m, "/api/billing/subscription/") for m in ("get", "put", "patch")},
+    *{(m, "/api/billing/calendar/") for m in ("get", "put", "patch")},
+    ("post", "/api/billing/close/"),
+    ("get", "/api/me/"),
+    *{
+        operation
+        for channel in ("forms", "chatflows", "connected-apps", "ad-accounts")
+        for operation in (
+            *{(m, f"/api/{channel}/") for m in ("get", "post")},
+            *{(m, f"/api/{channel}/{{id}}/") for m in ("get", "put", "patch", "delete")},
+            ("get", f"/api/{channel}/{{id}}/marketing-preview/"),
+        )
+    },
+    ("post", "/api/connected-apps/{id}/token/"),
+    ("post", "/api/ad-accounts/{id}/token/"),
+}
+
 
 def generate(patches=None):
     with patched_settings(patches):

@@ -1,10 +1,15 @@
 """Shapes of the billing API (rendering only). Money is integer minor units of `currency`."""
 
+import datetime as dt
+
+from django.utils import timezone
 from rest_framework import serializers
 
-from billing.models import AlertKind
+from billing.models import AlertKind, Subscription
 from contacts.api.serializers import ContactFilterField
-from crm.api import StrictSerializer
+from crm.api import StrictModelSerializer, StrictSerializer
+from crm.calendar import BillingCalendar
+from crm.models import Account
 
 
 class UsageEstimateSerializer(serializers.Serializer):
@@ -147,3 +152,95 @@ class CostPreviewSerializer(serializers.Serializer):
         allow_null=True,
         help_text="Why the guardrails would hold this change for approval, if they would.",
     )
+
+
+class SubscriptionSerializer(StrictModelSerializer):
+    """The subscription: money in integer minor units of `currency` (cents for USD)."""
+
+    class Meta:
+        model = Subscription
+        fields = [
+            "included_contacts",
+            "base_price",
+            "block_size",
+            "block_price",
+            "currency",
+            "alert_thresholds",
+            "alert_recipients",
+            "spike_threshold",
+            "updated_at",
+        ]
+        read_only_fields = ["alert_thresholds", "alert_recipients", "spike_threshold", "updated_at"]
+        extra_kwargs = {
+            "included_contacts": {"help_text": "Marketing contacts in the tier."},
+            "base_price": {"help_text": "Monthly base price, minor units of currency."},
+            "block_size": {"help_text": "Marketing contacts per overage block (at least 1)."},
+            "block_price": {"help_text": "Price of one block a month, minor units of currency."},
+            "currency": {"help_text": "ISO 4217 code, e.g. USD, EUR, SEK."},
+        }
+
+
+class CalendarSerializer(StrictModelSerializer):
+    """The billing calendar (the account's update day and time zone) and the period now."""
+
+    effective_update_day = serializers.IntegerField(
+        read_only=True, help_text="The day periods start on: 1 on a yearly plan."
+    )
+    period_start = serializers.SerializerMethodField(help_text="The current period's start.")
+    next_update_date = serializers.SerializerMethodField(
+        help_text="The current period's end (exclusive): pending downgrades take effect then."
+    )
+
+    class Meta:
+        model = Account
+        fields = [
+            "update_day",
+            "yearly_plan",
+            "time_zone",
+            "effective_update_day",
+            "period_start",
+            "next_update_date",
+        ]
+
+    def _bounds(self, account: Account):
+        return BillingCalendar.for_account(account).period_bounds(timezone.now())
+
+    def get_period_start(self, account: Account) -> dt.datetime:
+        return self._bounds(account)[0]
+
+    def get_next_update_date(self, account: Account) -> dt.datetime:
+        return self._bounds(account)[1]
+
+
+class CloseRequestSerializer(StrictSerializer):
+    dry_run = serializers.BooleanField(
+        default=False, help_text="Say what would be closed and invoiced; write nothing."
+    )
+    as_of = serializers.DateTimeField(
+        required=False,
+        help_text="Close the periods ended by this instant (default: now). Not in the future.",
+    )
+
+
+class CloseOutcomeSerializer(serializers.Serializer):
+    period_start = serializers.DateTimeField()
+    period_end = serializers.DateTimeField(help_text="Exclusive.")
+    status = serializers.ChoiceField(
+        choices=["closed", "already_closed", "held", "would_close"],
+        help_text="closed; already_closed (a concurrent close won); held (the ledger replay "
+        "and the counters disagree: no invoice); would_close (a dry run).",
+    )
+    peak_count = serializers.IntegerField(help_text="The peak from the ledger replay.")
+    counter_peak_count = serializers.IntegerField(help_text="The peak the counters kept.")
+    invoice_number = serializers.CharField(help_text="Empty in a dry run or when held.")
+    total = serializers.IntegerField(help_text="The invoice total, minor units of currency.")
+    currency = serializers.CharField()
+    rollover_applied = serializers.IntegerField(
+        help_text="Downgrades that took effect at the period's end."
+    )
+
+
+class CloseResultSerializer(serializers.Serializer):
+    dry_run = serializers.BooleanField()
+    detail = serializers.CharField(help_text="What happened, in a sentence.")
+    outcomes = CloseOutcomeSerializer(many=True, help_text="One per period that had ended.")

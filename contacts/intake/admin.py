@@ -23,7 +23,7 @@ from contacts.intake.services import (
     ad_account_save,
     chatflow_save,
     connected_app_create,
-    connected_app_set_marketing,
+    connected_app_update,
     form_creates_marketing,
     form_save,
     intake_token_issue,
@@ -310,11 +310,13 @@ class ConnectedAppAdmin(TokenHolderAdmin):
             obj.pk, obj._state.adding = app.pk, False
             _token_message(self, request, app, token)
             return
-        ConnectedApp.objects.filter(pk=obj.pk).update(
-            name=obj.name, two_way_sync=obj.two_way_sync, is_active=obj.is_active
+        connected_app_update(
+            app=obj,
+            name=obj.name,
+            two_way_sync=obj.two_way_sync,
+            is_active=obj.is_active,
+            marketing=obj.marketing,
         )
-        if "marketing" in form.changed_data:
-            connected_app_set_marketing(app=obj, marketing=obj.marketing)
 
 
 class AdAccountAdminForm(forms.ModelForm):

@@ -508,6 +508,21 @@ def connected_app_set_marketing(*, app: ConnectedApp, marketing: bool) -> Connec
     return app
 
 
+def connected_app_update(
+    *, app: ConnectedApp, name: str, two_way_sync: bool, is_active: bool, marketing: bool
+) -> ConnectedApp:
+    """Change an app's name, sync and active flags, and switch its marketing setting (through
+    `connected_app_set_marketing`, which records when it was switched on)."""
+    app.name, app.two_way_sync, app.is_active = name, two_way_sync, is_active
+    app.full_clean(exclude=["token_hash", "source", "marketing", "marketing_enabled_at"])
+    with transaction.atomic():
+        ConnectedApp.objects.filter(pk=app.pk).update(
+            name=name, two_way_sync=two_way_sync, is_active=is_active, updated_at=timezone.now()
+        )
+        connected_app_set_marketing(app=app, marketing=marketing)
+    return app
+
+
 @dataclass
 class BatchItemResult:
     index: int

@@ -99,6 +99,7 @@ def seed_api_objects(*, actor) -> Seeded:
         ids={
             "contact": contact.pk,
             "source": source.pk,
+            "form": form.pk,
             "chatflow": chatflow.pk,
             "app": app.pk,
             "ad_account": ad_account.pk,

@@ -30,6 +30,10 @@ SEEDED_BY_PATH = [
     (r"^/api/workflow-runs/\{id\}", "run"),
     (r"^/api/imports/\{id\}", "import"),
     (r"^/api/billing/periods/\{id\}", "period"),
+    (r"^/api/forms/\{id\}", "form"),
+    (r"^/api/chatflows/\{id\}", "chatflow"),
+    (r"^/api/connected-apps/\{id\}", "app"),
+    (r"^/api/ad-accounts/\{id\}", "ad_account"),
 ]
 
 
