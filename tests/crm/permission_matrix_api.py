@@ -19,6 +19,7 @@ from tests.crm.permission_rows import (
     contains,
     csv_upload,
     expect,
+    gone,
     has,
     marketing,
     member_of,
