@@ -176,9 +176,7 @@ def test_a_bulk_change_shows_its_cost_and_asks_for_the_typed_count(
     run_bulk_action(page, "set_marketing_action")
     shot("confirmation")
     assert page.inner_text("#preview-change td") == count_text(count)
-    assert format_money(cost["invoice_delta"], cost["currency"]) in page.inner_text(
-        "#cost-preview"
-    )
+    assert format_money(cost["invoice_delta"], cost["currency"]) in page.inner_text("#cost-preview")
     assert page.is_visible("input[name=confirm_count]")
 
     confirm_bulk_status(page, typed=str(count + 1))
@@ -192,6 +190,8 @@ def test_a_bulk_change_shows_its_cost_and_asks_for_the_typed_count(
     assert page.is_visible(".messagelist .success")
     assert page.url.endswith(f"{CONTACTS}?{filters}")
     assert usage_current().live_count == live_before + count
-    assert not Contact.objects.not_billable(timezone.now()).filter(
-        lifecycle_stage="lead", lead_status="new"
-    ).exists()
+    assert (
+        not Contact.objects.not_billable(timezone.now())
+        .filter(lifecycle_stage="lead", lead_status="new")
+        .exists()
+    )
