@@ -73,3 +73,35 @@ def confirm_bulk_status(page, typed: str | None) -> None:
         page.fill("#marketing-confirmation-form input[name=confirm_count]", typed)
     with page.expect_navigation():
         page.click("#marketing-confirmation-form input[type=submit]")
+
+
+# The criteria editor (django-jsonform's React form, contacts.criteria.forms): its inputs
+# are named "rjf§filterGroups§<group>§filters§<filter>§<key>".
+
+_GROUPS_ADD = (
+    ".rjf-form-group-inner:has(> .rjf-form-group-title:text-matches('^Groups')) "
+    "> button.rjf-add-button"
+)
+_FILTERS_ADD = (
+    ".rjf-form-group-inner:has(> .rjf-form-group-title:text-matches('^Filters')) "
+    "> button.rjf-add-button"
+)
+
+
+def criteria_add_group(editor) -> None:
+    """Add an OR group (the editor gives it one empty filter)."""
+    editor.locator(_GROUPS_ADD).click()
+
+
+def criteria_add_filter(editor, group: int = 0) -> None:
+    """Add an AND filter to `group`."""
+    editor.locator(_FILTERS_ADD).nth(group).click()
+
+
+def criteria_set_filter(
+    editor, *, group: int = 0, index: int = 0, field: str, operator: str, value: str
+) -> None:
+    prefix = f"rjf§filterGroups§{group}§filters§{index}§"
+    editor.locator(f"select[name='{prefix}propertyName']").select_option(field)
+    editor.locator(f"select[name='{prefix}operator']").select_option(operator)
+    editor.locator(f"input[name='{prefix}value']").fill(value)
