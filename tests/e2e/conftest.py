@@ -38,6 +38,10 @@ SCREENS = Path(__file__).resolve().parents[2] / "artifacts" / "screens"
 # about a second on SQLite (the live server's database is emptied after each test).
 DEMO_CONTACTS = 400
 
+_FAILED_RESOURCE = re.compile(
+    r"Failed to load resource: the server responded with a status of (\d+)"
+)
+
 PROBLEMS = pytest.StashKey["BrowserProblems"]()
 PAGE = pytest.StashKey["object"]()
 
@@ -64,9 +68,16 @@ class BrowserProblems:
         """Declare that a request to `path` (exactly, without the query) may answer `status`."""
         self.expected.append((status, path))
 
+    def is_expected(self, status: int, url: str) -> bool:
+        return url.startswith(self.origin) and (status, urlsplit(url).path) in self.expected
+
     def on_console(self, message) -> None:
         if message.type == "error":
             location = message.location or {}
+            # Chromium repeats each 4xx/5xx as a console error; an expected one is not.
+            failed = _FAILED_RESOURCE.match(message.text)
+            if failed and self.is_expected(int(failed[1]), location.get("url", "")):
+                return
             self.problems.append(
                 f"console error: {message.text} ({location.get('url', '?')}:"
                 f"{location.get('lineNumber', '?')})"
@@ -78,9 +89,9 @@ class BrowserProblems:
     def on_response(self, response) -> None:
         if response.status < 400 or not response.url.startswith(self.origin):
             return
-        path = urlsplit(response.url).path
-        if (response.status, path) in self.expected:
+        if self.is_expected(response.status, response.url):
             return
+        path = urlsplit(response.url).path
         self.problems.append(
             f"{response.status} for {response.request.method} {path} "
             f"(a request of the page itself; expect it explicitly if it is meant)"

@@ -74,3 +74,24 @@ def test_a_workflow_is_made_in_the_editors_and_saved_again(page, login, shot):
     shot("saved-again")
     workflow.refresh_from_db()
     assert workflow.actions == [{"type": "set_marketing"}]
+
+
+def test_the_watch_records_what_goes_wrong_in_the_page(page, login, browser_problems, shot):
+    """The shared watch (conftest) sees a console error, an uncaught exception and a 4xx
+    of the page's own request; an answer the test declared expected is not a problem."""
+    goto = login(username="root", is_superuser=True)
+    browser_problems.expect(404, "/admin/an-expected-missing-page/")
+    goto("/admin/an-expected-missing-page/")
+    assert browser_problems.problems == []
+
+    goto("/admin/no-such-page/")
+    page.evaluate("console.error('a console error')")
+    page.evaluate("setTimeout(() => { throw new Error('an uncaught error'); })")
+    page.wait_for_timeout(100)  # the exception is thrown after evaluate returns
+    shot("not-found")
+    found = list(browser_problems.problems)
+    browser_problems.problems.clear()  # seen: this test must not fail on them
+
+    assert any(p.startswith("404 for GET /admin/no-such-page/") for p in found)
+    assert any("console error: a console error" in p for p in found)
+    assert any("an uncaught error" in p for p in found)
