@@ -102,6 +102,7 @@ def test_the_contacts_list_filters_searches_and_shows_pending_dates(page, login,
     contact = matching.first()
     goto(f"{CONTACTS}?q={contact.email}")
     assert result_rows(page).count() == 1
+    assert "results" not in page.inner_text("#changelist-search")  # one result, singular
     with page.expect_navigation():
         page.click(f"#result_list a:text-is('{contact.email}')")
     shot("pending-contact")
