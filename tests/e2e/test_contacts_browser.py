@@ -1,0 +1,198 @@
+"""The contacts flows in a real browser, over demo data: logging in to the home page's
+figures, the list's filters and search, the status button and the bulk status change."""
+
+from django.db.models import Q
+from django.utils import timezone
+
+from billing.money import format_money
+from billing.selectors import billing_usage
+from contacts.models import Contact, LifecycleStage
+from contacts.status.models import StatusChange
+from contacts.status.results import SET_MARKETING, StatusSource
+from contacts.status.selectors import usage_current
+from contacts.status.services import contacts_delete, contacts_status_preview
+from tests.e2e.flows import (
+    click_status_button,
+    confirm_bulk_status,
+    count_text,
+    result_rows,
+    run_bulk_action,
+    shows_day,
+    status_button_operation,
+)
+
+CONTACTS = "/admin/contacts/contact/"
+
+
+def test_logging_in_opens_on_this_periods_figures(page, login, demo, shot, live_server):
+    # One marketing contact deleted: the live count drops, the period's peak does not.
+    now = timezone.now()
+    contacts_delete(
+        contacts=Contact.objects.billable(now).order_by("pk")[:1].get(),
+        source=StatusSource("manual", name="browser test"),
+    )
+    usage = billing_usage(at=timezone.now())
+    assert usage["live_count"] == usage["peak_count"] - 1
+
+    login(username="ops", groups=["Marketing ops"], before_submit=lambda: shot("login"))
+    assert page.url == f"{live_server.url}/admin/"
+    shot("home")
+
+    panel = page.locator("#home-billing")
+    values = panel.locator(".home-figure .value").all_inner_texts()
+    assert values[:4] == [
+        count_text(usage["live_count"]),
+        count_text(usage["peak_count"]),
+        count_text(usage["headroom"]),
+        format_money(usage["estimate"]["total"], usage["currency"]),
+    ]
+    # The tier is beside the peak; the forecast beside the estimate.
+    figures = panel.locator(".home-figure")
+    assert count_text(usage["included_contacts"]) in figures.nth(1).inner_text()
+    forecast = format_money(usage["forecast"]["total"], usage["currency"])
+    assert forecast in figures.nth(3).inner_text()
+    assert shows_day(figures.nth(4).inner_text(), usage["next_update_date"])
+
+    with page.expect_navigation():
+        panel.locator("a[href$='/admin/billing/dashboard/']").first.click()
+    assert page.url == f"{live_server.url}/admin/billing/dashboard/"
+
+
+def test_the_contacts_list_filters_searches_and_shows_pending_dates(page, login, demo, shot):
+    now = timezone.now()
+    pending_leads = Contact.objects.pending_downgrade(now).filter(
+        lifecycle_stage=LifecycleStage.LEAD
+    )
+    expected = pending_leads.count()
+    assert 1 <= expected <= 50, "the demo data should give one page of pending leads"
+    goto = login(username="ops", groups=["Marketing ops"])
+    goto(CONTACTS)
+    shot("list")
+    assert result_rows(page).count() == 50  # a full first page of the demo contacts
+
+    with page.expect_navigation():
+        page.click("#changelist-filter a[href*='marketing=pending']")
+    with page.expect_navigation():
+        page.click("#changelist-filter a[href*='lifecycle_stage__exact=lead']")
+    shot("pending-leads")
+    assert "marketing=pending" in page.url and "lifecycle_stage__exact=lead" in page.url
+    rows = result_rows(page)
+    assert rows.count() == expected
+    next_update = usage_current().next_update
+    pending_column = page.locator("#result_list tbody td.field-pending_from_display")
+    assert all(shows_day(text, next_update) for text in pending_column.all_inner_texts())
+
+    # A search keeps the filters: the first row's surname, among the pending leads.
+    term = pending_leads.order_by("-pk").first().last_name
+    page.fill("#searchbar", term)
+    with page.expect_navigation():
+        page.press("#searchbar", "Enter")
+    shot("searched")
+    assert "marketing=pending" in page.url and "q=" in page.url
+    matching = pending_leads.filter(
+        Q(email__startswith=term.lower())
+        | Q(first_name__istartswith=term)
+        | Q(last_name__istartswith=term)
+        | Q(company__istartswith=term)
+    )
+    emails = page.locator("#result_list tbody th.field-email, #result_list tbody td.field-email")
+    assert sorted(emails.all_inner_texts()) == sorted(matching.values_list("email", flat=True))
+
+    # An address finds its one contact; its page shows the date it stops being marketing.
+    contact = matching.first()
+    goto(f"{CONTACTS}?q={contact.email}")
+    assert result_rows(page).count() == 1
+    assert "results" not in page.inner_text("#changelist-search")  # one result, singular
+    with page.expect_navigation():
+        page.click(f"#result_list a:text-is('{contact.email}')")
+    shot("pending-contact")
+    assert shows_day(page.inner_text("#marketing-status"), next_update)
+    assert status_button_operation(page) == SET_MARKETING  # cancels the pending change
+
+
+def test_the_status_button_upgrades_schedules_and_cancels(page, login, demo, shot):
+    now = timezone.now()
+    contact = Contact.objects.not_billable(now).order_by("pk").first()
+    ledger = StatusChange.objects.filter(contact_id=contact.pk)
+    rows_before = ledger.count()
+    live_before = usage_current().live_count
+    goto = login(username="ops", groups=["Marketing ops"])
+    goto(f"{CONTACTS}{contact.pk}/change/")
+    history = page.locator("#status-history tr.ledger-row")
+    shot("non-marketing")
+    assert status_button_operation(page) == "set_marketing"
+    assert history.count() == rows_before
+
+    click_status_button(page)
+    shot("marketing")
+    contact.refresh_from_db()
+    assert contact.is_billable(timezone.now())
+    assert usage_current().live_count == live_before + 1
+    assert status_button_operation(page) == "set_non_marketing"
+    assert history.count() == rows_before + 1
+
+    click_status_button(page)
+    shot("scheduled")
+    contact.refresh_from_db()
+    usage = usage_current()
+    assert contact.pending_from(timezone.now()) == usage.next_update
+    assert usage.live_count == live_before + 1  # billable until the next update date
+    assert shows_day(page.inner_text("#marketing-status"), usage.next_update)
+    assert status_button_operation(page) == "set_marketing"
+    assert history.count() == rows_before + 2
+
+    # Marking it again cancels the pending change at no cost: the counts do not move.
+    peak = usage.peak_count
+    click_status_button(page)
+    shot("cancelled")
+    contact.refresh_from_db()
+    assert contact.pending_from(timezone.now()) is None
+    assert (usage_current().live_count, usage_current().peak_count) == (live_before + 1, peak)
+    assert status_button_operation(page) == "set_non_marketing"
+    assert history.count() == rows_before + 3
+
+
+def test_a_bulk_change_shows_its_cost_and_asks_for_the_typed_count(
+    page, login, demo, shot, settings
+):
+    now = timezone.now()
+    filters = "marketing=non_marketing&lifecycle_stage__exact=lead&lead_status__exact=new"
+    selected = Contact.objects.not_billable(now).filter(lifecycle_stage="lead", lead_status="new")
+    count = selected.count()
+    assert 2 <= count <= 50, "the demo data should give one page of new non-marketing leads"
+    # Below the count, and a tier at today's peak: the change needs the typed count and
+    # starts an overage block.
+    settings.MARKETING_CONFIRM_THRESHOLD = count - 1
+    demo.included_contacts = usage_current().peak_count
+    demo.save()
+    preview = contacts_status_preview(contacts=selected, operation=SET_MARKETING)
+    cost = preview.extra["cost"]
+    assert preview.would_change == count and cost["invoice_delta"] > 0
+    live_before = usage_current().live_count
+
+    goto = login(username="ops", groups=["Marketing ops"])
+    goto(f"{CONTACTS}?{filters}")
+    shot("filtered")
+    assert result_rows(page).count() == count
+    run_bulk_action(page, "set_marketing_action")
+    shot("confirmation")
+    assert page.inner_text("#preview-change td") == count_text(count)
+    assert format_money(cost["invoice_delta"], cost["currency"]) in page.inner_text("#cost-preview")
+    assert page.is_visible("input[name=confirm_count]")
+
+    confirm_bulk_status(page, typed=str(count + 1))
+    shot("wrong-count")
+    assert page.is_visible("#marketing-confirmation-form .errorlist")
+    assert usage_current().live_count == live_before
+    assert selected.count() == count  # nothing changed
+
+    confirm_bulk_status(page, typed=count_text(count))
+    shot("done")
+    assert page.is_visible(".messagelist .success")
+    assert page.url.endswith(f"{CONTACTS}?{filters}")
+    assert usage_current().live_count == live_before + count
+    assert (
+        not Contact.objects.not_billable(timezone.now())
+        .filter(lifecycle_stage="lead", lead_status="new")
+        .exists()
+    )

@@ -1,0 +1,132 @@
+"""Workflows in a real browser, over demo data: the criteria editor (create, edit, save
+again), the preview, and the criteria tester."""
+
+import json
+
+from django.utils import timezone
+
+from contacts.criteria.selectors import criteria_preview
+from tests.e2e.flows import (
+    count_text,
+    criteria_add_filter,
+    criteria_add_group,
+    criteria_set_filter,
+)
+from workflows.models import Workflow
+from workflows.services import workflow_preview
+
+
+def filters_of(workflow: Workflow) -> list[tuple[str, str, str]]:
+    workflow.refresh_from_db()
+    return [
+        (item["propertyName"], item["operator"], str(item["value"]))
+        for group in workflow.criteria["filterGroups"]
+        for item in group["filters"]
+    ]
+
+
+def save_and_continue(page) -> None:
+    with page.expect_navigation():
+        page.click("input[name=_continue]")
+    page.wait_for_selector(".messagelist .success")
+
+
+def test_a_workflow_is_built_in_the_editor_changed_saved_again_and_previewed(
+    page, login, demo, shot
+):
+    goto = login(username="ops", groups=["Marketing ops"])
+    goto("/admin/workflows/workflow/add/")
+    page.fill("#id_name", "Qualified leads")
+    page.select_option("#id_purpose", "enrollment")
+    editor = page.locator(".field-criteria")
+    criteria_add_group(editor)
+    criteria_set_filter(editor, field="lifecycle_stage", operator="EQ", value="lead")
+    actions = page.locator(".field-actions")
+    actions.locator("button", has_text="Add item").click()
+    actions.locator("select").first.select_option(label="Set as marketing contact")
+    shot("new")
+    save_and_continue(page)
+    shot("created")
+
+    workflow = Workflow.objects.get(name="Qualified leads")
+    assert filters_of(workflow) == [("lifecycle_stage", "EQ", "lead")]
+    assert workflow.actions == [{"type": "set_marketing"}]
+    assert page.url.endswith(f"/admin/workflows/workflow/{workflow.pk}/change/")
+
+    # The editor opens on the saved tree; a second filter narrows it.
+    editor = page.locator(".field-criteria")
+    assert editor.locator("select[name='rjf§filterGroups§0§filters§0§propertyName']").input_value()
+    criteria_add_filter(editor)
+    criteria_set_filter(editor, index=1, field="lead_score", operator="GTE", value="40")
+    shot("edited")
+    save_and_continue(page)
+    assert filters_of(workflow) == [
+        ("lifecycle_stage", "EQ", "lead"),
+        ("lead_score", "GTE", "40"),
+    ]
+
+    # Saved again untouched, it stays as it was.
+    saved = (workflow.criteria, workflow.actions)
+    save_and_continue(page)
+    shot("saved-again")
+    workflow.refresh_from_db()
+    assert (workflow.criteria, workflow.actions) == saved
+
+    expected = workflow_preview(workflow=workflow)
+    assert expected.matched > 0
+    with page.expect_navigation():
+        page.click(f"a[href$='/admin/workflows/workflow/{workflow.pk}/preview/']")
+    shot("preview")
+    assert page.inner_text("#pv-matched") == count_text(expected.matched)
+    assert page.inner_text("#pv-marketing") == count_text(expected.would_become_marketing)
+    assert page.is_visible("#pv-cost")
+    sample = page.locator("#workflow-preview-sample tbody tr")
+    assert sample.count() == len(expected.sample)
+    assert not workflow.enrollments.exists()  # a preview writes nothing
+
+
+def test_the_criteria_tester_counts_what_a_tree_selects(page, login, demo, shot):
+    now = timezone.now()
+    goto = login(username="ops", groups=["Marketing ops"])
+    goto("/admin/workflows/criteria-tester/")
+    shot("empty")
+
+    # Built in the editor.
+    editor = page.locator("form .django-jsonform-container")
+    criteria_add_group(editor)
+    criteria_set_filter(editor, field="lifecycle_stage", operator="EQ", value="mql")
+    with page.expect_navigation():
+        page.click("input[type=submit]")
+    shot("editor-tree")
+    tree = {
+        "filterGroups": [
+            {"filters": [{"propertyName": "lifecycle_stage", "operator": "EQ", "value": "mql"}]}
+        ]
+    }
+    expected = criteria_preview(tree=tree, now=now)
+    assert expected.count > 0
+    assert page.inner_text("#criteria-count").startswith(count_text(expected.count))
+    assert page.locator("#criteria-sample tbody tr").count() == min(expected.count, 20)
+
+    # Pasted as JSON, with HubSpot's property name and an OR of two groups.
+    pasted = {
+        "filterGroups": [
+            {"filters": [{"propertyName": "lifecyclestage", "operator": "EQ", "value": "lead"}]},
+            {"filters": [{"propertyName": "lead_score", "operator": "GTE", "value": 80}]},
+        ]
+    }
+    page.fill("#id_raw", json.dumps(pasted))
+    with page.expect_navigation():
+        page.click("input[type=submit]")
+    shot("pasted-tree")
+    expected = criteria_preview(tree=pasted, now=timezone.now())
+    assert page.inner_text("#criteria-count").startswith(count_text(expected.count))
+
+    # A field the whitelist does not have: the form says which, and counts nothing.
+    bad = {"filterGroups": [{"filters": [{"propertyName": "shoe_size", "operator": "EQ"}]}]}
+    page.fill("#id_raw", json.dumps(bad))
+    with page.expect_navigation():
+        page.click("input[type=submit]")
+    shot("bad-tree")
+    assert "shoe_size" in page.inner_text(".errorlist")
+    assert not page.is_visible("#criteria-count")
