@@ -13,6 +13,7 @@ from django.utils import timezone
 from billing.alerts import threshold_crossings
 from billing.models import Alert, AlertKind, BillingPeriod, BillingPeriodStatus, Subscription
 from billing.pricing import price_for_peak
+from billing.services import billing_close_periods
 from contacts.criteria import criteria_queryset
 from contacts.engagement.models import EngagementEvent
 from contacts.models import Contact
@@ -135,3 +136,27 @@ def test_workflows_and_scoring_rules_tell_the_same_story(story):
     # The lead scores are what the rules give the events: a recompute changes none.
     assert scores_recompute(now=story, dry_run=True).changed == 0
     assert Contact.objects.filter(lead_score__gt=0).exists()
+
+
+def test_the_last_month_can_be_left_for_the_close_to_try(
+    account, monkeypatch, settings, tmp_path, django_capture_on_commit_callbacks
+):
+    """--leave-last-month-open: the month that ended last waits for its close, and the close
+    then makes its invoice as it would have in the story."""
+    monkeypatch.setenv("ADMIN_PASSWORD", "demo-pass")
+    settings.BASE_DIR = tmp_path
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command(
+            "seed_demo",
+            contacts=N,
+            seed=11,
+            leave_last_month_open=True,
+            verbosity=0,
+            stdout=io.StringIO(),
+        )
+    closed = BillingPeriodStatus.CLOSED
+    assert BillingPeriod.objects.filter(status=closed).count() == MONTHS_CLOSED - 1
+    assert [o.status for o in billing_close_periods(dry_run=True)] == ["would_close"]
+    assert [o.status for o in billing_close_periods()] == ["closed"]
+    assert BillingPeriod.objects.filter(status=closed).count() == MONTHS_CLOSED
+    call_command("verify_billing", stdout=io.StringIO())  # a mismatch raises CommandError

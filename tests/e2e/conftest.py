@@ -216,6 +216,7 @@ def demo(transactional_db, monkeypatch):
     call_command(
         "seed_demo",
         contacts=DEMO_CONTACTS,
+        leave_last_month_open=True,
         verbosity=0,
         stdout=io.StringIO(),
         stderr=io.StringIO(),

@@ -91,8 +91,15 @@ class Command(BaseCommand):
             default=DEFAULT_SEED,
             help=f"Random seed: the same seed gives the same names and companies (default {DEFAULT_SEED}).",
         )
+        parser.add_argument(
+            "--leave-last-month-open",
+            action="store_true",
+            help="Leave the month that ended last unclosed, to try the close (a dry run, then "
+            "the close) on it.",
+        )
 
     def handle(self, *args, contacts: int, seed: int, verbosity: int = 1, **options):
+        self.close_last_month = not options.get("leave_last_month_open", False)
         if contacts < 0:
             raise CommandError("--contacts must be zero or more.")
         self.quiet = verbosity == 0
@@ -190,7 +197,11 @@ class Command(BaseCommand):
         self.engagement(lo)
         demo_workflows()
         history = DemoHistory(
-            lo=lo, mid=mid, marketing_sources=marketing_sources, open_sources=open_sources
+            lo=lo,
+            mid=mid,
+            marketing_sources=marketing_sources,
+            open_sources=open_sources,
+            close_last=self.close_last_month,
         )
         self.run_steps(history.steps())
 
