@@ -190,3 +190,17 @@ def test_the_search_query_can_be_answered_from_the_indexes_alone():
     for name in ("contact_first_name_trgm", "contact_last_name_trgm", "contact_company_trgm"):
         assert name in plan
     assert "_like" in plan  # the email's varchar_pattern_ops index
+
+
+def test_the_row_checkbox_is_djangos_markup(db, form):
+    from django.contrib import admin
+
+    from contacts.admin import ContactAdmin
+
+    contact = ContactFactory(email='o"brien<x>@example.com', source=form)
+    model_admin = ContactAdmin(Contact, admin.site)
+
+    ours = model_admin.action_checkbox(contact)
+
+    assert ours == admin.ModelAdmin.action_checkbox(model_admin, contact)
+    assert f'value="{contact.pk}"' in ours and "&lt;x&gt;" in ours
