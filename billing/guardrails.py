@@ -43,6 +43,8 @@ def billing_cost_preview(
         "total_after": after.total,
         "invoice_delta": after.total - before.total,
         "headroom_before": before.headroom,
+        # The tier: a screen asks to confirm a change that takes the count past it.
+        "included": subscription.included_contacts,
         "currency": subscription.currency,
         "hold_reason": hold_reason(
             new_marketing=would_add,

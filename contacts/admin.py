@@ -24,8 +24,10 @@ from django.utils import timezone
 from django.utils.formats import date_format
 
 from contacts.admin_delete import ContactDeletionMixin
+from contacts.admin_status import ContactStatusConfirmationMixin, asks_confirmation
 from contacts.imports.views import export_response
 from contacts.intake.admin import source_channel
+from contacts.merge.admin import ContactMergeMixin
 from contacts.models import (
     LOCKED_KINDS,
     Contact,
@@ -55,6 +57,7 @@ from contacts.services import (
     contact_update,
     contacts_creation_policy,
 )
+from contacts.status.bulk import bulk_status_job_threshold
 from contacts.status.results import (
     SET_MARKETING,
     SET_NON_MARKETING,
@@ -79,6 +82,8 @@ from crm.admin import (
 
 # Ledger rows shown on a contact's page; the ledger admin has the rest.
 CONTACT_PAGE_LEDGER_ROWS = 50
+# Contacts a bulk confirmation names (the first by id) besides the counts.
+CONFIRMATION_SAMPLE = 10
 
 
 def format_day(value) -> str:
@@ -300,7 +305,13 @@ CHANGE_READONLY_FIELDS = [
 
 
 @admin.register(Contact)
-class ContactAdmin(ContactDeletionMixin, AccountTimeZoneMixin, BigTableAdmin):
+class ContactAdmin(
+    ContactDeletionMixin,
+    ContactMergeMixin,
+    ContactStatusConfirmationMixin,
+    AccountTimeZoneMixin,
+    BigTableAdmin,
+):
     list_display = [
         "email",
         "name_display",
@@ -339,6 +350,7 @@ class ContactAdmin(ContactDeletionMixin, AccountTimeZoneMixin, BigTableAdmin):
         "add_to_ad_audience_action",
         "remove_from_ad_audience_action",
         "delete_contacts_action",
+        "merge_contacts_action",
     ]
     form = ContactForm
     bulk_confirm_form = BulkStatusConfirmForm
@@ -525,6 +537,10 @@ class ContactAdmin(ContactDeletionMixin, AccountTimeZoneMixin, BigTableAdmin):
         operation = request.POST.get("operation")
         if operation not in (SET_MARKETING, SET_NON_MARKETING):
             return HttpResponseBadRequest("Unknown operation.")
+        if request.POST.get("confirmed") != "yes":
+            preview = contacts_status_preview(contacts=[contact.pk], operation=operation)
+            if asks_confirmation(preview):
+                return self._status_confirmation(request, contact, preview)
         now = timezone.now()
         was_pending = contact.pending_from(now)
         try:
@@ -593,6 +609,9 @@ class ContactAdmin(ContactDeletionMixin, AccountTimeZoneMixin, BigTableAdmin):
         to_change = preview.would_change + preview.would_cancel + preview.would_schedule
         threshold = getattr(settings, "MARKETING_CONFIRM_THRESHOLD", 1_000)
         require_count = to_change > threshold
+        select_across = request.POST.get("select_across") == "1"
+        # "All N matching", or more than the threshold: a background job with progress.
+        background = select_across or preview.matched > bulk_status_job_threshold()
         confirming = request.POST.get("post") == "yes"
         form = BulkStatusConfirmForm(
             request.POST if confirming else None,
@@ -601,6 +620,10 @@ class ContactAdmin(ContactDeletionMixin, AccountTimeZoneMixin, BigTableAdmin):
             initial={"idempotency_key": f"admin-bulk:{uuid.uuid4()}"},
         )
         if confirming and form.is_valid():
+            if background:
+                return self._start_bulk_job(
+                    request, queryset, operation, form.cleaned_data, select_across=select_across
+                )
             self._run_bulk_status(request, queryset, operation, form.cleaned_data)
             return None  # back to the changelist, filters kept
         context = {
@@ -616,6 +639,8 @@ class ContactAdmin(ContactDeletionMixin, AccountTimeZoneMixin, BigTableAdmin):
             "peak_increase": preview.peak_after - preview.peak_count,
             "require_count": require_count,
             "threshold": threshold,
+            "background": background,
+            "sample": list(queryset.order_by("pk")[:CONFIRMATION_SAMPLE]),
             "form": form,
             "action_name": action_name,
             "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,

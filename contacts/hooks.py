@@ -153,3 +153,46 @@ def contacts_changed(ids) -> None:
 
 def has_contact_listeners() -> bool:
     return bool(_contact_listeners)
+
+
+# A merge moves the merged-away contact's rows to the survivor before that contact is
+# deleted. Rows of other apps that go with a deleted contact (workflows' enrollments and
+# rotation members) must move too, and `contacts` cannot import those apps. So, unlike the
+# notices above, merge listeners run INSIDE the merge's transaction, before the merged-away
+# row is deleted: after commit the rows would already be gone with it. A listener only
+# moves its own rows from `merged_id` to `survivor_id` (deduplicating); it decides nothing
+# and takes no lock. An exception in one rolls the whole merge back, so no merge ever
+# loses another app's rows. Workflows registers one from its AppConfig.ready().
+
+
+@dataclass(frozen=True)
+class ContactsMerged:
+    """One merge, as its listeners see it: all ids, nothing to load."""
+
+    merge_id: int
+    survivor_id: int
+    merged_id: int
+    at: dt.datetime
+
+
+MergeListener = Callable[[ContactsMerged], dict[str, int]]
+_merge_listeners: list[MergeListener] = []
+
+
+def register_merge_listener(listener: MergeListener) -> None:
+    if listener not in _merge_listeners:
+        _merge_listeners.append(listener)
+
+
+def unregister_merge_listener(listener: MergeListener) -> None:
+    if listener in _merge_listeners:
+        _merge_listeners.remove(listener)
+
+
+def notify_contacts_merging(merge: ContactsMerged) -> dict[str, int]:
+    """Run the merge listeners inside the merge's transaction; returns the rows they moved,
+    by kind, for the merge's record."""
+    moved: dict[str, int] = {}
+    for listener in list(_merge_listeners):
+        moved.update(listener(merge) or {})
+    return moved

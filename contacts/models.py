@@ -134,6 +134,7 @@ class StatusSourceType(models.TextChoices):
     HYGIENE = "hygiene", "Hygiene policy"
     ROLLOVER = "rollover", "Period rollover"
     DELETION = "deletion", "Deletion"
+    MERGE = "merge", "Merge"
     SEED = "seed", "Demo data"
 
 
@@ -268,3 +269,4 @@ from contacts.engagement import models as engagement_models  # noqa: E402, F401
 from contacts.intake import models as intake_models  # noqa: E402, F401
 from contacts.imports import models as imports_models  # noqa: E402, F401
 from contacts.outreach import models as outreach_models  # noqa: E402, F401
+from contacts.merge import models as merge_models  # noqa: E402, F401

@@ -61,3 +61,13 @@ def send_marketing_email(self, email_id: int) -> dict:
     else:
         send_marketing_email.delay(email_id)
     return {"email_id": email_id, **result.as_dict()}
+
+
+@shared_task(name="contacts.run_bulk_status_job", acks_late=True, max_retries=3)
+def run_bulk_status_job(job_id: int) -> dict:
+    """Run (or go on with) a bulk status change; returns at once when it is not queued or
+    running, or another worker holds it."""
+    from contacts.status.bulk import bulk_status_job_run
+
+    job = bulk_status_job_run(job_id=job_id)
+    return {"id": job.pk, "status": job.status, "done": job.done, "total": job.total}

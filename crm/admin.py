@@ -29,8 +29,9 @@ billing period starts at local midnight there, so "non-marketing from
 
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.paginator import Paginator
 from django.db import connections
 from django.db.models import QuerySet
@@ -137,6 +138,20 @@ class BigTableAdmin(admin.ModelAdmin):
             str(obj.pk),
             format_html(_("Select this object for an action - {}"), str(obj)),
         )
+
+    def get_changelist_instance(self, request):
+        # A filter value the database cannot take (a date whose UTC equivalent is out of
+        # range) fails only when the page is counted. Django answers IncorrectLookupParameters
+        # with the list without filters (?e=1); the message says why.
+        try:
+            return super().get_changelist_instance(request)
+        except (OverflowError, ValueError) as error:
+            messages.error(
+                request,
+                "The list is shown without filters: a value in the address cannot be used "
+                "as a filter (a date out of range, for instance).",
+            )
+            raise IncorrectLookupParameters(error) from error
 
 
 def account_time_zone():

@@ -30,6 +30,7 @@ TASKS: list[tuple[str, str, list[tuple[str, str]]]] = [
         [
             ("contacts", "pendingapproval"),
             ("contacts", "statuschange"),
+            ("contacts", "bulkstatusjob"),
             ("contacts", "statuschangerequest"),
             ("contacts", "periodusage"),
         ],

@@ -9,6 +9,8 @@ from rest_framework import permissions, serializers
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import CursorPagination
 
+from crm.replica import replica_reads
+
 
 class StrictModelPermissions(permissions.DjangoModelPermissions):
     """Model permissions where reading needs the view permission too."""
@@ -33,6 +35,11 @@ class CreatedCursorPagination(CursorPagination):
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 500
+
+    def paginate_queryset(self, queryset, request, view=None):
+        # A list page may lag the primary by the replica's delay (crm.replica).
+        with replica_reads():
+            return super().paginate_queryset(queryset, request, view)
 
     def get_page_size(self, request):
         raw = request.query_params.get(self.page_size_query_param)

@@ -25,6 +25,8 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "contacts.delete_source",
         "contacts.view_statuschange",
         "contacts.view_periodusage",
+        # bulk status changes run in the background (starting one needs the status permission)
+        "contacts.view_bulkstatusjob",
         # the account's form defaults, which the forms' "follows the account" points to
         "crm.view_account",
         "billing.view_subscription",
@@ -117,6 +119,7 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "contacts.view_source",
         "contacts.view_statuschange",
         "contacts.view_periodusage",
+        "contacts.view_bulkstatusjob",
         "view:billing",
         "billing.change_subscription",
         "billing.change_alert",

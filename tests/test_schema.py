@@ -33,6 +33,8 @@ EXPECTED_OPERATIONS = {
     ("delete", "/api/contacts/{id}/"),
     ("post", "/api/contacts/{id}/marketing-status/"),
     ("post", "/api/contacts/marketing-status/"),
+    ("post", "/api/contacts/merge/"),
+    ("get", "/api/contacts/marketing-status/jobs/{job_id}/"),
     ("get", "/api/contacts/{id}/status-history/"),
     ("get", "/api/sources/"),
     ("post", "/api/sources/"),
@@ -152,6 +154,12 @@ def test_schema_documents_the_api(db):
     }
     bulk = schema["paths"]["/api/contacts/marketing-status/"]["post"]
     assert "Idempotency-Key" in {p["name"] for p in bulk["parameters"]}
+    # One answer shape, preview or not; 202 is the background job (or a held change).
+    answer = bulk["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+    assert answer.endswith("/BulkStatusChangeResponse")
+    shape = schema["components"]["schemas"]["BulkStatusChangeResponse"]
+    assert "preview" in shape["required"]
+    assert "202" in bulk["responses"]
     contact = schema["components"]["schemas"]["Contact"]["properties"]
     assert contact["marketing_status"]["readOnly"] is True
     assert contact["marketing_pending_from"]["readOnly"] is True

@@ -46,6 +46,7 @@ from workflows.models import (
     WorkflowRun,
     actions_clean,
     actions_from_editor,
+    status_actions_refusal,
 )
 from workflows.runs import (
     APPROVE_PERMISSIONS,
@@ -270,8 +271,14 @@ class WorkflowAdminForm(forms.ModelForm):
             "max_new_marketing",
         ]
 
+    user = None  # the user saving the form (WorkflowAdmin.get_form)
+
     def clean_actions(self):
-        return self.cleaned_data.get("actions") or []
+        actions = self.cleaned_data.get("actions") or []
+        refusal = status_actions_refusal(self.user, actions)
+        if refusal:
+            raise forms.ValidationError(refusal)
+        return actions
 
 
 def _recent_runs_table(workflow: Workflow) -> str:
@@ -349,6 +356,10 @@ class WorkflowAdmin(OwnsSystemRowsMixin, admin.ModelAdmin):
     def recent_runs(self, obj):
         return _recent_runs_table(obj)
 
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change, **kwargs)
+        return type(form.__name__, (form,), {"user": request.user})
+
     def save_model(self, request, obj, form, change):
         if not change:
             obj.created_by = request.user
@@ -394,6 +405,9 @@ class WorkflowAdmin(OwnsSystemRowsMixin, admin.ModelAdmin):
         workflow = get_object_or_404(Workflow, pk=pk)
         if not request.user.has_perm(RUN_PERMISSION):
             raise PermissionDenied
+        refusal = status_actions_refusal(request.user, workflow.actions)
+        if refusal:
+            raise PermissionDenied(refusal)
         if request.method != "POST":
             return HttpResponseRedirect(reverse("admin:workflows_workflow_preview", args=[pk]))
         try:

@@ -17,3 +17,9 @@ class WorkflowsConfig(AppConfig):
         from workflows.tasks import on_contacts_changed
 
         register_contact_listener(on_contacts_changed)
+        # Merges: a merged-away contact's enrollments and rotation memberships move to the
+        # survivor, inside the merge's transaction (contacts/hooks.py explains why).
+        from contacts.hooks import register_merge_listener
+        from workflows.merge import workflows_on_contacts_merged
+
+        register_merge_listener(workflows_on_contacts_merged)

@@ -12,6 +12,7 @@ from contacts.models import (
     LeadStatus,
     LifecycleStage,
 )
+from contacts.status.rules import MARKETING_STATUS_PERMISSION
 from crm.models import BaseModel, LeasedJob
 
 # A workflow: criteria (contacts.criteria) and ordered actions over the contacts that
@@ -261,9 +262,29 @@ class Workflow(BaseModel):
 
     @property
     def changes_marketing_status(self) -> bool:
-        return bool(
-            {ActionType.SET_MARKETING, ActionType.SET_NON_MARKETING} & set(self.action_types)
-        )
+        return actions_change_marketing_status(self.actions)
+
+
+STATUS_ACTION_TYPES = frozenset({ActionType.SET_MARKETING, ActionType.SET_NON_MARKETING})
+
+
+def actions_change_marketing_status(actions) -> bool:
+    return any(isinstance(a, dict) and a.get("type") in STATUS_ACTION_TYPES for a in actions or [])
+
+
+def status_actions_refusal(user, actions) -> str | None:
+    """Why `user` may not write or run these actions, or None. Actions that change marketing
+    statuses need the status permission, as a change by hand does: without it, a workflow
+    would be a way around the rule that only status managers make contacts marketing."""
+    if user is None or not actions_change_marketing_status(actions):
+        return None
+    if user.has_perm(MARKETING_STATUS_PERMISSION):
+        return None
+    return (
+        "Only users who may change marketing statuses may write or run a workflow that sets "
+        "contacts as marketing or non-marketing; ask a marketing-ops manager, or remove those "
+        "actions."
+    )
 
 
 class Enrollment(models.Model):

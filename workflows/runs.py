@@ -89,7 +89,6 @@ logger = logging.getLogger(__name__)
 # Contact ids per run chunk: one transaction, one enrollment INSERT, one status statement.
 WORKFLOW_RANGE_BATCH = 50_000
 # The actions that change the marketing status (through contacts' status service).
-STATUS_ACTIONS = frozenset({ActionType.SET_MARKETING, ActionType.SET_NON_MARKETING})
 APPROVE_PERMISSIONS = ("workflows.approve_run", "billing.approve_overage")
 BILLING_APPROVE_PERMISSION = "billing.approve_overage"
 
@@ -379,7 +378,7 @@ def _run_chunk(
     source = workflow_status_source(workflow)
     actor = run.requested_by
     with transaction.atomic():
-        if STATUS_ACTIONS.intersection(workflow.action_types):
+        if workflow.changes_marketing_status:
             # The status change below takes the usage lock; take it before the enrollments
             # touch any contact (crm.locks), or a concurrent delete could deadlock with us.
             lock_usage()

@@ -23,6 +23,7 @@ from contacts.models import (
     normalise_email,
 )
 from contacts.status.models import (
+    BulkJobStatus,
     LedgerAction,
     LedgerStatus,
     StatusChange,
@@ -255,27 +256,116 @@ class ContactStatusChangeResultSerializer(StatusChangeResultSerializer):
     contact = ContactSerializer()
 
 
-class StatusPreviewSerializer(serializers.Serializer):
-    """contacts.services.StatusPreview: what a bulk change would do."""
+class BulkStatusChangeResponseSerializer(serializers.Serializer):
+    """The bulk status change's answer, one shape whether it ran or was only previewed
+    (`preview`): for a preview the counts and figures are what the change would do."""
 
+    preview = serializers.BooleanField(help_text="true: only counted, nothing was written.")
     operation = serializers.CharField()
-    at = serializers.DateTimeField()
+    idempotency_key = serializers.CharField(
+        allow_null=True, help_text="The key the client sent, if any (null for a preview)."
+    )
+    requested_at = serializers.DateTimeField(help_text="The instant of the change or preview.")
     matched = serializers.IntegerField()
-    would_change = serializers.IntegerField()
-    would_schedule = serializers.IntegerField()
-    would_cancel = serializers.IntegerField()
-    already = serializers.IntegerField()
+    changed = serializers.IntegerField(help_text="Became (would become) marketing now.")
+    already = serializers.IntegerField(help_text="Already in the asked-for state.")
+    scheduled = serializers.IntegerField(
+        help_text="Downgrades scheduled (that would be) for effective_from."
+    )
+    cancelled = serializers.IntegerField(help_text="Pending downgrades cancelled (would be).")
     effective_from = serializers.DateTimeField(allow_null=True)
-    live_count = serializers.IntegerField()
-    live_after = serializers.IntegerField()
-    peak_count = serializers.IntegerField()
-    peak_after = serializers.IntegerField()
-    period_start = serializers.DateTimeField()
-    period_end = serializers.DateTimeField()
+    live_count = serializers.IntegerField(help_text="The live billable count after the change.")
+    peak_count = serializers.IntegerField(help_text="This period's peak after the change.")
     extra = serializers.DictField(
         help_text='Facts other apps add to a preview, e.g. billing\'s "cost" (peak and '
-        "invoice before and after, in minor units)."
+        "invoice before and after, in minor units; for set non-marketing also what it saves "
+        "from the next period); empty for a change that ran."
     )
+
+    @staticmethod
+    def from_preview(preview) -> dict:
+        return {
+            "preview": True,
+            "operation": preview.operation,
+            "idempotency_key": None,
+            "requested_at": preview.at,
+            "matched": preview.matched,
+            "changed": preview.would_change,
+            "already": preview.already,
+            "scheduled": preview.would_schedule,
+            "cancelled": preview.would_cancel,
+            "effective_from": preview.effective_from,
+            "live_count": preview.live_after,
+            "peak_count": preview.peak_after,
+            "extra": preview.extra,
+        }
+
+    @staticmethod
+    def from_result(result, client_key: str | None) -> dict:
+        return {
+            "preview": False,
+            "operation": result.operation,
+            "idempotency_key": client_key,
+            "requested_at": result.requested_at,
+            "matched": result.matched,
+            "changed": result.changed,
+            "already": result.already,
+            "scheduled": result.scheduled,
+            "cancelled": result.cancelled,
+            "effective_from": result.effective_from,
+            "live_count": result.live_count,
+            "peak_count": result.peak_count,
+            "extra": {},
+        }
+
+
+class BulkStatusJobSerializer(serializers.Serializer):
+    """A bulk status change running in the background (contacts.status.models.BulkStatusJob)."""
+
+    id = serializers.IntegerField()
+    url = serializers.SerializerMethodField(help_text="Where to poll the job.")
+    status = serializers.ChoiceField(choices=BulkJobStatus.choices)
+    operation = serializers.CharField()
+    idempotency_key = serializers.SerializerMethodField(
+        help_text="The key the client sent, if any."
+    )
+    criteria = serializers.SerializerMethodField(help_text="The filter it was asked with.")
+    as_of = serializers.DateTimeField(help_text="The instant the filter was evaluated at.")
+    total = serializers.IntegerField(help_text="Contacts the filter matched when it was asked.")
+    done = serializers.IntegerField(help_text="Contacts gone through so far.")
+    changed = serializers.IntegerField(
+        help_text="Became marketing now, or were scheduled non-marketing (by operation)."
+    )
+    cancelled = serializers.IntegerField(help_text="Pending downgrades cancelled.")
+    already = serializers.IntegerField(help_text="Already in the asked-for state.")
+    held = serializers.IntegerField(help_text="Contacts waiting for approval (guardrails).")
+    approval = serializers.IntegerField(
+        source="approval_id", allow_null=True, help_text="The held change's approval id."
+    )
+    effective_from = serializers.DateTimeField(allow_null=True)
+    message = serializers.CharField(help_text="Why it failed, or what waits for approval.")
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+    def get_url(self, job) -> str:
+        from django.urls import reverse
+
+        path = reverse("contact-bulk-marketing-status-job", kwargs={"job_id": job.pk})
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request else path
+
+    def get_criteria(self, job) -> dict:
+        criteria = dict(job.criteria or {})
+        if isinstance(criteria.get("filter"), dict):  # stored as query parameters (text)
+            criteria["filter"] = contact_filter_as_json(criteria["filter"])
+        return criteria
+
+    def get_idempotency_key(self, job) -> str | None:
+        # Stored namespaced by the user ("api:<user id>:<key>"); the client sees its own.
+        prefix = f"api:{job.requested_by_id}:"
+        key = job.idempotency_key
+        return key[len(prefix) :] if key.startswith(prefix) else None
 
 
 class HeldSerializer(serializers.Serializer):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from django.db import DatabaseError
 from django.db.models.functions import Now
 from django.utils import timezone
@@ -21,6 +23,8 @@ from rest_framework.response import Response
 from contacts.api.serializers import (
     IDEMPOTENCY_KEY_MAX,
     BulkMarketingStatusChangeSerializer,
+    BulkStatusChangeResponseSerializer,
+    BulkStatusJobSerializer,
     ContactCreateSerializer,
     ContactSerializer,
     ContactStatusChangeResultSerializer,
@@ -29,7 +33,6 @@ from contacts.api.serializers import (
     SourceSerializer,
     StatusChangeResultSerializer,
     StatusHistorySerializer,
-    StatusPreviewSerializer,
 )
 from contacts.filters import ContactFilter
 from contacts.models import (
@@ -49,6 +52,12 @@ from contacts.services import (
     source_delete,
     source_update,
 )
+from contacts.status.bulk import (
+    bulk_status_job_submit,
+    bulk_status_job_sync,
+    bulk_status_job_threshold,
+)
+from contacts.status.models import BulkStatusJob, StatusChangeRequest
 from contacts.status.results import (
     SET_MARKETING,
     SET_NON_MARKETING,
@@ -152,6 +161,22 @@ def _result_response(result: StatusChangeResult, client_key: str | None, **extra
     data.update(extra)
     headers = {REPLAYED_HEADER: "true"} if result.replayed else {}
     return Response(data, headers=headers)
+
+
+def _bulk_response(result: StatusChangeResult, client_key: str | None) -> Response:
+    data = BulkStatusChangeResponseSerializer(
+        BulkStatusChangeResponseSerializer.from_result(result, client_key)
+    ).data
+    headers = {REPLAYED_HEADER: "true"} if result.replayed else {}
+    return Response(data, headers=headers)
+
+
+def _job_response(job: BulkStatusJob, request, *, created: bool = False) -> Response:
+    data = BulkStatusJobSerializer(job, context={"request": request}).data
+    headers = {"Location": data["url"]}
+    if not created:
+        headers[REPLAYED_HEADER] = "true"
+    return Response(data, status=http.HTTP_202_ACCEPTED, headers=headers)
 
 
 class ContactFilterBackend(StrictFilterBackend):
@@ -295,14 +320,20 @@ class ContactViewSet(viewsets.ModelViewSet):
     @extend_schema(
         summary="Set many contacts' marketing status (by ids or by filter), or preview it",
         operation_id="contacts_marketing_status_bulk",
+        description="One answer shape with or without `preview` (its `preview` flag says which). "
+        "By filter, a change over more contacts than the background threshold "
+        "(BULK_STATUS_JOB_THRESHOLD, default 1,000) runs as a job: 202 with the job, whose "
+        "`url` is polled (GET /api/contacts/marketing-status/jobs/{id}/). A retry with the "
+        "same idempotency key returns the same job. A set-marketing past the guardrails is "
+        "held for approval: 202 with `held`.",
         request=BulkMarketingStatusChangeSerializer,
         responses={
-            200: PolymorphicProxySerializer(
-                component_name="BulkStatusChangeResponse",
-                serializers=[StatusChangeResultSerializer, StatusPreviewSerializer],
+            200: BulkStatusChangeResponseSerializer,
+            202: PolymorphicProxySerializer(
+                component_name="BulkStatusChangeAccepted",
+                serializers=[BulkStatusJobSerializer, HeldSerializer],
                 resource_type_field_name=None,
             ),
-            202: OpenApiResponse(HeldSerializer, description="Held for approval (guardrails)."),
         },
         parameters=[IDEMPOTENCY_PARAMETER],
     )
@@ -323,18 +354,86 @@ class ContactViewSet(viewsets.ModelViewSet):
         else:
             target = ContactFilter(data=data["filter"], queryset=contact_list(), now=Now()).qs
         status = data["status"]
+        operation = SET_MARKETING if status == MarketingStatus.MARKETING else SET_NON_MARKETING
         if data["preview"]:
-            operation = SET_MARKETING if status == MarketingStatus.MARKETING else SET_NON_MARKETING
             preview = contacts_status_preview(contacts=target, operation=operation)
-            return Response(StatusPreviewSerializer(preview).data)
+            return Response(
+                BulkStatusChangeResponseSerializer(
+                    BulkStatusChangeResponseSerializer.from_preview(preview)
+                ).data
+            )
         client_key = _client_key(request, data.get("idempotency_key"))
+        if "filter" in data:
+            job = self._bulk_job(data["filter"], operation, client_key)
+            if job is not None:
+                return job
         try:
             result = _change_status(
                 status=status, contacts=target, request=request, client_key=client_key
             )
         except Held as held:
             return held.response()
-        return _result_response(result, client_key)
+        return _bulk_response(result, client_key)
+
+    def _bulk_job(self, params: dict, operation: str, client_key: str | None):
+        """A change by filter over more contacts than the threshold, as a background job:
+        202 with the job. None for a change small enough to run now, or one already
+        answered synchronously under the same key (its retry replays that answer)."""
+        request = self.request
+        key = f"api:{request.user.pk}:{client_key}" if client_key else None
+        if key and StatusChangeRequest.objects.filter(idempotency_key=key).exists():
+            return None
+        known = key is not None and BulkStatusJob.objects.filter(idempotency_key=key).exists()
+        now = timezone.now()
+        target = ContactFilter(data=params, queryset=contact_list(), now=now).qs
+        if not known:
+            threshold = bulk_status_job_threshold()
+            # Counts at most threshold + 1 contacts: no full count of a big match.
+            if target.order_by().values("pk")[: threshold + 1].count() <= threshold:
+                return None
+        try:
+            job, created = bulk_status_job_submit(
+                contacts=target,
+                operation=operation,
+                criteria={"filter": params},
+                origin="api",
+                actor=request.user,
+                idempotency_key=key or f"api-job:{uuid.uuid4()}",
+                as_of=now,
+            )
+        except IdempotencyConflict as exc:
+            raise Conflict(
+                {
+                    "idempotency_key": [
+                        f"The idempotency key {client_key!r} was already used for a different "
+                        "request."
+                    ]
+                }
+            ) from exc
+        return _job_response(job, request, created=created)
+
+    @extend_schema(
+        summary="A bulk status change running in the background",
+        description="Its status (queued, running, done, held, rejected, failed) and counts. "
+        "Reading it also notices a worker that died (the job is then failed and can be "
+        "resumed in the admin) and an approval decided for its held part.",
+        responses={200: BulkStatusJobSerializer},
+    )
+    @action(
+        detail=False,
+        methods=["get"],
+        url_path=r"marketing-status/jobs/(?P<job_id>[0-9]{1,18})",
+        url_name="bulk-marketing-status-job",
+        permission_classes=[requires("contacts.view_bulkstatusjob")],
+        filter_backends=[],
+        pagination_class=None,
+    )
+    def bulk_marketing_status_job(self, request, job_id=None):
+        job = BulkStatusJob.objects.filter(pk=int(job_id)).first()
+        if job is None:
+            raise NotFound("No bulk status change with this id.")
+        job = bulk_status_job_sync(job=job)
+        return Response(BulkStatusJobSerializer(job, context={"request": request}).data)
 
     @extend_schema(
         summary="A contact's marketing-status ledger, newest first",

@@ -86,6 +86,10 @@ class HubSpotProperty:
     unique: bool = False
     calculated: bool = False
     blank_allowed: bool = True  # whether "" (unset) is a value a write may give
+    # The CSV import field a column of HubSpot's contacts export fills (the column is named
+    # by `label`, or one of `export_labels`); None: the import ignores the column.
+    import_field: str | None = None
+    export_labels: tuple[str, ...] = ()
 
     @property
     def writable(self) -> bool:
@@ -176,6 +180,7 @@ _PROPERTY_LIST: tuple[HubSpotProperty, ...] = (
         sort="id",
         unique=True,
         calculated=True,
+        import_field="hubspot_record_id",
     ),
     HubSpotProperty(
         "email",
@@ -190,6 +195,7 @@ _PROPERTY_LIST: tuple[HubSpotProperty, ...] = (
         sort="email",
         unique=True,
         blank_allowed=False,
+        import_field="email",
     ),
     HubSpotProperty(
         "firstname",
@@ -202,6 +208,7 @@ _PROPERTY_LIST: tuple[HubSpotProperty, ...] = (
         field="first_name",
         criteria="first_name",
         sort="first_name",
+        import_field="first_name",
     ),
     HubSpotProperty(
         "lastname",
@@ -214,6 +221,7 @@ _PROPERTY_LIST: tuple[HubSpotProperty, ...] = (
         field="last_name",
         criteria="last_name",
         sort="last_name",
+        import_field="last_name",
     ),
     HubSpotProperty(
         "company",
@@ -226,6 +234,7 @@ _PROPERTY_LIST: tuple[HubSpotProperty, ...] = (
         field="company",
         criteria="company",
         sort="company",
+        import_field="company",
     ),
     HubSpotProperty(
         "phone",
@@ -238,6 +247,7 @@ _PROPERTY_LIST: tuple[HubSpotProperty, ...] = (
         field="phone",
         criteria="phone",
         sort="phone",
+        import_field="phone",
     ),
     HubSpotProperty(
         "lifecyclestage",
@@ -252,6 +262,7 @@ _PROPERTY_LIST: tuple[HubSpotProperty, ...] = (
         sort="lifecycle_stage",
         options=LIFECYCLE_OPTIONS,
         blank_allowed=False,
+        import_field="lifecycle_stage",
     ),
     HubSpotProperty(
         "hs_lead_status",
@@ -265,6 +276,7 @@ _PROPERTY_LIST: tuple[HubSpotProperty, ...] = (
         criteria="lead_status",
         sort="lead_status",
         options=LEAD_STATUS_OPTIONS,
+        import_field="lead_status",
     ),
     HubSpotProperty(
         "hs_email_optout",
@@ -279,6 +291,7 @@ _PROPERTY_LIST: tuple[HubSpotProperty, ...] = (
         sort="unsubscribed",
         options=BOOLEAN_OPTIONS,
         blank_allowed=False,
+        import_field="unsubscribed",
     ),
     HubSpotProperty(
         "hs_email_hard_bounce_reason_enum",
@@ -329,6 +342,7 @@ _PROPERTY_LIST: tuple[HubSpotProperty, ...] = (
         criteria="created_at",
         sort="created_at",
         calculated=True,
+        import_field="hubspot_created_at",
     ),
     HubSpotProperty(
         "lastmodifieddate",
@@ -359,6 +373,7 @@ _PROPERTY_LIST: tuple[HubSpotProperty, ...] = (
         criteria="marketing_status",
         options=MARKETING_OPTIONS,
         blank_allowed=False,
+        import_field="hubspot_marketing",
     ),
     HubSpotProperty(
         "hs_marketable_until_renewal",
@@ -373,6 +388,7 @@ _PROPERTY_LIST: tuple[HubSpotProperty, ...] = (
         ),
         options=BOOLEAN_OPTIONS,
         calculated=True,
+        import_field="hubspot_until_renewal",
     ),
     HubSpotProperty(
         "hs_marketable_reason_type",
@@ -400,6 +416,25 @@ _PROPERTY_LIST: tuple[HubSpotProperty, ...] = (
 PROPERTIES: dict[str, HubSpotProperty] = {prop.name: prop for prop in _PROPERTY_LIST}
 # A contact field's property: turns a field's validation error into HubSpot's name for it.
 FIELD_PROPERTIES: dict[str, str] = {p.field: p.name for p in _PROPERTY_LIST if p.field}
+
+# A column of HubSpot's contacts export → the import field it fills: each property's label
+# and the other labels exports have used for it. Compared by the importer's header key.
+EXPORT_LABELS: dict[str, str] = {
+    label: prop.import_field
+    for prop in _PROPERTY_LIST
+    if prop.import_field
+    for label in (prop.label, *prop.export_labels)
+}
+# "Marketing contact status" in an export: the options' labels and values, and the words
+# HubSpot shows for a marketing contact whose downgrade waits for the next update.
+MARKETING_PENDING = "pending"
+EXPORT_MARKETING_VALUES: dict[str, bool | str] = {
+    **{o.label: o.ours for o in MARKETING_OPTIONS},
+    **{o.value: o.ours for o in MARKETING_OPTIONS},
+    "Set to non-marketing contact at the next update": MARKETING_PENDING,
+    "Set to non-marketing contact at next update": MARKETING_PENDING,
+    "Non-marketing contact at next update": MARKETING_PENDING,
+}
 
 # Returned when a request names no properties (HubSpot's defaults for contacts).
 DEFAULT_PROPERTIES = (

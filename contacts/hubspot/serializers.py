@@ -89,6 +89,13 @@ class ObjectInput(serializers.Serializer):
     properties = _properties_field()
 
 
+class MergeInput(serializers.Serializer):
+    """HubSpot's `PublicMergeInput`: the ids as strings, the first one stays."""
+
+    primaryObjectId = serializers.CharField(max_length=100)  # noqa: N815
+    objectIdToMerge = serializers.CharField(max_length=100)  # noqa: N815
+
+
 class BatchInputItem(serializers.Serializer):
     id = serializers.CharField(max_length=254)
     idProperty = _id_property_field(required=False, allow_null=True)

@@ -13,6 +13,7 @@ urlpatterns = [
     path("objects/contacts/batch/update", views.BatchUpdateView.as_view()),
     path("objects/contacts/batch/upsert", views.BatchUpsertView.as_view()),
     path("objects/contacts/batch/archive", views.BatchArchiveView.as_view()),
+    path("objects/contacts/merge", views.MergeView.as_view()),
     path("objects/contacts/<str:contact_id>", views.ContactView.as_view()),
     path("properties/<str:object_type>", views.PropertiesView.as_view()),
     path("properties/<str:object_type>/<str:name>", views.PropertyView.as_view()),

@@ -56,6 +56,7 @@ from contacts.hubspot.serializers import (
     BatchUpdateInput,
     BatchUpsertInput,
     ListQuery,
+    MergeInput,
     ObjectInput,
     ObjectInputForCreate,
     ReadQuery,
@@ -72,6 +73,8 @@ from contacts.hubspot.services import (
     hubspot_contacts_update,
     hubspot_contacts_upsert,
 )
+from contacts.merge.services import MergeError, MergeNotFound, contacts_merge
+from contacts.status.results import LockedSourceError, MarketingNotPermitted
 
 STATUS_PROPERTY = "hs_marketable_status"
 OBJECT_TYPES = ("contacts", "0-1")  # HubSpot names contacts both ways
@@ -231,6 +234,33 @@ class ContactView(HubSpotView):
         if contact is not None:
             hubspot_contacts_archive(ids=[contact.pk], actor=request.user)
         return Response(status=http.HTTP_204_NO_CONTENT)
+
+
+class MergeView(HubSpotView):
+    """POST two ids: the second contact is merged into the first (contacts.merge), which
+    is answered in HubSpot's object shape."""
+
+    required = {"POST": (CHANGE, DELETE)}
+
+    def post(self, request):
+        data = self.parse(MergeInput, request.data)
+        primary = contact_key(data["primaryObjectId"], ID_PROPERTY)
+        secondary = contact_key(data["objectIdToMerge"], ID_PROPERTY)
+        if primary is None or secondary is None:
+            raise not_found()
+        try:
+            result = contacts_merge(survivor=primary, merged_away=secondary, by=request.user)
+        except MergeNotFound as error:
+            raise not_found() from error
+        except MarketingNotPermitted as error:
+            raise missing_permissions([STATUS]) from error
+        except (MergeError, LockedSourceError) as error:
+            # The same contact twice, one already merged elsewhere, the locked-source rule.
+            raise validation_error(str(error)) from error
+        survivor = hubspot_contact_get(value=str(result.survivor.pk))
+        # The defaults and the status: a merge may change the survivor's.
+        names = _written_names({STATUS_PROPERTY: None})
+        return Response(contact_object(survivor, names, self.now))
 
 
 def _trace_context(index: int, item: dict) -> dict[str, list[str]]:

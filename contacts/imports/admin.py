@@ -18,6 +18,7 @@ from django.utils.html import format_html
 from contacts.imports.api.views import import_errors_csv_response
 from contacts.imports.models import (
     ContactImport,
+    ImportFormat,
     ImportStatus,
 )
 from contacts.imports.parsing import (
@@ -27,6 +28,7 @@ from contacts.imports.parsing import (
     ImportNotAllowed,
     ImportStateError,
     import_check_size,
+    import_fields,
     import_max_bytes,
 )
 from contacts.imports.selectors import (
@@ -63,6 +65,13 @@ class ImportUploadForm(forms.Form):
         empty_label=f"“{IMPORT_DEFAULT_SOURCE}” (created when missing)",
         help_text="Recorded as the source of the contacts this import creates.",
     )
+    file_format = forms.ChoiceField(
+        label="Format",
+        choices=[("", "Detect from the header"), *ImportFormat.choices],
+        required=False,
+        help_text="A HubSpot contacts export is mapped by HubSpot's column names and keeps each "
+        "contact's marketing status (with the permission to change statuses).",
+    )
     marketing = forms.BooleanField(
         required=False,
         label="Set all contacts in this import as marketing",
@@ -91,7 +100,7 @@ class ImportMappingForm(forms.Form):
     def __init__(self, *args, contact_import: ContactImport, can_mark_marketing: bool, **kwargs):
         super().__init__(*args, **kwargs)
         choices = [("", "— ignore this column —")] + [
-            (name, spec.label) for name, spec in IMPORT_FIELDS.items()
+            (name, spec.label) for name, spec in import_fields(contact_import.format).items()
         ]
         self.columns = [c for c in contact_import.columns if c]
         for number, column in enumerate(self.columns):
@@ -173,7 +182,17 @@ class ContactImportAdmin(AccountTimeZoneMixin, admin.ModelAdmin):
         ),
         (
             "Set-up",
-            {"fields": ["source", "marketing", "mapping", "delimiter", "file_size", "file_hash"]},
+            {
+                "fields": [
+                    "source",
+                    "format",
+                    "marketing",
+                    "mapping",
+                    "delimiter",
+                    "file_size",
+                    "file_hash",
+                ]
+            },
         ),
         (
             "Record",
@@ -301,6 +320,7 @@ class ContactImportAdmin(AccountTimeZoneMixin, admin.ModelAdmin):
                     actor=request.user,
                     source=form.cleaned_data.get("source"),
                     marketing=_asked_marketing(form, False),
+                    file_format=form.cleaned_data.get("file_format") or None,
                 )
             except ImportFileError as error:
                 form.add_error("file", str(error))
@@ -389,7 +409,7 @@ class ContactImportAdmin(AccountTimeZoneMixin, admin.ModelAdmin):
             preview=preview,
             status_preview=status_preview,
             cost=(status_preview.get("extra") or {}).get("cost")
-            if contact_import.marketing
+            if contact_import.marketing or preview.get("file_statuses")
             else None,
             require_count=require_count,
             threshold=threshold,

@@ -19,6 +19,11 @@ class ImportStatus(models.TextChoices):
     HELD = "held", "Done; marketing part waits for approval"
 
 
+class ImportFormat(models.TextChoices):
+    CSV = "csv", "CSV file"
+    HUBSPOT = "hubspot", "HubSpot export"
+
+
 class ContactImport(LeasedJob, BaseModel):
     """One CSV file imported into the contacts (DESIGN §1.3, "import").
 
@@ -40,6 +45,13 @@ class ContactImport(LeasedJob, BaseModel):
     file_size = models.PositiveBigIntegerField(default=0)
     file_hash = models.CharField(max_length=64, db_index=True, help_text="SHA-256 of the file.")
     delimiter = models.CharField(max_length=1, default=",")
+    format = models.CharField(
+        max_length=16,
+        choices=ImportFormat.choices,
+        default=ImportFormat.CSV,
+        help_text="A HubSpot export's columns are mapped by HubSpot's labels, and it may keep "
+        "each contact's marketing status (a migration).",
+    )
     columns = models.JSONField(default=list, help_text="The file's header, as read.")
     mapping = models.JSONField(
         default=dict, help_text="Column name → contact field ('' ignores the column)."
@@ -166,6 +178,11 @@ class ImportedContact(models.Model):
         related_name="+",
     )
     contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="+")
+    pending = models.BooleanField(
+        default=False,
+        help_text="A HubSpot export said “set to non-marketing at the next update”: once "
+        "marketing, the contact's downgrade is scheduled for the next update date.",
+    )
 
     class Meta:
         constraints = [
@@ -176,3 +193,36 @@ class ImportedContact(models.Model):
 
     def __str__(self) -> str:
         return f"import {self.contact_import_id}: contact {self.contact_id}"
+
+
+class HubSpotRecord(models.Model):
+    """A contact's HubSpot record, as the last HubSpot export that named it said.
+
+    Written by HubSpot imports after their upsert. The record ID is unique: a later export
+    whose row gives a known record ID with another email is a row error (the contact is
+    not changed), so importing an export again finds the same contacts. HubSpot's create
+    date is kept here; the contact's own `created_at` stays the instant it was created in
+    Marketable, where its ledger history starts.
+    """
+
+    contact = models.OneToOneField(
+        Contact, on_delete=models.CASCADE, primary_key=True, related_name="hubspot_record"
+    )
+    record_id = models.CharField(max_length=20, unique=True, help_text="HubSpot's “Record ID”.")
+    hubspot_created_at = models.DateTimeField(
+        null=True, blank=True, help_text="HubSpot's “Create Date” of the record."
+    )
+    contact_import = models.ForeignKey(
+        ContactImport,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The import that linked the contact to this record.",
+    )
+
+    class Meta:
+        verbose_name = "HubSpot record"
+
+    def __str__(self) -> str:
+        return f"HubSpot record {self.record_id}: contact {self.contact_id}"

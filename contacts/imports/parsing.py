@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
+from contacts.hubspot.mapping import EXPORT_LABELS
+from contacts.imports.models import ImportFormat
 from contacts.models import (
     ContactType,
     LeadStatus,
@@ -77,10 +79,13 @@ def _choice_table(choices: type, *synonyms: tuple[str, str]) -> dict[str, str]:
 class ImportField:
     name: str
     label: str
-    kind: str  # "email", "text", "choice" or "flag"
+    kind: str  # "email", "text", "choice", "flag"; HubSpot's: "record_id", "status", "instant"
     aliases: tuple[str, ...] = ()
     max_length: int = 0
     choices: dict[str, str] = field(default_factory=dict)
+    # False: staged for the HubSpot migration (contacts/imports/hubspot.py), not a contact
+    # column; such a field is offered only for a HubSpot export.
+    contact: bool = True
 
 
 # The contact fields a column can fill, and the header names (HubSpot's export's among
@@ -147,18 +152,38 @@ IMPORT_FIELDS: dict[str, ImportField] = {
             ("unsubscribed", "unsubscribed from all email", "opted out of all email"),
         ),
         ImportField("hard_bounced", "Hard bounced (yes only)", "flag", ("hard bounced", "bounced")),
+        # A HubSpot export's own columns, mapped by contacts.hubspot.mapping's labels.
+        ImportField("hubspot_record_id", "HubSpot record ID", "record_id", contact=False),
+        ImportField("hubspot_marketing", "HubSpot marketing status", "status", contact=False),
+        ImportField(
+            "hubspot_until_renewal",
+            "HubSpot: non-marketing at the next update (yes only)",
+            "flag",
+            contact=False,
+        ),
+        ImportField("hubspot_created_at", "HubSpot create date", "instant", contact=False),
     )
 }
 IMPORT_STAGED_FIELDS = list(IMPORT_FIELDS)  # email first, then the rest, in this order
-_TEXT_FIELDS = [n for n, f in IMPORT_FIELDS.items() if f.kind in ("text", "choice")]
-_FLAG_FIELDS = [n for n, f in IMPORT_FIELDS.items() if f.kind == "flag"]
+# The staged fields that are contact columns (the upsert writes these and no others).
+IMPORT_CONTACT_FIELDS = [n for n, f in IMPORT_FIELDS.items() if f.contact]
+_TEXT_FIELDS = [n for n in IMPORT_CONTACT_FIELDS if IMPORT_FIELDS[n].kind in ("text", "choice")]
+_FLAG_FIELDS = [n for n in IMPORT_CONTACT_FIELDS if IMPORT_FIELDS[n].kind == "flag"]
 _INSERT_DEFAULTS = {
     "lifecycle_stage": LifecycleStage.LEAD.value,
     "contact_type": ContactType.PROSPECT.value,
 }
 _HEADER_ALIASES = {
-    _key(alias): name for name, f in IMPORT_FIELDS.items() for alias in (name, *f.aliases)
+    _key(alias): name
+    for name, f in IMPORT_FIELDS.items()
+    if f.contact
+    for alias in (name, *f.aliases)
 }
+# A HubSpot export's columns by their labels (the property table's), then the usual aliases.
+_HUBSPOT_HEADERS = {**_HEADER_ALIASES, **{_key(k): v for k, v in EXPORT_LABELS.items()}}
+# HubSpot's contacts export always starts with these two columns' labels.
+_HUBSPOT_SIGNATURE = frozenset({_key("Record ID"), _key("Email")})
+HUBSPOT_STATUS_FIELDS = frozenset({"hubspot_marketing", "hubspot_until_renewal"})
 _TRUE = frozenset({"true", "yes", "y", "1", "t", "x"})
 _FALSE = frozenset({"false", "no", "n", "0", "f", ""})
 # Django's EmailValidator's own patterns for a plain dot-atom address: a row that passes
@@ -228,14 +253,22 @@ def _read_head(head: bytes) -> CsvHead:
     return CsvHead(delimiter=delimiter, columns=columns)
 
 
-def import_detect_mapping(columns: list[str]) -> dict[str, str]:
-    """Each column's field by its header's alias ("E-mail" → email), or "" (ignored).
-    A field goes to the first column that names it."""
+def import_detect_format(columns: list[str]) -> str:
+    """HubSpot's contacts export when the header has its "Record ID" and "Email" columns."""
+    keys = {_key(column) for column in columns}
+    return ImportFormat.HUBSPOT if keys >= _HUBSPOT_SIGNATURE else ImportFormat.CSV
+
+
+def import_detect_mapping(columns: list[str], file_format: str = "csv") -> dict[str, str]:
+    """Each column's field by its header's alias ("E-mail" → email), or "" (ignored); for a
+    HubSpot export, by the property table's labels first. A field goes to the first column
+    that names it."""
+    aliases = _HUBSPOT_HEADERS if file_format == ImportFormat.HUBSPOT else _HEADER_ALIASES
     mapping, taken = {}, set()
     for column in columns:
         if not column:
             continue
-        name = _HEADER_ALIASES.get(_key(column), "")
+        name = aliases.get(_key(column), "")
         if name in taken:
             name = ""
         taken.add(name)
@@ -243,13 +276,23 @@ def import_detect_mapping(columns: list[str]) -> dict[str, str]:
     return mapping
 
 
-def import_resolve_mapping(columns: list[str], given: dict | None) -> dict[str, str]:
+def import_fields(file_format: str) -> dict[str, ImportField]:
+    """The fields a column of a file of this format can fill."""
+    if file_format == ImportFormat.HUBSPOT:
+        return IMPORT_FIELDS
+    return {name: spec for name, spec in IMPORT_FIELDS.items() if spec.contact}
+
+
+def import_resolve_mapping(
+    columns: list[str], given: dict | None, file_format: str = "csv"
+) -> dict[str, str]:
     """The detected mapping with the caller's choices on top, checked.
 
     `given` maps column names to field names ("" or None: ignore the column). A field the
     caller maps is taken away from the column its alias had given it to.
     """
-    mapping = import_detect_mapping(columns)
+    mapping = import_detect_mapping(columns, file_format)
+    allowed = import_fields(file_format)
     given = given or {}
     if not isinstance(given, dict):
         raise ImportFileError('The mapping must be an object: {"column name": "field", …}.')
@@ -262,10 +305,18 @@ def import_resolve_mapping(columns: list[str], given: dict | None) -> dict[str, 
                 + ", ".join(f"“{c}”" for c in columns if c)
                 + ")."
             )
-        elif not isinstance(name, str) or (name and name not in IMPORT_FIELDS):
+        elif not isinstance(name, str) or (name and name not in allowed):
+            only_hubspot = isinstance(name, str) and name in IMPORT_FIELDS
             problems.append(
-                f"“{name}” (for the column “{column}”) is not a field an import can fill; "
-                "use one of " + ", ".join(IMPORT_FIELDS) + ", or an empty value to ignore it."
+                f"“{name}” (for the column “{column}”) is not a field "
+                + (
+                    "a CSV file can fill: it is read only from a HubSpot export (format “hubspot”)"
+                    if only_hubspot
+                    else "an import can fill"
+                )
+                + "; use one of "
+                + ", ".join(allowed)
+                + ", or an empty value to ignore it."
             )
     if problems:
         raise ImportFileError(" ".join(problems))
@@ -301,14 +352,38 @@ def import_check_mapping(mapping: dict[str, str]) -> None:
         )
 
 
-def _check_marketing_allowed(actor, marketing: bool) -> None:
-    """A marketing import needs contacts.change_marketing_status. No actor: an operator's
-    command, trusted like the other management commands."""
-    if marketing and actor is not None and not can_change_marketing_status(actor):
+def import_keeps_statuses(mapping: dict[str, str]) -> bool:
+    """Whether the mapping takes each contact's marketing status from the file (HubSpot's)."""
+    return any(name in HUBSPOT_STATUS_FIELDS for name in mapping.values())
+
+
+def _check_marketing_allowed(actor, marketing: bool, mapping: dict[str, str] | None = None) -> None:
+    """A marketing import, or one keeping a HubSpot export's statuses, needs
+    contacts.change_marketing_status. No actor: an operator's command, trusted like the
+    other management commands."""
+    if actor is None or can_change_marketing_status(actor):
+        return
+    if marketing:
         raise ImportNotAllowed(
             "Setting the contacts of an import as marketing needs the permission "
             "contacts.change_marketing_status; import without “marketing”, or ask someone "
             "who has it."
+        )
+    if mapping and import_keeps_statuses(mapping):
+        raise ImportNotAllowed(
+            "Keeping the marketing statuses of a HubSpot export needs the permission "
+            "contacts.change_marketing_status; ignore its “Marketing contact status” column "
+            "to import every contact as non-marketing, or ask someone who has it."
+        )
+
+
+def _check_status_choice(marketing: bool, mapping: dict[str, str]) -> None:
+    """One import decides statuses one way: "set all as marketing", or the file's own."""
+    if marketing and import_keeps_statuses(mapping):
+        raise ImportFileError(
+            "This HubSpot export keeps each contact's own marketing status, so “set all as "
+            "marketing” does not apply: leave it off, or ignore the “Marketing contact status” "
+            "column to set them all as marketing."
         )
 
 

@@ -28,23 +28,37 @@ from django.utils import timezone
 from contacts.hooks import (
     contacts_changed,
 )
+from contacts.imports.migration import (
+    hubspot_check_records,
+    hubspot_keeps_statuses,
+    hubspot_pending_part,
+    hubspot_preview,
+    hubspot_reason_name,
+    hubspot_record_members,
+    hubspot_write_records,
+)
 from contacts.imports.models import (
     ContactImport,
     ImportedContact,
+    ImportFormat,
     ImportStatus,
 )
 from contacts.imports.parsing import (
     _FLAG_FIELDS,
     _INSERT_DEFAULTS,
     _TEXT_FIELDS,
+    HUBSPOT_STATUS_FIELDS,
+    IMPORT_CONTACT_FIELDS,
     IMPORT_HEAD_BYTES,
-    IMPORT_STAGED_FIELDS,
     ImportFileError,
     ImportStateError,
     _check_import_source,
     _check_marketing_allowed,
+    _check_status_choice,
     _read_head,
     import_check_size,
+    import_detect_format,
+    import_detect_mapping,
     import_resolve_mapping,
     import_source_default,
 )
@@ -70,7 +84,7 @@ from contacts.status.models import (
     StatusChangeRequest,
 )
 from contacts.status.results import SET_MARKETING, ChangeHeld, StatusPreview, StatusSource
-from contacts.status.rules import NON_MARKETING
+from contacts.status.rules import NON_MARKETING, can_change_marketing_status
 from contacts.status.services import contacts_set_marketing, contacts_status_preview
 from contacts.status.sql import CONTACT_TABLE
 from crm import jobs
@@ -91,12 +105,15 @@ def contact_import_create(
     source: Source | None = None,
     mapping: dict | None = None,
     marketing: bool = False,
+    file_format: str | None = None,
 ) -> ContactImport:
     """Store an uploaded CSV and read its header; nothing is imported yet.
 
-    `file` is a Django File (an upload, or `File(open(path, "rb"))`). Refused with
-    `ImportFileError` (too big, not UTF-8, no header, a bad mapping) or
-    `ImportNotAllowed` (marketing without the permission) before anything is stored.
+    `file` is a Django File (an upload, or `File(open(path, "rb"))`). `file_format` is
+    "csv", "hubspot" (HubSpot's contacts export: its columns mapped by HubSpot's labels)
+    or None: detected from the header. Refused with `ImportFileError` (too big, not
+    UTF-8, no header, a bad mapping) or `ImportNotAllowed` (marketing, or keeping a
+    HubSpot export's statuses, without the permission) before anything is stored.
     """
     _check_marketing_allowed(actor, marketing)
     size = file.size
@@ -105,7 +122,19 @@ def contact_import_create(
     _check_import_source(source)
     file.seek(0)
     head = _read_head(file.read(IMPORT_HEAD_BYTES))
-    resolved = import_resolve_mapping(head.columns, mapping)
+    if file_format is None:
+        file_format = import_detect_format(head.columns)
+    elif file_format not in ImportFormat.values:
+        raise ImportFileError(
+            f"“{file_format}” is not a file format an import reads: use "
+            + " or ".join(f"“{value}” ({label})" for value, label in ImportFormat.choices)
+            + "."
+        )
+    resolved = import_resolve_mapping(
+        head.columns, _without_statuses(head.columns, mapping, file_format, actor), file_format
+    )
+    _check_status_choice(marketing, resolved)
+    _check_marketing_allowed(actor, marketing, resolved)
     digest = hashlib.sha256()
     file.seek(0)
     for chunk in file.chunks():
@@ -116,6 +145,7 @@ def contact_import_create(
         file_size=size,
         file_hash=digest.hexdigest(),
         delimiter=head.delimiter,
+        format=file_format,
         columns=head.columns,
         mapping=resolved,
         marketing=marketing,
@@ -131,14 +161,29 @@ def contact_import_create(
     return contact_import
 
 
+def _without_statuses(columns: list[str], given: dict | None, file_format: str, actor) -> dict:
+    """The caller's mapping, plus, for a user who may not change statuses, the HubSpot
+    status columns found by their labels set to be ignored: their contacts are imported as
+    non-marketing (the preview says so). Mapping one explicitly is refused instead."""
+    given = dict(given) if isinstance(given, dict) else ({} if given is None else given)
+    if actor is None or can_change_marketing_status(actor) or not isinstance(given, dict):
+        return given
+    for column, name in import_detect_mapping(columns, file_format).items():
+        if name in HUBSPOT_STATUS_FIELDS and column not in given:
+            given[column] = ""
+    return given
+
+
 def contact_import_configure(
     *, contact_import: ContactImport, mapping: dict | None, marketing: bool, actor=None
 ) -> ContactImport:
     """Change the mapping or the marketing flag before the commit; the preview must be redone."""
     if contact_import.status not in (ImportStatus.DRAFT, ImportStatus.PREVIEWED):
         raise ImportStateError("This import was already committed; its mapping is fixed.")
-    _check_marketing_allowed(actor, marketing)
-    contact_import.mapping = import_resolve_mapping(contact_import.columns, mapping)
+    mapping = import_resolve_mapping(contact_import.columns, mapping, contact_import.format)
+    _check_status_choice(marketing, mapping)
+    _check_marketing_allowed(actor, marketing, mapping)
+    contact_import.mapping = mapping
     contact_import.marketing = marketing
     contact_import.status = ImportStatus.DRAFT
     contact_import.preview = {}
@@ -155,12 +200,13 @@ def import_creation_decision(contact_import: ContactImport) -> CreationDecision:
     "import", its id, its file name — is the reason, recorded on each new contact by the
     upsert's INSERT and on the ledger rows of the marketing part.
     """
+    name = contact_import.file_name
+    if contact_import.format == ImportFormat.HUBSPOT:
+        name = hubspot_reason_name(name)  # a migration, which its ledger rows say
     return contacts_creation_policy(
         source=contact_import.source,
         requested_marketing=contact_import.marketing,
-        requester=StatusSource(
-            StatusSourceType.IMPORT, id=str(contact_import.pk), name=contact_import.file_name
-        ),
+        requester=StatusSource(StatusSourceType.IMPORT, id=str(contact_import.pk), name=name),
     )
 
 
@@ -207,7 +253,7 @@ def _count_changes() -> _ChangeCounts:
 
 
 _UPSERT_COLUMNS = (
-    "created_at, updated_at, email, " + ", ".join(IMPORT_STAGED_FIELDS[1:]) + ", lead_score, "
+    "created_at, updated_at, email, " + ", ".join(IMPORT_CONTACT_FIELDS[1:]) + ", lead_score, "
     "last_engaged_at, source_id, marketing_status, marketing_until, marketing_reason_type, "
     "marketing_reason_id, marketing_reason_name, marketing_changed_at"
 )
@@ -225,7 +271,7 @@ def _upsert_sql() -> str:
     """
     inserted = ", ".join(
         f"COALESCE(s.{n}, {'FALSE' if n in _FLAG_FIELDS else repr(_INSERT_DEFAULTS.get(n, ''))})"
-        for n in IMPORT_STAGED_FIELDS[1:]
+        for n in IMPORT_CONTACT_FIELDS[1:]
     )
     updated = ", ".join(
         [f"COALESCE(s2.{n}, c.{n})" for n in _TEXT_FIELDS]
@@ -327,7 +373,7 @@ def _upsert_portable(
     """Any database: chunks of staged rows in email order, bulk_create the new (with the
     creation rule's reason), bulk_update the changed (never their reason); each chunk
     commits with the import's cursor and counts."""
-    fields = IMPORT_STAGED_FIELDS[1:]
+    fields = IMPORT_CONTACT_FIELDS[1:]
     reason_columns = contact_reason_columns(reason)
     after = contact_import.upsert_after
     with connection.cursor() as cursor:
@@ -336,7 +382,7 @@ def _upsert_portable(
     while True:
         with connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT {', '.join(IMPORT_STAGED_FIELDS)} FROM {STAGE_TABLE} "
+                f"SELECT {', '.join(IMPORT_CONTACT_FIELDS)} FROM {STAGE_TABLE} "
                 "WHERE email > %s ORDER BY email LIMIT %s",
                 [after, IMPORT_PORTABLE_BATCH],
             )
@@ -401,11 +447,11 @@ def _record_members(contact_import: ContactImport) -> None:
     table = ImportedContact._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {table} (contact_import_id, contact_id) "
-            f"SELECT %s, c.id FROM {STAGE_TABLE} s JOIN {CONTACT_TABLE} c ON c.email = s.email "
+            f"INSERT INTO {table} (contact_import_id, contact_id, pending) "
+            f"SELECT %s, c.id, %s FROM {STAGE_TABLE} s JOIN {CONTACT_TABLE} c ON c.email = s.email "
             f"WHERE NOT EXISTS (SELECT 1 FROM {table} m "
             "WHERE m.contact_import_id = %s AND m.contact_id = c.id)",
-            [contact_import.pk, contact_import.pk],
+            [contact_import.pk, False, contact_import.pk],
         )
 
 
@@ -428,14 +474,22 @@ def contact_import_preview(*, contact_import: ContactImport, actor=None) -> Cont
     """
     if contact_import.status not in (ImportStatus.DRAFT, ImportStatus.PREVIEWED):
         raise ImportStateError("This import was already committed; there is nothing to preview.")
-    _check_marketing_allowed(actor, contact_import.marketing)
+    _check_marketing_allowed(actor, contact_import.marketing, contact_import.mapping)
+    keeps_statuses = hubspot_keeps_statuses(contact_import)
+    file_statuses = None
     try:
         staged = _stage(contact_import, None)
+        hubspot_check_records(contact_import, staged)
         counts = _count_changes()
-        existing = Contact.objects.filter(email__in=RawSQL(f"SELECT email FROM {STAGE_TABLE}", []))
-        status = contacts_status_preview(
-            contacts=existing, operation=SET_MARKETING, additional=counts.new
-        )
+        if keeps_statuses:
+            file_statuses, status = hubspot_preview(contact_import, timezone.now())
+        else:
+            existing = Contact.objects.filter(
+                email__in=RawSQL(f"SELECT email FROM {STAGE_TABLE}", [])
+            )
+            status = contacts_status_preview(
+                contacts=existing, operation=SET_MARKETING, additional=counts.new
+            )
     except ImportFileError as error:
         _fail(contact_import, str(error))
         raise
@@ -451,8 +505,11 @@ def contact_import_preview(*, contact_import: ContactImport, actor=None) -> Cont
         "invalid": staged.invalid,
         "duplicates": staged.duplicates,
         "marketing_candidates": candidates,
-        "becomes_marketing": candidates if contact_import.marketing else 0,
+        "becomes_marketing": candidates if contact_import.marketing or keeps_statuses else 0,
         "already_marketing": status.already,
+        "format": contact_import.format,
+        "file_statuses": file_statuses,
+        "notes": _hubspot_notes(contact_import),
         "status_preview": _json_preview(status),
         "same_file": list(
             ContactImport.objects.filter(
@@ -474,11 +531,38 @@ def contact_import_preview(*, contact_import: ContactImport, actor=None) -> Cont
     return contact_import
 
 
+def _hubspot_notes(contact_import: ContactImport) -> list[str]:
+    """What the preview must say about a HubSpot export's status columns left out."""
+    if contact_import.format != ImportFormat.HUBSPOT or hubspot_keeps_statuses(contact_import):
+        return []
+    detected = import_detect_mapping(contact_import.columns, contact_import.format)
+    left_out = [
+        column
+        for column, name in detected.items()
+        if name in HUBSPOT_STATUS_FIELDS and not contact_import.mapping.get(column)
+    ]
+    if not left_out:
+        return []
+    columns = " and ".join(f"“{column}”" for column in left_out)
+    return [
+        f"The column {columns} is not imported, so HubSpot's marketing statuses are not kept: "
+        "new contacts are non-marketing and no contact's status changes"
+        + (
+            "."
+            if contact_import.marketing
+            or (
+                contact_import.created_by and can_change_marketing_status(contact_import.created_by)
+            )
+            else " (keeping them needs the permission contacts.change_marketing_status)."
+        )
+    ]
+
+
 def contact_import_commit(
     *, contact_import: ContactImport, actor=None, enqueue: bool = True
 ) -> ContactImport:
     """Queue a previewed import's job (after commit). Committing again changes nothing."""
-    _check_marketing_allowed(actor, contact_import.marketing)
+    _check_marketing_allowed(actor, contact_import.marketing, contact_import.mapping)
     with transaction.atomic():
         locked = lock_import(contact_import.pk)
         if locked.status == ImportStatus.DRAFT:
@@ -529,7 +613,7 @@ def contact_import_resume(
     """Queue a committed import again after a failure (or a lost task): it goes on where it
     stopped — the saved chunks are skipped, the counts kept, the marketing part replayed by
     its key — and ends as an uninterrupted run would. Refused while a worker holds it."""
-    _check_marketing_allowed(actor, contact_import.marketing)
+    _check_marketing_allowed(actor, contact_import.marketing, contact_import.mapping)
     jobs.jobs_expire_stale(model=ContactImport, pk=contact_import.pk)
     with transaction.atomic():
         locked = lock_import(contact_import.pk)
@@ -610,9 +694,11 @@ def contact_import_run(
         if not contact_import.upsert_after:  # nothing saved yet: the counts start afresh
             lease.write(created_count=0, updated_count=0)
         staged = _stage(contact_import, report)
+        hubspot_check_records(contact_import, staged)
         report("saving", 0, staged.kept)
         upsert = _upsert_postgresql if fast else _upsert_portable
         upsert(contact_import, staged, lease, report, decision.status_source)
+        hubspot_write_records(contact_import)
         contact_import.refresh_from_db(fields=["created_count", "updated_count"])
         created, updated = contact_import.created_count, contact_import.updated_count
         fields = {
@@ -623,7 +709,7 @@ def contact_import_run(
             "status": ImportStatus.DONE,
             "message": "",
         }
-        if decision.marketing:
+        if decision.marketing or hubspot_keeps_statuses(contact_import):
             report("marketing", 0, staged.kept)
             fields.update(_marketing_part(contact_import, decision.status_source))
         if created or updated:  # while the staging table still names them
@@ -689,20 +775,24 @@ def _marketing_part(contact_import: ContactImport, source: StatusSource) -> dict
     import is HELD; an approver runs the same change later (same idempotency key,
     the same durable target), and `contact_import_sync` then marks the import done.
     """
-    _record_members(contact_import)
+    keeps_statuses = hubspot_keeps_statuses(contact_import)
+    if keeps_statuses:  # the rows the file says are marketing (or pending), not all
+        hubspot_record_members(contact_import, timezone.now())
+    else:
+        _record_members(contact_import)
     target = _import_target(contact_import)
     key = contact_import.marketing_idempotency_key
+    actor = contact_import.committed_by or contact_import.created_by
     if not StatusChangeRequest.objects.filter(idempotency_key=key).exists():
         preview = contacts_status_preview(contacts=target, operation=SET_MARKETING)
         if not (preview.would_change or preview.would_cancel):
-            return {"marketing_count": 0, "marketing_result": {"already": preview.already}}
+            result = {"already": preview.already}
+            if keeps_statuses:
+                result.update(hubspot_pending_part(contact_import, source, actor))
+            return {"marketing_count": 0, "marketing_result": result}
     try:
         result = contacts_set_marketing(
-            contacts=target,
-            source=source,
-            actor=contact_import.committed_by or contact_import.created_by,
-            idempotency_key=key,
-            guarded=True,
+            contacts=target, source=source, actor=actor, idempotency_key=key, guarded=True
         )
     except ChangeHeld as held:
         return {
@@ -712,9 +802,12 @@ def _marketing_part(contact_import: ContactImport, source: StatusSource) -> dict
                 f"{held}"
             ),
         }
+    marketing_result = result.as_dict()
+    if keeps_statuses:
+        marketing_result.update(hubspot_pending_part(contact_import, source, actor))
     return {
         "marketing_count": result.changed + result.cancelled,
-        "marketing_result": result.as_dict(),
+        "marketing_result": marketing_result,
     }
 
 
@@ -733,7 +826,11 @@ def contact_import_sync(*, contact_import: ContactImport) -> ContactImport:
     ).first()
     if request is None:
         return contact_import
-    result = request.result or {}
+    result = dict(request.result or {})
+    if hubspot_keeps_statuses(contact_import):  # the downgrades the file asked for, once
+        source = import_creation_decision(contact_import).status_source
+        actor = contact_import.committed_by or contact_import.created_by
+        result.update(hubspot_pending_part(contact_import, source, actor))
     ContactImport.objects.filter(pk=contact_import.pk, status=ImportStatus.HELD).update(
         status=ImportStatus.DONE,
         marketing_result=result,

@@ -9,6 +9,7 @@ SQL (the last row of an email wins), so memory stays flat whatever the file's si
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import re
 from collections.abc import Callable, Iterator
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from django.core.validators import validate_email
 from django.db import IntegrityError, connection, transaction
 
+from contacts.imports.hubspot import hubspot_cleaner
 from contacts.imports.models import (
     ContactImport,
     ImportRowError,
@@ -31,6 +33,7 @@ from contacts.imports.parsing import (
     ImportFileError,
     _key,
 )
+from crm.calendar import BillingCalendar
 from crm.inputs import NUL
 
 IMPORT_STAGE_BATCH = 50_000  # rows parsed between two staging writes and progress updates
@@ -61,8 +64,10 @@ def _open_text(contact_import: ContactImport):
     return io.TextIOWrapper(getattr(handle, "file", handle), encoding="utf-8-sig", newline="")
 
 
-def _cleaner(spec: ImportField):
+def _cleaner(spec: ImportField, zone=None):
     """A function raw → (value or None, error message or None) for one column."""
+    if spec.kind in ("record_id", "status", "instant"):
+        return hubspot_cleaner(spec, zone or dt.UTC)
     if spec.kind == "email":
 
         def clean(raw: str):
@@ -128,8 +133,10 @@ def _read_batches(contact_import: ContactImport, size: int) -> Iterator[_Batch]:
     by_field = {
         name: columns.index(column) for column, name in contact_import.mapping.items() if name
     }
+    # A HubSpot date without an offset is in the portal's time zone: read it in the account's.
+    zone = BillingCalendar.for_account().tz if "hubspot_created_at" in by_field else None
     plan = [
-        (by_field[name], _cleaner(IMPORT_FIELDS[name]), columns[by_field[name]])
+        (by_field[name], _cleaner(IMPORT_FIELDS[name], zone), columns[by_field[name]])
         if name in by_field
         else None
         for name in IMPORT_STAGED_FIELDS

@@ -109,3 +109,7 @@ class PeriodUsageAdmin(ReadOnlyAdminMixin, AccountTimeZoneMixin, admin.ModelAdmi
         "scheduled_downgrades",
         "updated_at",
     ]
+
+
+# Bulk status changes run in the background have an admin of their own.
+from contacts.status import bulk_admin  # noqa: E402, F401, I001

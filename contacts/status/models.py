@@ -6,6 +6,7 @@ from django.conf import settings
 from django.db import models
 
 from contacts.models import Contact, StatusSourceType
+from crm.models import BaseModel, LeasedJob
 
 
 class LedgerStatus(models.TextChoices):
@@ -209,3 +210,134 @@ class PendingApproval(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk}: {self.new_marketing:,} new marketing contacts ({self.get_status_display()})"
+
+
+class BulkJobStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    HELD = "held", "Waiting for approval"
+    REJECTED = "rejected", "Stopped: the held part was rejected"
+    FAILED = "failed", "Failed"
+
+
+class BulkStatusJob(LeasedJob, BaseModel):
+    """A status change over many contacts ("all N matching"), run in the background.
+
+    The contacts it acts on are frozen when it is submitted: `criteria` records what was
+    asked (the admin's list filters and search, or the API's filter), `as_of` the instant
+    they were evaluated at, and `BulkStatusJobContact` rows the contacts they matched
+    then. A worker (`contacts.status.bulk.bulk_status_job_run`) goes through them in
+    chunks of contact ids, each one call of the status service under its own idempotency
+    key, with the cursor and counts saved in the chunk's transaction: a job killed
+    half-way is resumed from its cursor and nothing is done twice.
+    """
+
+    LEASE_RUNNING = BulkJobStatus.RUNNING
+    LEASE_FAILED = BulkJobStatus.FAILED
+    LEASE_MESSAGE_FIELD = "message"
+    LEASE_NOUN = "bulk status change"
+
+    operation = models.CharField(
+        max_length=32,
+        choices=[
+            ("set_marketing", "Set as marketing"),
+            ("set_non_marketing", "Set as non-marketing"),
+        ],
+    )
+    status = models.CharField(
+        max_length=10, choices=BulkJobStatus.choices, default=BulkJobStatus.QUEUED, db_index=True
+    )
+    origin = models.CharField(
+        max_length=10, choices=[("admin", "Admin"), ("api", "API")], default="admin"
+    )
+    criteria = models.JSONField(
+        default=dict, help_text="The filters and search it was asked with, as given."
+    )
+    as_of = models.DateTimeField(help_text="The instant the criteria were evaluated at.")
+    idempotency_key = models.CharField(max_length=200, unique=True)
+    fingerprint = models.CharField(
+        max_length=64, help_text="Hash of what was asked, to refuse a reused key."
+    )
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    total = models.PositiveIntegerField(default=0, help_text="Contacts matched when submitted.")
+    done = models.PositiveIntegerField(default=0, help_text="Contacts gone through so far.")
+    changed = models.PositiveIntegerField(
+        default=0,
+        help_text="Became marketing now, or were scheduled non-marketing (by operation).",
+    )
+    cancelled = models.PositiveIntegerField(
+        default=0, help_text="Pending downgrades cancelled (set as marketing)."
+    )
+    already = models.PositiveIntegerField(default=0, help_text="Already in the asked-for state.")
+    held = models.PositiveIntegerField(default=0, help_text="Contacts waiting for approval.")
+    effective_from = models.DateTimeField(null=True, blank=True)
+    cursor = models.BigIntegerField(
+        default=0, editable=False, help_text="Contacts up to this id are done."
+    )
+    chunk_upper = models.BigIntegerField(
+        default=0, editable=False, help_text="The last id of the chunk being worked on."
+    )
+    approval = models.ForeignKey(
+        PendingApproval,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The change the guardrails held, if any.",
+    )
+    approval_key = models.CharField(max_length=200, blank=True, editable=False)
+    message = models.TextField(blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name = "bulk status change"
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(status__in=BulkJobStatus.values),
+                name="bulkstatusjob_status_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.get_operation_display()} ({self.total:,} contacts)"
+
+    @property
+    def progress_percent(self) -> int:
+        if self.status in (BulkJobStatus.DONE, BulkJobStatus.REJECTED):
+            return 100
+        if not self.total:
+            return 0
+        return min(100, self.done * 100 // self.total)
+
+    @property
+    def finished(self) -> bool:
+        return self.status not in (BulkJobStatus.QUEUED, BulkJobStatus.RUNNING)
+
+    @property
+    def source_name(self) -> str:
+        return f"Bulk change #{self.pk}"
+
+
+class BulkStatusJobContact(models.Model):
+    """The contacts a bulk status change matched when it was submitted: its frozen target."""
+
+    job = models.ForeignKey(
+        BulkStatusJob,
+        on_delete=models.CASCADE,
+        db_index=False,  # covered by bulkstatusjobcontact_once
+        related_name="+",
+    )
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="+")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["job", "contact"], name="bulkstatusjobcontact_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"bulk change {self.job_id}: contact {self.contact_id}"

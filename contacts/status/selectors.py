@@ -73,9 +73,14 @@ def status_clock(*, at: dt.datetime | None = None) -> dt.datetime:
 
 
 def contact_status_history(*, contact_id: int) -> QuerySet[StatusChange]:
+    """A contact's ledger rows, newest first, with those of the contacts merged into it
+    (their rows stay attached to their own ids; contacts.merge records where they went)."""
+    from contacts.merge.selectors import merged_ids_into
+
+    ids = [contact_id, *merged_ids_into(survivor_id=contact_id)]
     # statuschange_contact_idx
     return (
-        StatusChange.objects.filter(contact_id=contact_id)
+        StatusChange.objects.filter(contact_id__in=ids)
         .select_related("actor", "request")
         .order_by("-id")
     )

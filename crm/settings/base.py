@@ -103,7 +103,19 @@ def database_from_env() -> dict:
     }
 
 
-DATABASES = {"default": database_from_env()}
+def replica_databases_from_env() -> dict:
+    """`{"replica": …}` when DATABASE_REPLICA_URL names a streaming replica of the primary
+    (API list pages and exports read it: crm.replica), else nothing. Tests mirror it to the
+    primary's test database."""
+    url = os.environ.get("DATABASE_REPLICA_URL")
+    if not url:
+        return {}
+    config = dj_database_url.parse(url, conn_max_age=env_int("DB_CONN_MAX_AGE", 60))
+    return {"replica": {**config, "TEST": {"MIRROR": "default"}}}
+
+
+DATABASES = {"default": database_from_env(), **replica_databases_from_env()}
+DATABASE_ROUTERS = ["crm.replica.ReplicaRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -231,6 +243,9 @@ METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
 # --- Marketable ------------------------------------------------------------
 # Bulk status changes above this many contacts ask the user to type the number.
 MARKETING_CONFIRM_THRESHOLD = env_int("MARKETING_CONFIRM_THRESHOLD", 1_000)
+# A status change over the admin's whole matching list, or by the API's filter over more
+# contacts than this, runs as a background job with progress (contacts/status/bulk.py).
+BULK_STATUS_JOB_THRESHOLD = env_int("BULK_STATUS_JOB_THRESHOLD", 1_000)
 
 LOGGING = {
     "version": 1,

@@ -18,6 +18,7 @@ from contacts.models import (
     Source,
 )
 from contacts.status.models import (
+    BulkStatusJob,
     LedgerAction,
     PendingApproval,
     PeriodUsage,
@@ -249,6 +250,7 @@ def test_delete_selected_is_absent(super_client, people):
         "add_to_ad_audience_action",
         "remove_from_ad_audience_action",
         "delete_contacts_action",  # ours, through the status service (not Django's)
+        "merge_contacts_action",
     ]
     response = run_action(super_client, "delete_selected", [people["ann"].pk])
     assert Contact.objects.count() == 4
@@ -319,7 +321,17 @@ def test_toggle_sets_marketing_and_writes_a_ledger_row(ops_client, marketing_ops
 
 def test_toggle_sets_non_marketing_from_the_next_update_date(ops_client, people):
     bob = people["bob"]
-    response = ops_client.post(toggle_url(bob.pk), {"operation": "set_non_marketing"})
+    ledger_before = StatusChange.objects.count()
+    page = ops_client.post(toggle_url(bob.pk), {"operation": "set_non_marketing"})
+    # First the confirmation, with the saving from the next period; nothing is written.
+    assert page.status_code == 200
+    assert page.templates[0].name == "admin/contacts/contact/status_confirmation.html"
+    assert 'id="saving-' in page.content.decode()
+    assert StatusChange.objects.count() == ledger_before
+    assert state(bob) == (M, None)
+    response = ops_client.post(
+        toggle_url(bob.pk), {"operation": "set_non_marketing", "confirmed": "yes"}
+    )
     assert response.status_code == 302
     assert state(bob) == (M, next_update())
     assert messages_of(response) == [
@@ -492,23 +504,33 @@ def test_double_submit_with_the_same_key_changes_once(ops_client, people):
     ]
 
 
-def test_select_across_acts_on_the_whole_filtered_changelist(ops_client, people):
+def test_select_across_runs_as_a_background_job_over_the_whole_filtered_changelist(
+    ops_client, people, django_capture_on_commit_callbacks
+):
     customers = ContactFactory.create_batch(3, lifecycle_stage="customer")
     query = "?lifecycle_stage__exact=customer"
     one_id = [customers[0].pk]  # the page's checkbox; select_across covers the rest
     page = run_action(ops_client, "set_marketing_action", one_id, query=query, select_across=True)
     assert page.context["preview"].matched == 4  # dan and the three
     assert 'name="select_across" value="1"' in page.content.decode()
-    response = confirm_action(
-        ops_client,
-        "set_marketing_action",
-        one_id,
-        key_of(page),
-        query=query,
-        select_across=True,
-    )
+    assert 'id="runs-in-background"' in page.content.decode()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = confirm_action(
+            ops_client,
+            "set_marketing_action",
+            one_id,
+            key_of(page),
+            query=query,
+            select_across=True,
+        )
+    job = BulkStatusJob.objects.get()
     assert response.status_code == 302
-    assert response["Location"] == CHANGELIST + query
+    assert response["Location"] == f"/admin/contacts/bulkstatusjob/{job.pk}/change/"
+    assert messages_of(response) == [
+        "The change of 4 contacts runs in the background; this page shows its progress."
+    ]
+    assert job.criteria == {"list_filters": {"lifecycle_stage__exact": "customer"}}
+    assert (job.status, job.total, job.done, job.changed) == ("done", 4, 4, 4)
     assert set(Contact.objects.filter(marketing_status=M).values_list("email", flat=True)) == {
         "bob@acme.com",
         "cat@example.com",
@@ -518,21 +540,29 @@ def test_select_across_acts_on_the_whole_filtered_changelist(ops_client, people)
     assert state(people["ann"]) == (N, None)
 
 
-def test_double_submit_over_a_time_filtered_selection_changes_once(ops_client, people):
-    """The "non-marketing" filter reads the clock, so a resubmitted select-across is another
-    query under the same key: the service refuses it and the admin says it was already done."""
+def test_double_submit_of_an_all_matching_change_finds_the_same_job(
+    ops_client, people, django_capture_on_commit_callbacks
+):
+    """The "non-marketing" filter reads the clock, and the first job changed who matches it:
+    the resubmitted confirmation (same key) finds the first job and changes nothing more."""
     query = "?marketing=non_marketing"
     ids = [people["ann"].pk]
     key = key_of(
         run_action(ops_client, "set_marketing_action", ids, query=query, select_across=True)
     )
-    confirm_action(ops_client, "set_marketing_action", ids, key, query=query, select_across=True)
+    with django_capture_on_commit_callbacks(execute=True):
+        first = confirm_action(
+            ops_client, "set_marketing_action", ids, key, query=query, select_across=True
+        )
     assert state(people["ann"]) == state(people["dan"]) == (M, None)
     ledger_after_first = StatusChange.objects.count()
-    second = confirm_action(
-        ops_client, "set_marketing_action", ids, key, query=query, select_across=True
-    )
+    with django_capture_on_commit_callbacks(execute=True):
+        second = confirm_action(
+            ops_client, "set_marketing_action", ids, key, query=query, select_across=True
+        )
     assert second.status_code == 302
+    assert second["Location"] == first["Location"]
+    assert BulkStatusJob.objects.count() == 1
     assert StatusChange.objects.count() == ledger_after_first
     assert messages_of(second)[-1] == (
         "This confirmation was already submitted; nothing more was changed."
@@ -966,3 +996,166 @@ def test_subscription_shows_its_prices_in_words(super_client, account):
         "800.00 USD a month for up to 2,000 marketing contacts, then 225.00 USD per 5,000" in html
     )
     assert 'value="800.00"' in html
+
+
+# --- costs on single changes, and the background job's pages --------------------------
+
+
+def test_set_marketing_at_the_tier_shows_its_cost_and_asks_to_confirm(ops_client, people):
+    subscription_with(included_contacts=2)  # live 2 (bob, cat): the account is at its tier
+    ann = people["ann"]
+    ledger_before, usage_before = StatusChange.objects.count(), usage()
+
+    page = ops_client.post(toggle_url(ann.pk), {"operation": "set_marketing"})
+
+    assert page.status_code == 200
+    assert page.templates[0].name == "admin/contacts/contact/status_confirmation.html"
+    html = page.content.decode()
+    assert (
+        "This adds 1 overage block: +225.00 USD on this period's invoice "
+        "(estimate 800.00 USD → 1,025.00 USD)." in html
+    )
+    assert 'name="confirmed" value="yes"' in html
+    assert (StatusChange.objects.count(), usage(), state(ann)) == (
+        ledger_before,
+        usage_before,
+        (N, None),
+    )
+
+    response = ops_client.post(
+        toggle_url(ann.pk), {"operation": "set_marketing", "confirmed": "yes"}
+    )
+
+    assert response.status_code == 302
+    assert state(ann) == (M, None)
+    assert usage() == (3, 3)
+
+
+def test_set_marketing_within_the_tier_changes_at_once(ops_client, people):
+    subscription_with(included_contacts=3)  # live 2: one more still fits
+    response = ops_client.post(toggle_url(people["ann"].pk), {"operation": "set_marketing"})
+    assert response.status_code == 302
+    assert state(people["ann"]) == (M, None)
+
+
+def test_the_status_panel_keeps_its_unsaved_edits_guard(ops_client, people):
+    html = ops_client.get(change_url(people["ann"].pk)).content.decode()
+    assert 'id="marketing-status-form"' in html
+    assert "You have unsaved changes to this contact." in html
+
+
+def test_bulk_non_marketing_confirmation_shows_the_saving_and_a_sample(ops_client, people):
+    subscription_with(included_contacts=0, block_size=1, block_price=1_000)
+    extra = ContactFactory.create_batch(11, first_name="Extra")
+    make_marketing(*extra)
+    ids = [people["bob"].pk, *[c.pk for c in extra]]
+
+    page = run_action(ops_client, "set_non_marketing_action", ids)
+
+    html = page.content.decode()
+    # 13 marketing now (bob, cat, the eleven), cat already pending: 12 → 0 next period.
+    assert (
+        "From the next period this saves 120.00 USD a month: the invoice at the next "
+        "period's opening count goes from 920.00 USD to 800.00 USD (12 → 0 marketing "
+        "contacts)." in html
+    )
+    sample = page.context["sample"]
+    assert [c.pk for c in sample] == sorted(ids)[:10]
+    assert "The contacts it affects (the first 10 of 12):" in html
+    assert 'id="runs-in-background"' not in html
+
+
+def test_the_job_page_shows_progress_result_and_ledger(
+    ops_client, people, django_capture_on_commit_callbacks
+):
+    query = "?marketing=non_marketing"
+    ids = [people["ann"].pk]
+    key = key_of(
+        run_action(ops_client, "set_marketing_action", ids, query=query, select_across=True)
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        response = confirm_action(
+            ops_client, "set_marketing_action", ids, key, query=query, select_across=True
+        )
+    job = BulkStatusJob.objects.get()
+
+    page = ops_client.get(response["Location"])
+    progress = ops_client.get(f"/admin/contacts/bulkstatusjob/{job.pk}/progress/").json()
+
+    html = page.content.decode()
+    assert '<progress id="job-bar" max="100" value="100"' in html
+    assert '<td id="job-changed">2</td>' in html
+    ledger_url = f"/admin/contacts/statuschange/?source_type=bulk_action&amp;source_id={job.pk}"
+    assert ledger_url in html
+    assert [c.email for c in page.context["sample"]] == ["ann@example.com", "dan@example.com"]
+    assert 'id="job-resume"' not in html
+    assert progress == {
+        "status": "done",
+        "status_display": "Done",
+        "total": 2,
+        "done": 2,
+        "changed": 2,
+        "cancelled": 0,
+        "already": 0,
+        "held": 0,
+        "percent": 100,
+        "finished": True,
+    }
+    ledger = ops_client.get(ledger_url.replace("&amp;", "&"))
+    assert {row.contact_id for row in ledger.context["cl"].result_list} == {
+        people["ann"].pk,
+        people["dan"].pk,
+    }
+
+
+def test_a_job_held_by_the_hard_cap_says_so_and_links_the_approval(
+    ops_client, people, django_capture_on_commit_callbacks
+):
+    subscription_with(hard_cap=3)  # live 2; ann and dan would make 4
+    query = "?marketing=non_marketing"
+    ids = [people["ann"].pk]
+    key = key_of(
+        run_action(ops_client, "set_marketing_action", ids, query=query, select_across=True)
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        response = confirm_action(
+            ops_client, "set_marketing_action", ids, key, query=query, select_across=True
+        )
+
+    page = ops_client.get(response["Location"])
+
+    approval = PendingApproval.objects.get()
+    html = page.content.decode()
+    assert "Waiting for approval" in html
+    assert "past the hard cap of 3" in html
+    assert f'href="/admin/contacts/pendingapproval/{approval.pk}/change/"' in html
+    assert state(people["ann"]) == (N, None)
+
+
+def test_a_failed_job_is_resumed_from_its_page(
+    ops_client, auditor_client, people, django_capture_on_commit_callbacks
+):
+    from contacts.status.bulk import bulk_status_job_submit
+
+    job, _ = bulk_status_job_submit(
+        contacts=Contact.objects.filter(pk=people["ann"].pk),
+        operation="set_marketing",
+        criteria={"selected": [str(people["ann"].pk)]},
+        origin="admin",
+        actor=None,
+        idempotency_key="stuck",
+        enqueue=False,
+    )
+    BulkStatusJob.objects.filter(pk=job.pk).update(status="failed", message="It stopped.")
+    url = f"/admin/contacts/bulkstatusjob/{job.pk}/"
+    assert 'id="job-resume"' not in auditor_client.get(url + "change/").content.decode()
+    assert auditor_client.post(url + "resume/").status_code == 403
+    assert 'id="job-resume"' in ops_client.get(url + "change/").content.decode()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = ops_client.post(url + "resume/")
+
+    assert response.status_code == 302
+    job.refresh_from_db()
+    assert (job.status, job.changed) == ("done", 1)
+    assert state(people["ann"]) == (M, None)

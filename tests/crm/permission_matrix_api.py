@@ -169,7 +169,10 @@ API_RESOURCES = [
         create=lambda w: {"file": csv_upload()},
         methods=("list", "create", "retrieve"),
         fmt="multipart",
-        notes={"add": "add_contactimport (“marketing” also change_marketing_status)"},
+        notes={
+            "add": "add_contactimport (“marketing”, or mapping a HubSpot export's status "
+            "column, also change_marketing_status)"
+        },
     ),
     Resource(
         "marketing-emails",
@@ -343,6 +346,28 @@ API_EXTRA_ROWS = [
         url=lambda w: "/api/contacts/marketing-status/",
         data=lambda w: {"ids": [w.bob.pk], "status": "marketing"},
         effect=marketing(lambda w: w.bob),
+    ),
+    api_row(
+        "Contacts",
+        "contacts: merge two",
+        "POST",
+        "/api/contacts/merge/",
+        who(OPS),
+        f"view_contact, change_contact and delete_contact ({STATUS} too when the survivor "
+        "becomes marketing)",
+        url=lambda w: "/api/contacts/merge/",
+        data=lambda w: {"primary": w.kim.pk, "secondary": w.lea.pk},
+        effect=gone("contacts.contact", lambda w: w.lea),
+    ),
+    api_row(
+        "Contacts",
+        "contacts: a bulk status change running in the background",
+        "GET",
+        "/api/contacts/marketing-status/jobs/{job_id}/",
+        who(OPS, BILLING, AUDITOR),
+        "view_bulkstatusjob",
+        url=lambda w: f"/api/contacts/marketing-status/jobs/{w.bulk_job.pk}/",
+        effect=lambda w, r: expect(r.json()["status"] == "failed"),
     ),
     api_row(
         "Contacts",

@@ -151,6 +151,15 @@ ADMIN_MODELS = [
         obj=lambda w: model_of("contacts.statuschange").objects.first(),
     ),
     AdminModel(
+        "contacts.bulkstatusjob",
+        "Status ledger and usage",
+        view=who(OPS, BILLING, AUDITOR),
+        obj=lambda w: w.bulk_job,
+        notes={
+            "add": "nobody: a bulk action over all matching starts one (change_marketing_status)"
+        },
+    ),
+    AdminModel(
         "contacts.statuschangerequest",
         "Status ledger and usage",
         view=who(AUDITOR),
@@ -243,7 +252,8 @@ ADMIN_MODELS = [
         add_data=lambda w: {"file": csv_upload()},
         add_form_id="import-upload-form",
         notes={
-            "add": "add_contactimport (“set all as marketing” also change_marketing_status)",
+            "add": "add_contactimport (“set all as marketing”, or keeping a HubSpot export's statuses, "
+            "also change_marketing_status)",
             "change": "nobody: an import changes only through its steps",
             "delete": "delete_contactimport, before it ran",
         },

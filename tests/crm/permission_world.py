@@ -287,6 +287,23 @@ def _imports(w) -> None:
     )
 
 
+def _bulk_jobs(w) -> None:
+    from contacts.models import Contact
+    from contacts.status.bulk import bulk_status_job_submit
+
+    # A bulk status change whose worker died before it began: failed and resumable.
+    w.bulk_job, _ = bulk_status_job_submit(
+        contacts=Contact.objects.filter(pk__in=[w.ivy.pk, w.jay.pk]),
+        operation="set_marketing",
+        criteria={"list_filters": {"lifecycle_stage__exact": "other"}},
+        origin="admin",
+        actor=None,
+        idempotency_key="world-bulk-job",
+        enqueue=False,
+    )
+    type(w.bulk_job).objects.filter(pk=w.bulk_job.pk).update(status="failed")
+
+
 def _billing(w) -> None:
     from billing.alerts import billing_fire_alerts, billing_record_usage
     from billing.models import BillingPeriod, Invoice
@@ -322,6 +339,7 @@ def build_world() -> SimpleNamespace:
     _workflows(w)
     _intake_and_outreach(w)
     _imports(w)
+    _bulk_jobs(w)
     _billing(w)
     _check(w)
     return w

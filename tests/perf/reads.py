@@ -31,7 +31,7 @@ WARM_UP = 3
 P50_BAR = 50.0  # ms
 P95_BAR = 100.0  # ms
 # The indexes the naive baseline goes without: trigram search on names and company
-# (contacts migration 0017_contact_search_indexes) and the email's pattern-ops index.
+# (contacts migration 0020_contact_search_indexes) and the email's pattern-ops index.
 SEARCH_INDEXES = (
     "contact_first_name_trgm",
     "contact_last_name_trgm",

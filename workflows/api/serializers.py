@@ -1,6 +1,7 @@
 from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.exceptions import PermissionDenied
 
 from contacts.criteria import CriteriaError, criteria_validate
 from contacts.engagement.models import EngagementType
@@ -14,6 +15,7 @@ from workflows.models import (
     Workflow,
     WorkflowRun,
     actions_clean,
+    status_actions_refusal,
 )
 
 
@@ -70,9 +72,14 @@ class WorkflowSerializer(StrictModelSerializer):
 
     def validate_actions(self, value):
         try:
-            return actions_clean(value)
+            actions = actions_clean(value)
         except DjangoValidationError as exc:
             raise serializers.ValidationError(exc.messages) from exc
+        request = self.context.get("request")
+        refusal = status_actions_refusal(getattr(request, "user", None), actions)
+        if refusal:
+            raise PermissionDenied(refusal)
+        return actions
 
 
 class WorkflowRunSerializer(serializers.ModelSerializer):

@@ -35,7 +35,13 @@ from workflows.api.serializers import (
     WorkflowSerializer,
 )
 from workflows.filters import WorkflowRunFilter
-from workflows.models import RunTrigger, ScoringRule, Workflow, WorkflowRun
+from workflows.models import (
+    RunTrigger,
+    ScoringRule,
+    Workflow,
+    WorkflowRun,
+    status_actions_refusal,
+)
 from workflows.runs import (
     workflow_run_approve,
     workflow_run_reject,
@@ -101,9 +107,13 @@ class WorkflowViewSet(viewsets.ModelViewSet):
         body = WorkflowRunRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         key = body.validated_data.get("idempotency_key") or request.headers.get("Idempotency-Key")
+        workflow = self.get_object()
+        refusal = status_actions_refusal(request.user, workflow.actions)
+        if refusal:
+            raise PermissionDenied(refusal)
         try:
             run = workflow_run_request(
-                workflow=self.get_object(),
+                workflow=workflow,
                 trigger=RunTrigger.API,
                 actor=request.user,
                 idempotency_key=f"api:{request.user.pk}:{key}" if key else None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from contacts.imports.models import ContactImport
+from contacts.imports.models import ContactImport, ImportFormat
 from contacts.models import (
     Source,
     SourceKind,
@@ -46,6 +46,14 @@ class ContactImportCreateSerializer(serializers.Serializer):
     mapping = ImportMappingField(
         required=False,
         help_text='Column name → field ("" ignores the column), over the columns detected by their names.',
+    )
+    format = serializers.ChoiceField(
+        choices=ImportFormat.choices,
+        required=False,
+        allow_null=True,
+        help_text="\"hubspot\" for HubSpot's contacts export (mapped by HubSpot's column names; "
+        'its "Marketing contact status" kept with contacts.change_marketing_status), "csv" for '
+        "any other file; detected from the header when not given.",
     )
     marketing = serializers.BooleanField(
         default=False,
@@ -89,6 +97,7 @@ class ContactImportSerializer(serializers.ModelSerializer):
             "phase",
             "progress",
             "columns",
+            "format",
             "mapping",
             "marketing",
             "source",

@@ -76,7 +76,7 @@ class ContactImportViewSet(viewsets.ReadOnlyModelViewSet):
         responses={201: ContactImportSerializer},
     )
     def create(self, request, *args, **kwargs):
-        from contacts.imports.parsing import ImportFileError
+        from contacts.imports.parsing import ImportFileError, ImportNotAllowed
         from contacts.imports.services import (
             contact_import_create,
             contact_import_discard,
@@ -88,14 +88,18 @@ class ContactImportViewSet(viewsets.ReadOnlyModelViewSet):
         data = serializer.validated_data
         self._check_marketing(data["marketing"])
         upload = data["file"]
-        contact_import = contact_import_create(
-            file=upload,
-            file_name=upload.name,
-            actor=request.user,
-            source=data.get("source"),
-            mapping=data.get("mapping"),
-            marketing=data["marketing"],
-        )
+        try:
+            contact_import = contact_import_create(
+                file=upload,
+                file_name=upload.name,
+                actor=request.user,
+                source=data.get("source"),
+                mapping=data.get("mapping"),
+                marketing=data["marketing"],
+                file_format=data.get("format") or None,
+            )
+        except ImportNotAllowed as error:  # a HubSpot status column mapped without the right
+            raise PermissionDenied(str(error)) from error
         try:
             contact_import = contact_import_preview(
                 contact_import=contact_import, actor=request.user

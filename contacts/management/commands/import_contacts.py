@@ -1,4 +1,5 @@
-"""`manage.py import_contacts FILE --source NAME|ID [--marketing] [--map "Col=field" …] [--dry-run]`
+"""`manage.py import_contacts FILE --source NAME|ID [--format csv|hubspot] [--marketing]
+[--map "Col=field" …] [--dry-run]`
 `manage.py import_contacts --resume ID`
 
 Imports a CSV the way the admin does: the file is stored as a `ContactImport`, its
@@ -20,7 +21,7 @@ from django.core.files import File
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from contacts.imports.models import ImportStatus
+from contacts.imports.models import ImportFormat, ImportStatus
 from contacts.imports.parsing import import_check_size
 from contacts.imports.selectors import contact_import_list
 from contacts.imports.services import (
@@ -58,6 +59,12 @@ class Command(BaseCommand):
             "--source",
             help="the import source of new contacts: its id or name (a new name creates an "
             "Import source)",
+        )
+        parser.add_argument(
+            "--format",
+            choices=ImportFormat.values,
+            help="hubspot: HubSpot's contacts export (mapped by HubSpot's column names, each "
+            "contact's marketing status kept); default: detected from the header",
         )
         parser.add_argument(
             "--marketing",
@@ -98,6 +105,7 @@ class Command(BaseCommand):
                     source=source,
                     mapping=mapping,
                     marketing=options["marketing"],
+                    file_format=options.get("format"),
                 )
         except StatusError as error:
             raise CommandError(str(error)) from error
@@ -195,8 +203,16 @@ class Command(BaseCommand):
             f"duplicates {p['duplicates']:,}",
             f"  become marketing: {p['becomes_marketing']:,}",
         ]
+        if statuses := p.get("file_statuses"):
+            lines.append(
+                f"  a HubSpot export, its statuses kept: {statuses['marketing']:,} marketing, "
+                f"{statuses['pending']:,} set to non-marketing at the next update "
+                f"({statuses['would_schedule']:,} downgrades to schedule), "
+                f"{statuses['non_marketing'] + statuses['unset']:,} non-marketing"
+            )
+        lines += [f"  {note}" for note in p.get("notes") or ()]
         cost = (p.get("status_preview", {}).get("extra") or {}).get("cost")
-        if contact_import.marketing and cost:
+        if (contact_import.marketing or statuses) and cost:
             lines.append(
                 f"  billing: peak {cost['peak_before']:,} → {cost['peak_after']:,}, invoice "
                 f"{cost['total_before'] / 100:,.2f} → {cost['total_after'] / 100:,.2f} "

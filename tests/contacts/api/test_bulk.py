@@ -151,6 +151,7 @@ def test_preview_counts_and_writes_nothing(ops, manual):
     )
 
     assert up.status_code == down.status_code == 200
+    assert up.data["preview"] is down.data["preview"] is True
     period = usage_current()
     cost = up.data.pop("extra")["cost"]
     assert {k: cost[k] for k in ("would_add", "peak_before", "peak_after", "invoice_delta")} == {
@@ -159,23 +160,23 @@ def test_preview_counts_and_writes_nothing(ops, manual):
         "peak_after": 4,
         "invoice_delta": 0,
     }
-    assert {k: v for k, v in up.data.items() if k != "at"} == {
+    assert {k: v for k, v in up.data.items() if k != "requested_at"} == {
+        "preview": True,
         "operation": "set_marketing",
+        "idempotency_key": None,
         "matched": 4,
-        "would_change": 2,
-        "would_schedule": 0,
-        "would_cancel": 1,
+        "changed": 2,
+        "scheduled": 0,
+        "cancelled": 1,
         "already": 1,
         "effective_from": None,
-        "live_count": 2,
-        "live_after": 4,
-        "peak_count": 2,
-        "peak_after": 4,
-        "period_start": api_time(period.period_start),
-        "period_end": api_time(period.period_end),
+        "live_count": 4,
+        "peak_count": 4,
     }
-    assert (down.data["matched"], down.data["would_schedule"], down.data["already"]) == (2, 1, 1)
+    assert (down.data["matched"], down.data["scheduled"], down.data["already"]) == (2, 1, 1)
     assert down.data["effective_from"] == api_time(period.period_end)
+    # Setting non-marketing says what it saves from the next period.
+    assert down.data["extra"]["cost"]["next_period"]["demote"] == 1
     assert (contact_snapshot(), ledger_snapshot(), StatusChangeRequest.objects.count()) == before
 
 

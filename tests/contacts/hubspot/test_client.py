@@ -17,6 +17,7 @@ from hubspot.crm.contacts import (
     BatchInputSimplePublicObjectBatchInputUpsert,
     Filter,
     FilterGroup,
+    PublicMergeInput,
     PublicObjectSearchRequest,
     SimplePublicObjectBatchInputForCreate,
     SimplePublicObjectBatchInputUpsert,
@@ -325,3 +326,35 @@ def test_no_token_is_hubspots_authentication_error(ops, live_server):
 
     assert status == 401
     assert_hubspot_error(body, "INVALID_AUTHENTICATION")
+
+
+def test_the_client_merges_two_contacts(hubspot):
+    keep = ContactFactory(email="keep@example.com")
+    gone = ContactFactory(email="gone@example.com")
+    make_marketing(gone)
+
+    merged = hubspot.crm.contacts.basic_api.merge(
+        public_merge_input=PublicMergeInput(
+            primary_object_id=str(keep.pk), object_id_to_merge=str(gone.pk)
+        )
+    )
+
+    assert merged.id == str(keep.pk)
+    assert merged.properties["email"] == "keep@example.com"
+    assert merged.properties["hs_marketable_status"] == "true"
+    assert not Contact.objects.filter(pk=gone.pk).exists()
+    # Merging it again answers the same survivor; a missing id is HubSpot's 404.
+    again = hubspot.crm.contacts.basic_api.merge(
+        public_merge_input=PublicMergeInput(
+            primary_object_id=str(keep.pk), object_id_to_merge=str(gone.pk)
+        )
+    )
+    assert again.id == str(keep.pk)
+    status, body = api_error(
+        lambda: hubspot.crm.contacts.basic_api.merge(
+            public_merge_input=PublicMergeInput(
+                primary_object_id=str(keep.pk), object_id_to_merge="987654"
+            )
+        )
+    )
+    assert (status, body["category"]) == (404, "OBJECT_NOT_FOUND")

@@ -42,7 +42,7 @@ def remove_indexes(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("contacts", "0016_contact_reason_type_null"),
+        ("contacts", "0019_bulk_status_jobs"),
     ]
 
     operations = [
