@@ -8,7 +8,7 @@ PG_URL ?= postgres://postgres@127.0.0.1:5432/marketable
 DEMO_CONTACTS ?= 5000
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-pg test-faults test-schema lint format bench migrate demo
+.PHONY: help install run serve-prod test test-pg test-faults test-schema lint format bench migrate demo
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -30,6 +30,13 @@ demo: migrate
 run: demo ## Install, migrate, load demo data and serve the admin at http://127.0.0.1:8000/admin/
 	@echo "Admin: http://127.0.0.1:8000/admin/  (user: admin, password: see above or ADMIN_PASSWORD)"
 	$(PY) manage.py runserver 127.0.0.1:8000
+
+serve-prod: install ## gunicorn on crm.wsgi with the production settings (README: Production); WEB_CONCURRENCY, GUNICORN_THREADS, BIND
+	$(PY) manage.py collectstatic --noinput --verbosity 0
+	rm -rf $${PROMETHEUS_MULTIPROC_DIR:-/tmp/marketable-metrics} && mkdir -p $${PROMETHEUS_MULTIPROC_DIR:-/tmp/marketable-metrics}
+	PROMETHEUS_MULTIPROC_DIR=$${PROMETHEUS_MULTIPROC_DIR:-/tmp/marketable-metrics} \
+	DJANGO_SETTINGS_MODULE=$${DJANGO_SETTINGS_MODULE:-crm.settings.production} \
+	$(VENV)/bin/gunicorn -c crm/gunicorn.py crm.wsgi
 
 test: install ## Install and run the tests (SQLite; PostgreSQL when DATABASE_URL is set)
 	$(PY) -m pytest

@@ -299,8 +299,9 @@ class ContactAdmin(
         "last_engaged_at",
     ]
     list_select_related = ["source"]
-    # Only indexed columns sort: an unindexed ORDER BY sorts the whole table.
-    sortable_by = ["email", "lifecycle_stage", "lead_score", "last_engaged_at"]
+    # Only indexed columns sort: an unindexed ORDER BY sorts the whole table (lead_score and
+    # last_engaged_at are unindexed on purpose, see Contact).
+    sortable_by = ["email", "lifecycle_stage"]
     list_filter = [
         MarketingStatusFilter,
         PendingFilter,
@@ -337,7 +338,9 @@ class ContactAdmin(
 
     def get_search_results(self, request, queryset, search_term):
         """Prefix matches only: emails are stored lower-case, so `email LIKE 'ann%'` uses the
-        unique index's pattern-ops twin on PostgreSQL; a term with "@" searches emails only."""
+        unique index's pattern-ops twin on PostgreSQL; names and company use the trigram
+        indexes over UPPER(column) (contact_first_name_trgm, contact_last_name_trgm,
+        contact_company_trgm); a term with "@" searches emails only."""
         for term in search_term.split():
             match = Q(email__startswith=normalise_email(term))
             if "@" not in term:

@@ -30,6 +30,7 @@ billing period starts at local midnight there, so "non-marketing from
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.paginator import Paginator
 from django.db import connections
@@ -39,6 +40,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.formats import number_format
 from django.utils.functional import cached_property
+from django.utils.html import format_html
+from django.utils.translation import gettext as _
 
 from crm.calendar import BillingCalendar
 from crm.models import Account
@@ -125,6 +128,16 @@ class BigTableAdmin(admin.ModelAdmin):
     list_per_page = 50
     list_max_show_all = 200
     date_hierarchy = None
+
+    def action_checkbox(self, obj):
+        """The row's checkbox, as Django's own markup, written directly: Django renders a
+        form widget template for each row, a sixth of a 50-row contacts page's time."""
+        return format_html(
+            '<input type="checkbox" name="{}" value="{}" class="action-select" aria-label="{}">',
+            helpers.ACTION_CHECKBOX_NAME,
+            str(obj.pk),
+            format_html(_("Select this object for an action - {}"), str(obj)),
+        )
 
     def get_changelist_instance(self, request):
         # A filter value the database cannot take (a date whose UTC equivalent is out of

@@ -5,7 +5,9 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from contacts.outreach.views import unsubscribe
+from crm.health import health
 from crm.me import MeView
+from crm.metrics import metrics
 from workflows.admin import admin_urls as workflows_admin_urls
 
 urlpatterns = [
@@ -24,6 +26,9 @@ urlpatterns = [
     # HubSpot's CRM v3 contacts API, for its official clients (docs/HUBSPOT.md).
     path("crm/v3/", include("contacts.hubspot.urls")),
     path("unsubscribe/<str:token>/", unsubscribe, name="unsubscribe"),
+    # Operations: a probe for load balancers (no authentication) and Prometheus's scrape.
+    path("health/", health, name="health"),
+    path("metrics", metrics, name="metrics"),
 ]
 
 handler404 = "crm.views.page_not_found"

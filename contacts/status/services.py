@@ -31,6 +31,7 @@ from contacts.models import (
     StatusSourceType,
 )
 from contacts.status.guardrails import guardrails_check, held_message
+from contacts.status.metrics import status_changes_count
 from contacts.status.models import (
     LedgerAction,
     PendingApproval,
@@ -365,6 +366,7 @@ def _apply(
             .annotate(n=Count("id"))
         )
         totals.update({row["action"]: row["n"] for row in rows})
+    transaction.on_commit(lambda: status_changes_count(totals))
     return totals
 
 

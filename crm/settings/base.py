@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_jsonform",
+    "django_prometheus",
     "crm",
     "contacts",
     "workflows",
@@ -49,6 +50,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First and last: django-prometheus times the whole request (crm/metrics.py).
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "crm.middleware.ServiceUnavailableMiddleware",  # a 503, not a traceback, when the DB is down
     "crm.middleware.reject_nul_in_url",
@@ -58,6 +61,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "crm.urls"
@@ -228,6 +232,13 @@ CELERY_BEAT_SCHEDULE: dict = {
 # A worker renews its lease on a job at each step; a job unrenewed this long is taken for
 # dead (crm/jobs.py).
 JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 300)
+
+# --- Operations: /health/ and /metrics (crm/health.py, crm/metrics.py) --------
+# The broker check of /health/ gives up after this many seconds.
+HEALTH_BROKER_TIMEOUT = float(os.environ.get("HEALTH_BROKER_TIMEOUT", "2"))
+# A scraper sends "Authorization: Bearer <METRICS_TOKEN>"; unset, only staff sessions read
+# /metrics.
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
 
 # --- Marketable ------------------------------------------------------------
 # Bulk status changes above this many contacts ask the user to type the number.

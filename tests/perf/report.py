@@ -148,6 +148,10 @@ def rows(results: dict) -> list[tuple[str, str, str]]:
         from tests.perf.workflows import rows as workflow_rows
 
         out += workflow_rows(results["workflows"])
+    if "reads" in results:
+        from tests.perf.reads import rows as read_rows
+
+        out += read_rows(results["reads"])
     return out
 
 
@@ -463,6 +467,15 @@ def markdown(results: dict) -> str:
             ("f. close", results["close"], "plan_replay", "the ledger replay"),
             ("f. close", results["close"], "plan_rollover", "the rollover's first chunk statement"),
         ]
+    if "reads" in results and results["reads"].get("plan_worst"):
+        plans.append(
+            (
+                "k. reads",
+                results["reads"],
+                "plan_worst",
+                f"the slowest list's slowest query ({results['reads']['worst']})",
+            )
+        )
     for label, entry, key, title in plans:
         out += [
             f"<details><summary>{label}: {title}</summary>",
@@ -495,6 +508,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "h. export": ("export",),
     "i. workflows": ("workflows",),
     "j. engagement": ("engagement",),
+    "k. reads": ("reads",),
 }
 STORE = Path(settings.BASE_DIR) / "docs" / "benchmarks.json"
 

@@ -36,6 +36,11 @@ j. engagement (tests/perf/engagement.py): 100,000 events ingested in 10 batches 
    through the ingestion service and scoring, as the API does (bar: ≤ 5 s), a retry, one
    batch through the API client, a naive per-event loop on `--loop` events (extrapolated),
    and the full score recompute. `--only engagement` runs just this.
+k. reads (tests/perf/reads.py): every contacts list of the API and the admin — unfiltered,
+   each filter, each kind of search, a second page — over the demo data of N contacts,
+   p50/p95 server time of 30 requests each (bar: 50 ms / 100 ms), against the same lists
+   with Django's and DRF's default counting paginators and no search index. `--only
+   reads` runs just this.
 
 Between runs every contender gets the same state: contacts non-marketing again, the
 ledger and counters truncated, VACUUM ANALYZE, CHECKPOINT. One untimed hand-written run
@@ -102,9 +107,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--calls", type=int, default=300, help="single changes timed at each size")
     parser.add_argument(
         "--only",
-        choices=["close", "import", "export", "workflows", "engagement"],
+        choices=["close", "import", "export", "workflows", "engagement", "reads"],
         help="run one section only (close: f., import: g., export: h., workflows: i., "
-        "engagement: j.); its rows in the docs are updated, the others kept",
+        "engagement: j., reads: k.); its rows in the docs are updated, the others kept",
     )
     parser.add_argument(
         "--no-write", dest="write", action="store_false", help="print only; leave the docs alone"
@@ -117,7 +122,16 @@ def run(options: argparse.Namespace) -> dict:
 
     from contacts.models import Contact
     from contacts.status.sql import STATUS_RANGE_BATCH
-    from tests.perf import close, contenders, data, engagement, exports, imports, workflows
+    from tests.perf import (
+        close,
+        contenders,
+        data,
+        engagement,
+        exports,
+        imports,
+        reads,
+        workflows,
+    )
 
     results: dict = {"options": vars(options)}
 
@@ -138,6 +152,9 @@ def run(options: argparse.Namespace) -> dict:
         return results
     if options.only == "workflows":
         results["workflows"] = workflows.run(options, say)
+        return results
+    if options.only == "reads":
+        results["reads"] = reads.run(options, say)
         return results
 
     # e, small table first, then a, then e on the large table.
@@ -223,6 +240,8 @@ def run(options: argparse.Namespace) -> dict:
     results["workflows"] = workflows.run(options, say)
     # j
     results["engagement"] = engagement.run(options, say)
+    # k, last: it replaces the synthetic contacts with the demo data
+    results["reads"] = reads.run(options, say)
     return results
 
 

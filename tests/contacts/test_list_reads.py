@@ -1,0 +1,206 @@
+"""The contacts lists at scale: a fixed number of queries per page whatever the rows, and
+the indexes the hot queries rely on (PostgreSQL)."""
+
+import datetime as dt
+
+import pytest
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from contacts.filters import ContactFilter
+from contacts.models import Contact
+from contacts.selectors import contact_list
+from contacts.status.services import contacts_set_marketing, contacts_set_non_marketing
+from tests.contacts.api.support import CONTACTS, client_for
+from tests.factories import ContactFactory, SourceFactory
+
+CHANGELIST = "/admin/contacts/contact/"
+
+API_QUERIES = [
+    {},
+    {"marketing_status": "marketing"},
+    {"marketing_status": "non_marketing"},
+    {"pending": "true"},
+    {"pending": "false"},
+    {"lifecycle_stage": "lead"},
+    {"lead_status": "new"},
+    {"lead_score_min": "10", "lead_score_max": "90"},
+    {"engaged_after": "2026-01-01T00:00:00Z"},
+    {"engaged_before": "2030-01-01T00:00:00Z"},
+    {"search": "ann"},
+    {"search": "Ann Lee"},
+    {"search": "acme"},
+]
+
+ADMIN_QUERIES = [
+    "",
+    "?marketing=marketing",
+    "?marketing=non_marketing",
+    "?marketing=pending",
+    "?marketing=settled",
+    "?source__kind__exact=form",
+    "?lifecycle_stage__exact=lead",
+    "?lead_status__exact=new",
+    "?unengaged=90",
+    "?q=ann",
+    "?q=ann+lee",
+    "?q=acme",
+]
+
+
+def add_contacts(source, count: int, start: int, manual) -> list[int]:
+    """Contacts that every query above can match: named Ann Lee at Acme, created 200 days
+    ago, every other one engaged yesterday (the others never), a third of them marketing
+    and a third of those pending."""
+    now = timezone.now()
+    created = [
+        ContactFactory(
+            email=f"ann{start + i}@acme.example",
+            first_name="Ann",
+            last_name="Lee",
+            company="Acme",
+            lifecycle_stage="lead",
+            lead_status="new",
+            lead_score=50,
+            last_engaged_at=now - dt.timedelta(days=1) if i % 2 == 0 else None,
+            source=source,
+        ).pk
+        for i in range(count)
+    ]
+    Contact.objects.filter(pk__in=created).update(created_at=now - dt.timedelta(days=200))
+    marketing = created[::3]
+    contacts_set_marketing(contacts=marketing, source=manual)
+    contacts_set_non_marketing(contacts=marketing[::3], source=manual)
+    return created
+
+
+@pytest.fixture
+def form(db):
+    return SourceFactory(name="Form", kind="form")
+
+
+def query_count(client, url, params=None) -> int:
+    with CaptureQueriesContext(connection) as captured:
+        response = client.get(url, params or {})
+    assert response.status_code == 200
+    return len(captured.captured_queries)
+
+
+@pytest.mark.parametrize("params", API_QUERIES, ids=lambda p: "&".join(p) or "unfiltered")
+def test_api_list_is_one_query_with_any_filter_or_search(
+    account, marketing_ops, form, manual, params
+):
+    client = client_for(marketing_ops)
+    add_contacts(form, 3, 0, manual)
+    client.get(CONTACTS)  # the user's permissions are cached from here on
+    small = query_count(client, CONTACTS, params)
+    add_contacts(form, 24, 100, manual)
+
+    with CaptureQueriesContext(connection) as captured:
+        response = client.get(CONTACTS, params)
+
+    assert response.status_code == 200
+    assert response.data["results"]  # every query above matches some of these contacts
+    assert small == len(captured.captured_queries) == 1
+    assert "COUNT(" not in captured.captured_queries[0]["sql"].upper()
+
+
+@pytest.mark.parametrize("query", ADMIN_QUERIES, ids=lambda q: q or "unfiltered")
+def test_admin_changelist_queries_do_not_grow_with_rows(account, ops_client, form, manual, query):
+    client = ops_client
+    add_contacts(form, 3, 0, manual)
+    client.get(CHANGELIST)
+    small = query_count(client, CHANGELIST + query)
+    add_contacts(form, 24, 100, manual)
+
+    with CaptureQueriesContext(connection) as captured:
+        response = client.get(CHANGELIST + query)
+
+    assert response.status_code == 200
+    assert len(response.context["cl"].result_list) > 3
+    assert len(captured.captured_queries) == small
+    # No full count: the only COUNT over contacts is the paginator's capped one.
+    counts = [
+        q["sql"]
+        for q in captured.captured_queries
+        if "COUNT(" in q["sql"].upper() and "contacts_contact" in q["sql"]
+    ]
+    assert all("LIMIT 10001" in sql for sql in counts)
+
+
+def test_api_search_matches_the_start_of_a_company(account, marketing_ops, form):
+    ContactFactory(email="ann@one.example", company="Acme Corp", source=form)
+    ContactFactory(email="bob@two.example", company="Globex", source=form)
+    client = client_for(marketing_ops)
+
+    response = client.get(CONTACTS, {"search": "acm"})
+
+    assert [row["email"] for row in response.data["results"]] == ["ann@one.example"]
+    response = client.get(CONTACTS, {"search": "corp"})  # a prefix, not a substring
+    assert response.data["results"] == []
+
+
+# --- the indexes (PostgreSQL) ------------------------------------------------------------
+
+
+def contact_indexes() -> dict[str, str]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'contacts_contact'"
+        )
+        return dict(cursor.fetchall())
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_the_list_indexes_exist():
+    indexes = contact_indexes()
+
+    for name, column in (
+        ("contact_first_name_trgm", "first_name"),
+        ("contact_last_name_trgm", "last_name"),
+        ("contact_company_trgm", "company"),
+    ):
+        assert "USING gin" in indexes[name]
+        assert f"upper(({column})::text) gin_trgm_ops" in indexes[name]
+    assert any("(email varchar_pattern_ops)" in d for d in indexes.values())  # email prefix
+    assert "(marketing_until, id)" in indexes["contact_pending_idx"]  # pending
+    assert "(lifecycle_stage)" in indexes["contact_lifecycle_idx"]
+    assert "(lead_status)" in indexes["contact_lead_status_idx"]
+    assert any(d.endswith("USING btree (source_id)") for d in indexes.values())
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_the_search_query_can_be_answered_from_the_indexes_alone():
+    """The indexes are built over the very expressions Django writes for the search
+    (`UPPER(col::text) LIKE UPPER(…)`, `email LIKE …`): with the table scans forbidden, the
+    plan ORs the four indexes' bitmaps."""
+    ContactFactory(email="ann@acme.example", first_name="Ann", company="Acme")
+    queryset = ContactFilter(data={"search": "ann"}, queryset=contact_list()).qs
+
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL enable_seqscan = off")
+            cursor.execute("SET LOCAL enable_indexscan = off")
+        plan = queryset.explain()
+
+    assert "BitmapOr" in plan
+    for name in ("contact_first_name_trgm", "contact_last_name_trgm", "contact_company_trgm"):
+        assert name in plan
+    assert "_like" in plan  # the email's varchar_pattern_ops index
+
+
+def test_the_row_checkbox_is_djangos_markup(db, form):
+    from django.contrib import admin
+
+    from contacts.admin import ContactAdmin
+
+    contact = ContactFactory(email='o"brien<x>@example.com', source=form)
+    model_admin = ContactAdmin(Contact, admin.site)
+
+    ours = model_admin.action_checkbox(contact)
+
+    assert ours == admin.ModelAdmin.action_checkbox(model_admin, contact)
+    assert f'value="{contact.pk}"' in ours and "&lt;x&gt;" in ours
