@@ -55,6 +55,7 @@ from contacts.services import (
     contact_update,
     contacts_creation_policy,
 )
+from contacts.status.reasons import status_reason_text
 from contacts.status.results import (
     SET_MARKETING,
     SET_NON_MARKETING,
@@ -71,7 +72,6 @@ from contacts.status.services import (
     contacts_status_preview,
 )
 from crm.admin import (
-    AccountTimeZoneMixin,
     BigTableAdmin,
     account_time_zone,
     capped_count,
@@ -83,7 +83,7 @@ CONTACT_PAGE_LEDGER_ROWS = 50
 
 def format_day(value) -> str:
     """An instant as a day in the active time zone (the account's, in these views)."""
-    return date_format(timezone.localtime(value), "j F Y")
+    return date_format(timezone.localtime(value))
 
 
 def held_message(held: ChangeHeld) -> str:
@@ -300,7 +300,7 @@ CHANGE_READONLY_FIELDS = [
 
 
 @admin.register(Contact)
-class ContactAdmin(ContactDeletionMixin, AccountTimeZoneMixin, BigTableAdmin):
+class ContactAdmin(ContactDeletionMixin, BigTableAdmin):
     list_display = [
         "email",
         "name_display",
@@ -378,12 +378,9 @@ class ContactAdmin(ContactDeletionMixin, AccountTimeZoneMixin, BigTableAdmin):
     def marketing_reason_display(self, obj: Contact) -> str:
         if not obj.marketing_reason_type:
             return self.get_empty_value_display()
-        parts = [obj.get_marketing_reason_type_display()]
-        if obj.marketing_reason_id:
-            parts.append(f"#{obj.marketing_reason_id}")
-        if obj.marketing_reason_name:
-            parts.append(f"“{obj.marketing_reason_name}”")
-        return " ".join(parts)
+        return status_reason_text(
+            obj.marketing_reason_type, obj.marketing_reason_id, obj.marketing_reason_name
+        )
 
     def has_change_marketing_status_permission(self, request) -> bool:
         return can_change_marketing_status(request.user)

@@ -25,10 +25,8 @@ from billing.selectors import billing_demotion_saving
 from contacts.criteria.forms import CriteriaFormField
 from contacts.status.rules import MARKETING_STATUS_PERMISSION
 from crm.admin import (
-    AccountTimeZoneMixin,
     OwnsSystemRowsMixin,
     ReadOnlyAdminMixin,
-    account_time_zone,
 )
 from workflows.hygiene import hygiene_run
 from workflows.models import (
@@ -125,12 +123,11 @@ def hygiene_wizard_view(request):
                     trigger=HygieneTrigger.WIZARD,
                     actor=request.user,
                 )
-                with timezone.override(account_time_zone()):
-                    when = (
-                        date_format(timezone.localtime(run.effective_from), "j F Y")
-                        if run.effective_from
-                        else "the next update date"
-                    )
+                when = (
+                    date_format(timezone.localtime(run.effective_from))
+                    if run.effective_from
+                    else "the next update date"
+                )
                 messages.success(
                     request,
                     ("Already done (a second submit changes nothing): " if again else "")
@@ -139,9 +136,8 @@ def hygiene_wizard_view(request):
                 )
                 url = reverse("admin:contacts_contact_changelist") + "?marketing=pending"
                 return HttpResponseRedirect(url)
-        with timezone.override(account_time_zone()):
-            preview = hygiene_preview(options=options, now=now)
-            preview_sample = list(preview.sample)
+        preview = hygiene_preview(options=options, now=now)
+        preview_sample = list(preview.sample)
         confirm_form = HygieneConfirmForm(initial={"idempotency_key": uuid.uuid4().hex})
     context = {
         **admin.site.each_context(request),
@@ -157,8 +153,7 @@ def hygiene_wizard_view(request):
         "confirm_form": confirm_form,
         "opts": HygieneRun._meta,
     }
-    with timezone.override(account_time_zone()):
-        return TemplateResponse(request, "admin/workflows/hygiene_wizard.html", context).render()
+    return TemplateResponse(request, "admin/workflows/hygiene_wizard.html", context)
 
 
 def savings_view(request):
@@ -201,8 +196,7 @@ def savings_view(request):
         "can_clean_up": _can_run_hygiene(request.user),
         "pending_url": reverse("admin:contacts_contact_changelist") + "?marketing=pending",
     }
-    with timezone.override(account_time_zone()):
-        return TemplateResponse(request, "admin/workflows/savings.html", context).render()
+    return TemplateResponse(request, "admin/workflows/savings.html", context)
 
 
 hygiene_admin_urls = [
@@ -253,7 +247,7 @@ class HygienePolicyForm(forms.ModelForm):
 
 
 @admin.register(HygienePolicy)
-class HygienePolicyAdmin(StatusChangingAdminMixin, AccountTimeZoneMixin, admin.ModelAdmin):
+class HygienePolicyAdmin(StatusChangingAdminMixin, admin.ModelAdmin):
     form = HygienePolicyForm
     list_display = ["name", "enabled", "schedule", "reasons_display", "last_run_display"]
     list_filter = ["enabled", "schedule"]
@@ -301,7 +295,7 @@ class HygienePolicyAdmin(StatusChangingAdminMixin, AccountTimeZoneMixin, admin.M
         return format_html(
             '<a href="{}">{}: {} scheduled</a>',
             url,
-            date_format(timezone.localtime(run.at), "j M Y H:i"),
+            date_format(timezone.localtime(run.at), "DATETIME_FORMAT"),
             run.scheduled,
         )
 
@@ -334,7 +328,7 @@ class HygienePolicyAdmin(StatusChangingAdminMixin, AccountTimeZoneMixin, admin.M
 
 
 @admin.register(HygieneRun)
-class HygieneRunAdmin(ReadOnlyAdminMixin, AccountTimeZoneMixin, admin.ModelAdmin):
+class HygieneRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
         "id",
         "name",
@@ -413,9 +407,7 @@ class RotationRunInline(ReadOnlyAdminMixin, admin.TabularInline):
 
 
 @admin.register(RotationPlan)
-class RotationPlanAdmin(
-    OwnsSystemRowsMixin, StatusChangingAdminMixin, AccountTimeZoneMixin, admin.ModelAdmin
-):
+class RotationPlanAdmin(OwnsSystemRowsMixin, StatusChangingAdminMixin, admin.ModelAdmin):
     form = RotationPlanForm
     list_display = [
         "name",
@@ -455,7 +447,7 @@ class RotationPlanAdmin(
 
 
 @admin.register(RotationRun)
-class RotationRunAdmin(ReadOnlyAdminMixin, AccountTimeZoneMixin, admin.ModelAdmin):
+class RotationRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
         "id",
         "plan",
@@ -474,7 +466,7 @@ class RotationRunAdmin(ReadOnlyAdminMixin, AccountTimeZoneMixin, admin.ModelAdmi
 
 
 @admin.register(RotationMember)
-class RotationMemberAdmin(ReadOnlyAdminMixin, AccountTimeZoneMixin, admin.ModelAdmin):
+class RotationMemberAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["id", "plan", "contact", "joined_at", "leaving_at", "left_at"]
     list_filter = ["plan"]
     list_select_related = ["plan", "contact"]

@@ -46,9 +46,6 @@ from contacts.models import (
     Source,
 )
 from contacts.status.rules import can_change_marketing_status
-from crm.admin import (
-    AccountTimeZoneMixin,
-)
 from crm.jobs import JobNotQueued, jobs_expire_stale
 
 
@@ -131,7 +128,7 @@ def _asked_marketing(form: forms.Form, default: bool) -> bool:
 
 
 @admin.register(ContactImport)
-class ContactImportAdmin(AccountTimeZoneMixin, admin.ModelAdmin):
+class ContactImportAdmin(admin.ModelAdmin):
     """Imports: upload → mapping → preview → confirm → progress. Read-only once committed;
     every step calls contacts.services."""
 

@@ -68,7 +68,7 @@ def next_update():
 
 
 def day(value) -> str:
-    return f"{value.day} {value:%B %Y}"
+    return f"{value.day} {value:%b %Y}"
 
 
 def messages_of(response) -> list[str]:
