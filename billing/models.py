@@ -215,7 +215,8 @@ class DailyUsage(models.Model):
 
     class Meta:
         ordering = ["-day"]
-        verbose_name_plural = "daily usage"
+        verbose_name = "daily usage record"
+        verbose_name_plural = "daily usage records"
 
     def __str__(self) -> str:
         return f"{self.day}: {self.max_count}"
@@ -226,6 +227,10 @@ class HourlyUpgrades(models.Model):
 
     hour = models.DateTimeField(unique=True)
     count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        verbose_name = "hourly upgrade count"
+        verbose_name_plural = "hourly upgrade counts"
 
     def __str__(self) -> str:
         return f"{self.hour:%Y-%m-%d %H:00}: {self.count}"
