@@ -85,7 +85,13 @@ DEMO_EMAIL_SUFFIX = ".example"  # RFC 2606 top-level domain: never a real inbox
 INSERT_BATCH_SIZE = 5_000  # rows per bulk_create statement (and per COPY write)
 BACKDATE_RANGES = 50  # distinct created_at instants per batch (an UPDATE each with bulk_create)
 ADMIN_USERNAME = "admin"
-ADMIN_URL = "http://127.0.0.1:8000/admin/"
+
+
+def admin_url() -> str:
+    """Where `make run` serves the admin (`make run PORT=8123` passes its port on)."""
+    return f"http://127.0.0.1:{os.environ.get('PORT') or 8000}/admin/"
+
+
 PASSWORD_FILE = ".admin_password"  # in the project directory; git-ignored
 
 # (name, kind, share of new contacts in %)
@@ -788,8 +794,16 @@ class Command(BaseCommand):
     def ensure_admin(self) -> None:
         User = get_user_model()
         if User.objects.filter(username=ADMIN_USERNAME).exists():
+            path = Path(settings.BASE_DIR) / PASSWORD_FILE
+            where = (
+                f"its password is the one shown when it was created (also in {path})"
+                if path.exists()
+                else "its password is the one set when it was created"
+            )
             self.stdout.write(
-                f"Superuser '{ADMIN_USERNAME}' exists (password unchanged). Log in at {ADMIN_URL}"
+                f"Superuser '{ADMIN_USERNAME}' exists; {where}. Log in at {admin_url()}\n"
+                f"To set a new password: .venv/bin/python manage.py changepassword "
+                f"{ADMIN_USERNAME} (or delete the user and run make run again)."
             )
             return
         password = os.environ.get("ADMIN_PASSWORD", "")
@@ -811,7 +825,7 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"Created superuser '{ADMIN_USERNAME}' (password from ADMIN_PASSWORD)."
             )
-        self.stdout.write(f"Log in at {ADMIN_URL} as '{ADMIN_USERNAME}'.")
+        self.stdout.write(f"Log in at {admin_url()} as '{ADMIN_USERNAME}'.")
 
     def summary(self, seconds: float) -> None:
         usage = usage_current()
