@@ -305,7 +305,7 @@ def test_the_wizard_uses_the_admins_form_rows_with_each_box_before_its_label(acc
     html = client.get("/admin/workflows/hygiene/").content.decode()
 
     assert "admin/css/forms.css" in html
-    row = html.split('<div class="form-row field-unsubscribed">')[1]
+    row = html.split('<div class="form-row field-include_unsubscribed">')[1]
     box = row.split('<div class="flex-container checkbox-row">')[1]
-    assert box.startswith('<input type="checkbox" name="unsubscribed"')
-    assert '<label class="vCheckboxLabel" for="id_unsubscribed">' in box
+    assert box.startswith('<input type="checkbox" name="include_unsubscribed"')
+    assert '<label class="vCheckboxLabel" for="id_include_unsubscribed">' in box
