@@ -77,6 +77,7 @@ from crm.admin import (
     account_time_zone,
     capped_count,
 )
+from crm.text import counted
 
 # Ledger rows shown on a contact's page; the ledger admin has the rest.
 CONTACT_PAGE_LEDGER_ROWS = 50
@@ -266,7 +267,7 @@ class BulkStatusConfirmForm(forms.Form):
         digits = "".join(ch for ch in typed if ch not in ", _'\u00a0\u202f")
         if not digits.isdigit() or int(digits) != self.expected:
             raise ValidationError(
-                f"Type {self.expected} (the number of contacts that will change) to confirm."
+                f"Type {self.expected:,} (the number of contacts that will change) to confirm."
             )
         return int(digits)
 
@@ -670,14 +671,15 @@ class ContactAdmin(ContactDeletionMixin, BigTableAdmin):
             return
         if operation == SET_MARKETING:
             text = (
-                f"{result.changed} contacts are now marketing, {result.cancelled} pending "
-                f"downgrades were cancelled, {result.already} were already marketing."
+                f"{counted(result.changed, 'contact')} now marketing, "
+                f"{counted(result.cancelled, 'pending downgrade')} cancelled, "
+                f"{result.already:,} already marketing."
             )
         else:
-            text = f"{result.scheduled} contacts are non-marketing from " + (
+            text = f"{counted(result.scheduled, 'contact')} non-marketing from " + (
                 format_day(result.effective_from) if result.effective_from else "the next update"
             )
-            text += f" (billable until then), {result.already} were already non-marketing."
+            text += f" (billable until then), {result.already:,} already non-marketing."
         text += f" Live count {result.live_count:,}, this period's peak {result.peak_count:,}."
         self.message_user(request, text, messages.SUCCESS)
 

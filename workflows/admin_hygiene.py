@@ -28,6 +28,7 @@ from crm.admin import (
     OwnsSystemRowsMixin,
     ReadOnlyAdminMixin,
 )
+from crm.text import counted
 from workflows.hygiene import hygiene_run
 from workflows.models import (
     DEFAULT_UNENGAGED_DAYS,
@@ -131,7 +132,7 @@ def hygiene_wizard_view(request):
                 messages.success(
                     request,
                     ("Already done (a second submit changes nothing): " if again else "")
-                    + f"{run.scheduled} contacts are non-marketing from {when}; "
+                    + f"{counted(run.scheduled, 'contact')} non-marketing from {when}; "
                     f"saving {_money(run.saving, run.currency)} a month from then.",
                 )
                 url = reverse("admin:contacts_contact_changelist") + "?marketing=pending"
@@ -279,7 +280,7 @@ class HygienePolicyAdmin(StatusChangingAdminMixin, admin.ModelAdmin):
             for flag, label in (
                 (obj.include_unsubscribed, "unsubscribed"),
                 (obj.include_hard_bounced, "hard bounced"),
-                (obj.include_unengaged, f"unengaged {obj.unengaged_days} d"),
+                (obj.include_unengaged, f"unengaged for {counted(obj.unengaged_days, 'day')}"),
                 (bool((obj.criteria or {}).get("filterGroups")), "criteria"),
             )
             if flag
@@ -317,7 +318,7 @@ class HygienePolicyAdmin(StatusChangingAdminMixin, admin.ModelAdmin):
             )
             self.message_user(
                 request,
-                f"{policy}: {run.scheduled} contacts scheduled non-marketing, saving "
+                f"{policy}: {counted(run.scheduled, 'contact')} scheduled non-marketing, saving "
                 f"{_money(run.saving, run.currency)} a month.",
                 messages.SUCCESS,
             )
@@ -425,7 +426,7 @@ class RotationPlanAdmin(OwnsSystemRowsMixin, StatusChangingAdminMixin, admin.Mod
 
     @admin.display(description="Billable members now")
     def members_display(self, obj):
-        return f"{rotation_billable_members(obj, at=timezone.now()).count()} / {obj.size}"
+        return f"{rotation_billable_members(obj, at=timezone.now()).count():,} of {obj.size:,}"
 
     # Offered only to those who may change plans (which needs the status permission too).
     @admin.action(
@@ -439,10 +440,10 @@ class RotationPlanAdmin(OwnsSystemRowsMixin, StatusChangingAdminMixin, admin.Mod
             parts = []
             if outcome.promote is not None:
                 parts.append(
-                    f"promoted {outcome.promote.promoted} ({outcome.promote.get_status_display()})"
+                    f"promoted {outcome.promote.promoted:,} ({outcome.promote.get_status_display()})"
                 )
             if outcome.demote is not None:
-                parts.append(f"demoting {outcome.demote.demoted} at the update date")
+                parts.append(f"demoting {outcome.demote.demoted:,} at the update date")
             self.message_user(request, f"{plan}: " + (", ".join(parts) or "nothing due"))
 
 

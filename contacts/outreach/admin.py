@@ -43,6 +43,7 @@ from crm.admin import (
     ReadOnlyAdminMixin,
 )
 from crm.jobs import JobNotQueued
+from crm.text import counted
 
 
 class AdAudienceChoiceForm(forms.Form):
@@ -134,7 +135,7 @@ class MarketingEmailAdmin(admin.ModelAdmin):
         )
         self.message_user(
             request,
-            f"{released} stuck recipients released; their send resumes."
+            f"{counted(released, 'stuck recipient')} released; their send resumes."
             if released
             else "No recipient was stuck (claimed over an hour ago and never confirmed).",
         )

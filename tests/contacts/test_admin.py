@@ -419,8 +419,8 @@ def test_bulk_set_marketing_confirmed(ops_client, marketing_ops, people):
         (people["cat"].pk, "downgrade_cancelled"),
     }
     assert messages_of(response) == [
-        "1 contacts are now marketing, 1 pending downgrades were cancelled, "
-        "0 were already marketing. Live count 3, this period's peak 3."
+        "1 contact now marketing, 1 pending downgrade cancelled, "
+        "0 already marketing. Live count 3, this period's peak 3."
     ]
 
 
@@ -438,7 +438,7 @@ def test_bulk_set_non_marketing_schedules_from_the_next_update(ops_client, peopl
     assert state(people["bob"]) == (M, next_update())
     assert state(people["ann"]) == (N, None)
     assert messages_of(response)[0].startswith(
-        f"1 contacts are non-marketing from {day(next_update())} (billable until then)"
+        f"1 contact non-marketing from {day(next_update())} (billable until then)"
     )
 
 
@@ -490,8 +490,8 @@ def test_double_submit_with_the_same_key_changes_once(ops_client, people):
     assert usage() == usage_after_first == (4, 4)
     # The first redirect's message was not read yet: both are shown on the next page.
     assert messages_of(second) == [
-        "2 contacts are now marketing, 0 pending downgrades were cancelled, "
-        "0 were already marketing. Live count 4, this period's peak 4.",
+        "2 contacts now marketing, 0 pending downgrades cancelled, "
+        "0 already marketing. Live count 4, this period's peak 4.",
         "This confirmation was already submitted; nothing more was changed.",
     ]
 
@@ -638,7 +638,7 @@ def test_bulk_set_non_marketing_is_never_held(ops_client, people):
     response = confirm_action(ops_client, "set_non_marketing_action", ids, key)
     assert state(people["bob"]) == (M, next_update())
     assert not PendingApproval.objects.exists()
-    assert messages_of(response)[0].startswith("1 contacts are non-marketing from")
+    assert messages_of(response)[0].startswith("1 contact non-marketing from")
 
 
 def test_toggle_past_the_hard_cap_waits_for_approval(ops_client, people):
