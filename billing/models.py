@@ -1,5 +1,6 @@
 from django.core.validators import MinValueValidator
 from django.db import models
+from django.utils.formats import date_format
 
 from billing.money import format_money
 from crm.models import BaseModel
@@ -219,7 +220,7 @@ class DailyUsage(models.Model):
         verbose_name_plural = "daily usage records"
 
     def __str__(self) -> str:
-        return f"{self.day}: {self.max_count}"
+        return f"{date_format(self.day)}: at most {self.max_count:,} marketing"
 
 
 class HourlyUpgrades(models.Model):

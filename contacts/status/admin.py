@@ -88,6 +88,15 @@ class StatusChangeRequestAdmin(ReadOnlyAdminMixin, BigTableAdmin):
     list_filter = ["operation", "source_type"]
     sortable_by = ["id"]
     search_fields = ["=idempotency_key"]
+    fields = [
+        "idempotency_key",
+        "operation",
+        "fingerprint",
+        "reason_display",
+        "actor",
+        "requested_at",
+        "result_summary",
+    ]
     search_help_text = "An exact idempotency key."
 
     @admin.display(description="Why")
@@ -98,7 +107,7 @@ class StatusChangeRequestAdmin(ReadOnlyAdminMixin, BigTableAdmin):
     def result_summary(self, obj: StatusChangeRequest) -> str:
         result = obj.result or {}
         keys = ("matched", "changed", "scheduled", "cancelled", "already", "applied")
-        return ", ".join(f"{key} {result[key]:,}" for key in keys if result.get(key))
+        return ", ".join(f"{key} {result[key]:,}" for key in keys if result.get(key)) or "nothing"
 
 
 @admin.register(PeriodUsage)
