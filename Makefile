@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PG_URL ?= postgres://postgres@127.0.0.1:5432/marketable
 DEMO_CONTACTS ?= 5000
+PORT ?= 8000
 
 .DEFAULT_GOAL := help
 .PHONY: help install run serve-prod test test-pg test-faults test-schema lint format bench migrate demo
@@ -25,11 +26,11 @@ migrate: install
 	$(PY) manage.py migrate --noinput
 
 demo: migrate
-	$(PY) manage.py seed_demo --contacts $(DEMO_CONTACTS)
+	PORT=$(PORT) $(PY) manage.py seed_demo --contacts $(DEMO_CONTACTS)
 
-run: demo ## Install, migrate, load demo data and serve the admin at http://127.0.0.1:8000/admin/
-	@echo "Admin: http://127.0.0.1:8000/admin/  (user: admin, password: see above or ADMIN_PASSWORD)"
-	$(PY) manage.py runserver 127.0.0.1:8000
+run: demo ## Install, migrate, load demo data and serve the admin at http://127.0.0.1:8000/admin/ (another port: make run PORT=8123)
+	@echo "Admin: http://127.0.0.1:$(PORT)/admin/  (user: admin; password: see above, .admin_password or ADMIN_PASSWORD)"
+	$(PY) manage.py runserver 127.0.0.1:$(PORT)
 
 serve-prod: install ## gunicorn on crm.wsgi with the production settings (README: Production); WEB_CONCURRENCY, GUNICORN_THREADS, BIND
 	$(PY) manage.py collectstatic --noinput --verbosity 0

@@ -1,5 +1,6 @@
 from django.core.validators import MinValueValidator
 from django.db import models
+from django.utils.formats import date_format
 
 from billing.money import format_money
 from crm.models import BaseModel
@@ -215,10 +216,11 @@ class DailyUsage(models.Model):
 
     class Meta:
         ordering = ["-day"]
-        verbose_name_plural = "daily usage"
+        verbose_name = "daily usage record"
+        verbose_name_plural = "daily usage records"
 
     def __str__(self) -> str:
-        return f"{self.day}: {self.max_count}"
+        return f"{date_format(self.day)}: at most {self.max_count:,} marketing"
 
 
 class HourlyUpgrades(models.Model):
@@ -226,6 +228,10 @@ class HourlyUpgrades(models.Model):
 
     hour = models.DateTimeField(unique=True)
     count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        verbose_name = "hourly upgrade count"
+        verbose_name_plural = "hourly upgrade counts"
 
     def __str__(self) -> str:
         return f"{self.hour:%Y-%m-%d %H:00}: {self.count}"

@@ -49,6 +49,7 @@ from contacts.status.selectors import (
 from contacts.status.services import contacts_rollover
 from crm.calendar import BillingCalendar
 from crm.locks import lock_billing, lock_usage
+from crm.text import counted
 
 logger = logging.getLogger(__name__)
 
@@ -237,7 +238,7 @@ def _price_lines(price: Price) -> list[dict]:
         },
         {
             "kind": InvoiceLineKind.OVERAGE,
-            "description": f"Overage: {price.blocks} block(s) of {price.block_size:,} contacts",
+            "description": f"Overage: {counted(price.blocks, 'block')} of {price.block_size:,} contacts",
             "amount": price.overage,
             "details": {
                 "included": price.included,
@@ -352,7 +353,9 @@ def _reprice_draft(invoice: Invoice, peak: int, subscription: Subscription) -> N
     )
     overage_line.amount = blocks * snapshot["block_price"]
     overage_line.details = snapshot | {"peak": peak, "blocks": blocks}
-    overage_line.description = f"Overage: {blocks} block(s) of {snapshot['block_size']:,} contacts"
+    overage_line.description = (
+        f"Overage: {counted(blocks, 'block')} of {snapshot['block_size']:,} contacts"
+    )
     overage_line.save()
     invoice.total = sum(invoice.lines.values_list("amount", flat=True))
     BillingPeriod.objects.filter(pk=invoice.period_id).update(

@@ -22,9 +22,7 @@ The templates `admin/pagination.html`, `admin/actions.html` and
 `admin/search_form.html` show `paginator.display_count` ("about 1,000,000",
 "more than 10,000") where the paginator offers one.
 
-`AccountTimeZoneMixin` renders an admin page in the account's time zone: a
-billing period starts at local midnight there, so "non-marketing from
-1 December 2026" must not read "30 November" to a user in UTC.
+Every admin page renders in the account's time zone (crm.middleware.AccountTimeZoneMiddleware).
 """
 
 from __future__ import annotations
@@ -37,7 +35,6 @@ from django.db import connections
 from django.db.models import QuerySet
 from django.http import HttpResponseRedirect
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.formats import number_format
 from django.utils.functional import cached_property
 from django.utils.html import format_html
@@ -156,32 +153,6 @@ class BigTableAdmin(admin.ModelAdmin):
 
 def account_time_zone():
     return BillingCalendar.for_account().tz
-
-
-class AccountTimeZoneMixin:
-    """Render the changelist and the change form in the account's time zone.
-
-    The response is rendered inside the override: a TemplateResponse would
-    otherwise render after the view returns, in the default time zone.
-    """
-
-    def _in_account_time_zone(self, view, *args, **kwargs):
-        with timezone.override(account_time_zone()):
-            response = view(*args, **kwargs)
-            if hasattr(response, "render") and not getattr(response, "is_rendered", True):
-                response.render()
-        return response
-
-    def changelist_view(self, request, extra_context=None):
-        return self._in_account_time_zone(super().changelist_view, request, extra_context)
-
-    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
-        return self._in_account_time_zone(
-            super().changeform_view, request, object_id, form_url, extra_context
-        )
-
-    def delete_view(self, request, object_id, extra_context=None):
-        return self._in_account_time_zone(super().delete_view, request, object_id, extra_context)
 
 
 class ReadOnlyAdminMixin:

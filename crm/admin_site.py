@@ -136,6 +136,8 @@ class MarketableAdminSite(admin.AdminSite):
     # There is no public site to view: the hosted forms have their own links, and "/"
     # leads to this admin.
     site_url = None
+    # A long dash for "nothing here", as the billing pages write it.
+    empty_value_display = "—"
 
     def get_app_list(self, request, app_label=None):
         app_list = super().get_app_list(request, app_label)

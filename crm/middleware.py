@@ -21,6 +21,8 @@ import logging
 
 from django.db import InterfaceError, OperationalError
 from django.http import HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html
 
 from crm.inputs import NUL, nul_message
@@ -94,3 +96,33 @@ def reject_nul_in_url(get_response):
         return get_response(request)
 
     return middleware
+
+
+class AccountTimeZoneMiddleware:
+    """Render every admin page in the account's time zone.
+
+    A billing period starts at local midnight there, so "non-marketing from 1 Dec 2026"
+    must not read "30 Nov" to a user whose server runs in UTC. The zone is active while
+    the view runs and while its TemplateResponse renders (both happen inside
+    `get_response`). The API keeps UTC: its instants are ISO 8601 with their offset.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if not request.path_info.startswith(_admin_prefix()):
+            return self.get_response(request)
+        from crm.calendar import BillingCalendar
+
+        try:
+            zone = BillingCalendar.for_account().tz
+        except (OperationalError, InterfaceError):
+            # The page will answer 503 itself (ServiceUnavailableMiddleware); no zone needed.
+            return self.get_response(request)
+        with timezone.override(zone):
+            return self.get_response(request)
+
+
+def _admin_prefix() -> str:
+    return reverse("admin:index")

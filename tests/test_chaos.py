@@ -364,4 +364,4 @@ def test_eight_writers_across_a_period_boundary_keep_the_books_balanced(account,
         # verify_billing agrees
         out = io.StringIO()
         call_command("verify_billing", stdout=out)
-        assert out.getvalue().endswith("All 2 period(s) agree with the ledger.\n")
+        assert out.getvalue().endswith("All 2 periods agree with the ledger.\n")

@@ -25,11 +25,10 @@ from billing.selectors import billing_demotion_saving
 from contacts.criteria.forms import CriteriaFormField
 from contacts.status.rules import MARKETING_STATUS_PERMISSION
 from crm.admin import (
-    AccountTimeZoneMixin,
     OwnsSystemRowsMixin,
     ReadOnlyAdminMixin,
-    account_time_zone,
 )
+from crm.text import counted
 from workflows.hygiene import hygiene_run
 from workflows.models import (
     DEFAULT_UNENGAGED_DAYS,
@@ -125,23 +124,21 @@ def hygiene_wizard_view(request):
                     trigger=HygieneTrigger.WIZARD,
                     actor=request.user,
                 )
-                with timezone.override(account_time_zone()):
-                    when = (
-                        date_format(timezone.localtime(run.effective_from), "j F Y")
-                        if run.effective_from
-                        else "the next update date"
-                    )
+                when = (
+                    date_format(timezone.localtime(run.effective_from))
+                    if run.effective_from
+                    else "the next update date"
+                )
                 messages.success(
                     request,
                     ("Already done (a second submit changes nothing): " if again else "")
-                    + f"{run.scheduled} contacts are non-marketing from {when}; "
+                    + f"{counted(run.scheduled, 'contact')} non-marketing from {when}; "
                     f"saving {_money(run.saving, run.currency)} a month from then.",
                 )
                 url = reverse("admin:contacts_contact_changelist") + "?pending=true"
                 return HttpResponseRedirect(url)
-        with timezone.override(account_time_zone()):
-            preview = hygiene_preview(options=options, now=now)
-            preview_sample = list(preview.sample)
+        preview = hygiene_preview(options=options, now=now)
+        preview_sample = list(preview.sample)
         confirm_form = HygieneConfirmForm(initial={"idempotency_key": uuid.uuid4().hex})
     context = {
         **admin.site.each_context(request),
@@ -157,8 +154,7 @@ def hygiene_wizard_view(request):
         "confirm_form": confirm_form,
         "opts": HygieneRun._meta,
     }
-    with timezone.override(account_time_zone()):
-        return TemplateResponse(request, "admin/workflows/hygiene_wizard.html", context).render()
+    return TemplateResponse(request, "admin/workflows/hygiene_wizard.html", context)
 
 
 def savings_view(request):
@@ -203,8 +199,7 @@ def savings_view(request):
         "can_clean_up": _can_run_hygiene(request.user),
         "pending_url": reverse("admin:contacts_contact_changelist") + "?pending=true",
     }
-    with timezone.override(account_time_zone()):
-        return TemplateResponse(request, "admin/workflows/savings.html", context).render()
+    return TemplateResponse(request, "admin/workflows/savings.html", context)
 
 
 hygiene_admin_urls = [
@@ -255,7 +250,7 @@ class HygienePolicyForm(forms.ModelForm):
 
 
 @admin.register(HygienePolicy)
-class HygienePolicyAdmin(StatusChangingAdminMixin, AccountTimeZoneMixin, admin.ModelAdmin):
+class HygienePolicyAdmin(StatusChangingAdminMixin, admin.ModelAdmin):
     form = HygienePolicyForm
     list_display = ["name", "enabled", "schedule", "reasons_display", "last_run_display"]
     list_filter = ["enabled", "schedule"]
@@ -287,7 +282,7 @@ class HygienePolicyAdmin(StatusChangingAdminMixin, AccountTimeZoneMixin, admin.M
             for flag, label in (
                 (obj.include_unsubscribed, "unsubscribed"),
                 (obj.include_hard_bounced, "hard bounced"),
-                (obj.include_unengaged, f"unengaged {obj.unengaged_days} d"),
+                (obj.include_unengaged, f"unengaged for {counted(obj.unengaged_days, 'day')}"),
                 (bool((obj.criteria or {}).get("filterGroups")), "criteria"),
             )
             if flag
@@ -303,7 +298,7 @@ class HygienePolicyAdmin(StatusChangingAdminMixin, AccountTimeZoneMixin, admin.M
         return format_html(
             '<a href="{}">{}: {} scheduled</a>',
             url,
-            date_format(timezone.localtime(run.at), "j M Y H:i"),
+            date_format(timezone.localtime(run.at), "DATETIME_FORMAT"),
             run.scheduled,
         )
 
@@ -325,7 +320,7 @@ class HygienePolicyAdmin(StatusChangingAdminMixin, AccountTimeZoneMixin, admin.M
             )
             self.message_user(
                 request,
-                f"{policy}: {run.scheduled} contacts scheduled non-marketing, saving "
+                f"{policy}: {counted(run.scheduled, 'contact')} scheduled non-marketing, saving "
                 f"{_money(run.saving, run.currency)} a month.",
                 messages.SUCCESS,
             )
@@ -336,7 +331,7 @@ class HygienePolicyAdmin(StatusChangingAdminMixin, AccountTimeZoneMixin, admin.M
 
 
 @admin.register(HygieneRun)
-class HygieneRunAdmin(ReadOnlyAdminMixin, AccountTimeZoneMixin, admin.ModelAdmin):
+class HygieneRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
         "id",
         "name",
@@ -415,9 +410,7 @@ class RotationRunInline(ReadOnlyAdminMixin, admin.TabularInline):
 
 
 @admin.register(RotationPlan)
-class RotationPlanAdmin(
-    OwnsSystemRowsMixin, StatusChangingAdminMixin, AccountTimeZoneMixin, admin.ModelAdmin
-):
+class RotationPlanAdmin(OwnsSystemRowsMixin, StatusChangingAdminMixin, admin.ModelAdmin):
     form = RotationPlanForm
     list_display = [
         "name",
@@ -435,7 +428,7 @@ class RotationPlanAdmin(
 
     @admin.display(description="Billable members now")
     def members_display(self, obj):
-        return f"{rotation_billable_members(obj, at=timezone.now()).count()} / {obj.size}"
+        return f"{rotation_billable_members(obj, at=timezone.now()).count():,} of {obj.size:,}"
 
     # Offered only to those who may change plans (which needs the status permission too).
     @admin.action(
@@ -449,15 +442,15 @@ class RotationPlanAdmin(
             parts = []
             if outcome.promote is not None:
                 parts.append(
-                    f"promoted {outcome.promote.promoted} ({outcome.promote.get_status_display()})"
+                    f"promoted {outcome.promote.promoted:,} ({outcome.promote.get_status_display()})"
                 )
             if outcome.demote is not None:
-                parts.append(f"demoting {outcome.demote.demoted} at the update date")
+                parts.append(f"demoting {outcome.demote.demoted:,} at the update date")
             self.message_user(request, f"{plan}: " + (", ".join(parts) or "nothing due"))
 
 
 @admin.register(RotationRun)
-class RotationRunAdmin(ReadOnlyAdminMixin, AccountTimeZoneMixin, admin.ModelAdmin):
+class RotationRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
         "id",
         "plan",
@@ -476,7 +469,7 @@ class RotationRunAdmin(ReadOnlyAdminMixin, AccountTimeZoneMixin, admin.ModelAdmi
 
 
 @admin.register(RotationMember)
-class RotationMemberAdmin(ReadOnlyAdminMixin, AccountTimeZoneMixin, admin.ModelAdmin):
+class RotationMemberAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["id", "plan", "contact", "joined_at", "leaving_at", "left_at"]
     list_filter = ["plan"]
     list_select_related = ["plan", "contact"]

@@ -188,6 +188,7 @@ class Workflow(BaseModel):
     criteria = models.JSONField(default=empty_criteria, validators=[validate_criteria])
     actions = models.JSONField(default=list, blank=True, validators=[validate_actions])
     re_enrollment = models.BooleanField(
+        "re-enrollment",
         default=False,
         help_text="Act again on a contact that stopped matching and then matches anew. Off: a "
         "contact is acted on once, so a manual decision is not undone by the rule every night.",

@@ -24,11 +24,11 @@ from billing.models import (
     Subscription,
 )
 from billing.money import format_money
-from contacts.models import StatusSourceType
 from contacts.status.models import (
     ApprovalStatus,
     PendingApproval,
 )
+from contacts.status.reasons import status_reason_text
 from crm.models import Account
 
 
@@ -105,13 +105,7 @@ class PendingApprovalAdmin(ReadOnlyBillingAdmin):
 
     @admin.display(description="Source")
     def source_display(self, obj: PendingApproval) -> str:
-        kind = obj.source_type
-        parts = [StatusSourceType(kind).label if kind in StatusSourceType.values else kind]
-        if obj.source_id:
-            parts.append(f"#{obj.source_id}")
-        if obj.source_name:
-            parts.append(f"“{obj.source_name}”")
-        return " ".join(parts)
+        return status_reason_text(obj.source_type, obj.source_id, obj.source_name, obj.requested_by)
 
     @admin.display(description="Contacts")
     def contacts_display(self, obj: PendingApproval) -> str:

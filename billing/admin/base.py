@@ -15,7 +15,6 @@ from django.utils import timezone
 from django.utils.formats import date_format, number_format
 
 from crm.admin import (
-    AccountTimeZoneMixin,
     ReadOnlyAdminMixin,
 )
 
@@ -41,13 +40,13 @@ def format_count(value: int | None) -> str:
 
 def format_day(value: dt.datetime) -> str:
     """An instant as a day in the active time zone (the account's, in these views)."""
-    return date_format(timezone.localtime(value), "j M Y")
+    return date_format(timezone.localtime(value))
 
 
 def format_instant(value: dt.datetime | None) -> str:
-    return "—" if value is None else date_format(timezone.localtime(value), "j M Y, H:i")
+    return "—" if value is None else date_format(timezone.localtime(value), "DATETIME_FORMAT")
 
 
-class ReadOnlyBillingAdmin(ReadOnlyAdminMixin, AccountTimeZoneMixin, admin.ModelAdmin):
+class ReadOnlyBillingAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Users with the model's view permission see the list and a read-only detail page;
     a POST to the detail page is refused (403) by Django's change view."""

@@ -169,10 +169,7 @@ class SubscriptionAdmin(SingletonAdmin):
             "can_view_approvals": request.user.has_perm("contacts.view_pendingapproval"),
         }
         request.current_app = site
-        with timezone.override(calendar.tz):
-            response = TemplateResponse(request, "admin/billing/dashboard.html", context)
-            response.render()
-        return response
+        return TemplateResponse(request, "admin/billing/dashboard.html", context)
 
 
 def _add_dashboard(site) -> None:

@@ -26,7 +26,6 @@ from billing.selectors import (
 from billing.services import billing_close_periods
 from crm.admin import (
     ReadOnlyAdminMixin,
-    account_time_zone,
 )
 
 
@@ -189,10 +188,7 @@ class BillingPeriodAdmin(ReadOnlyBillingAdmin):
             "invoices_url": reverse(f"{self.admin_site.name}:billing_invoice_changelist"),
         }
         request.current_app = self.admin_site.name
-        with timezone.override(account_time_zone()):
-            response = TemplateResponse(request, "admin/billing/billingperiod/close.html", context)
-            response.render()
-        return response
+        return TemplateResponse(request, "admin/billing/billingperiod/close.html", context)
 
 
 def _detail_value(key: str, value, currency: str) -> str:
@@ -285,7 +281,7 @@ class InvoiceAdmin(ReadOnlyBillingAdmin):
                 "appears as an adjustment line on the next invoice."
                 if obj.status == "final"
                 else "This invoice is a draft until "
-                + date_format(timezone.localtime(obj.finalise_after), "j F Y, H:i")
+                + date_format(timezone.localtime(obj.finalise_after), "DATETIME_FORMAT")
                 + ": a change to its period before then re-prices it; then it becomes final."
             )
         return super().render_change_form(

@@ -19,6 +19,7 @@ from contacts.criteria.properties import (
     FIELDS,
     MAX_FILTERS_PER_GROUP,
     MAX_GROUPS,
+    OPERATOR_WORDS,
     OPERATORS,
     VALUE_KEYS,
 )
@@ -36,8 +37,8 @@ def criteria_editor_schema() -> dict[str, Any]:
     here and the form field drops the ones left empty (`drop_blank_keys`); the editor
     offers our field names (the HubSpot aliases still validate when typed in JSON).
     """
-    fields = [{"title": f"{s.label} ({s.name})", "value": s.name} for s in FIELDS.values()]
-    operators = [{"title": op, "value": op} for op in OPERATORS]
+    fields = [{"title": s.label, "value": s.name} for s in FIELDS.values()]
+    operators = [{"title": OPERATOR_WORDS[op], "value": op} for op in OPERATORS]
     event_types = [{"title": "(any)", "value": ""}] + [
         {"title": label, "value": value} for value, label in EngagementType.choices
     ]
@@ -50,23 +51,24 @@ def criteria_editor_schema() -> dict[str, Any]:
             "value": {
                 "type": "string",
                 "title": "Value",
-                "helpText": "EQ, NEQ, LT…GTE, CONTAINS_TOKEN (* is a wildcard), "
-                "BETWEEN's low end, WITHIN_LAST_DAYS' number of days.",
+                "helpText": "What the field is compared with: for “is between”, the low end; "
+                "for “is within the last”, a number of days; in a word, * matches any "
+                "letters.",
             },
-            "highValue": {"type": "string", "title": "High value (BETWEEN)"},
+            "highValue": {"type": "string", "title": "High value (for “is between”)"},
             "values": {
                 "type": "array",
-                "title": "Values (IN, NOT_IN)",
+                "title": "Values (for “is any of” and “is none of”)",
                 "items": {"type": "string"},
             },
             "eventType": {
                 "type": "string",
-                "title": "Event type (engagement facts)",
+                "title": "Event type (for engagement counts)",
                 "choices": event_types,
             },
             "withinDays": {
                 "type": "string",
-                "title": "Within the last N days (engagement_count)",
+                "title": "Within the last how many days (for engagement counts)",
             },
         },
     }

@@ -54,6 +54,25 @@ OPERATORS: tuple[str, ...] = (
     WITHIN_LAST_DAYS,
     NOT_WITHIN_LAST_DAYS,
 )
+# Each operator as a person says it: the editor's choices, the plain-words description of
+# a tree and the editor's error messages.
+OPERATOR_WORDS: dict[str, str] = {
+    EQ: "is",
+    NEQ: "is not",
+    LT: "is less than",
+    LTE: "is at most",
+    GT: "is more than",
+    GTE: "is at least",
+    BETWEEN: "is between",
+    IN: "is any of",
+    NOT_IN: "is none of",
+    HAS_PROPERTY: "is known",
+    NOT_HAS_PROPERTY: "is unknown",
+    CONTAINS_TOKEN: "contains the word",
+    NOT_CONTAINS_TOKEN: "does not contain the word",
+    WITHIN_LAST_DAYS: "is within the last",
+    NOT_WITHIN_LAST_DAYS: "is not within the last",
+}
 # Each negative operator is the exact complement of its positive one (module docstring).
 NEGATIONS: dict[str, str] = {
     NEQ: EQ,

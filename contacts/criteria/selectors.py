@@ -8,8 +8,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db.models import QuerySet
+from django.utils import timezone
+from django.utils.formats import date_format
 
 from contacts.criteria.compiler import criteria_queryset
+from contacts.criteria.properties import OPERATOR_WORDS
 from contacts.criteria.validation import criteria_validate
 from contacts.models import Contact
 
@@ -33,28 +36,9 @@ def criteria_preview(
     )
 
 
-_OPERATOR_WORDS = {
-    "EQ": "is",
-    "NEQ": "is not",
-    "LT": "is less than",
-    "LTE": "is at most",
-    "GT": "is more than",
-    "GTE": "is at least",
-    "BETWEEN": "is between",
-    "IN": "is any of",
-    "NOT_IN": "is none of",
-    "HAS_PROPERTY": "is known",
-    "NOT_HAS_PROPERTY": "is unknown",
-    "CONTAINS_TOKEN": "contains",
-    "NOT_CONTAINS_TOKEN": "does not contain",
-    "WITHIN_LAST_DAYS": "is within the last",
-    "NOT_WITHIN_LAST_DAYS": "is not within the last",
-}
-
-
 def _value_text(value) -> str:
     if isinstance(value, dt.datetime):
-        return value.strftime("%Y-%m-%d %H:%M")
+        return date_format(timezone.localtime(value), "DATETIME_FORMAT")
     return str(value)
 
 
@@ -67,7 +51,7 @@ def criteria_describe(tree: Any) -> str:
     for group in criteria.groups:
         parts = []
         for f in group:
-            words = f"{f.field.label.lower()} {_OPERATOR_WORDS[f.operator]}"
+            words = f"{f.field.label.lower()} {OPERATOR_WORDS[f.operator]}"
             if f.values:
                 words += " " + ", ".join(_value_text(v) for v in f.values)
             elif f.operator == "BETWEEN":

@@ -34,6 +34,7 @@ from contacts.criteria.properties import (
     MAX_GROUPS,
     MAX_IN_VALUES,
     MAX_TEXT_LENGTH,
+    OPERATOR_WORDS,
     OPERATORS,
     SINGLE_VALUE_OPERATORS,
     TOKENS,
@@ -72,6 +73,27 @@ class CriteriaIssue:
 
     def __str__(self) -> str:
         return f"{self.where}: {self.message}" if self.where else self.message
+
+    @property
+    def sentence(self) -> str:
+        """The problem as the criteria editor says it: field labels and operator words
+        ("Group 1, filter 2 (Lead score is at least): the value must be a whole number, not
+        “ten”."), where `str()` keeps the names an API client wrote."""
+        spec = criteria_field(self.field) if self.field else None
+        words = OPERATOR_WORDS.get(self.operator or "", self.operator or "")
+        place = ", ".join(
+            part
+            for part in (
+                f"group {self.group + 1}" if self.group is not None else "",
+                f"filter {self.filter + 1}" if self.filter is not None else "",
+            )
+            if part
+        ).capitalize()
+        subject = f"{spec.label} {words}".strip() if spec else ""
+        if subject and place:
+            place += f" ({subject})"
+        text = _issue_sentence(self, spec, words)
+        return f"{place}: {text}" if place else text
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -112,10 +134,47 @@ class CriteriaError(Exception):
         return {key: self.as_list()}
 
     def as_validation_error(self) -> ValidationError:
-        """For Django forms: one message a problem, each naming where it is."""
+        """For Django forms: one sentence a problem, each naming where it is."""
         return ValidationError(
-            [ValidationError(str(issue), code=issue.code) for issue in self.errors]
+            [ValidationError(issue.sentence, code=issue.code) for issue in self.errors]
         )
+
+
+# The keys of a filter as the editor titles them.
+_KEY_WORDS = {
+    "value": "a value",
+    "highValue": "a high value",
+    "values": "at least one value",
+    "eventType": "an event type",
+    "withinDays": "a number of days",
+    "propertyName": "a field",
+    "operator": "an operator",
+}
+
+
+def _issue_sentence(issue: CriteriaIssue, spec: FieldSpec | None, words: str) -> str:
+    """The message of one problem for a person using the editor (see `sentence`)."""
+    key = _KEY_WORDS.get(issue.key or "", "a value")
+    if issue.code == "unknown_field":
+        return f"there is no field “{issue.field}”; pick one from the list."
+    if issue.code == "operator_not_allowed" and spec is not None:
+        allowed = ", ".join(f"“{OPERATOR_WORDS[op]}”" for op in spec.operators)
+        return f"{spec.label} cannot use “{words}”; use one of {allowed}."
+    if issue.code == "missing_value":
+        return f"“{words}” needs {key}."
+    if issue.code == "unexpected_value":
+        noun = key.removeprefix("a ").removeprefix("an ").removeprefix("at least one ")
+        return f"“{words}” takes no {noun}; leave it empty."
+    if issue.code == "unexpected_key":
+        owners = ", ".join(s.label for s in FIELDS.values() if issue.key in s.extra_keys)
+        return f"{key[0].upper()}{key[1:]} applies only to {owners}; leave it empty."
+    if issue.code == "bad_range":
+        return "the low value must not be more than the high value."
+    if issue.code == "bad_value":
+        detail = issue.message.split(": ", 1)[-1].rstrip(".")
+        noun = key.removeprefix("a ").removeprefix("an ").removeprefix("at least one ")
+        return f"the {noun} is not valid ({detail})."
+    return issue.message[:1].lower() + issue.message[1:]
 
 
 # Shape only: `criteria_validate` checks the meaning.

@@ -41,7 +41,13 @@ from contacts.status.results import StatusSource
 from crm.rows import row_get_or_create
 
 ADMIN_USERNAME = "admin"
-ADMIN_URL = "http://127.0.0.1:8000/admin/"
+
+
+def admin_url() -> str:
+    """Where `make run` serves the admin (`make run PORT=8123` passes its port on)."""
+    return f"http://127.0.0.1:{os.environ.get('PORT') or 8000}/admin/"
+
+
 PASSWORD_FILE = ".admin_password"  # in the project directory; git-ignored
 # From this many new contacts, PostgreSQL builds the indexes of the (empty) tables after the load.
 DEFER_INDEXES_FROM = 50_000
@@ -331,7 +337,17 @@ def ensure_admin(write: Callable[[str], None]) -> None:
     shown once and written to PASSWORD_FILE)."""
     User = get_user_model()
     if User.objects.filter(username=ADMIN_USERNAME).exists():
-        write(f"Superuser '{ADMIN_USERNAME}' exists (password unchanged). Log in at {ADMIN_URL}")
+        path = Path(settings.BASE_DIR) / PASSWORD_FILE
+        where = (
+            f"its password is the one shown when it was created (also in {path})"
+            if path.exists()
+            else "its password is the one set when it was created"
+        )
+        write(
+            f"Superuser '{ADMIN_USERNAME}' exists; {where}. Log in at {admin_url()}\n"
+            f"To set a new password: .venv/bin/python manage.py changepassword "
+            f"{ADMIN_USERNAME} (or delete the user and run make run again)."
+        )
         return
     password = os.environ.get("ADMIN_PASSWORD", "")
     generated = not password
@@ -350,4 +366,4 @@ def ensure_admin(write: Callable[[str], None]) -> None:
         )
     else:
         write(f"Created superuser '{ADMIN_USERNAME}' (password from ADMIN_PASSWORD).")
-    write(f"Log in at {ADMIN_URL} as '{ADMIN_USERNAME}'.")
+    write(f"Log in at {admin_url()} as '{ADMIN_USERNAME}'.")

@@ -6,14 +6,13 @@ from django.contrib import admin
 
 from contacts.engagement.models import EngagementEvent
 from crm.admin import (
-    AccountTimeZoneMixin,
     BigTableAdmin,
     ReadOnlyAdminMixin,
 )
 
 
 @admin.register(EngagementEvent)
-class EngagementEventAdmin(ReadOnlyAdminMixin, AccountTimeZoneMixin, BigTableAdmin):
+class EngagementEventAdmin(ReadOnlyAdminMixin, BigTableAdmin):
     """Events are written by ingestion only (the API, intake): read-only here."""
 
     list_display = ["occurred_at", "type", "contact", "external_id", "created_at"]

@@ -11,9 +11,10 @@ from django.http import (
     HttpResponseRedirect,
     JsonResponse,
 )
+from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from contacts.imports.api.views import import_errors_csv_response
 from contacts.imports.models import (
@@ -48,10 +49,8 @@ from contacts.models import (
     Source,
 )
 from contacts.status.rules import can_change_marketing_status
-from crm.admin import (
-    AccountTimeZoneMixin,
-)
 from crm.jobs import JobNotQueued, jobs_expire_stale
+from crm.text import counted
 
 
 class ImportUploadForm(forms.Form):
@@ -62,7 +61,7 @@ class ImportUploadForm(forms.Form):
     source = forms.ModelChoiceField(
         queryset=Source.objects.none(),
         required=False,
-        empty_label=f"“{IMPORT_DEFAULT_SOURCE}” (created when missing)",
+        empty_label=f"{IMPORT_DEFAULT_SOURCE} (the default)",
         help_text="Recorded as the source of the contacts this import creates.",
     )
     file_format = forms.ChoiceField(
@@ -81,7 +80,9 @@ class ImportUploadForm(forms.Form):
 
     def __init__(self, *args, can_mark_marketing: bool, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["source"].queryset = import_sources()
+        # The default source is the empty choice (found by name, created when missing): it
+        # is not listed a second time.
+        self.fields["source"].queryset = import_sources().exclude(name=IMPORT_DEFAULT_SOURCE)
         if not can_mark_marketing:
             del self.fields["marketing"]
 
@@ -139,8 +140,41 @@ def _asked_marketing(form: forms.Form, default: bool) -> bool:
     return forms.CheckboxInput().value_from_datadict(form.data, form.files, "marketing") or default
 
 
+DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "vertical bar"}
+
+
+def import_mapping_table(mapping: dict | None):
+    """The column mapping as a table: CSV column → contact field (or "ignored")."""
+    if not mapping:
+        return "—"
+    labels = {name: spec.label for name, spec in IMPORT_FIELDS.items()}
+    rows = format_html_join(
+        "",
+        "<tr><td>{}</td><td>{}</td></tr>",
+        (
+            (column, labels.get(field, field) if field else "ignored")
+            for column, field in mapping.items()
+        ),
+    )
+    return format_html(
+        '<table class="import-mapping"><thead><tr><th scope="col">CSV column</th>'
+        '<th scope="col">Contact field</th></tr></thead><tbody>{}</tbody></table>',
+        rows,
+    )
+
+
+def import_button_label(preview: dict) -> str:
+    """The confirm button: the rows that will be imported, and those skipped with errors."""
+    rows = preview.get("rows", 0)
+    skipped = preview.get("invalid", 0) + preview.get("duplicates", 0)
+    label = f"Import {counted(rows - skipped, 'row')}"
+    if skipped:
+        label += f" ({skipped:,} with errors will be skipped)"
+    return label
+
+
 @admin.register(ContactImport)
-class ContactImportAdmin(AccountTimeZoneMixin, admin.ModelAdmin):
+class ContactImportAdmin(admin.ModelAdmin):
     """Imports: upload → mapping → preview → confirm → progress. Read-only once committed;
     every step calls contacts.services."""
 
@@ -164,7 +198,7 @@ class ContactImportAdmin(AccountTimeZoneMixin, admin.ModelAdmin):
     search_fields = ["file_name"]
     actions = None
     fieldsets = [
-        (None, {"fields": ["file_name", "status", "phase", "message", "errors_link"]}),
+        (None, {"fields": ["file_name", "status", "phase_display", "message", "errors_link"]}),
         (
             "Counts",
             {
@@ -187,9 +221,9 @@ class ContactImportAdmin(AccountTimeZoneMixin, admin.ModelAdmin):
                     "source",
                     "format",
                     "marketing",
-                    "mapping",
-                    "delimiter",
-                    "file_size",
+                    "mapping_display",
+                    "delimiter_display",
+                    "file_size_display",
                     "file_hash",
                 ]
             },
@@ -233,8 +267,24 @@ class ContactImportAdmin(AccountTimeZoneMixin, admin.ModelAdmin):
     @admin.display(description="Progress")
     def progress_display(self, obj: ContactImport) -> str:
         if obj.status in (ImportStatus.QUEUED, ImportStatus.RUNNING):
-            return f"{obj.progress_percent}% ({obj.phase or obj.status})"
+            return f"{obj.progress_percent}% ({obj.phase_display or obj.get_status_display()})"
         return obj.get_status_display()
+
+    @admin.display(description="Doing now")
+    def phase_display(self, obj: ContactImport) -> str:
+        return obj.phase_display or self.get_empty_value_display()
+
+    @admin.display(description="Column mapping")
+    def mapping_display(self, obj: ContactImport):
+        return import_mapping_table(obj.mapping)
+
+    @admin.display(description="Delimiter")
+    def delimiter_display(self, obj: ContactImport) -> str:
+        return DELIMITER_NAMES.get(obj.delimiter, f"“{obj.delimiter}”")
+
+    @admin.display(description="File size")
+    def file_size_display(self, obj: ContactImport) -> str:
+        return filesizeformat(obj.file_size)
 
     @admin.display(description="Rows read")
     def accounting_display(self, obj: ContactImport) -> str:
@@ -384,7 +434,9 @@ class ContactImportAdmin(AccountTimeZoneMixin, admin.ModelAdmin):
         if request.method == "POST":
             typed = "".join(ch for ch in request.POST.get("confirm_count", "") if ch.isdigit())
             if require_count and typed != str(becomes):
-                error = f"Type {becomes} (the number of contacts that become marketing) to confirm."
+                error = (
+                    f"Type {becomes:,} (the number of contacts that become marketing) to confirm."
+                )
             else:
                 try:
                     contact_import_commit(contact_import=contact_import, actor=request.user)
@@ -416,7 +468,8 @@ class ContactImportAdmin(AccountTimeZoneMixin, admin.ModelAdmin):
             error=error,
             errors_url=self._url("errors", contact_import.pk),
             mapping_url=self._url("mapping", contact_import.pk),
-            fields={name: spec.label for name, spec in IMPORT_FIELDS.items()},
+            mapping_table=import_mapping_table(contact_import.mapping),
+            import_label=import_button_label(preview),
         )
 
     def progress_view(self, request, pk: int):
@@ -431,6 +484,7 @@ class ContactImportAdmin(AccountTimeZoneMixin, admin.ModelAdmin):
                 "status": contact_import.status,
                 "status_display": contact_import.get_status_display(),
                 "phase": contact_import.phase,
+                "phase_display": contact_import.phase_display,
                 "processed_rows": contact_import.processed_rows,
                 "total_rows": contact_import.total_rows,
                 "percent": contact_import.progress_percent,

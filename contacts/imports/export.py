@@ -6,6 +6,7 @@ import csv
 import datetime as dt
 import io
 import logging
+import re
 from collections.abc import Callable, Iterable, Iterator
 
 from django.db.models import QuerySet
@@ -51,6 +52,10 @@ _EXPORT_FIELDS = [field for _, field in _EXPORT_COLUMNS]
 # A cell starting with one of these is a formula to Excel, LibreOffice and Google Sheets
 # (OWASP "CSV injection"); tab and carriage return start one in some of them too.
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+# An international phone number ("+46 70 000 0001", "+1 (555) 010-2030") starts with "+"
+# but holds only digits, spaces, brackets and hyphens: at worst a spreadsheet reads it as
+# arithmetic, never as a function call, so it is exported as it is and imports back the same.
+PHONE_NUMBER = re.compile(r"\+[\d ()\-]*\d[\d ()\-]*")
 
 
 # The last line of an export an error stopped: not a contact row (its first cell is no id),
@@ -63,7 +68,9 @@ EXPORT_INCOMPLETE = (
 
 def csv_safe(value: str) -> str:
     """A text cell a spreadsheet will show as text: a leading quote defuses a formula."""
-    return "'" + value if value.startswith(FORMULA_PREFIXES) else value
+    if not value.startswith(FORMULA_PREFIXES) or PHONE_NUMBER.fullmatch(value):
+        return value
+    return "'" + value
 
 
 def _text(value: str) -> str:

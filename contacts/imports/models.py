@@ -24,6 +24,15 @@ class ImportFormat(models.TextChoices):
     HUBSPOT = "hubspot", "HubSpot export"
 
 
+# The job's `phase`, as the progress box says it.
+IMPORT_PHASES = {
+    "queued": "waiting for a worker",
+    "reading": "reading the file",
+    "saving": "saving the contacts",
+    "marketing": "making contacts marketing",
+}
+
+
 class ContactImport(LeasedJob, BaseModel):
     """One CSV file imported into the contacts (DESIGN §1.3, "import").
 
@@ -117,6 +126,11 @@ class ContactImport(LeasedJob, BaseModel):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.file_name}"
+
+    @property
+    def phase_display(self) -> str:
+        """What the running job is doing, in words ("" when it is not running)."""
+        return IMPORT_PHASES.get(self.phase, self.phase)
 
     @property
     def progress_percent(self) -> int:

@@ -32,7 +32,6 @@ from contacts.models import (
     Source,
 )
 from crm.admin import (
-    AccountTimeZoneMixin,
     BigTableAdmin,
     ReadOnlyAdminMixin,
 )
@@ -158,7 +157,7 @@ class FormAdmin(admin.ModelAdmin):
 
 
 @admin.register(FormSubmission)
-class FormSubmissionAdmin(ReadOnlyAdminMixin, AccountTimeZoneMixin, BigTableAdmin):
+class FormSubmissionAdmin(ReadOnlyAdminMixin, BigTableAdmin):
     list_display = [
         "id",
         "form",
@@ -201,7 +200,7 @@ def channel_forecast_display(source) -> str:
             {
                 "f": forecast,
                 "days": CHANNEL_RATE_DAYS,
-                "end": date_format(timezone.localtime(forecast.period_end), "j F Y"),
+                "end": date_format(timezone.localtime(forecast.period_end)),
             }
         )
     )
@@ -353,7 +352,7 @@ class AdAccountAdmin(TokenHolderAdmin):
 
 
 @admin.register(AdLead)
-class AdLeadAdmin(ReadOnlyAdminMixin, AccountTimeZoneMixin, BigTableAdmin):
+class AdLeadAdmin(ReadOnlyAdminMixin, BigTableAdmin):
     list_display = ["id", "ad_account", "lead_id", "contact", "created_contact", "received_at"]
     list_select_related = ["ad_account", "contact"]
     list_filter = ["ad_account", "created_contact"]

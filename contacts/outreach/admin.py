@@ -12,7 +12,6 @@ from django.http import (
 )
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils import timezone
 from django.utils.html import format_html
 
 from contacts.outreach.models import (
@@ -40,12 +39,11 @@ from contacts.outreach.services import (
     marketing_email_update,
 )
 from crm.admin import (
-    AccountTimeZoneMixin,
     BigTableAdmin,
     ReadOnlyAdminMixin,
-    account_time_zone,
 )
 from crm.jobs import JobNotQueued
+from crm.text import counted
 
 
 class AdAudienceChoiceForm(forms.Form):
@@ -90,7 +88,7 @@ class MarketingEmailForm(forms.ModelForm):
 
 
 @admin.register(MarketingEmail)
-class MarketingEmailAdmin(AccountTimeZoneMixin, admin.ModelAdmin):
+class MarketingEmailAdmin(admin.ModelAdmin):
     """Drafts are edited here; "Preview & send" shows the breakdown and sends on confirm.
 
     Writes go through contacts.services (create, update, delete of drafts only, send).
@@ -137,7 +135,7 @@ class MarketingEmailAdmin(AccountTimeZoneMixin, admin.ModelAdmin):
         )
         self.message_user(
             request,
-            f"{released} stuck recipients released; their send resumes."
+            f"{counted(released, 'stuck recipient')} released; their send resumes."
             if released
             else "No recipient was stuck (claimed over an hour ago and never confirmed).",
         )
@@ -258,29 +256,26 @@ class MarketingEmailAdmin(AccountTimeZoneMixin, admin.ModelAdmin):
             )
         except ValidationError as invalid:
             error = " ".join(invalid.messages)
-        with timezone.override(account_time_zone()):
-            context = {
-                **self.admin_site.each_context(request),
-                "title": f"Preview & send “{email}”",
-                "subtitle": None,
-                "opts": self.opts,
-                "original": email,
-                "email": email,
-                "breakdown": breakdown,
-                "error": error,
-                "can_send": self.has_send_permission(request)
-                and email.status != MarketingEmailStatus.SENT
-                and breakdown is not None,
-                "change_url": change_url,
-            }
-            request.current_app = self.admin_site.name
-            response = TemplateResponse(request, "admin/contacts/marketingemail/send.html", context)
-            response.render()
-        return response
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Preview & send “{email}”",
+            "subtitle": None,
+            "opts": self.opts,
+            "original": email,
+            "email": email,
+            "breakdown": breakdown,
+            "error": error,
+            "can_send": self.has_send_permission(request)
+            and email.status != MarketingEmailStatus.SENT
+            and breakdown is not None,
+            "change_url": change_url,
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "admin/contacts/marketingemail/send.html", context)
 
 
 @admin.register(EmailSend)
-class EmailSendAdmin(ReadOnlyAdminMixin, AccountTimeZoneMixin, BigTableAdmin):
+class EmailSendAdmin(ReadOnlyAdminMixin, BigTableAdmin):
     list_display = ["id", "email", "contact_id", "to_address", "status", "at", "error"]
     list_select_related = ["email"]
     list_filter = ["status", "email"]
@@ -290,7 +285,7 @@ class EmailSendAdmin(ReadOnlyAdminMixin, AccountTimeZoneMixin, BigTableAdmin):
 
 
 @admin.register(Unsubscription)
-class UnsubscriptionAdmin(ReadOnlyAdminMixin, AccountTimeZoneMixin, BigTableAdmin):
+class UnsubscriptionAdmin(ReadOnlyAdminMixin, BigTableAdmin):
     list_display = ["id", "contact_id", "email", "at"]
     list_select_related = ["email"]
     sortable_by = ["id"]
@@ -339,7 +334,7 @@ class CommunicationForm(forms.ModelForm):
 
 
 @admin.register(Communication)
-class CommunicationAdmin(AccountTimeZoneMixin, BigTableAdmin):
+class CommunicationAdmin(BigTableAdmin):
     """The log of non-marketing communication. Adding one sends it (to any contact);
     rows never change afterwards."""
 

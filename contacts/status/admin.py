@@ -16,15 +16,15 @@ from contacts.status.models import (
     StatusChange,
     StatusChangeRequest,
 )
+from contacts.status.reasons import status_reason_text
 from crm.admin import (
-    AccountTimeZoneMixin,
     BigTableAdmin,
     ReadOnlyAdminMixin,
 )
 
 
 @admin.register(StatusChange)
-class StatusChangeAdmin(ReadOnlyAdminMixin, AccountTimeZoneMixin, BigTableAdmin):
+class StatusChangeAdmin(ReadOnlyAdminMixin, BigTableAdmin):
     list_display = [
         "id",
         "contact_display",
@@ -34,10 +34,7 @@ class StatusChangeAdmin(ReadOnlyAdminMixin, AccountTimeZoneMixin, BigTableAdmin)
         "requested_at",
         "effective_at",
         "delta",
-        "source_type",
-        "source_id",
-        "source_name",
-        "actor",
+        "reason_display",
     ]
     list_display_links = ["id"]
     list_select_related = ["actor"]
@@ -63,6 +60,10 @@ class StatusChangeAdmin(ReadOnlyAdminMixin, AccountTimeZoneMixin, BigTableAdmin)
             return queryset.filter(contact_id=int(term)), False  # statuschange_contact_idx
         return queryset.filter(source_name__istartswith=term), False
 
+    @admin.display(description="Why")
+    def reason_display(self, obj: StatusChange) -> str:
+        return obj.reason_text
+
     @admin.display(description="Contact", ordering="contact_id")
     def contact_display(self, obj: StatusChange):
         if getattr(obj, "contact_exists", False):
@@ -74,14 +75,12 @@ class StatusChangeAdmin(ReadOnlyAdminMixin, AccountTimeZoneMixin, BigTableAdmin)
 
 
 @admin.register(StatusChangeRequest)
-class StatusChangeRequestAdmin(ReadOnlyAdminMixin, AccountTimeZoneMixin, BigTableAdmin):
+class StatusChangeRequestAdmin(ReadOnlyAdminMixin, BigTableAdmin):
     list_display = [
         "id",
         "operation",
         "idempotency_key",
-        "source_type",
-        "source_name",
-        "actor",
+        "reason_display",
         "requested_at",
         "result_summary",
     ]
@@ -89,17 +88,30 @@ class StatusChangeRequestAdmin(ReadOnlyAdminMixin, AccountTimeZoneMixin, BigTabl
     list_filter = ["operation", "source_type"]
     sortable_by = ["id"]
     search_fields = ["=idempotency_key"]
+    fields = [
+        "idempotency_key",
+        "operation",
+        "fingerprint",
+        "reason_display",
+        "actor",
+        "requested_at",
+        "result_summary",
+    ]
     search_help_text = "An exact idempotency key."
+
+    @admin.display(description="Why")
+    def reason_display(self, obj: StatusChangeRequest) -> str:
+        return status_reason_text(obj.source_type, obj.source_id, obj.source_name, obj.actor)
 
     @admin.display(description="Result")
     def result_summary(self, obj: StatusChangeRequest) -> str:
         result = obj.result or {}
         keys = ("matched", "changed", "scheduled", "cancelled", "already", "applied")
-        return ", ".join(f"{key} {result[key]}" for key in keys if result.get(key))
+        return ", ".join(f"{key} {result[key]:,}" for key in keys if result.get(key)) or "nothing"
 
 
 @admin.register(PeriodUsage)
-class PeriodUsageAdmin(ReadOnlyAdminMixin, AccountTimeZoneMixin, admin.ModelAdmin):
+class PeriodUsageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
         "period_start",
         "period_end",

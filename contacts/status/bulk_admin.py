@@ -19,7 +19,7 @@ from contacts.status.bulk import (
 )
 from contacts.status.models import BulkJobStatus, BulkStatusJob
 from contacts.status.rules import can_change_marketing_status
-from crm.admin import AccountTimeZoneMixin, ReadOnlyAdminMixin
+from crm.admin import ReadOnlyAdminMixin
 from crm.jobs import JobNotQueued, jobs_expire_stale
 
 # Contacts of the job shown on its page; the ledger link has them all.
@@ -43,7 +43,7 @@ def job_progress(job: BulkStatusJob) -> dict:
 
 
 @admin.register(BulkStatusJob)
-class BulkStatusJobAdmin(ReadOnlyAdminMixin, AccountTimeZoneMixin, admin.ModelAdmin):
+class BulkStatusJobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     change_form_template = "admin/contacts/bulkstatusjob/change_form.html"
     list_display = [
         "id",

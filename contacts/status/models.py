@@ -6,6 +6,7 @@ from django.conf import settings
 from django.db import models
 
 from contacts.models import Contact, StatusSourceType
+from contacts.status.reasons import status_reason_text
 from crm.models import BaseModel, LeasedJob
 
 
@@ -90,8 +91,8 @@ class StatusChange(models.Model):
 
     class Meta:
         ordering = ["-id"]
-        verbose_name = "status change (ledger)"
-        verbose_name_plural = "status ledger"
+        verbose_name = "status ledger row"
+        verbose_name_plural = "status ledger rows"
         constraints = [
             models.UniqueConstraint(
                 fields=["request", "contact", "action"], name="statuschange_once_per_request"
@@ -109,6 +110,11 @@ class StatusChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.contact_id}: {self.from_status} → {self.to_status} ({self.action})"
+
+    @property
+    def reason_text(self) -> str:
+        """Who or what made the change, as a phrase (contacts.status.reasons)."""
+        return status_reason_text(self.source_type, self.source_id, self.source_name, self.actor)
 
 
 class PeriodUsage(models.Model):
@@ -129,6 +135,8 @@ class PeriodUsage(models.Model):
 
     class Meta:
         ordering = ["-period_start"]
+        verbose_name = "period counter"
+        verbose_name_plural = "period counters"
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(period_end__gt=models.F("period_start")),

@@ -108,7 +108,7 @@ def test_close_invoices_both_ended_periods(examples_month):
         f"invoice {number(PREV_START)}  total 800.00 USD",
         "2026-11-15 → 2026-12-15  closed          peak     6,150  counter peak     6,150  "
         f"invoice {number(P_START)}  total 1,025.00 USD",
-        "Closed 2 period(s), invoiced 1,825.00 USD.",
+        "Closed 2 periods, invoiced 1,825.00 USD.",
     ]
     assert err == ""
     invoice = Invoice.objects.get(period__start=P_START)
@@ -130,7 +130,7 @@ def test_a_dry_run_prints_the_invoices_and_writes_nothing(examples_month):
         "total 800.00 USD",
         "2026-11-15 → 2026-12-15  would close     peak     6,150  counter peak     6,150  "
         "total 1,025.00 USD",
-        "Dry run, nothing written: 2 period(s) would close, 0 would be held.",
+        "Dry run, nothing written: 2 periods would close, 0 would be held.",
     ]
     assert not BillingPeriod.objects.exists() and not Invoice.objects.exists()
     assert StatusChange.objects.count() == ledger
@@ -208,7 +208,7 @@ def test_a_close_that_loses_the_race_prints_the_figures_the_period_was_closed_wi
         f"invoice {number(PREV_START)}  total 800.00 USD",
         "2026-11-15 → 2026-12-15  already closed  peak     6,150  counter peak     6,150  "
         f"invoice {number(P_START)}  total 1,025.00 USD",
-        "Closed 0 period(s); 2 already closed by another run.",
+        "Closed 0 periods; 2 already closed by another run.",
     ]
     assert Invoice.objects.count() == 2
 
@@ -234,7 +234,7 @@ def test_a_held_period_fails_the_command_and_says_which_and_why(examples_month):
     )
     assert out.splitlines()[1:] == [
         "2026-11-15 → 2026-12-15  HELD            peak     6,150  counter peak     6,151",
-        "Closed 1 period(s), invoiced 800.00 USD; 1 held.",
+        "Closed 1 period, invoiced 800.00 USD; 1 held.",
     ]
     assert BillingPeriod.objects.get(start=P_START).status == "discrepancy"
     assert not Invoice.objects.filter(period__start=P_START).exists()
@@ -281,7 +281,7 @@ P_LINES = [
     },
     {
         "kind": "overage",
-        "description": "Overage: 1 block(s) of 5,000 contacts",
+        "description": "Overage: 1 block of 5,000 contacts",
         "amount": 22_500,
         "details": {
             "included": 2_000,
@@ -349,7 +349,7 @@ def test_report_csv_of_a_chosen_period(closed_month):
         [
             "line",
             "overage",
-            "Overage: 1 block(s) of 5,000 contacts",
+            "Overage: 1 block of 5,000 contacts",
             "22500",
             '{"block_price": 22500, "block_size": 5000, "blocks": 1, "included": 2000, '
             '"peak": 6150}',
@@ -373,7 +373,7 @@ def test_report_table(closed_month):
         f"Invoice {number(P_START)} (draft)",
         "  base     Base price: 2,000 marketing contacts included    800.00 USD  "
         "base_price=80000, included=2000",
-        "  overage  Overage: 1 block(s) of 5,000 contacts            225.00 USD  "
+        "  overage  Overage: 1 block of 5,000 contacts               225.00 USD  "
         "block_price=22500, block_size=5000, blocks=1, included=2000, peak=6150",
         "  total                                                   1,025.00 USD",
         "",
@@ -469,7 +469,7 @@ def test_verify_agrees_after_a_close(closed_month):
         "OK        2026-12-15 → 2027-01-15 (current): peak 5,750, live 5,750",
         "OK        2026-11-15 → 2026-12-15: peak 6,150, closed",
         "OK        2026-10-15 → 2026-11-15: peak 1,900, closed",
-        "All 3 period(s) agree with the ledger.",
+        "All 3 periods agree with the ledger.",
     ]
 
 
@@ -477,7 +477,7 @@ def test_verify_agrees_on_an_empty_account(stockholm):
     out, _ = run("verify_billing", at=local(2026, 12, 20))
     assert out.splitlines() == [
         "OK        2026-12-15 → 2027-01-15 (current): peak 0, live 0",
-        "All 1 period(s) agree with the ledger.",
+        "The period agrees with the ledger.",
     ]
 
 
@@ -491,7 +491,7 @@ def test_verify_finds_a_tampered_peak(closed_month):
         "MISMATCH  2026-11-15 → 2026-12-15: peak: ledger 6,150, counters 6,200",
     ]
     assert error == (
-        "1 of 2 period(s) disagree with the ledger: 2026-11-15 → 2026-12-15 (peak: ledger "
+        "1 of 2 periods disagree with the ledger: 2026-11-15 → 2026-12-15 (peak: ledger "
         "6,150, counters 6,200). Nothing was changed; a period that disagrees is held at its "
         "close until the counters are repaired."
     )
@@ -510,7 +510,7 @@ def test_verify_finds_a_tampered_live_count_and_billed_peak(closed_month):
         "OK        2026-11-15 → 2026-12-15: peak 6,150, closed",
         "MISMATCH  2026-10-15 → 2026-11-15: peak: ledger 1,900, billed 1,899",
     ]
-    assert error.startswith("2 of 3 period(s) disagree with the ledger: ")
+    assert error.startswith("2 of 3 periods disagree with the ledger: ")
 
 
 def test_verify_shows_a_held_period_and_agrees_once_repaired(examples_month):

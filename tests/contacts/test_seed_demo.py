@@ -286,3 +286,13 @@ def test_a_large_seed_defers_the_indexes_and_puts_every_one_back(account, monkey
     now = timezone.now()
     assert usage_current(at=now).live_count == Contact.objects.billable(now).count()
     assert_reasons_from_the_creation_policy()
+
+
+def test_a_second_run_says_how_to_set_a_new_admin_password(seeded, monkeypatch):
+    monkeypatch.setenv("PORT", "8123")
+
+    again = seed(contacts=10)
+
+    assert "Superuser 'admin' exists" in again
+    assert "manage.py changepassword admin" in again
+    assert "http://127.0.0.1:8123/admin/" in again

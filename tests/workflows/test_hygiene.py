@@ -239,7 +239,7 @@ def test_wizard_previews_then_schedules_once(book, client, time_machine):
     assert StatusChange.objects.filter(source_type="hygiene").count() == 4
     # The contacts list shows them non-marketing from 1 Dec
     listing = client.get("/admin/contacts/contact/?pending=true").content.decode()
-    assert listing.count("1 December 2026") >= 5
+    assert listing.count("1 Dec 2026") >= 5
 
 
 def test_wizard_needs_the_marketing_status_permission(book, client):
@@ -292,3 +292,20 @@ def test_runs_are_read_only_in_the_admin(book, client, superuser):
     )
     assert client.get("/admin/workflows/hygienerun/add/").status_code == 403
     assert HygieneRun.objects.filter(pk=run.pk).exists()
+
+
+def test_the_wizard_uses_the_admins_form_rows_with_each_box_before_its_label(account):
+    from django.test import Client
+
+    from tests.factories import UserFactory
+
+    client = Client()
+    client.force_login(UserFactory(username="root", is_superuser=True, is_staff=True))
+
+    html = client.get("/admin/workflows/hygiene/").content.decode()
+
+    assert "admin/css/forms.css" in html
+    row = html.split('<div class="form-row field-include_unsubscribed">')[1]
+    box = row.split('<div class="flex-container checkbox-row">')[1]
+    assert box.startswith('<input type="checkbox" name="include_unsubscribed"')
+    assert '<label class="vCheckboxLabel" for="id_include_unsubscribed">' in box

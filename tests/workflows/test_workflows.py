@@ -125,7 +125,7 @@ def test_a_workflow_with_no_groups_enrolls_nobody(account):
 def test_bad_criteria_or_actions_are_refused_with_their_place(db):
     with pytest.raises(ValidationError) as bad:
         make_workflow(criteria=tree(("lifecycle_stage", "EQ", "nope")))
-    assert "Group 1, filter 1 (lifecycle_stage EQ)" in str(bad.value)
+    assert "Group 1, filter 1 (Lifecycle stage is): the value is not valid" in str(bad.value)
     with pytest.raises(ValidationError) as bad:
         make_workflow(actions=[{"type": "send_marketing_email"}])
     assert "Action 1 (send_marketing_email) needs email." in str(bad.value)

@@ -16,6 +16,7 @@ from billing.management import local_time, parse_instant, period_label
 from billing.money import format_money
 from billing.services import CloseOutcome, billing_close_periods
 from crm.calendar import BillingCalendar
+from crm.text import counted
 
 STATUS_LABELS = {
     "closed": "closed",
@@ -89,7 +90,7 @@ class Command(BaseCommand):
         counts = {status: sum(o.status == status for o in outcomes) for status in STATUS_LABELS}
         if dry_run:
             return (
-                f"Dry run, nothing written: {counts['would_close']} period(s) would close, "
+                f"Dry run, nothing written: {counted(counts['would_close'], 'period')} would close, "
                 f"{counts['held']} would be held."
             )
         invoiced = [o for o in outcomes if o.status == "closed"]
@@ -97,7 +98,7 @@ class Command(BaseCommand):
         for outcome in invoiced:
             totals[outcome.currency] = totals.get(outcome.currency, 0) + outcome.total
         money = ", ".join(format_money(total, currency) for currency, total in totals.items())
-        summary = f"Closed {len(invoiced)} period(s)"
+        summary = f"Closed {counted(len(invoiced), 'period')}"
         if money:
             summary += f", invoiced {money}"
         if counts["already_closed"]:

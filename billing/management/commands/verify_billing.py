@@ -25,6 +25,7 @@ from contacts.status.selectors import (
 )
 from crm.calendar import BillingCalendar
 from crm.snapshot import read_snapshot
+from crm.text import counted
 
 TICK = dt.timedelta(microseconds=1)
 
@@ -62,11 +63,15 @@ class Command(BaseCommand):
         checked = len(checks)
         if mismatched:
             raise CommandError(
-                f"{len(mismatched)} of {checked} period(s) disagree with the ledger: "
+                f"{len(mismatched):,} of {counted(checked, 'period')} disagree with the ledger: "
                 f"{'; '.join(mismatched)}. Nothing was changed; a period that disagrees is "
                 "held at its close until the counters are repaired."
             )
-        self.stdout.write(f"All {checked} period(s) agree with the ledger.")
+        self.stdout.write(
+            f"All {counted(checked, 'period')} agree with the ledger."
+            if checked != 1
+            else "The period agrees with the ledger."
+        )
 
     def _checks(self, calendar: BillingCalendar, periods: int) -> list[tuple[str, str, list]]:
         """Every comparison, read from one snapshot: a change committing meanwhile is in

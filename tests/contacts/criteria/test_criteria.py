@@ -281,7 +281,8 @@ def test_errors_adapt_to_django_forms_and_drf():
     validation_error = caught.value.as_validation_error()
     assert isinstance(validation_error, ValidationError)
     assert validation_error.messages == [
-        "Group 1, filter 1 (lead_score GT): value: expected a whole number, got 'ten'."
+        "Group 1, filter 1 (Lead score is more than): the value is not valid (expected a whole "
+        "number, got 'ten')."
     ]
     assert caught.value.as_dict() == {
         "criteria": [

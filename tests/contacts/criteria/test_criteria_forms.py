@@ -9,7 +9,7 @@ from django.contrib.staticfiles import finders
 from django.test import Client
 from django.urls import reverse
 
-from contacts.criteria.forms import CriteriaForm
+from contacts.criteria.forms import CriteriaForm, criteria_editor_schema
 from contacts.models import Contact, Source
 from tests.factories import UserFactory
 
@@ -77,11 +77,12 @@ def test_the_form_shows_each_problem_on_the_form_and_inside_the_editor():
     form = CriteriaForm(data={"criteria": json.dumps(bad)})
 
     assert not form.is_valid()
-    assert form.errors["criteria"][0].startswith(
-        "Group 1, filter 1 (id__in EQ): Unknown field 'id__in'."
+    assert form.errors["criteria"][0] == (
+        "Group 1, filter 1: there is no field “id__in”; pick one from the list."
     )
     assert form.errors["criteria"][1] == (
-        "Group 2, filter 1 (lead_score BETWEEN): BETWEEN needs value <= highValue."
+        "Group 2, filter 1 (Lead score is between): the low value must not be more than the "
+        "high value."
     )
     error_map = config_of(str(form["criteria"]))["errorMap"]
     assert set(error_map) == {
@@ -178,7 +179,7 @@ def test_the_tester_shows_validation_errors(people):
 
     html = response.content.decode()
     assert response.status_code == 200
-    assert "Unknown field &#x27;source__kind&#x27;" in html
+    assert "Group 1, filter 1: there is no field “source__kind”; pick one from the list." in html
     assert "criteria-count" not in html
 
 
@@ -201,3 +202,46 @@ def test_the_tester_needs_a_staff_login(db):
 
     assert response.status_code == 302
     assert response["Location"].startswith(reverse("admin:login"))
+
+
+def test_the_editor_offers_plain_field_labels_and_operator_words():
+    schema = criteria_editor_schema()
+    filter_schema = schema["properties"]["filterGroups"]["items"]["properties"]["filters"]["items"]
+    fields = {
+        c["value"]: c["title"] for c in filter_schema["properties"]["propertyName"]["choices"]
+    }
+    operators = {c["value"]: c["title"] for c in filter_schema["properties"]["operator"]["choices"]}
+
+    assert fields["lead_score"] == "Lead score"
+    assert operators["EQ"] == "is"
+    assert operators["GTE"] == "is at least"
+    assert operators["NOT_CONTAINS_TOKEN"] == "does not contain the word"
+    assert not any("_" in title for title in (*fields.values(), *operators.values()))
+
+
+@pytest.mark.parametrize(
+    "bad_filter, sentence",
+    [
+        (
+            {"propertyName": "lead_score", "operator": "CONTAINS_TOKEN", "value": "1"},
+            "Group 1, filter 1 (Lead score contains the word): Lead score cannot use “contains "
+            "the word”; use one of “is”, “is not”, “is any of”, “is none of”, “is less "
+            "than”, “is at most”, “is more than”, “is at least”, “is between”.",
+        ),
+        (
+            {"propertyName": "lead_score", "operator": "GTE"},
+            "Group 1, filter 1 (Lead score is at least): “is at least” needs a value.",
+        ),
+        (
+            {"propertyName": "email", "operator": "HAS_PROPERTY", "value": "x"},
+            "Group 1, filter 1 (Email is known): “is known” takes no value; leave it empty.",
+        ),
+    ],
+)
+def test_editor_errors_are_sentences_in_the_editors_words(bad_filter, sentence):
+    form = CriteriaForm(
+        data={"criteria": json.dumps({"filterGroups": [{"filters": [bad_filter]}]})}
+    )
+
+    assert not form.is_valid()
+    assert form.errors["criteria"] == [sentence]

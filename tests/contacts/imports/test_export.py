@@ -79,7 +79,7 @@ def people():
 def test_csv_safe_prefixes_formula_starts_only():
     assert [csv_safe(v) for v in ["=1+2", "+46", "-x", "@a", "\tx", "ok", "a=b", ""]] == [
         "'=1+2",
-        "'+46",
+        "+46",  # a phone number, not a formula
         "'-x",
         "'@a",
         "'\tx",
@@ -104,7 +104,7 @@ def test_rows_carry_every_column_the_pending_date_and_safe_cells(people):
         "Ann",
         "Lee",
         "Acme",
-        "'+46 70 123",
+        "+46 70 123",
         "customer",
         "open",
         "prospect",
@@ -264,3 +264,43 @@ def test_command_refuses_bad_filters(people, tmp_path, bad):
     with pytest.raises(CommandError):
         call_command("export_contacts", "--output", str(path), "--filter", bad)
     assert not path.exists()
+
+
+@pytest.mark.parametrize(
+    "value, exported",
+    [
+        ("+46 70 000 0001", "+46 70 000 0001"),
+        ("+1 (555) 010-2030", "+1 (555) 010-2030"),
+        ("+SUM(A1:A9)", "'+SUM(A1:A9)"),
+        ("+46=HYPERLINK(1)", "'+46=HYPERLINK(1)"),
+        ("+ ()", "'+ ()"),  # no digit: not a phone number
+        ("-46 70", "'-46 70"),
+    ],
+)
+def test_phone_numbers_are_not_formulas_but_formulas_stay_neutralised(value, exported):
+    assert csv_safe(value) == exported
+
+
+def test_a_phone_number_survives_export_and_import_unchanged(settings, tmp_path):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from contacts.imports.services import (
+        contact_import_commit,
+        contact_import_create,
+        contact_import_preview,
+        contact_import_run,
+    )
+
+    settings.MEDIA_ROOT = tmp_path
+    ContactFactory(email="phone@example.com", phone="+46 70 000 0001")
+    exported = "".join(contacts_export_csv(contacts=Contact.objects.all()))
+    assert "+46 70 000 0001" in exported and "'+46" not in exported
+    Contact.objects.filter(email="phone@example.com").update(phone="")
+
+    upload = SimpleUploadedFile("export.csv", exported.encode(), "text/csv")
+    contact_import = contact_import_create(file=upload, file_name="export.csv", actor=None)
+    contact_import_preview(contact_import=contact_import, actor=None)
+    contact_import_commit(contact_import=contact_import, actor=None, enqueue=False)
+    contact_import_run(contact_import_id=contact_import.pk)
+
+    assert Contact.objects.get(email="phone@example.com").phone == "+46 70 000 0001"

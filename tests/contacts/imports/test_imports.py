@@ -765,6 +765,7 @@ def test_admin_upload_mapping_preview_confirm_and_progress(
         "status": "done",
         "status_display": "Done",
         "phase": "",
+        "phase_display": "",
         "processed_rows": 1,
         "total_rows": 1,
         "percent": 100,

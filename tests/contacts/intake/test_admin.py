@@ -267,5 +267,5 @@ def test_the_app_page_shows_what_switching_marketing_on_would_cost(ops):
     # Then: 100 a day for the 15 days left, 1,500 contacts: past the 1,000 included, a block
     assert (forecast.created_recently, forecast.expected_new) == (3_000, 1_500)
     assert forecast.cost["invoice_delta"] == 22_500
-    assert "about 1500 more would become marketing before 1 December 2026" in page
+    assert "about 1,500 more would become marketing before 1 Dec 2026" in page
     assert "invoice +225.00 USD" in page

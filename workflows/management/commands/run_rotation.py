@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
+from crm.text import counted
 from workflows.models import RotationPlan, RotationRunStatus
 from workflows.rotation import rotation_tick
 
@@ -46,4 +47,6 @@ class Command(BaseCommand):
                 )
             self.stdout.write(f"#{rotation.pk} {rotation.name}: " + "; ".join(parts))
         if held:
-            raise CommandError(f"{held} promotion(s) wait for billing approval.")
+            raise CommandError(
+                f"{counted(held, 'promotion')} {'waits' if held == 1 else 'wait'} for billing approval."
+            )
