@@ -370,7 +370,7 @@ def test_admin_upload_preview_shows_the_hubspot_mapping_and_confirm(
     preview_url = ops_client.post(response["Location"], posted)["Location"]
     html = ops_client.get(preview_url).content.decode()
     assert 'id="import-format">Format: HubSpot export.' in html
-    assert "“Marketing contact status” → hubspot_marketing" in html
+    assert "<tr><td>Marketing contact status</td><td>HubSpot marketing status</td></tr>" in html
     assert 'id="preview-marketing"><th scope="row">Become marketing</th><td>3</td>' in html
     assert (
         'id="preview-scheduled"><th scope="row">Downgrades scheduled for the next update '
