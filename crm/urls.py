@@ -10,10 +10,19 @@ from crm.me import MeView
 from crm.metrics import metrics
 from workflows.admin import admin_urls as workflows_admin_urls
 
+
+class FaviconRedirect(RedirectView):
+    """The static file's URL is looked up per request: in production it is the hashed name
+    from collectstatic's manifest, which does not exist before collectstatic has run."""
+
+    def get_redirect_url(self, *args, **kwargs):
+        return static("crm/favicon.svg")
+
+
 urlpatterns = [
     # No public home page: "/" is the admin's home, and the favicon is a static file.
     path("", RedirectView.as_view(pattern_name="admin:index"), name="home"),
-    path("favicon.ico", RedirectView.as_view(url=static("crm/favicon.svg")), name="favicon"),
+    path("favicon.ico", FaviconRedirect.as_view(), name="favicon"),
     path("admin/", include(workflows_admin_urls)),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

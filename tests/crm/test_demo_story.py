@@ -99,7 +99,7 @@ def test_previous_months_are_closed_each_with_its_invoice(story):
 def test_verify_billing_agrees_with_the_seeded_ledger(story):
     out = io.StringIO()
     call_command("verify_billing", stdout=out)  # a mismatch raises CommandError
-    assert f"All {MONTHS_CLOSED + 1} period(s) agree with the ledger." in out.getvalue()
+    assert f"All {MONTHS_CLOSED + 1} periods agree with the ledger." in out.getvalue()
 
 
 def test_alerts_follow_from_each_periods_peak(story):
