@@ -1,0 +1,317 @@
+"""The contacts admin: the changelist, its filters and counts, and a contact's page with its status button."""
+
+import re
+from zoneinfo import ZoneInfo
+
+import pytest
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+
+from contacts.models import (
+    Contact,
+)
+from contacts.status.models import (
+    LedgerAction,
+    StatusChange,
+)
+from crm.admin import EstimatedCountPaginator
+from tests.contacts.admin.support import (
+    CHANGELIST,
+    M,
+    N,
+    change_url,
+    counting_contacts,
+    day,
+    make_pending,
+    messages_of,
+    next_update,
+    results,
+    run_action,
+    state,
+    toggle_url,
+    usage,
+)
+from tests.factories import ContactFactory
+
+# --- the changelist ------------------------------------------------------------
+
+
+def test_changelist_shows_effective_status_and_pending_date(ops_client, people):
+    with CaptureQueriesContext(connection) as queries:
+        response = ops_client.get(CHANGELIST)
+    assert response.status_code == 200
+    assert results(response) == {
+        "ann@example.com",
+        "bob@acme.com",
+        "cat@example.com",
+        "dan@example.com",
+    }
+    html = response.content.decode()
+    pending = f"Marketing, non-marketing from {day(next_update())}"
+    assert html.count(f'<td class="field-status_column">{pending}</td>') == 1
+    assert html.count('<td class="field-status_column">Marketing</td>') == 1
+    assert html.count('<td class="field-status_column">Non-marketing</td>') == 2
+    assert "4 contacts" in html
+    # The only count over the contacts table is the paginator's LIMITed one.
+    counts = counting_contacts(queries.captured_queries)
+    assert len(counts) == 1
+    assert "LIMIT 10001" in counts[0]
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("?marketing_status=marketing", {"bob@acme.com", "cat@example.com"}),
+        ("?marketing_status=non_marketing", {"ann@example.com", "dan@example.com"}),
+        ("?pending=true", {"cat@example.com"}),
+        ("?marketing_status=marketing&pending=false", {"bob@acme.com"}),
+        ("?source_kind=form", {"bob@acme.com", "cat@example.com"}),
+        ("?lifecycle_stage=customer", {"dan@example.com"}),
+        ("?q=ANN", {"ann@example.com"}),
+        ("?q=bob@ac", {"bob@acme.com"}),
+        ("?q=acme", {"bob@acme.com"}),
+        ("?q=lee", {"ann@example.com"}),
+        ("?q=example.com", set()),  # prefix search: not a substring search
+        ("?marketing_status=marketing&q=cat", {"cat@example.com"}),
+    ],
+)
+def test_changelist_filters_and_search(ops_client, people, query, expected):
+    with CaptureQueriesContext(connection) as queries:
+        response = ops_client.get(CHANGELIST + query)
+    assert response.status_code == 200
+    assert results(response) == expected
+    counts = counting_contacts(queries.captured_queries)
+    assert counts and all("LIMIT 10001" in sql for sql in counts)
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("?marketing=marketing", "?marketing_status=marketing"),
+        ("?marketing=non_marketing", "?marketing_status=non_marketing"),
+        ("?marketing=pending", "?pending=true"),
+        ("?marketing=settled&q=cat", "?marketing_status=marketing&pending=false&q=cat"),
+        ("?source__kind__exact=form", "?source_kind=form"),
+        ("?lifecycle_stage__exact=customer&o=2", "?lifecycle_stage=customer&o=2"),
+        ("?lead_status__exact=new", "?lead_status=new"),
+        ("?contact_type__exact=partner", "?contact_type=partner"),
+    ],
+)
+def test_the_old_filter_names_redirect_to_the_apis(ops_client, people, old, new):
+    """Bookmarks made with the admin's former parameters land on the same selection."""
+    response = ops_client.get(CHANGELIST + old)
+    assert response.status_code == 302
+    assert response["Location"] == CHANGELIST + new
+    assert results(ops_client.get(response["Location"])) == results(
+        ops_client.get(CHANGELIST + new)
+    )
+
+
+def test_the_admin_and_the_api_filter_by_the_same_names(ops_client, people):
+    from contacts.filters import ContactFilter
+
+    changelist = ops_client.get(CHANGELIST).context["cl"]
+    admin_names = {
+        f.parameter_name for f in changelist.filter_specs if hasattr(f, "parameter_name")
+    }
+    shared = {"marketing_status", "pending", "source_kind", "lifecycle_stage", "lead_status"}
+    assert shared | {"contact_type"} <= admin_names
+    assert shared | {"contact_type"} <= set(ContactFilter.base_filters)
+
+
+def test_changelist_query_count_does_not_grow_with_rows(
+    ops_client, people, django_assert_max_num_queries
+):
+    ContactFactory.create_batch(30, source=people["ann"].source)
+    # session, user, account, capped count, two singleton checks (nav), the page,
+    # the billing alert banner (one query on every admin page), and the choices of the
+    # contact-list and ad-audience filters (one small query each).
+    with django_assert_max_num_queries(10):
+        response = ops_client.get(CHANGELIST + "?marketing_status=non_marketing")
+    assert len(response.context["cl"].result_list) == 32
+
+
+def test_dates_are_shown_in_the_account_time_zone(ops_client, account):
+    """A period starts at local midnight: 1 December in Stockholm is 30 November in UTC."""
+    account.time_zone = "Europe/Stockholm"
+    account.save()
+    contact = ContactFactory(email="sven@example.se")
+    make_pending(contact)
+    pending = state(contact)[1]
+    local = pending.astimezone(ZoneInfo("Europe/Stockholm"))
+    assert (local.hour, local.minute) == (0, 0)
+    assert day(pending) != day(local)  # the same instant is another day in UTC
+    html = ops_client.get(CHANGELIST).content.decode()
+    assert f"non-marketing from {day(local)}</td>" in html
+    page = ops_client.get(change_url(contact.pk)).content.decode()
+    assert f"non-marketing from {day(local)} (billable until then)" in page
+
+
+def test_filtered_count_is_capped(ops_client, people, monkeypatch):
+    monkeypatch.setattr(EstimatedCountPaginator, "count_cap", 2)
+    response = ops_client.get(CHANGELIST)
+    assert response.context["cl"].result_count == 2
+    assert response.context["cl"].paginator.capped is True
+    assert "more than 2 contacts" in response.content.decode()
+
+
+@pytest.mark.postgres
+def test_unfiltered_changelist_reads_the_table_estimate_on_postgresql(
+    ops_client, people, monkeypatch
+):
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE contacts_contact")
+    monkeypatch.setattr(EstimatedCountPaginator, "count_cap", 2)
+    with CaptureQueriesContext(connection) as queries:
+        response = ops_client.get(CHANGELIST)
+    assert response.context["cl"].result_count == 4
+    assert response.context["cl"].paginator.estimated is True
+    assert "about 4 contacts" in response.content.decode()
+    assert any("pg_class" in q["sql"] for q in queries.captured_queries)
+    assert counting_contacts(queries.captured_queries) == []
+
+
+def test_delete_selected_is_absent(super_client, people):
+    response = super_client.get(CHANGELIST)
+    choices = [name for name, _ in response.context["action_form"].fields["action"].choices]
+    assert choices == [
+        "",
+        "set_marketing_action",
+        "set_non_marketing_action",
+        "export_csv_action",
+        "add_to_ad_audience_action",
+        "remove_from_ad_audience_action",
+        "delete_contacts_action",  # ours, through the status service (not Django's)
+        "merge_contacts_action",
+    ]
+    response = run_action(super_client, "delete_selected", [people["ann"].pk])
+    assert Contact.objects.count() == 4
+    assert "No action selected." in messages_of(response)
+
+
+def test_sales_sees_no_status_actions(sales_client, people):
+    response = sales_client.get(CHANGELIST)
+    assert response.status_code == 200
+    # Only the export (it needs the view permission alone).
+    choices = [name for name, _ in response.context["action_form"].fields["action"].choices]
+    assert choices == ["", "export_csv_action"]
+
+
+# --- the contact page: status, toggle, ledger ------------------------------------
+
+
+def test_change_page_shows_status_reason_and_ledger(ops_client, people):
+    cat = people["cat"]
+    response = ops_client.get(change_url(cat.pk))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert f"non-marketing from {day(next_update())}" in html
+    assert 'value="set_marketing"' in html  # a pending contact is offered "Set as marketing"
+    # The reason, as a phrase
+    assert re.search(
+        r"Last change \(\d+ \w{3} \d{4}, \d\d:\d\d\): Changed on the contact page by test\.", html
+    )
+    history = response.context["status_history"]
+    assert [row.action for row in history] == [
+        LedgerAction.DOWNGRADE_SCHEDULED,
+        LedgerAction.UPGRADE,
+    ]
+    assert html.count('<tr class="ledger-row">') == 2
+
+
+def test_change_page_ledger_is_limited_to_the_newest_rows(ops_client, people, monkeypatch):
+    import contacts.admin as contacts_admin
+
+    monkeypatch.setattr(contacts_admin, "CONTACT_PAGE_LEDGER_ROWS", 1)
+    cat = people["cat"]
+    response = ops_client.get(change_url(cat.pk))
+    assert [row.action for row in response.context["status_history"]] == [
+        LedgerAction.DOWNGRADE_SCHEDULED
+    ]
+    assert response.context["status_history_url"].endswith(f"?contact_id={cat.pk}")
+    ledger = ops_client.get(response.context["status_history_url"])
+    assert {row.contact_id for row in ledger.context["cl"].result_list} == {cat.pk}
+
+
+def test_toggle_sets_marketing_and_writes_a_ledger_row(ops_client, marketing_ops, people):
+    ann = people["ann"]
+    before = usage()
+    response = ops_client.post(toggle_url(ann.pk), {"operation": "set_marketing"})
+    assert response.status_code == 302
+    assert response["Location"] == change_url(ann.pk)
+    assert state(ann) == (M, None)
+    row = StatusChange.objects.get(contact_id=ann.pk)
+    assert (row.action, row.from_status, row.to_status, row.delta) == ("upgrade", N, M, 1)
+    assert (row.source_type, row.source_id, row.source_name, row.actor_id) == (
+        "manual",
+        str(marketing_ops.pk),
+        "ops",
+        marketing_ops.pk,
+    )
+    assert usage() == (before[0] + 1, before[1] + 1)
+    assert messages_of(response) == [
+        "“ann@example.com” is now marketing; it counts toward this period at once."
+    ]
+
+
+def test_toggle_sets_non_marketing_from_the_next_update_date(ops_client, people):
+    bob = people["bob"]
+    ledger_before = StatusChange.objects.count()
+    page = ops_client.post(toggle_url(bob.pk), {"operation": "set_non_marketing"})
+    # First the confirmation, with the saving from the next period; nothing is written.
+    assert page.status_code == 200
+    assert page.templates[0].name == "admin/contacts/contact/status_confirmation.html"
+    assert 'id="saving-' in page.content.decode()
+    assert StatusChange.objects.count() == ledger_before
+    assert state(bob) == (M, None)
+    response = ops_client.post(
+        toggle_url(bob.pk), {"operation": "set_non_marketing", "confirmed": "yes"}
+    )
+    assert response.status_code == 302
+    assert state(bob) == (M, next_update())
+    assert messages_of(response) == [
+        f"“bob@acme.com” is non-marketing from {day(next_update())}; "
+        "it stays marketing and billable until then."
+    ]
+    row = StatusChange.objects.filter(contact_id=bob.pk).first()
+    assert (row.action, row.effective_at, row.delta) == ("downgrade_scheduled", next_update(), -1)
+
+
+def test_toggle_cancels_a_pending_downgrade(ops_client, people):
+    cat = people["cat"]
+    live_before = usage()
+    response = ops_client.post(toggle_url(cat.pk), {"operation": "set_marketing"})
+    assert state(cat) == (M, None)
+    assert usage() == live_before  # still counted: costs nothing extra
+    assert "its pending change to non-marketing was cancelled" in messages_of(response)[0]
+
+
+def test_toggle_is_refused_to_sales_and_changes_nothing(sales_client, people):
+    ann = people["ann"]
+    ledger_before = StatusChange.objects.count()
+    response = sales_client.post(toggle_url(ann.pk), {"operation": "set_marketing"})
+    assert response.status_code == 403
+    assert state(ann) == (N, None)
+    assert StatusChange.objects.count() == ledger_before
+    page = sales_client.get(change_url(ann.pk))
+    assert page.status_code == 200
+    assert "marketing-status-form" not in page.content.decode()
+
+
+def test_toggle_needs_post_and_a_csrf_token(marketing_ops, people):
+    ann = people["ann"]
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(marketing_ops)
+    assert client.get(toggle_url(ann.pk)).status_code == 405
+    assert client.post(toggle_url(ann.pk), {"operation": "set_marketing"}).status_code == 403
+    assert state(ann) == (N, None)
+
+
+def test_auditor_sees_the_page_without_the_toggle(auditor_client, people):
+    response = auditor_client.get(change_url(people["bob"].pk))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "marketing-status-form" not in html
+    assert html.count('<tr class="ledger-row">') == 1
+    assert auditor_client.post(toggle_url(people["bob"].pk), {"operation": "x"}).status_code == 403
