@@ -29,6 +29,12 @@ def shows_day(text: str, instant: dt.datetime) -> bool:
     return any(rendering in text for rendering in day_renderings(instant))
 
 
+def house_day(instant: dt.datetime) -> str:
+    """The day of `instant` as the admin writes dates: "2 Nov 2026"."""
+    day = timezone.localtime(instant).date()
+    return f"{day.day} {day:%b %Y}"
+
+
 def count_text(value: int) -> str:
     """A count as the pages show it: with thousands separators."""
     return f"{value:,}"

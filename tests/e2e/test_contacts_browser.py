@@ -19,6 +19,7 @@ from tests.e2e.flows import (
     confirm_bulk_status,
     confirm_status_change,
     count_text,
+    house_day,
     open_status_confirmation,
     result_rows,
     run_bulk_action,
@@ -167,6 +168,7 @@ def test_the_status_button_upgrades_schedules_and_cancels(page, login, demo, sho
     open_status_confirmation(page)
     shot("non-marketing-confirmation")
     assert page.is_visible("#saving-preview")
+    assert house_day(usage_current().next_update) in page.inner_text("#content-main")
     with page.expect_navigation():
         page.click("#status-confirmation-form a.cancel-link")
     assert page.url.endswith(f"{CONTACTS}{contact.pk}/change/")
@@ -315,6 +317,7 @@ def test_all_matching_a_filtered_list_runs_as_a_job_watched_to_its_end(
     assert (job.total, job.done, job.changed) == (count, count, count)
     assert page.inner_text("#job-done") == count_text(count)
     assert page.inner_text("#job-changed") == count_text(count)
+    assert house_day(job.effective_from) in page.inner_text("#job-result")
     pending = Contact.objects.pending_downgrade(timezone.now()).filter(pk__in=ids)
     assert pending.count() == count
     assert usage_current().live_count == live_before  # billable until the next update date
