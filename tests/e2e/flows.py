@@ -29,6 +29,12 @@ def shows_day(text: str, instant: dt.datetime) -> bool:
     return any(rendering in text for rendering in day_renderings(instant))
 
 
+def house_day(instant: dt.datetime) -> str:
+    """The day of `instant` as the admin writes dates: "2 Nov 2026"."""
+    day = timezone.localtime(instant).date()
+    return f"{day.day} {day:%b %Y}"
+
+
 def count_text(value: int) -> str:
     """A count as the pages show it: with thousands separators."""
     return f"{value:,}"
@@ -40,14 +46,27 @@ def result_rows(page):
 
 
 def click_status_button(page) -> None:
-    """Press the status button on a contact's page and wait for the page it leads to.
-
-    Today the button changes the status at once and comes back to the contact's page
-    with a message. When the button asks to confirm the cost first, the confirmation
-    step belongs here.
-    """
+    """Press the status button on a contact's page when the change asks no confirmation
+    (it is within the tier, or cancels a pending change): the change is made at once and
+    the contact's page comes back with a message."""
     with page.expect_navigation():
         page.click("#marketing-status-form button[name=operation]")
+    page.wait_for_selector(".messagelist li")
+
+
+def open_status_confirmation(page) -> None:
+    """Press the status button on a contact's page when the change costs or saves money:
+    the confirmation page with the cost (set marketing at or past the tier) or the saving
+    (set non-marketing) is shown, and nothing has changed yet."""
+    with page.expect_navigation():
+        page.click("#marketing-status-form button[name=operation]")
+    page.wait_for_selector("#status-confirmation-form")
+
+
+def confirm_status_change(page) -> None:
+    """Confirm on the status confirmation page: back to the contact's page with a message."""
+    with page.expect_navigation():
+        page.click("#status-confirmation-form input[type=submit]")
     page.wait_for_selector(".messagelist li")
 
 
@@ -56,10 +75,14 @@ def status_button_operation(page) -> str:
     return page.get_attribute("#marketing-status-form button[name=operation]", "value")
 
 
-def run_bulk_action(page, action: str) -> None:
-    """Select every row on the changelist's page and run `action` (its function name):
-    the confirmation page with the preview is shown."""
+def run_bulk_action(page, action: str, *, all_matching: bool = False) -> None:
+    """Select every row on the changelist's page (and, with `all_matching`, every contact
+    matching the list: "Select all N") and run `action` (its function name): the
+    confirmation page with the preview is shown."""
     page.check("#action-toggle")
+    if all_matching:
+        page.click("#changelist-form .actions .question a")
+        page.wait_for_selector("#changelist-form .actions .all", state="visible")
     page.select_option("select[name=action]", action)
     with page.expect_navigation():
         page.click("button[name=index], #changelist-form button[type=submit]")
@@ -73,6 +96,12 @@ def confirm_bulk_status(page, typed: str | None) -> None:
         page.fill("#marketing-confirmation-form input[name=confirm_count]", typed)
     with page.expect_navigation():
         page.click("#marketing-confirmation-form input[type=submit]")
+
+
+def wait_for_bulk_job(page, timeout: float = 30_000) -> None:
+    """On a bulk status job's page: wait until its progress, polled by the page, says the job
+    has ended and the page has reloaded with the result."""
+    page.wait_for_selector("#job-progress[data-running='0']", timeout=timeout)
 
 
 # The criteria editor (django-jsonform's React form, contacts.criteria.forms): its inputs

@@ -1,24 +1,31 @@
 """The contacts flows in a real browser, over demo data: logging in to the home page's
 figures, the list's filters and search, the status button and the bulk status change."""
 
+import threading
+
 from django.db.models import Q
 from django.utils import timezone
 
 from billing.money import format_money
 from billing.selectors import billing_usage
 from contacts.models import Contact, LifecycleStage
-from contacts.status.models import StatusChange
-from contacts.status.results import SET_MARKETING, StatusSource
+from contacts.status import bulk
+from contacts.status.models import BulkJobStatus, BulkStatusJob, StatusChange
+from contacts.status.results import SET_MARKETING, SET_NON_MARKETING, StatusSource
 from contacts.status.selectors import usage_current
 from contacts.status.services import contacts_delete, contacts_status_preview
 from tests.e2e.flows import (
     click_status_button,
     confirm_bulk_status,
+    confirm_status_change,
     count_text,
+    house_day,
+    open_status_confirmation,
     result_rows,
     run_bulk_action,
     shows_day,
     status_button_operation,
+    wait_for_bulk_job,
 )
 
 CONTACTS = "/admin/contacts/contact/"
@@ -70,17 +77,30 @@ def test_the_contacts_list_filters_searches_and_shows_pending_dates(page, login,
     shot("list")
     assert result_rows(page).count() == 50  # a full first page of the demo contacts
 
+    # The filters carry the API's names.
     with page.expect_navigation():
-        page.click("#changelist-filter a[href*='marketing=pending']")
+        page.click("#changelist-filter a[href*='pending=true']")
     with page.expect_navigation():
-        page.click("#changelist-filter a[href*='lifecycle_stage__exact=lead']")
+        page.click("#changelist-filter a[href*='lifecycle_stage=lead']")
     shot("pending-leads")
-    assert "marketing=pending" in page.url and "lifecycle_stage__exact=lead" in page.url
+    assert "pending=true" in page.url and "lifecycle_stage=lead" in page.url
     rows = result_rows(page)
     assert rows.count() == expected
+    # The status and its pending date share one column.
     next_update = usage_current().next_update
-    pending_column = page.locator("#result_list tbody td.field-pending_from_display")
-    assert all(shows_day(text, next_update) for text in pending_column.all_inner_texts())
+    status_column = page.locator("#result_list tbody td.field-status_column")
+    assert status_column.count() == expected
+    assert all(shows_day(text, next_update) for text in status_column.all_inner_texts())
+    # The company is under the name.
+    names = page.locator("#result_list tbody td.field-name_display").all_inner_texts()
+    companies = [c.company for c in pending_leads.order_by("-pk") if c.company]
+    assert companies and all(any(company in name for name in names) for company in companies)
+
+    # A link saved with the old names lands on the same list under the new ones.
+    goto(f"{CONTACTS}?marketing=pending&lifecycle_stage__exact=lead")
+    assert "pending=true" in page.url and "lifecycle_stage=lead" in page.url
+    assert "marketing=" not in page.url and "__exact" not in page.url
+    assert result_rows(page).count() == expected
 
     # A search keeps the filters: the first row's surname, among the pending leads.
     term = pending_leads.order_by("-pk").first().last_name
@@ -88,7 +108,7 @@ def test_the_contacts_list_filters_searches_and_shows_pending_dates(page, login,
     with page.expect_navigation():
         page.press("#searchbar", "Enter")
     shot("searched")
-    assert "marketing=pending" in page.url and "q=" in page.url
+    assert "pending=true" in page.url and "q=" in page.url
     matching = pending_leads.filter(
         Q(email__startswith=term.lower())
         | Q(first_name__istartswith=term)
@@ -116,39 +136,67 @@ def test_the_status_button_upgrades_schedules_and_cancels(page, login, demo, sho
     ledger = StatusChange.objects.filter(contact_id=contact.pk)
     rows_before = ledger.count()
     live_before = usage_current().live_count
+    # A tier at today's count: one more marketing contact is past it, so the button asks
+    # to confirm what it adds to this period's invoice.
+    demo.included_contacts = live_before
+    demo.save()
+    cost = contacts_status_preview(contacts=[contact.pk], operation=SET_MARKETING).extra["cost"]
+    assert cost["invoice_delta"] > 0
     goto = login(username="ops", groups=["Marketing ops"])
     goto(f"{CONTACTS}{contact.pk}/change/")
     history = page.locator("#status-history tr.ledger-row")
     shot("non-marketing")
-    assert status_button_operation(page) == "set_marketing"
+    assert status_button_operation(page) == SET_MARKETING
     assert history.count() == rows_before
 
-    click_status_button(page)
+    open_status_confirmation(page)
+    shot("marketing-confirmation")
+    assert contact.email in page.inner_text("#confirm-contact")
+    assert format_money(cost["invoice_delta"], cost["currency"]) in page.inner_text("#cost-preview")
+    assert usage_current().live_count == live_before  # nothing changed yet
+    confirm_status_change(page)
     shot("marketing")
+    assert page.is_visible(".messagelist .success")
     contact.refresh_from_db()
     assert contact.is_billable(timezone.now())
     assert usage_current().live_count == live_before + 1
-    assert status_button_operation(page) == "set_non_marketing"
+    assert status_button_operation(page) == SET_NON_MARKETING
     assert history.count() == rows_before + 1
 
-    click_status_button(page)
+    # Setting it non-marketing shows the saving from the next period; going back changes
+    # nothing.
+    open_status_confirmation(page)
+    shot("non-marketing-confirmation")
+    assert page.is_visible("#saving-preview")
+    assert house_day(usage_current().next_update) in page.inner_text("#content-main")
+    with page.expect_navigation():
+        page.click("#status-confirmation-form a.cancel-link")
+    assert page.url.endswith(f"{CONTACTS}{contact.pk}/change/")
+    contact.refresh_from_db()
+    assert contact.pending_from(timezone.now()) is None
+    assert history.count() == rows_before + 1
+
+    open_status_confirmation(page)
+    confirm_status_change(page)
     shot("scheduled")
     contact.refresh_from_db()
     usage = usage_current()
     assert contact.pending_from(timezone.now()) == usage.next_update
     assert usage.live_count == live_before + 1  # billable until the next update date
     assert shows_day(page.inner_text("#marketing-status"), usage.next_update)
-    assert status_button_operation(page) == "set_marketing"
+    assert status_button_operation(page) == SET_MARKETING
     assert history.count() == rows_before + 2
 
-    # Marking it again cancels the pending change at no cost: the counts do not move.
+    # Marking it again cancels the pending change at no cost: no confirmation, and the
+    # counts do not move.
     peak = usage.peak_count
     click_status_button(page)
     shot("cancelled")
+    assert page.is_visible(".messagelist .success")
     contact.refresh_from_db()
     assert contact.pending_from(timezone.now()) is None
     assert (usage_current().live_count, usage_current().peak_count) == (live_before + 1, peak)
-    assert status_button_operation(page) == "set_non_marketing"
+    assert status_button_operation(page) == SET_NON_MARKETING
     assert history.count() == rows_before + 3
 
 
@@ -156,7 +204,7 @@ def test_a_bulk_change_shows_its_cost_and_asks_for_the_typed_count(
     page, login, demo, shot, settings
 ):
     now = timezone.now()
-    filters = "marketing=non_marketing&lifecycle_stage__exact=lead&lead_status__exact=new"
+    filters = "marketing_status=non_marketing&lifecycle_stage=lead&lead_status=new"
     selected = Contact.objects.not_billable(now).filter(lifecycle_stage="lead", lead_status="new")
     count = selected.count()
     assert 2 <= count <= 50, "the demo data should give one page of new non-marketing leads"
@@ -179,6 +227,13 @@ def test_a_bulk_change_shows_its_cost_and_asks_for_the_typed_count(
     assert page.inner_text("#preview-change td") == count_text(count)
     assert format_money(cost["invoice_delta"], cost["currency"]) in page.inner_text("#cost-preview")
     assert page.is_visible("input[name=confirm_count]")
+    # A selection within the job threshold runs in the request, not as a job.
+    assert not page.is_visible("#runs-in-background")
+    sample = page.locator("#confirmation-sample li").all_inner_texts()
+    assert [line.split(" — ")[0] for line in sample] == list(
+        selected.order_by("pk").values_list("email", flat=True)[: len(sample)]
+    )
+    assert len(sample) >= 1
 
     confirm_bulk_status(page, typed=str(count + 1))
     shot("wrong-count")
@@ -190,9 +245,79 @@ def test_a_bulk_change_shows_its_cost_and_asks_for_the_typed_count(
     shot("done")
     assert page.is_visible(".messagelist .success")
     assert page.url.endswith(f"{CONTACTS}?{filters}")
+    assert not BulkStatusJob.objects.exists()
     assert usage_current().live_count == live_before + count
     assert (
         not Contact.objects.not_billable(timezone.now())
         .filter(lifecycle_stage="lead", lead_status="new")
         .exists()
     )
+
+
+def test_all_matching_a_filtered_list_runs_as_a_job_watched_to_its_end(
+    page, login, demo, shot, settings, monkeypatch
+):
+    now = timezone.now()
+    # The marketing contacts with no pending change: more than one page, so "all N
+    # matching" is more than the page's selection.
+    matching = Contact.objects.billable(now).exclude(
+        pk__in=Contact.objects.pending_downgrade(now).values("pk")
+    )
+    count = matching.count()
+    assert count > 50, "the demo data should give more than a page of them"
+    ids = set(matching.values_list("pk", flat=True))
+    filters = "marketing_status=marketing&pending=false"
+    settings.MARKETING_CONFIRM_THRESHOLD = count - 1
+    preview = contacts_status_preview(contacts=matching, operation=SET_NON_MARKETING)
+    assert preview.would_schedule == count
+    live_before = usage_current().live_count
+
+    # The job runs in a thread, as in the embedded default, and waits until the test has
+    # seen its progress page: the page must poll and show the result when it ends.
+    settings.EMBEDDED_BACKGROUND_JOBS = True
+    release = threading.Event()
+    run = bulk.bulk_status_job_run
+
+    def run_when_released(**kwargs):
+        release.wait(timeout=30)
+        return run(**kwargs)
+
+    monkeypatch.setattr(bulk, "bulk_status_job_run", run_when_released)
+
+    goto = login(username="ops", groups=["Marketing ops"])
+    goto(f"{CONTACTS}?{filters}")
+    shot("filtered")
+    assert result_rows(page).count() == 50
+    run_bulk_action(page, "set_non_marketing_action", all_matching=True)
+    shot("confirmation")
+    assert page.inner_text("#preview-schedule td") == count_text(count)
+    assert page.is_visible("#saving-preview")
+    assert page.is_visible("#runs-in-background")
+    assert page.locator("#confirmation-sample li").count() >= 1
+
+    confirm_bulk_status(page, typed=str(count - 1))
+    shot("wrong-count")
+    assert page.is_visible("#marketing-confirmation-form .errorlist")
+    assert not BulkStatusJob.objects.exists()
+
+    confirm_bulk_status(page, typed=count_text(count))
+    job = BulkStatusJob.objects.get()
+    assert page.url.endswith(f"/admin/contacts/bulkstatusjob/{job.pk}/change/")
+    assert page.get_attribute("#job-progress", "data-running") == "1"
+    assert page.inner_text("#job-total") == count_text(count)
+    shot("progress")
+    assert not Contact.objects.pending_downgrade(timezone.now()).filter(pk__in=ids).exists()
+
+    # The page polls the job's progress and reloads with the result once it has ended.
+    release.set()
+    wait_for_bulk_job(page)
+    shot("result")
+    job.refresh_from_db()
+    assert job.status == BulkJobStatus.DONE
+    assert (job.total, job.done, job.changed) == (count, count, count)
+    assert page.inner_text("#job-done") == count_text(count)
+    assert page.inner_text("#job-changed") == count_text(count)
+    assert house_day(job.effective_from) in page.inner_text("#job-result")
+    pending = Contact.objects.pending_downgrade(timezone.now()).filter(pk__in=ids)
+    assert pending.count() == count
+    assert usage_current().live_count == live_before  # billable until the next update date

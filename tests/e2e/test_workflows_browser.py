@@ -3,9 +3,11 @@ again), the preview, and the criteria tester."""
 
 import json
 
+from django.db.models import Count
 from django.utils import timezone
 
 from contacts.criteria.selectors import criteria_preview
+from contacts.models import Contact
 from tests.e2e.flows import (
     count_text,
     criteria_add_filter,
@@ -34,13 +36,42 @@ def save_and_continue(page) -> None:
 def test_a_workflow_is_built_in_the_editor_changed_saved_again_and_previewed(
     page, login, demo, shot
 ):
+    # Criteria the demo's contacts meet: their most common lifecycle stage among the
+    # non-marketing, narrowed to the upper half of its lead scores.
+    now = timezone.now()
+    candidates = Contact.objects.not_billable(now)
+    stage = (
+        candidates.values("lifecycle_stage")
+        .annotate(n=Count("pk"))
+        .order_by("-n", "lifecycle_stage")
+        .first()["lifecycle_stage"]
+    )
+    scores = sorted(
+        candidates.filter(lifecycle_stage=stage, lead_score__isnull=False).values_list(
+            "lead_score", flat=True
+        )
+    )
+    assert scores, "the demo data should give non-marketing contacts with lead scores"
+    score = scores[len(scores) // 2]
+    tree = {
+        "filterGroups": [
+            {
+                "filters": [
+                    {"propertyName": "lifecycle_stage", "operator": "EQ", "value": stage},
+                    {"propertyName": "lead_score", "operator": "GTE", "value": score},
+                ]
+            }
+        ]
+    }
+    assert criteria_preview(tree=tree, now=now).count > 0
+
     goto = login(username="ops", groups=["Marketing ops"])
     goto("/admin/workflows/workflow/add/")
     page.fill("#id_name", "Qualified leads")
     page.select_option("#id_purpose", "enrollment")
     editor = page.locator(".field-criteria")
     criteria_add_group(editor)
-    criteria_set_filter(editor, field="lifecycle_stage", operator="EQ", value="lead")
+    criteria_set_filter(editor, field="lifecycle_stage", operator="EQ", value=stage)
     actions = page.locator(".field-actions")
     actions.locator("button", has_text="Add item").click()
     actions.locator("select").first.select_option(label="Set as marketing contact")
@@ -49,7 +80,7 @@ def test_a_workflow_is_built_in_the_editor_changed_saved_again_and_previewed(
     shot("created")
 
     workflow = Workflow.objects.get(name="Qualified leads")
-    assert filters_of(workflow) == [("lifecycle_stage", "EQ", "lead")]
+    assert filters_of(workflow) == [("lifecycle_stage", "EQ", stage)]
     assert workflow.actions == [{"type": "set_marketing"}]
     assert page.url.endswith(f"/admin/workflows/workflow/{workflow.pk}/change/")
 
@@ -57,12 +88,12 @@ def test_a_workflow_is_built_in_the_editor_changed_saved_again_and_previewed(
     editor = page.locator(".field-criteria")
     assert editor.locator("select[name='rjf§filterGroups§0§filters§0§propertyName']").input_value()
     criteria_add_filter(editor)
-    criteria_set_filter(editor, index=1, field="lead_score", operator="GTE", value="40")
+    criteria_set_filter(editor, index=1, field="lead_score", operator="GTE", value=str(score))
     shot("edited")
     save_and_continue(page)
     assert filters_of(workflow) == [
-        ("lifecycle_stage", "EQ", "lead"),
-        ("lead_score", "GTE", "40"),
+        ("lifecycle_stage", "EQ", stage),
+        ("lead_score", "GTE", str(score)),
     ]
 
     # Saved again untouched, it stays as it was.
@@ -73,7 +104,7 @@ def test_a_workflow_is_built_in_the_editor_changed_saved_again_and_previewed(
     assert (workflow.criteria, workflow.actions) == saved
 
     expected = workflow_preview(workflow=workflow)
-    assert expected.matched > 0
+    assert expected.matched > 0 and expected.would_become_marketing > 0
     with page.expect_navigation():
         page.click(f"a[href$='/admin/workflows/workflow/{workflow.pk}/preview/']")
     shot("preview")
