@@ -1,10 +1,12 @@
 import datetime as dt
 
 import pytest
+from django.apps import apps as django_apps
 from django.db import connection
 
 from contacts.status.results import StatusSource
 from crm.models import Account
+from crm.roles import sync_roles
 from tests.factories import ContactFactory, SourceFactory, UserFactory
 
 UTC = dt.UTC
@@ -41,6 +43,13 @@ def contact_factory(db):
 @pytest.fixture
 def manual():
     return StatusSource("manual", name="test")
+
+
+@pytest.fixture
+def roles(transactional_db):
+    """The role groups, for a transactional test: the tests before it may have emptied the
+    tables the roles migration filled."""
+    sync_roles(django_apps)
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """The admin's shared changelist base: filter values the database cannot take."""
 
 import pytest
+from django.db import connection
 
 from tests.factories import ContactFactory
 
@@ -21,6 +22,12 @@ def test_a_date_filter_out_of_range_is_explained_not_a_server_error(
     client.force_login(superuser)
 
     first = client.get(f"/admin/contacts/contact/?{query}")
+    if connection.vendor == "postgresql":
+        # PostgreSQL holds instants from 4713 BC on: the filter applies, and the contact,
+        # made today, is after year 1 and before year 9999.
+        assert first.status_code == 200
+        assert first.context["cl"].result_count == 1
+        return
     assert first.status_code == 302 and first["Location"].endswith("?e=1")
 
     page = client.get(first["Location"])

@@ -33,7 +33,7 @@ from contacts.status.results import (
 from contacts.status.selectors import ledger_replay, usage_current
 from contacts.status.services import contacts_set_marketing
 from crm.tasks import expire_stale_jobs
-from tests.factories import ContactFactory, set_guardrails
+from tests.factories import ContactFactory, UserFactory, set_guardrails
 
 M, N = "marketing", "non_marketing"
 
@@ -255,7 +255,7 @@ def test_a_rejected_hold_stops_the_job(marketing_ops, leads, superuser):
 
 
 @pytest.mark.postgres  # the worker thread needs its own connection to a real database
-def test_a_real_worker_runs_a_job(transactional_db, account, marketing_ops):
+def test_a_real_worker_runs_a_job(roles, account):
     import time
 
     from celery import Celery
@@ -268,7 +268,7 @@ def test_a_real_worker_runs_a_job(transactional_db, account, marketing_ops):
     if not redis_up():
         pytest.skip("Redis is not running on 127.0.0.1:6379")
     ContactFactory.create_batch(5, lifecycle_stage="lead")
-    job, _ = submit(marketing_ops)
+    job, _ = submit(UserFactory(username="ops", groups=["Marketing ops"]))
     previous = get_current_app()  # put back afterwards (see tests/contacts/test_worker.py)
     app = Celery("bulk-job-worker-test")
     app.config_from_object("django.conf:settings", namespace="CELERY")
