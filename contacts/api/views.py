@@ -77,6 +77,7 @@ from contacts.status.services import (
     contacts_set_non_marketing,
     contacts_status_preview,
 )
+from crm.admin import capped_count
 from crm.api import StrictFilterBackend, requires
 from crm.exceptions import Conflict
 
@@ -389,7 +390,7 @@ class ContactViewSet(viewsets.ModelViewSet):
         if not known:
             threshold = bulk_status_job_threshold()
             # Counts at most threshold + 1 contacts: no full count of a big match.
-            if target.order_by().values("pk")[: threshold + 1].count() <= threshold:
+            if capped_count(target, threshold) <= threshold:
                 return None
         try:
             job, created = bulk_status_job_submit(
