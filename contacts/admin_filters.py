@@ -56,9 +56,7 @@ class PendingFilter(admin.SimpleListFilter):
         if self.value() == TRUE:
             return queryset.pending_downgrade(now)  # contact_pending_idx
         if self.value() == FALSE:
-            return queryset.exclude(
-                pk__in=queryset.model.objects.pending_downgrade(now).values("pk")
-            )
+            return queryset.not_pending(now)
         return queryset
 
 

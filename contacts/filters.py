@@ -36,7 +36,6 @@ from contacts.models import (
     SourceKind,
     normalise_email,
 )
-from contacts.status.rules import pending_q
 from crm.instants import InstantField
 
 
@@ -128,9 +127,7 @@ class ContactFilter(filters.FilterSet):
     def filter_pending(self, queryset: QuerySet, name: str, value: bool) -> QuerySet:
         if value:
             return queryset.pending_downgrade(self.now)  # contact_pending_idx
-        # Most contacts are not pending: the newest-first scan of the primary key finds a
-        # page at once. (An anti-join with the pending ids hashed all of them first.)
-        return queryset.exclude(pending_q(self.now))
+        return queryset.not_pending(self.now)
 
     def filter_email(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
         # Emails are stored lower-cased: an exact match on the unique index.

@@ -150,6 +150,12 @@ class ContactQuerySet(models.QuerySet):
     def pending_downgrade(self, at):
         return self.filter(pending_q(at))
 
+    def not_pending(self, at):
+        """Contacts with no downgrade scheduled after `at`. A row filter: most contacts are
+        not pending, so a newest-first scan of the primary key finds a page at once (an
+        anti-join with the pending ids would hash all of them first)."""
+        return self.exclude(pending_q(at))
+
 
 class Contact(BaseModel):
     email = models.EmailField(
