@@ -77,33 +77,32 @@ WHERE period_start = %(start)s
 """
 
 
-def handwritten_statements(where: str) -> list[tuple[str, dict]]:
-    """The statements of the hand-written contender, in order, with their parameters."""
+def handwritten_prelude(operation: str = "set_marketing") -> tuple[list[str], dict]:
+    """The hand-written contender's first statements, the same on PostgreSQL and SQLite: the
+    usage lock, the period's counter row, the request row (the last returns its id); and
+    their parameters, datetimes as the ORM stores them (naive UTC text on SQLite)."""
     now = timezone.now()
     start, end = BillingCalendar.for_account().period_bounds(now)
-    params = {"now": now, "start": start, "end": end, "type": BULK.type}
+    adapt = connection.ops.adapt_datetimefield_value
+    params = {"now": adapt(now), "start": adapt(start), "end": adapt(end), "type": BULK.type}
     return [
         # The usage lock, taken (and the change clock moved) in one statement.
-        (
-            f"INSERT INTO {STATE} (id, last_change_at) VALUES (1, %(now)s) "
-            "ON CONFLICT (id) DO UPDATE SET last_change_at = EXCLUDED.last_change_at",
-            params,
-        ),
-        (
-            f"INSERT INTO {USAGE} (period_start, period_end, opening_count, live_count, "
-            "peak_count, scheduled_downgrades, updated_at) "
-            "VALUES (%(start)s, %(end)s, 0, 0, 0, 0, %(now)s) ON CONFLICT (period_start) DO NOTHING",
-            params,
-        ),
-        (
-            f"INSERT INTO {REQUEST} (idempotency_key, operation, fingerprint, source_type, "
-            "source_id, source_name, actor_id, requested_at, result) "
-            f"VALUES ('bench:{uuid.uuid4()}', 'set_marketing', '', %(type)s, '', '', NULL, "
-            "%(now)s, '{}') RETURNING id",
-            params,
-        ),
-        (_HANDWRITTEN.format(where=where), params),
-    ]
+        f"INSERT INTO {STATE} (id, last_change_at) VALUES (1, %(now)s) "
+        "ON CONFLICT (id) DO UPDATE SET last_change_at = EXCLUDED.last_change_at",
+        f"INSERT INTO {USAGE} (period_start, period_end, opening_count, live_count, "
+        "peak_count, scheduled_downgrades, updated_at) "
+        "VALUES (%(start)s, %(end)s, 0, 0, 0, 0, %(now)s) ON CONFLICT (period_start) DO NOTHING",
+        f"INSERT INTO {REQUEST} (idempotency_key, operation, fingerprint, source_type, "
+        "source_id, source_name, actor_id, requested_at, result) "
+        f"VALUES ('bench:{uuid.uuid4()}', '{operation}', '', %(type)s, '', '', NULL, "
+        "%(now)s, '{}') RETURNING id",
+    ], params
+
+
+def handwritten_statements(where: str) -> list[tuple[str, dict]]:
+    """The statements of the hand-written contender, in order, with their parameters."""
+    prelude, params = handwritten_prelude()
+    return [*((sql, params) for sql in prelude), (_HANDWRITTEN.format(where=where), params)]
 
 
 def handwritten_bulk(where: str) -> float:

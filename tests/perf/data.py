@@ -85,16 +85,23 @@ def vacuum() -> None:
     execute(*(f"VACUUM ANALYZE {table}" for table in (CONTACT, LEDGER, REQUEST, USAGE, STATE)))
 
 
-def fill(count: int) -> None:
-    """Replace every contact with `count` non-marketing contacts (INSERT … SELECT), then
-    VACUUM ANALYZE. The indexes are built after the insert, as a restore does."""
+def bench_source() -> Source:
+    """The account as every section wants it (monthly from the 1st, UTC) and the source of
+    the synthetic contacts."""
     account = Account.load()
     account.update_day, account.yearly_plan, account.time_zone = 1, False, "UTC"
     account.save()
-    execute(f"TRUNCATE {CONTACT}, {LEDGER}, {REQUEST}, {USAGE}, {STATE} RESTART IDENTITY CASCADE")
     source, _ = Source.objects.get_or_create(
         name="Benchmark import", defaults={"kind": SourceKind.IMPORT, "default_marketing": False}
     )
+    return source
+
+
+def fill(count: int) -> None:
+    """Replace every contact with `count` non-marketing contacts (INSERT … SELECT), then
+    VACUUM ANALYZE. The indexes are built after the insert, as a restore does."""
+    execute(f"TRUNCATE {CONTACT}, {LEDGER}, {REQUEST}, {USAGE}, {STATE} RESTART IDENTITY CASCADE")
+    source = bench_source()
     stages = "ARRAY[" + ", ".join(f"'{stage.value}'" for stage in STAGES) + "]"
     with transaction.atomic(), indexes_deferred([CONTACT, LEDGER]):
         execute(

@@ -152,6 +152,10 @@ def rows(results: dict) -> list[tuple[str, str, str]]:
         from tests.perf.reads import rows as read_rows
 
         out += read_rows(results["reads"])
+    if "sqlite" in results:
+        from tests.perf.sqlite import rows as sqlite_rows
+
+        out += sqlite_rows(results["sqlite"])
     return out
 
 
@@ -509,6 +513,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "i. workflows": ("workflows",),
     "j. engagement": ("engagement",),
     "k. reads": ("reads",),
+    "m. embedded default (SQLite)": ("sqlite",),
 }
 STORE = Path(settings.BASE_DIR) / "docs" / "benchmarks.json"
 

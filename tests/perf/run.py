@@ -41,6 +41,11 @@ k. reads (tests/perf/reads.py): every contacts list of the API and the admin —
    p50/p95 server time of 30 requests each (bar: 50 ms / 100 ms), against the same lists
    with Django's and DRF's default counting paginators and no search index. `--only
    reads` runs just this.
+m. the embedded default, SQLite (tests/perf/sqlite.py), in fresh processes on a temporary
+   file: migrate and `seed_demo` (5,000 and `--sqlite-contacts`, 100,000), section k's
+   lists over the demo data, and a bulk change of 100,000 of 1,000,000 contacts to marketing
+   and back to non-marketing through the service against hand-written SQL. `--only sqlite`
+   runs just this.
 
 Between runs every contender gets the same state: contacts non-marketing again, the
 ledger and counters truncated, VACUUM ANALYZE, CHECKPOINT. One untimed hand-written run
@@ -107,9 +112,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--calls", type=int, default=300, help="single changes timed at each size")
     parser.add_argument(
         "--only",
-        choices=["close", "import", "export", "workflows", "engagement", "reads"],
+        choices=["close", "import", "export", "workflows", "engagement", "reads", "sqlite"],
         help="run one section only (close: f., import: g., export: h., workflows: i., "
-        "engagement: j., reads: k.); its rows in the docs are updated, the others kept",
+        "engagement: j., reads: k., sqlite: m.); its rows in the docs are updated, the others kept",
+    )
+    parser.add_argument(
+        "--sqlite-contacts",
+        type=int,
+        default=100_000,
+        help="m: the demo contacts on SQLite, and the bulk change's size (of 10× as many)",
     )
     parser.add_argument(
         "--no-write", dest="write", action="store_false", help="print only; leave the docs alone"
@@ -130,6 +141,7 @@ def run(options: argparse.Namespace) -> dict:
         exports,
         imports,
         reads,
+        sqlite,
         workflows,
     )
 
@@ -155,6 +167,9 @@ def run(options: argparse.Namespace) -> dict:
         return results
     if options.only == "reads":
         results["reads"] = reads.run(options, say)
+        return results
+    if options.only == "sqlite":
+        results["sqlite"] = sqlite.run(options, say)
         return results
 
     # e, small table first, then a, then e on the large table.
@@ -242,6 +257,8 @@ def run(options: argparse.Namespace) -> dict:
     results["engagement"] = engagement.run(options, say)
     # k, last: it replaces the synthetic contacts with the demo data
     results["reads"] = reads.run(options, say)
+    # m, in child processes on their own SQLite file
+    results["sqlite"] = sqlite.run(options, say)
     return results
 
 
