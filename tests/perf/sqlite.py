@@ -348,6 +348,7 @@ def child_main(argv: list[str]) -> int:
 
 
 def rows(m: dict) -> list[tuple[str, str, str]]:
+    from contacts.status.sql import STATUS_RANGE_BATCH
     from tests.perf.reads import P50_BAR, P95_BAR
     from tests.perf.reads import rows as read_rows
 
@@ -358,7 +359,10 @@ def rows(m: dict) -> list[tuple[str, str, str]]:
             f"m. SQLite {e['version']}, journal_mode={e['journal_mode']}, "
             f"synchronous={e['synchronous']}: `manage.py migrate` of an empty file",
             f"{m['migrate_seconds']:.1f} s",
-            "each step in a fresh process without DATABASE_URL, on a temporary file",
+            "each step in a fresh process without DATABASE_URL, on a temporary file; the "
+            f"lists below are held to PostgreSQL's bar for reference (p50 ≤ {P50_BAR:.0f} ms, "
+            f"p95 ≤ {P95_BAR:.0f} ms); the search indexes are PostgreSQL's: on SQLite both the "
+            "lists and their naive baseline search without one",
         ),
         *(
             (
@@ -374,11 +378,8 @@ def rows(m: dict) -> list[tuple[str, str, str]]:
     out += read_rows(
         m["reads"],
         prefix="m. SQLite",
-        verdicts=(
-            f"within PostgreSQL's bar ({P50_BAR:.0f}/{P95_BAR:.0f} ms)",
-            f"over PostgreSQL's bar ({P50_BAR:.0f}/{P95_BAR:.0f} ms)",
-        ),
-        naive_label="exact counts; the search indexes are PostgreSQL's, SQLite has none",
+        verdicts=("within PostgreSQL's bar", "over PostgreSQL's bar"),
+        naive_label="exact counts",
     )
     b = m["bulk"]
     runs = {k: ", ".join(f"{s:.2f}" for s in v) for k, v in b["runs"].items()}
@@ -403,7 +404,8 @@ def rows(m: dict) -> list[tuple[str, str, str]]:
             (
                 f"m. SQLite service: {b['size']:,} contacts {what}, {b['label']} of {b['table']:,}",
                 f"{med[service]:.2f} s",
-                f"median of {runs[service]}; {b['chunks']} chunks of three statements",
+                f"median of {runs[service]}; {b['chunks']} chunk(s) of "
+                f"{STATUS_RANGE_BATCH:,} ids, three statements each",
             ),
             (
                 "m. SQLite hand-written SQL, the same contacts (INSERT … SELECT into the "
