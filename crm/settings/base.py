@@ -1,7 +1,8 @@
 """Settings shared by every environment; each value can be set from the environment.
 
-`DATABASE_URL` unset means a SQLite file next to the project (WAL, busy timeout,
-immediate transactions: writers queue instead of failing with "database is locked").
+`DATABASE_URL` unset means a SQLite file: `SQLITE_PATH`, or db.sqlite3 next to the project
+(WAL, busy timeout, immediate transactions: writers queue instead of failing with "database
+is locked").
 `CELERY_BROKER_URL` unset means Celery tasks run eagerly in-process.
 """
 
