@@ -23,6 +23,11 @@ contacts' services (contacts.engagement.services), set-based:
   edit is overwritten by the next recompute. With no enabled rule, scoring is off and the
   recompute touches nothing (so a site that keeps scores by hand, or imported them, does
   not lose them to the nightly task).
+* Shared by the workers: each chunk is one transaction, rewrites only the scores that
+  differ and touches no usage counter, so chunks may run anywhere, in any order, again.
+  The task `workflows.recompute_scores` reads the rules once, freezes `now`
+  (`scores_recompute_chunks`) and queues one chunk task a range (`scores_recompute_chunk`),
+  summed by a chord; the command runs `scores_recompute`, the same chunks in one process.
 """
 
 import datetime as dt
