@@ -152,6 +152,10 @@ def rows(results: dict) -> list[tuple[str, str, str]]:
         from tests.perf.reads import rows as read_rows
 
         out += read_rows(results["reads"])
+    if "workers" in results:
+        from tests.perf.workers import rows as worker_rows
+
+        out += worker_rows(results["workers"])
     return out
 
 
@@ -509,6 +513,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "i. workflows": ("workflows",),
     "j. engagement": ("engagement",),
     "k. reads": ("reads",),
+    "n. workers": ("workers",),
 }
 STORE = Path(settings.BASE_DIR) / "docs" / "benchmarks.json"
 
