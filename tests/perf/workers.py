@@ -151,9 +151,11 @@ class Worker:
     def log_tail(self, lines: int = 30) -> str:
         return "\n".join(self.log_path.read_text().splitlines()[-lines:])
 
-    def chunks_done(self) -> int:
+    def chunks_taken(self) -> int:
+        # "received", logged before the chunk runs: its "succeeded" line may come after the
+        # chord's total has been read
         return sum(
-            "recompute_scores_chunk[" in line and " succeeded " in line
+            "recompute_scores_chunk[" in line and " received" in line
             for line in self.log_path.read_text().splitlines()
         )
 
@@ -250,11 +252,11 @@ def run(options, say) -> dict:
 
         def on_workers(count: int) -> float:
             extra = [start("bench-extra") for _ in range(count - 1)]
-            before = [worker.chunks_done() for worker in (first, *extra)]
+            before = [worker.chunks_taken() for worker in (first, *extra)]
             try:
                 outcome = shared_recompute(backend)
             finally:
-                done = [w.chunks_done() - b for w, b in zip((first, *extra), before, strict=True)]
+                done = [w.chunks_taken() - b for w, b in zip((first, *extra), before, strict=True)]
                 for worker in extra:
                     worker.stop()
             result["changed"].add(outcome["changed"])
