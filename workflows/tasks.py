@@ -90,8 +90,10 @@ def recompute_scores(
 @shared_task(
     name="workflows.recompute_scores_chunk",
     acks_late=True,
-    # A worker killed in the middle (its process lost) hands the chunk back to the queue
-    # rather than failing the chord: the chunk is idempotent and one transaction.
+    # A pool process lost in the middle of a chunk hands the chunk back to the queue rather
+    # than failing the chord: the chunk is idempotent and one transaction. (A worker killed
+    # whole leaves the message unacknowledged: Redis redelivers it after its visibility
+    # timeout.)
     reject_on_worker_lost=True,
     autoretry_for=(OperationalError,),  # a deadlock or a dropped connection: try again
     retry_backoff=True,
