@@ -23,6 +23,11 @@ contacts' services (contacts.engagement.services), set-based:
   edit is overwritten by the next recompute. With no enabled rule, scoring is off and the
   recompute touches nothing (so a site that keeps scores by hand, or imported them, does
   not lose them to the nightly task).
+* Shared by the workers: each chunk is one transaction, rewrites only the scores that
+  differ and touches no usage counter, so chunks may run anywhere, in any order, again.
+  The task `workflows.recompute_scores` reads the rules once, freezes `now`
+  (`scores_recompute_chunks`) and queues one chunk task a range (`scores_recompute_chunk`),
+  summed by a chord; the command runs `scores_recompute`, the same chunks in one process.
 """
 
 import datetime as dt
@@ -176,6 +181,47 @@ def _score_sql(rules: list[ScoringRule], now: dt.datetime) -> tuple[str, list]:
     return f"CAST(FLOOR(SUM({' + '.join(terms)}) + 0.5) AS integer)", params
 
 
+def _recompute_ids(contacts_since: dt.datetime | None) -> tuple[int, list[tuple[int, int]]]:
+    """The last contact id to rescore, and the id ranges `[low, high)` of
+    SCORE_RECOMPUTE_CHUNK ids that cover the contacts up to it."""
+    contacts = Contact.objects.all()
+    if contacts_since is not None:
+        contacts = contacts.filter(last_engaged_at__gte=contacts_since)
+    last_id = contacts.aggregate(last=Max("pk"))["last"] or 0
+    return last_id, [
+        (low, low + SCORE_RECOMPUTE_CHUNK) for low in range(1, last_id + 1, SCORE_RECOMPUTE_CHUNK)
+    ]
+
+
+def scores_recompute_range(
+    *,
+    rules: list[ScoringRule],
+    now: dt.datetime,
+    id_range: tuple[int, int],
+    contacts_since: dt.datetime | None = None,
+    dry_run: bool = False,
+) -> int:
+    """Recompute the lead scores of the contacts with ids in `id_range` (`[low, high)`) under
+    `rules` at `now`, in one transaction of its own (rolled back in a dry run): contacts'
+    `contacts_set_lead_scores` with the rules as one aggregate. Returns the contacts whose
+    score was (or would be) rewritten.
+
+    A range is independent of every other: it rewrites only the scores that differ and
+    touches no usage counter, so ranges may run in any order, on any worker, and again."""
+    score_sql, score_params = _score_sql(rules, now)
+    with transaction.atomic():
+        changed = contacts_set_lead_scores(
+            score_sql=score_sql,
+            score_params=score_params,
+            event_types=sorted({rule.event_type for rule in rules}),
+            id_range=id_range,
+            engaged_since=contacts_since,
+        )
+        if dry_run:
+            transaction.set_rollback(True)
+    return changed
+
+
 def scores_recompute(
     *,
     now: dt.datetime | None = None,
@@ -183,15 +229,16 @@ def scores_recompute(
     dry_run: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> ScoreRecompute:
-    """Rebuild lead scores from the events and the enabled rules, set-based.
+    """Rebuild lead scores from the events and the enabled rules, set-based, in this process.
 
-    Per chunk of SCORE_RECOMPUTE_CHUNK contact ids, in its own transaction, contacts'
-    `contacts_set_lead_scores` with the rules as one aggregate: one UPDATE … FROM (SELECT
-    contact_id, FLOOR(SUM(CASE …) + 0.5) FROM events GROUP BY contact_id) for the contacts
-    whose score differs, and one UPDATE to 0 for the contacts with no event of a scored
-    type. `contacts_since` limits it to contacts engaged since then
-    (`last_engaged_at`). `dry_run` runs the same statements and rolls each chunk back,
-    counting what would change. `progress(done_ids, total_ids)` is called after each chunk.
+    Per chunk of SCORE_RECOMPUTE_CHUNK contact ids, in its own transaction,
+    `scores_recompute_range`: one UPDATE … FROM (SELECT contact_id, FLOOR(SUM(CASE …) + 0.5)
+    FROM events GROUP BY contact_id) for the contacts whose score differs, and one UPDATE
+    to 0 for the contacts with no event of a scored type. `contacts_since` limits it to
+    contacts engaged since then (`last_engaged_at`). `dry_run` runs the same statements and
+    rolls each chunk back, counting what would change. `progress(done_ids, total_ids)` is
+    called after each chunk. The task `workflows.recompute_scores` shares the same chunks
+    among the Celery workers (`scores_recompute_chunks`).
     """
     started = time.perf_counter()
     now = now or timezone.now()
@@ -199,26 +246,84 @@ def scores_recompute(
     result = ScoreRecompute(rules=len(rules), dry_run=dry_run)
     if not rules:
         return result
-    contacts = Contact.objects.all()
-    if contacts_since is not None:
-        contacts = contacts.filter(last_engaged_at__gte=contacts_since)
-    last_id = contacts.aggregate(last=Max("pk"))["last"] or 0
-    score_sql, score_params = _score_sql(rules, now)
-    types = sorted({rule.event_type for rule in rules})
-    for low in range(1, last_id + 1, SCORE_RECOMPUTE_CHUNK):
-        high = low + SCORE_RECOMPUTE_CHUNK
-        with transaction.atomic():
-            result.changed += contacts_set_lead_scores(
-                score_sql=score_sql,
-                score_params=score_params,
-                event_types=types,
-                id_range=(low, high),
-                engaged_since=contacts_since,
-            )
-            if dry_run:
-                transaction.set_rollback(True)
+    last_id, ranges = _recompute_ids(contacts_since)
+    for low, high in ranges:
+        result.changed += scores_recompute_range(
+            rules=rules,
+            now=now,
+            id_range=(low, high),
+            contacts_since=contacts_since,
+            dry_run=dry_run,
+        )
         result.chunks += 1
         if progress is not None:
             progress(min(high - 1, last_id), last_id)
     result.seconds = time.perf_counter() - started
     return result
+
+
+# --- the recompute shared by several workers ---------------------------------------------
+# The coordinator task freezes the recompute's input — the enabled rules, read once, and
+# `now` — and queues one chunk task per id range with it, as JSON (a task's arguments): a
+# rule edited meanwhile, or a chunk run late on another worker, does not change what the
+# chunks compute, so the chunked recompute writes exactly what `scores_recompute` would.
+
+_RULE_FIELDS = ("event_type", "points", "window_days", "half_life_days")
+
+
+def scores_recompute_chunks(
+    *,
+    now: dt.datetime | None = None,
+    contacts_since: dt.datetime | None = None,
+    dry_run: bool = False,
+) -> tuple[int, list[dict]]:
+    """Split a full recompute into chunks any worker may run, in any order: the number of
+    enabled rules, and one dict of keyword arguments of `scores_recompute_chunk` per id
+    range (none when scoring is off or there is no contact)."""
+    now = now or timezone.now()
+    rules = scoring_rules_enabled()
+    if not rules:
+        return 0, []
+    _, ranges = _recompute_ids(contacts_since)
+    frozen = {
+        "rules": [{field: getattr(rule, field) for field in _RULE_FIELDS} for rule in rules],
+        "now": now.isoformat(),
+        "contacts_since": contacts_since.isoformat() if contacts_since else None,
+        "dry_run": dry_run,
+    }
+    return len(rules), [{**frozen, "id_range": [low, high]} for low, high in ranges]
+
+
+def scores_recompute_chunk(
+    *,
+    rules: list[dict],
+    now: str,
+    id_range: list[int],
+    contacts_since: str | None,
+    dry_run: bool,
+) -> int:
+    """One chunk of `scores_recompute_chunks`: `scores_recompute_range` under the frozen
+    rules and `now`. Returns the contacts whose score was (or would be) rewritten."""
+    low, high = id_range
+    return scores_recompute_range(
+        rules=[ScoringRule(**fields) for fields in rules],
+        now=dt.datetime.fromisoformat(now),
+        id_range=(low, high),
+        contacts_since=dt.datetime.fromisoformat(contacts_since) if contacts_since else None,
+        dry_run=dry_run,
+    )
+
+
+def scores_recompute_total(
+    *, changed: list[int], rules: int, dry_run: bool, started: float
+) -> ScoreRecompute:
+    """The chunked recompute's result once every chunk is done: `changed` holds each chunk's
+    count, `started` the coordinator's wall-clock start (time.time(): chunks end on other
+    machines)."""
+    return ScoreRecompute(
+        rules=rules,
+        chunks=len(changed),
+        changed=sum(changed),
+        dry_run=dry_run,
+        seconds=time.time() - started,
+    )

@@ -218,7 +218,13 @@ CELERY_TASK_EAGER_PROPAGATES = True
 # Without a broker, long jobs (imports, sends) run in a thread so their page returns at
 # once and their progress can be watched (crm/jobs.py).
 EMBEDDED_BACKGROUND_JOBS = os.environ.get("EMBEDDED_BACKGROUND_JOBS", "1") == "1"
-CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND") or None
+# Results are kept only by the tasks that say so (ignore_result=False: a chord's chunks and
+# the tasks whose caller reads the result), in the broker's Redis unless
+# CELERY_RESULT_BACKEND names another store.
+CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND") or (
+    CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else None
+)
+CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TIMEZONE = "UTC"

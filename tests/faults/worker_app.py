@@ -4,9 +4,11 @@
 and settings) with three test-only knobs read from the environment, so that a job has
 several steps and a test can kill its worker in the middle of one:
 
-* FAULTS_IMPORT_BATCH, FAULTS_WORKFLOW_BATCH: smaller upsert chunks and run chunks;
+* FAULTS_IMPORT_BATCH, FAULTS_WORKFLOW_BATCH, FAULTS_SCORE_CHUNK: smaller upsert chunks,
+  run chunks and lead-score recompute chunks;
 * FAULTS_STEP_PAUSE (seconds): a pause after each heartbeat of a job (between two chunks),
-  and inside each period's transaction of the close, after its rollover;
+  inside each period's transaction of the close, after its rollover, and before each chunk
+  of the lead-score recompute;
 * FAULTS_QUEUE: the queue this worker serves (the test's own), also its default queue.
 """
 
@@ -22,13 +24,16 @@ from billing import services as billing_services  # noqa: E402
 from contacts.imports import services as import_services  # noqa: E402
 from crm import jobs  # noqa: E402
 from crm.celery import app  # noqa: E402
-from workflows import runs  # noqa: E402
+from workflows import runs, scoring  # noqa: E402
 
 import_services.IMPORT_UPSERT_BATCH = int(
     os.environ.get("FAULTS_IMPORT_BATCH", import_services.IMPORT_UPSERT_BATCH)
 )
 import_services.IMPORT_PORTABLE_BATCH = import_services.IMPORT_UPSERT_BATCH
 runs.WORKFLOW_RANGE_BATCH = int(os.environ.get("FAULTS_WORKFLOW_BATCH", runs.WORKFLOW_RANGE_BATCH))
+scoring.SCORE_RECOMPUTE_CHUNK = int(
+    os.environ.get("FAULTS_SCORE_CHUNK", scoring.SCORE_RECOMPUTE_CHUNK)
+)
 PAUSE = float(os.environ.get("FAULTS_STEP_PAUSE", "0"))
 
 if PAUSE:
@@ -44,8 +49,15 @@ if PAUSE:
         time.sleep(PAUSE)
         return result
 
+    _score_range = scoring.scores_recompute_range
+
+    def pause_then_score_range(**kwargs):
+        time.sleep(PAUSE)
+        return _score_range(**kwargs)
+
     jobs.Lease.beat = beat_then_pause
     billing_services.contacts_rollover = rollover_then_pause
+    scoring.scores_recompute_range = pause_then_score_range
 
 app.conf.task_default_queue = os.environ["FAULTS_QUEUE"]
 

@@ -156,6 +156,10 @@ def rows(results: dict) -> list[tuple[str, str, str]]:
         from tests.perf.sqlite import rows as sqlite_rows
 
         out += sqlite_rows(results["sqlite"])
+    if "workers" in results:
+        from tests.perf.workers import rows as worker_rows
+
+        out += worker_rows(results["workers"])
     return out
 
 
@@ -514,6 +518,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "j. engagement": ("engagement",),
     "k. reads": ("reads",),
     "m. embedded default (SQLite)": ("sqlite",),
+    "n. workers": ("workers",),
 }
 STORE = Path(settings.BASE_DIR) / "docs" / "benchmarks.json"
 

@@ -46,6 +46,9 @@ m. the embedded default, SQLite (tests/perf/sqlite.py), in fresh processes on a 
    lists over the demo data, and a bulk change of 100,000 of 1,000,000 contacts to marketing
    and back to non-marketing through the service against hand-written SQL. `--only sqlite`
    runs just this.
+n. the score recompute shared by real Celery workers on Redis, 1 worker against 2, against
+   the one-process recompute (tests/perf/workers.py). `--only workers` runs just this (not
+   part of the full run: it needs Redis).
 
 Between runs every contender gets the same state: contacts non-marketing again, the
 ledger and counters truncated, VACUUM ANALYZE, CHECKPOINT. One untimed hand-written run
@@ -112,9 +115,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--calls", type=int, default=300, help="single changes timed at each size")
     parser.add_argument(
         "--only",
-        choices=["close", "import", "export", "workflows", "engagement", "reads", "sqlite"],
+        choices=[
+            "close",
+            "import",
+            "export",
+            "workflows",
+            "engagement",
+            "reads",
+            "sqlite",
+            "workers",
+        ],
         help="run one section only (close: f., import: g., export: h., workflows: i., "
-        "engagement: j., reads: k., sqlite: m.); its rows in the docs are updated, the others kept",
+        "engagement: j., reads: k., sqlite: m., workers: n., only this way); its rows in the "
+        "docs are updated, the others kept",
     )
     parser.add_argument(
         "--sqlite-contacts",
@@ -170,6 +183,11 @@ def run(options: argparse.Namespace) -> dict:
         return results
     if options.only == "sqlite":
         results["sqlite"] = sqlite.run(options, say)
+        return results
+    if options.only == "workers":  # real Celery workers on Redis: not part of the full run
+        from tests.perf import workers
+
+        results["workers"] = workers.run(options, say)
         return results
 
     # e, small table first, then a, then e on the large table.

@@ -2,6 +2,7 @@
 
 import datetime as dt
 import io
+import json
 import re
 
 import pytest
@@ -18,8 +19,14 @@ from contacts.intake.services import (
 from contacts.models import Contact
 from tests.conftest import at
 from tests.factories import ContactFactory
+from workflows import scoring
 from workflows.models import ScoringRule
-from workflows.scoring import scores_apply_events, scores_recompute
+from workflows.scoring import (
+    scores_apply_events,
+    scores_recompute,
+    scores_recompute_chunk,
+    scores_recompute_chunks,
+)
 from workflows.tasks import recompute_scores
 
 NOW = at(2026, 6, 1, 12)
@@ -339,6 +346,130 @@ def test_the_task_recomputes(db):
     result = recompute_scores.delay().get()
     assert (result["rules"], result["changed"], result["dry_run"]) == (1, 1, False)
     assert scores(ann) == [5]
+
+
+# --- the recompute shared by workers (the task: a chord of chunk tasks) -------------------
+
+
+@pytest.fixture
+def scored_contacts(db, monkeypatch):
+    """Chunks of 3 contact ids; plain, windowed and decaying rules; 14 contacts with stale
+    scores, most with a few events of every kind and age, some with none."""
+    monkeypatch.setattr("workflows.scoring.SCORE_RECOMPUTE_CHUNK", 3)
+    rule("email_open", 1)
+    rule("email_click", 3)
+    rule("email_click", 5, half_life_days=14)
+    rule("page_view", 2, window_days=30)
+    rule("form_submission", -4)
+    contacts = ContactFactory.create_batch(14)
+    types = ["email_open", "email_click", "page_view", "form_submission", "chat"]
+    items = [
+        ev(
+            contact,
+            f"s{contact.pk}-{n}",
+            type=types[(i + n) % 5],
+            when=NOW - dt.timedelta(days=7 * n + i),
+        )
+        for i, contact in enumerate(contacts)
+        if i % 4 != 3
+        for n in range(i % 5 + 1)
+    ]
+    engagement_events_ingest(items=items, now=NOW, notify=False)
+    stale(contacts)
+    return contacts
+
+
+def stale(contacts):
+    for n, contact in enumerate(contacts):
+        Contact.objects.filter(pk=contact.pk).update(lead_score=100 + n)
+
+
+def test_the_shared_recompute_gives_the_one_process_scores(scored_contacts):
+    # Given the scores the one-process recompute gives, and the stale scores back
+    alone = scores_recompute(now=NOW)
+    expected = scores(*scored_contacts)
+    stale(scored_contacts)
+    # When the task shares the same recompute out in chunks
+    result = recompute_scores.delay(now=NOW.isoformat()).get()
+    # Then every score is the same, and so are the counts
+    assert scores(*scored_contacts) == expected
+    assert len(set(expected)) > 5  # the data exercises every kind of rule
+    assert alone.chunks > 4
+    assert (result["rules"], result["chunks"], result["changed"], result["dry_run"]) == (
+        5,
+        alone.chunks,
+        alone.changed,
+        False,
+    )
+    # and a rerun changes nothing
+    assert recompute_scores.delay(now=NOW.isoformat()).get()["changed"] == 0
+    assert scores(*scored_contacts) == expected
+
+
+def test_a_shared_dry_run_counts_and_writes_nothing(scored_contacts):
+    before = scores(*scored_contacts)
+    counted = scores_recompute(now=NOW, dry_run=True)
+    result = recompute_scores.delay(now=NOW.isoformat(), dry_run=True).get()
+    assert (result["changed"], result["dry_run"]) == (counted.changed, True)
+    assert counted.changed == len(scored_contacts)
+    assert scores(*scored_contacts) == before
+
+
+def test_the_chunks_score_under_the_rules_and_now_the_coordinator_froze(scored_contacts):
+    # Given chunks split with the rules and the instant of then
+    rules, chunks = scores_recompute_chunks(now=NOW)
+    # When a rule is switched off and the chunks run later, in reverse order
+    ScoringRule.objects.filter(event_type="email_open").update(enabled=False)
+    changed = sum(scores_recompute_chunk(**chunk) for chunk in reversed(chunks))
+    # Then the scores are those of the frozen rules at the frozen instant
+    frozen = scores(*scored_contacts)
+    ScoringRule.objects.filter(event_type="email_open").update(enabled=True)
+    stale(scored_contacts)
+    assert scores_recompute(now=NOW).changed == changed
+    assert scores(*scored_contacts) == frozen
+    assert (rules, json.loads(json.dumps(chunks))) == (5, chunks)  # a task's JSON arguments
+
+
+def test_after_a_failed_chunk_a_rerun_gives_the_same_scores(scored_contacts, monkeypatch):
+    alone = scores_recompute(now=NOW)
+    expected = scores(*scored_contacts)
+    stale(scored_contacts)
+    # Given that the chunk of the 8th contact fails (its transaction rolled back)
+    real = scoring.scores_recompute_range
+    failing = (scored_contacts[7].pk - 1) // 3 * 3 + 1  # chunks are [1, 4), [4, 7), …
+
+    def fail_one(**kwargs):
+        if kwargs["id_range"][0] == failing:
+            raise RuntimeError("the database went away")
+        return real(**kwargs)
+
+    monkeypatch.setattr("workflows.scoring.scores_recompute_range", fail_one)
+    with pytest.raises(RuntimeError, match="went away"):
+        recompute_scores.delay(now=NOW.isoformat()).get()
+    assert scores(*scored_contacts) != expected
+    # When the whole recompute runs again
+    monkeypatch.setattr("workflows.scoring.scores_recompute_range", real)
+    result = recompute_scores.delay(now=NOW.isoformat()).get()
+    # Then the end state is the one-process recompute's
+    assert scores(*scored_contacts) == expected
+    assert 0 < result["changed"] < alone.changed
+
+
+def test_the_shared_recompute_with_contacts_since_and_scoring_off(scored_contacts):
+    old, recent = scored_contacts[0], scored_contacts[1]
+    Contact.objects.update(last_engaged_at=at(2026, 1, 1))
+    Contact.objects.filter(pk=recent.pk).update(last_engaged_at=at(2026, 5, 20))
+    result = recompute_scores.delay(contacts_since="2026-05-01T00:00:00+00:00").get()
+    assert result["changed"] == 1
+    assert scores(old) == [100]
+    ScoringRule.objects.update(enabled=False)
+    assert recompute_scores.delay().get() == {
+        "rules": 0,
+        "chunks": 0,
+        "changed": 0,
+        "dry_run": False,
+        "seconds": 0.0,
+    }
 
 
 # --- intake scores through the hook ------------------------------------------------------

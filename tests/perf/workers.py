@@ -1,0 +1,329 @@
+"""n. The lead-score recompute shared by Celery workers (`--only workers`; not in the full run).
+
+`python -m tests.perf.run --only workers [--contacts N] [--repeat R]` (PostgreSQL, and
+Redis on 127.0.0.1:6379). In one run:
+
+- data: N contacts (tests/perf/data.py's fill) and EVENTS_PER_CONTACT × N engagement events,
+  seeded with one INSERT … SELECT (not through ingestion: the events are the recompute's
+  input, not what is measured): each event's contact drawn at random (seeded), so about
+  one contact in seven has none; its type cycling over every engagement type; its age
+  spread over 60 days. The scoring rules are engagement.py's (a plain rule for every type,
+  a windowed and a decaying one);
+- before every timed run the same stale state: the scores are the recompute's, then every
+  second contact's is off by one (a stale half to rewrite), VACUUM ANALYZE, CHECKPOINT;
+- contenders, each scoring at the same frozen instant, alternating, the median of `--repeat`:
+  * one process: `scores_recompute` in this process (what the command runs);
+  * 1 worker: the task `workflows.recompute_scores` queued on Redis, run by one real
+    `celery worker` process (solo pool: concurrency 1): the coordinator splits the work,
+    the chunk tasks follow one another, the chord sums them;
+  * 2 workers: the same with two worker processes sharing the chunks;
+  timed end to end, from the enqueue to the chord's result read back from Redis;
+- after every run the scores' digest equals the one-process run's.
+
+The workers use Redis database REDIS_DB, flushed before and after, so no other queue or
+worker can take or add a task; they are stopped at the end, whatever happens.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import quote
+
+from django.conf import settings
+from django.db import connection, transaction
+
+from contacts.demo.load import indexes_deferred
+from contacts.engagement.models import EngagementEvent, EngagementType
+from tests.perf import data
+
+REDIS_DB = 11  # the benchmark's own Redis database (the fault tests use 5, throttling 7)
+REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
+EVENTS_PER_CONTACT = 2
+NOW = dt.datetime(2026, 12, 1, 12, tzinfo=dt.UTC)
+START_SECONDS = 90  # a worker that is not ready by then fails the benchmark
+RESULT_SECONDS = 1800  # nor a recompute that has not ended by then
+EVENT = EngagementEvent._meta.db_table
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def seed_events(contacts: int) -> int:
+    """EVENTS_PER_CONTACT × `contacts` events, seeded with SQL (see the module's docstring)."""
+    types = "ARRAY[" + ", ".join(f"'{value}'" for value in EngagementType.values) + "]"
+    count = EVENTS_PER_CONTACT * contacts
+    data.execute(f"TRUNCATE {EVENT} RESTART IDENTITY")
+    with transaction.atomic(), indexes_deferred([EVENT]):
+        data.execute("SELECT setseed(0.2026)")
+        data.execute(
+            f"""
+            INSERT INTO {EVENT} (contact_id, type, occurred_at, external_id, properties,
+                                 created_at)
+            SELECT 1 + floor(random() * %s)::int, ({types})[g %% {len(EngagementType.values)} + 1],
+                   %s - random() * interval '60 days', NULL, '{{}}'::jsonb, %s
+            FROM generate_series(1, %s) AS g
+            """,
+            params=[contacts, NOW, NOW, count],
+        )
+    data.execute(f"VACUUM ANALYZE {EVENT}")
+    return count
+
+
+def digest() -> str:
+    """Every contact's score, in id order, as one md5: equal digests, identical scores."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT md5(string_agg(lead_score::text, ',' ORDER BY id)) FROM {data.CONTACT}"
+        )
+        return cursor.fetchone()[0]
+
+
+def make_stale() -> None:
+    """The same state before every timed run: every second contact's score off by one (the
+    scores are the recompute's after every run, so this state is always the same)."""
+    data.execute(f"UPDATE {data.CONTACT} SET lead_score = lead_score + 1 WHERE id % 2 = 0")
+    data.execute(f"VACUUM ANALYZE {data.CONTACT}")
+    data.checkpoint()
+
+
+# --- real workers ------------------------------------------------------------------------
+
+
+class Worker:
+    """One `celery -A crm worker --pool=solo` process (concurrency 1) on REDIS_URL, with the
+    production settings and the benchmark's database."""
+
+    def __init__(self, log_dir: Path, name: str):
+        db = connection.settings_dict
+        password = f":{quote(db['PASSWORD'])}" if db["PASSWORD"] else ""
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": os.environ.get("HOME", "/"),
+            "DJANGO_SETTINGS_MODULE": "crm.settings.production",
+            "SECRET_KEY": secrets.token_urlsafe(50),
+            "ALLOWED_HOSTS": "127.0.0.1",
+            "DATABASE_URL": f"postgres://{quote(db['USER'] or '')}{password}@"
+            f"{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+            "CELERY_BROKER_URL": REDIS_URL,
+            "LOG_LEVEL": "WARNING",
+        }
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        with open(self.log_path, "w") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "crm",
+                    "worker",
+                    "--pool=solo",
+                    "--hostname",
+                    f"{name}@%h",
+                    "--without-gossip",
+                    "--without-mingle",
+                    "--without-heartbeat",
+                    "--loglevel",
+                    "INFO",
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group, stopped as a whole
+            )
+        deadline = time.monotonic() + START_SECONDS
+        while " ready." not in self.log_path.read_text():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"worker {name} did not start:\n{self.log_tail()}")
+            time.sleep(0.2)
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log_path.read_text().splitlines()[-lines:])
+
+    def chunks_taken(self) -> int:
+        # "received", logged before the chunk runs: its "succeeded" line may come after the
+        # chord's total has been read
+        return sum(
+            "recompute_scores_chunk[" in line and " received" in line
+            for line in self.log_path.read_text().splitlines()
+        )
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)  # a warm shutdown
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=30)
+
+
+@contextmanager
+def sending_to_workers():
+    """This process queues to REDIS_URL (its settings run tasks eagerly) and reads results
+    from it; Redis database REDIS_DB is flushed before and after."""
+    import kombu.pools
+    import redis
+    from celery.backends.redis import RedisBackend
+
+    from crm.celery import app
+
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    app.conf.update(broker_url=REDIS_URL, task_always_eager=False)
+    app._pool = None  # the broker connections cached for the eager configuration
+    app.amqp._producer_pool = None
+    kombu.pools.reset()
+    try:
+        yield RedisBackend(app=app, url=REDIS_URL)
+    finally:
+        redis.Redis.from_url(REDIS_URL).flushdb()
+
+
+def shared_recompute(backend) -> dict:
+    """Queue the recompute as the beat does (at the frozen instant) and wait for the total."""
+    from celery.result import AsyncResult
+
+    from crm.celery import app
+    from workflows.tasks import recompute_scores
+
+    started = time.perf_counter()
+    queued = recompute_scores.delay(now=NOW.isoformat())
+    total = AsyncResult(queued.id, app=app, backend=backend).get(timeout=RESULT_SECONDS)
+    return {**total, "wall": time.perf_counter() - started}
+
+
+def load() -> str:
+    return ", ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def run(options, say) -> dict:
+    from tests.perf.engagement import _rules
+    from workflows.scoring import SCORE_RECOMPUTE_CHUNK, scores_recompute
+
+    contacts = options.contacts
+    say(f"n: setting up {contacts:,} contacts and {EVENTS_PER_CONTACT * contacts:,} events")
+    data.fill(contacts)
+    events = seed_events(contacts)
+    _rules()
+    say("n: the scores the recompute gives (untimed), the reference digest")
+    scores_recompute(now=NOW)
+    reference = digest()
+    result: dict = {
+        "contacts": contacts,
+        "events": events,
+        "chunk": SCORE_RECOMPUTE_CHUNK,
+        "cpus": len(os.sched_getaffinity(0)),
+        "runs": {"one_process": [], "one_worker": [], "two_workers": []},
+        "loads": [],
+        "changed": set(),
+        "chunks": set(),
+        "shares": [],
+    }
+
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-workers-") as logs,
+        sending_to_workers() as (backend),
+    ):
+        log_dir = Path(logs)
+        started: list[Worker] = []
+
+        def start(name: str) -> Worker:
+            worker = Worker(log_dir, f"{name}-{len(started)}")
+            started.append(worker)
+            return worker
+
+        def one_process() -> float:
+            outcome = scores_recompute(now=NOW)
+            result["changed"].add(outcome.changed)
+            result["chunks"].add(outcome.chunks)
+            return outcome.seconds
+
+        def on_workers(count: int) -> float:
+            extra = [start("bench-extra") for _ in range(count - 1)]
+            before = [worker.chunks_taken() for worker in (first, *extra)]
+            try:
+                outcome = shared_recompute(backend)
+            finally:
+                done = [w.chunks_taken() - b for w, b in zip((first, *extra), before, strict=True)]
+                for worker in extra:
+                    worker.stop()
+            result["changed"].add(outcome["changed"])
+            result["chunks"].add(outcome["chunks"])
+            if count > 1:
+                result["shares"].append(done)
+            return outcome["wall"]
+
+        contenders = {
+            "one_process": one_process,
+            "one_worker": lambda: on_workers(1),
+            "two_workers": lambda: on_workers(2),
+        }
+        try:
+            first = start("bench-worker")
+            for round_ in range(options.repeat):
+                order = list(contenders) if round_ % 2 == 0 else list(contenders)[::-1]
+                for name in order:
+                    make_stale()
+                    load_before = load()
+                    say(f"n: {name}, run {round_ + 1} of {options.repeat} (load {load_before})")
+                    seconds = contenders[name]()
+                    result["runs"][name].append(seconds)
+                    result["loads"].append(load_before)
+                    if digest() != reference:
+                        raise AssertionError(
+                            f"{name}: the scores differ from the one-process run's"
+                        )
+                    say(f"     {seconds:.2f} s, scores identical")
+        finally:
+            for worker in started:
+                worker.stop()
+
+    result["medians"] = {name: statistics.median(runs) for name, runs in result["runs"].items()}
+    result["changed"], result["chunks"] = sorted(result["changed"]), sorted(result["chunks"])
+    result["load_end"] = load()
+    return result
+
+
+def rows(n: dict) -> list[tuple[str, str, str]]:
+    medians = n["medians"]
+    one, single, two = medians["one_process"], medians["one_worker"], medians["two_workers"]
+
+    def runs(name: str) -> str:
+        return ", ".join(f"{s:.2f}" for s in n["runs"][name])
+
+    size = f"{n['contacts']:,} contacts, {n['events']:,} events"
+    chunks = "/".join(f"{c:,}" for c in n["chunks"])
+    changed = "/".join(f"{c:,}" for c in n["changed"])
+    shares = "; ".join("+".join(str(c) for c in share) for share in n["shares"])
+    return [
+        (
+            f"n. score recompute, one process (`scores_recompute`), {size}",
+            f"{one:.2f} s",
+            f"{chunks} chunks of {n['chunk']:,} ids, {changed} scores rewritten; runs {runs('one_process')}",
+        ),
+        (
+            "n. the same shared by Celery workers on Redis: 1 worker process",
+            f"{single:.2f} s",
+            f"enqueue → chord's total; {single / one:.2f}× the one-process time; "
+            f"runs {runs('one_worker')}",
+        ),
+        (
+            "n. the same, 2 worker processes",
+            f"{two:.2f} s",
+            f"{single / two:.2f}× faster than 1 worker, {one / two:.2f}× than one process; "
+            f"chunks per worker {shares}; runs {runs('two_workers')}; "
+            f"{n['cpus']} CPUs shared with PostgreSQL; scores identical after every run",
+        ),
+    ]
