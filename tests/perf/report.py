@@ -152,6 +152,10 @@ def rows(results: dict) -> list[tuple[str, str, str]]:
         from tests.perf.reads import rows as read_rows
 
         out += read_rows(results["reads"])
+    if "load" in results:
+        from tests.perf.load import rows as load_rows
+
+        out += load_rows(results["load"])
     return out
 
 
@@ -509,6 +513,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "i. workflows": ("workflows",),
     "j. engagement": ("engagement",),
     "k. reads": ("reads",),
+    "l. concurrent load": ("load",),
 }
 STORE = Path(settings.BASE_DIR) / "docs" / "benchmarks.json"
 

@@ -41,6 +41,9 @@ k. reads (tests/perf/reads.py): every contacts list of the API and the admin —
    p50/p95 server time of 30 requests each (bar: 50 ms / 100 ms), against the same lists
    with Django's and DRF's default counting paginators and no search index. `--only
    reads` runs just this.
+l. concurrent load (tests/perf/load.py): 16 clients against gunicorn on loopback — list
+   reads, single status changes, public form submissions; deadlocks and the counters
+   against the ledger afterwards. `--only load` runs just this (not part of the full run).
 
 Between runs every contender gets the same state: contacts non-marketing again, the
 ledger and counters truncated, VACUUM ANALYZE, CHECKPOINT. One untimed hand-written run
@@ -107,13 +110,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--calls", type=int, default=300, help="single changes timed at each size")
     parser.add_argument(
         "--only",
-        choices=["close", "import", "export", "workflows", "engagement", "reads"],
+        choices=["close", "import", "export", "workflows", "engagement", "reads", "load"],
         help="run one section only (close: f., import: g., export: h., workflows: i., "
-        "engagement: j., reads: k.); its rows in the docs are updated, the others kept",
+        "engagement: j., reads: k., load: l.); its rows in the docs are updated, the others kept",
     )
     parser.add_argument(
         "--no-write", dest="write", action="store_false", help="print only; leave the docs alone"
     )
+    from tests.perf import load
+
+    load.add_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -129,6 +135,7 @@ def run(options: argparse.Namespace) -> dict:
         engagement,
         exports,
         imports,
+        load,
         reads,
         workflows,
     )
@@ -155,6 +162,9 @@ def run(options: argparse.Namespace) -> dict:
         return results
     if options.only == "reads":
         results["reads"] = reads.run(options, say)
+        return results
+    if options.only == "load":
+        results["load"] = load.run(options, say)
         return results
 
     # e, small table first, then a, then e on the large table.
