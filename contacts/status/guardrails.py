@@ -76,6 +76,7 @@ def guardrails_check(
     peak_count: int,
     operation_limit: bool = True,
     account: Account | None = None,
+    retry: bool = True,
 ) -> PendingApproval | None:
     """Call with the usage lock held. The held change (new or retried), or None to go on.
 
@@ -83,10 +84,12 @@ def guardrails_check(
     whole size the caller has already checked against the per-operation limit (a
     workflow run's preflight). `account` is the account's settings if the caller has
     read them already (the limits; the counters are the arguments, read under the lock).
+    `retry=False`: the key was made up for this call, so no change held earlier has it.
     """
-    existing = PendingApproval.objects.filter(idempotency_key=idempotency_key).first()
-    if existing is not None:
-        return existing
+    if retry:
+        existing = PendingApproval.objects.filter(idempotency_key=idempotency_key).first()
+        if existing is not None:
+            return existing
     account = copy.copy(account) if account is not None else Account.load()
     if not operation_limit:
         account.operation_limit = None

@@ -223,16 +223,19 @@ def _change_status(
     account = Account.load()
     calendar = BillingCalendar.for_account(account)
     guarded = guarded and operation == SET_MARKETING
-    if guarded:
-        idempotency_key = idempotency_key or f"auto:{uuid.uuid4()}"
+    # Without a caller's key there is no earlier request (nor held change) to look up.
+    keyed = bool(idempotency_key)
+    if guarded and not keyed:
+        idempotency_key = f"auto:{uuid.uuid4()}"
     held = None
     with transaction.atomic():
         state, now = _lock_usage(at, calendar)
-        replay = _replay(
-            operation=operation, idempotency_key=idempotency_key, fingerprint=fingerprint
-        )
-        if replay is not None:
-            return replay
+        if keyed:
+            replay = _replay(
+                operation=operation, idempotency_key=idempotency_key, fingerprint=fingerprint
+            )
+            if replay is not None:
+                return replay
         usage = period_usage_at(now, calendar)
         if guarded:
             held = guardrails_check(
@@ -246,6 +249,7 @@ def _change_status(
                 peak_count=usage.peak_count,
                 operation_limit=operation_limit,
                 account=account,
+                retry=keyed,
             )
         if held is None:
             result = _write(
