@@ -140,8 +140,17 @@ def billing_record_usage(*, change: UsageChange) -> None:
         _bump(HourlyUpgrades, {"hour": hour}, count=("add", change.became_marketing))
 
 
-def _upgrades_in_the_last_hour(at: dt.datetime, subscription: Subscription) -> int:
-    """Exact count from the ledger, read only when the hourly counters say a spike is possible."""
+def _spike_key(at: dt.datetime) -> int:
+    """A spike alert's key: the hour it fired in (one alert an hour at most)."""
+    return int(at.timestamp() // 3600)
+
+
+def _upgrades_in_the_last_hour(
+    at: dt.datetime, subscription: Subscription, period_start: dt.datetime
+) -> int:
+    """Exact count from the ledger, read only when the hourly counters say a spike is possible
+    and this hour's spike alert has not fired yet (once it has, every upgrade of the hour
+    would count the hour's ledger rows again for nothing: the alert fires once)."""
     hour = at.replace(minute=0, second=0, microsecond=0)
     rough = sum(
         HourlyUpgrades.objects.filter(hour__in=[hour, hour - dt.timedelta(hours=1)]).values_list(
@@ -149,6 +158,11 @@ def _upgrades_in_the_last_hour(at: dt.datetime, subscription: Subscription) -> i
         )
     )
     if rough <= subscription.spike_threshold:
+        return rough
+    fired = Alert.objects.filter(
+        period_start=period_start, kind=AlertKind.SPIKE, threshold=_spike_key(at)
+    )
+    if fired.exists():  # billing_alert unique (period_start, kind, threshold)
         return rough
     # statuschange_effective_idx
     return StatusChange.objects.filter(
@@ -165,9 +179,10 @@ def billing_check_alerts(*, change: UsageChange) -> list[Alert]:
     candidates = threshold_crossings(peak=change.peak_count, subscription=subscription)
     if (
         change.became_marketing
-        and _upgrades_in_the_last_hour(change.at, subscription) > subscription.spike_threshold
+        and _upgrades_in_the_last_hour(change.at, subscription, change.period_start)
+        > subscription.spike_threshold
     ):
-        candidates.append((AlertKind.SPIKE, int(change.at.timestamp() // 3600)))
+        candidates.append((AlertKind.SPIKE, _spike_key(change.at)))
     return billing_fire_alerts(
         subscription, change.period_start, candidates, peak=change.peak_count, now=change.at
     )

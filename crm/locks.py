@@ -32,10 +32,17 @@ def _model(label: str):
 
 
 def lock_usage():
-    """The usage lock: contacts' one `UsageState` row (created on first use)."""
+    """The usage lock: contacts' one `UsageState` row (created on first use).
+
+    One statement once the row exists (the first change creates it): every status change
+    and every intake starts here.
+    """
     state = _model("contacts.UsageState")
-    row_get_or_create(state, lookup={"pk": 1})
-    return state.objects.select_for_update().get(pk=1)
+    row = state.objects.select_for_update().filter(pk=1).first()
+    if row is None:
+        row_get_or_create(state, lookup={"pk": 1})
+        row = state.objects.select_for_update().get(pk=1)
+    return row
 
 
 def lock_contacts(ids: Iterable[int]) -> list[int]:

@@ -133,17 +133,27 @@ def contact_intake(
         source=source, channel_marketing=channel_marketing, channel=channel
     )
     email = normalise_email(email)
+    # The contact it would create, checked before the lock: the check reads nothing stored
+    # (uniqueness is the index's job: a concurrent intake may win the insert), and every
+    # statement under the usage lock keeps the other intakes and status changes waiting.
+    # Its error counts only if the contact is new.
+    new_contact = Contact(email=email, source=source, **fields)
+    try:
+        new_contact.full_clean(exclude=["source"], validate_unique=False)
+        invalid = None
+    except ValidationError as error:
+        invalid = error
     with transaction.atomic():
         # The usage lock before the contact row (crm.locks): the status change below takes it.
         lock_usage()
         contact = lock_contact_by_email(email)
         if contact is None:
-            contact = Contact(email=email, source=source, **fields)
-            # Uniqueness is the index's job here: a concurrent intake may win the insert.
-            contact.full_clean(exclude=["source"], validate_unique=False)
+            if invalid is not None:
+                raise invalid
+            contact = new_contact
             try:
-                with transaction.atomic():
-                    held = _contact_insert(contact, decision, actor=actor)
+                # The insert's own savepoint undoes it if a concurrent intake won.
+                held = _contact_insert(contact, decision, actor=actor)
             except ValidationError:
                 # Created meanwhile by a concurrent intake: update it instead.
                 contact = lock_contact_by_email(email)

@@ -13,6 +13,7 @@ it, which runs it with its original idempotency key. The settings are the accoun
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 
 from django.db.models import Count, QuerySet
@@ -74,21 +75,32 @@ def guardrails_check(
     live_count: int,
     peak_count: int,
     operation_limit: bool = True,
+    account: Account | None = None,
+    retry: bool = True,
 ) -> PendingApproval | None:
     """Call with the usage lock held. The held change (new or retried), or None to go on.
 
     `operation_limit=False` checks the hard cap only: for one chunk of an operation whose
     whole size the caller has already checked against the per-operation limit (a
-    workflow run's preflight).
+    workflow run's preflight). `account` is the account's settings if the caller has
+    read them already (the limits; the counters are the arguments, read under the lock).
+    `retry=False`: the key was made up for this call, so no change held earlier has it.
     """
-    existing = PendingApproval.objects.filter(idempotency_key=idempotency_key).first()
-    if existing is not None:
-        return existing
-    account = Account.load()
+    if retry:
+        existing = PendingApproval.objects.filter(idempotency_key=idempotency_key).first()
+        if existing is not None:
+            return existing
+    account = copy.copy(account) if account is not None else Account.load()
     if not operation_limit:
         account.operation_limit = None
     if account.hard_cap is None and account.operation_limit is None:
         return None
+    if isinstance(target, list):
+        # At most every listed contact becomes marketing: when even that passes, so does
+        # the exact count, which is left out (a single change's one query fewer under the lock).
+        most = len(target)
+        if hold_reason(new_marketing=most, live_after=live_count + most, account=account) is None:
+            return None
     _, new = new_marketing_count(target, at=at)
     reason = hold_reason(new_marketing=new, live_after=live_count + new, account=account)
     if reason is None:

@@ -20,8 +20,7 @@ import uuid
 from collections.abc import Callable
 
 from django.db import transaction
-from django.db.models import Count, F
-from django.db.models.functions import Greatest
+from django.db.models import Count
 from django.utils import timezone
 
 from contacts.hooks import UsageChange, notify_usage_changed, preview_extras
@@ -59,6 +58,7 @@ from contacts.status.sql import (
     OperationSql,
     as_target,
     delete_rows,
+    finish_writes,
     ledger_select,
     operation_sql,
     request_fingerprint,
@@ -69,6 +69,7 @@ from contacts.status.sql import (
 )
 from crm.calendar import BillingCalendar
 from crm.locks import lock_usage
+from crm.models import Account
 
 logger = logging.getLogger(__name__)
 
@@ -171,19 +172,24 @@ def _finish(
     live_delta: int,
     scheduled_delta: int,
 ) -> StatusChangeResult:
-    if live_delta or scheduled_delta:
-        PeriodUsage.objects.filter(pk=usage.pk).update(
-            live_count=F("live_count") + live_delta,
-            peak_count=Greatest(F("peak_count"), F("live_count") + live_delta),
-            scheduled_downgrades=F("scheduled_downgrades") + scheduled_delta,
-        )
-        usage.refresh_from_db()
+    # The row was read under the usage lock and only changes under it, so the counters
+    # after this change are known here exactly as the UPDATE below computes them.
+    usage.live_count += live_delta
+    usage.peak_count = max(usage.peak_count, usage.live_count)
+    usage.scheduled_downgrades += scheduled_delta
     result.live_count = usage.live_count
     result.peak_count = usage.peak_count
     state.last_change_at = result.requested_at
-    state.save(update_fields=["last_change_at"])
     request.result = result.as_dict()
-    request.save(update_fields=["result"])
+    finish_writes(
+        usage_id=usage.pk,
+        live_delta=live_delta,
+        scheduled_delta=scheduled_delta,
+        state_id=state.pk,
+        last_change_at=state.last_change_at,
+        request_id=request.pk,
+        result=request.result,
+    )
     if live_delta or scheduled_delta:
         change = UsageChange(
             operation=result.operation,
@@ -212,18 +218,24 @@ def _change_status(
 ) -> StatusChangeResult:
     target = as_target(contacts)
     fingerprint = fingerprint or request_fingerprint(operation, source, target)
-    calendar = BillingCalendar.for_account()
+    # The account's settings (calendar, guardrail limits) are read before the lock: they
+    # do not depend on the counters, and every statement under the lock makes the queue wait.
+    account = Account.load()
+    calendar = BillingCalendar.for_account(account)
     guarded = guarded and operation == SET_MARKETING
-    if guarded:
-        idempotency_key = idempotency_key or f"auto:{uuid.uuid4()}"
+    # Without a caller's key there is no earlier request (nor held change) to look up.
+    keyed = bool(idempotency_key)
+    if guarded and not keyed:
+        idempotency_key = f"auto:{uuid.uuid4()}"
     held = None
     with transaction.atomic():
         state, now = _lock_usage(at, calendar)
-        replay = _replay(
-            operation=operation, idempotency_key=idempotency_key, fingerprint=fingerprint
-        )
-        if replay is not None:
-            return replay
+        if keyed:
+            replay = _replay(
+                operation=operation, idempotency_key=idempotency_key, fingerprint=fingerprint
+            )
+            if replay is not None:
+                return replay
         usage = period_usage_at(now, calendar)
         if guarded:
             held = guardrails_check(
@@ -236,6 +248,8 @@ def _change_status(
                 live_count=usage.live_count,
                 peak_count=usage.peak_count,
                 operation_limit=operation_limit,
+                account=account,
+                retry=keyed,
             )
         if held is None:
             result = _write(

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import re
 from dataclasses import dataclass
 
 from django.core.exceptions import EmptyResultSet
 from django.db import connection
-from django.db.models import Max, Min, QuerySet
+from django.db.models import F, Max, Min, QuerySet
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from contacts.models import (
@@ -24,7 +26,10 @@ from contacts.models import (
 from contacts.status.models import (
     LedgerAction,
     LedgerStatus,
+    PeriodUsage,
     StatusChange,
+    StatusChangeRequest,
+    UsageState,
 )
 from contacts.status.results import ROLLOVER, SET_MARKETING, SET_NON_MARKETING, StatusSource, Target
 from contacts.status.rules import MARKETING, NON_MARKETING, marketing_sql, pending_sql
@@ -301,6 +306,57 @@ def run_chunk_portable(
             )
             cursor.execute(sql, params)
     return matched
+
+
+def finish_writes(
+    *,
+    usage_id: int,
+    live_delta: int,
+    scheduled_delta: int,
+    state_id: int,
+    last_change_at: dt.datetime,
+    request_id: int,
+    result: dict,
+) -> None:
+    """A change's last writes, with the usage lock held: the period's counters (when they
+    move; F()/GREATEST, O(1)), the change clock and the request's stored result.
+
+    One statement on PostgreSQL (data-modifying CTEs), so the lock is held for one round
+    trip here instead of three; the ORM's three updates elsewhere.
+    """
+    moved = bool(live_delta or scheduled_delta)
+    if not use_postgresql_fast_path():
+        if moved:
+            PeriodUsage.objects.filter(pk=usage_id).update(
+                live_count=F("live_count") + live_delta,
+                peak_count=Greatest(F("peak_count"), F("live_count") + live_delta),
+                scheduled_downgrades=F("scheduled_downgrades") + scheduled_delta,
+            )
+        UsageState.objects.filter(pk=state_id).update(last_change_at=last_change_at)
+        StatusChangeRequest.objects.filter(pk=request_id).update(result=result)
+        return
+    counters = (
+        f"counters AS (UPDATE {PeriodUsage._meta.db_table} SET live_count = live_count + "
+        "{live}, peak_count = GREATEST(peak_count, live_count + {live}), "
+        "scheduled_downgrades = scheduled_downgrades + {scheduled} WHERE id = {usage}), "
+    )
+    sql, params = sql_fill(
+        "WITH "
+        + (counters if moved else "")
+        + f"clock AS (UPDATE {UsageState._meta.db_table} SET last_change_at = {{at}} "
+        "WHERE id = {state}) "
+        f"UPDATE {StatusChangeRequest._meta.db_table} SET result = {{result}}::jsonb "
+        "WHERE id = {request}",
+        live=sql_param(live_delta),
+        scheduled=sql_param(scheduled_delta),
+        usage=sql_param(usage_id),
+        at=sql_param(last_change_at),
+        state=sql_param(state_id),
+        result=sql_param(json.dumps(result)),
+        request=sql_param(request_id),
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
 
 
 def use_postgresql_fast_path() -> bool:

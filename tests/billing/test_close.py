@@ -257,6 +257,29 @@ def test_a_spike_alert_fires_when_many_become_marketing_within_an_hour(
     assert spikes.count() == 1
 
 
+def test_after_the_hours_spike_alert_further_upgrades_do_not_count_the_ledger_again(
+    account, subscription, make_contacts, django_capture_on_commit_callbacks
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    subscription.spike_threshold = 5
+    subscription.save()
+    with django_capture_on_commit_callbacks(execute=True):
+        contacts_set_marketing(contacts=make_contacts(10), source=SRC, at=at(2026, 11, 10, 9, 10))
+    assert Alert.objects.filter(kind="spike").count() == 1
+    with (
+        CaptureQueriesContext(connection) as queries,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        contacts_set_marketing(contacts=make_contacts(3), source=SRC, at=at(2026, 11, 10, 9, 20))
+    ledger = StatusChange._meta.db_table
+    # The spike's exact count: upgrades of the last hour in the ledger.
+    counts = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("SELECT COUNT(*)")]
+    assert [sql for sql in counts if ledger in sql] == []
+    assert Alert.objects.filter(kind="spike").count() == 1
+
+
 def test_the_daily_snapshot_keeps_the_days_maximum(
     account, subscription, make_contacts, django_capture_on_commit_callbacks
 ):

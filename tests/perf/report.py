@@ -160,6 +160,10 @@ def rows(results: dict) -> list[tuple[str, str, str]]:
         from tests.perf.workers import rows as worker_rows
 
         out += worker_rows(results["workers"])
+    if "load" in results:
+        from tests.perf.load import rows as load_rows
+
+        out += load_rows(results["load"])
     return out
 
 
@@ -517,6 +521,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "i. workflows": ("workflows",),
     "j. engagement": ("engagement",),
     "k. reads": ("reads",),
+    "l. concurrent load": ("load",),
     "m. embedded default (SQLite)": ("sqlite",),
     "n. workers": ("workers",),
 }

@@ -41,6 +41,9 @@ k. reads (tests/perf/reads.py): every contacts list of the API and the admin —
    p50/p95 server time of 30 requests each (bar: 50 ms / 100 ms), against the same lists
    with Django's and DRF's default counting paginators and no search index. `--only
    reads` runs just this.
+l. concurrent load (tests/perf/load.py): 16 clients against gunicorn on loopback — list
+   reads, single status changes, public form submissions; deadlocks and the counters
+   against the ledger afterwards. `--only load` runs just this (not part of the full run).
 m. the embedded default, SQLite (tests/perf/sqlite.py), in fresh processes on a temporary
    file: migrate and `seed_demo` (5,000 and `--sqlite-contacts`, 100,000), section k's
    lists over the demo data, and a bulk change of 100,000 of 1,000,000 contacts to marketing
@@ -124,10 +127,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             "reads",
             "sqlite",
             "workers",
+            "load",
         ],
         help="run one section only (close: f., import: g., export: h., workflows: i., "
-        "engagement: j., reads: k., sqlite: m., workers: n., only this way); its rows in the "
-        "docs are updated, the others kept",
+        "engagement: j., reads: k., load: l., sqlite: m., workers: n.; l. and n. only this way); "
+        "its rows in the docs are updated, the others kept",
     )
     parser.add_argument(
         "--sqlite-contacts",
@@ -138,6 +142,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no-write", dest="write", action="store_false", help="print only; leave the docs alone"
     )
+    from tests.perf import load
+
+    load.add_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -153,6 +160,7 @@ def run(options: argparse.Namespace) -> dict:
         engagement,
         exports,
         imports,
+        load,
         reads,
         sqlite,
         workflows,
@@ -188,6 +196,9 @@ def run(options: argparse.Namespace) -> dict:
         from tests.perf import workers
 
         results["workers"] = workers.run(options, say)
+        return results
+    if options.only == "load":  # a gunicorn server and client processes: not part of the full run
+        results["load"] = load.run(options, say)
         return results
 
     # e, small table first, then a, then e on the large table.
