@@ -163,11 +163,17 @@ def billing_check_alerts(*, change: UsageChange) -> list[Alert]:
     billing_record_usage(change=change)
     subscription = Subscription.load()
     candidates = threshold_crossings(peak=change.peak_count, subscription=subscription)
+    spike = (AlertKind.SPIKE, int(change.at.timestamp() // 3600))
     if (
         change.became_marketing
+        # Once this hour's spike has fired, the ledger need not be counted again (a bulk
+        # change in chunks would count every earlier chunk's rows after each one).
+        and not Alert.objects.filter(
+            period_start=change.period_start, kind=spike[0], threshold=spike[1]
+        ).exists()
         and _upgrades_in_the_last_hour(change.at, subscription) > subscription.spike_threshold
     ):
-        candidates.append((AlertKind.SPIKE, int(change.at.timestamp() // 3600)))
+        candidates.append(spike)
     return billing_fire_alerts(
         subscription, change.period_start, candidates, peak=change.peak_count, now=change.at
     )
