@@ -254,11 +254,7 @@ def _execute(
             return
         preflight_done = True
     if run.emailed_through < run.cursor:  # killed after a chunk's commit, before its email
-        target = _in_range(
-            Contact.objects.filter(workflow_enrollments__run_id=run.pk),
-            run.emailed_through,
-            run.cursor if ids is None else None,
-        )
+        target = _enrolled_by(run, run.emailed_through, run.cursor if ids is None else None)
         _send_emails(run, workflow, lease=lease, target=target, through=run.cursor)
     for done, total, lo, hi in _run_chunks(run, workflow, now=now, ids=ids):
         _run_chunk(
@@ -300,6 +296,24 @@ def _in_range(queryset: QuerySet, lo: int, hi: int | None, field_name: str = "pk
     if hi is None:
         return queryset
     return queryset.filter(**{f"{field_name}__gte": lo, f"{field_name}__lt": hi})
+
+
+def _enrolled_by(run: WorkflowRun, lo: int, hi: int | None) -> QuerySet:
+    """The contacts this run enrolled with ids in [lo, hi) (all of them when hi is None).
+
+    The range bounds the enrollments' contact ids too, in the same join, so a chunk reads
+    its own part of enrollment_run_idx (run, contact) instead of every enrollment the run
+    has made so far and probing the contacts table for each (which grew with every chunk).
+    """
+    if hi is None:
+        return Contact.objects.filter(workflow_enrollments__run_id=run.pk)
+    return Contact.objects.filter(
+        workflow_enrollments__run_id=run.pk,
+        workflow_enrollments__contact_id__gte=lo,
+        workflow_enrollments__contact_id__lt=hi,
+        pk__gte=lo,
+        pk__lt=hi,
+    )
 
 
 @dataclass(frozen=True)
@@ -371,9 +385,7 @@ def _run_chunk(
         if candidates.excluded_q is None
         else matching.exclude(exclusion_q(workflow, now=now))
     )
-    target = _in_range(
-        Contact.objects.filter(workflow_enrollments__run_id=run.pk), lo, hi
-    )  # enrollment_run_idx (run, contact): the contacts this run enrolled in this range
+    target = _enrolled_by(run, lo, hi)
     key = f"workflow-run:{run.pk}:{lo if hi is not None else 'ids'}"
     source = workflow_status_source(workflow)
     actor = run.requested_by
