@@ -152,7 +152,9 @@ def rows(results: dict) -> list[tuple[str, str, str]]:
         from tests.perf.reads import rows as read_rows
 
         out += read_rows(results["reads"])
-    return out
+    from tests.perf.scale import rows as scale_rows
+
+    return out + scale_rows(results)
 
 
 def engagement_rows(j: dict) -> list[tuple[str, str, str]]:
@@ -509,6 +511,8 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "i. workflows": ("workflows",),
     "j. engagement": ("engagement",),
     "k. reads": ("reads",),
+    "l. scale": ("l",),
+    "f. ledger history": ("history",),
 }
 STORE = Path(settings.BASE_DIR) / "docs" / "benchmarks.json"
 

@@ -107,9 +107,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--calls", type=int, default=300, help="single changes timed at each size")
     parser.add_argument(
         "--only",
-        choices=["close", "import", "export", "workflows", "engagement", "reads"],
+        choices=[
+            "close",
+            "import",
+            "export",
+            "workflows",
+            "engagement",
+            "reads",
+            "scale",
+            "history",
+        ],
         help="run one section only (close: f., import: g., export: h., workflows: i., "
-        "engagement: j., reads: k.); its rows in the docs are updated, the others kept",
+        "engagement: j., reads: k.; scale: e, f, g and k at 1M and at --contacts, l.; "
+        "history: the close with and without ten older months of ledger, tests/perf/scale.py); "
+        "its rows in the docs are updated, the others kept",
+    )
+    parser.add_argument(
+        "--seed-demo",
+        action="store_true",
+        help="k: read over `seed_demo` data (slow) instead of tests/perf/read_data.py's",
     )
     parser.add_argument(
         "--no-write", dest="write", action="store_false", help="print only; leave the docs alone"
@@ -130,6 +146,7 @@ def run(options: argparse.Namespace) -> dict:
         exports,
         imports,
         reads,
+        scale,
         workflows,
     )
 
@@ -152,6 +169,12 @@ def run(options: argparse.Namespace) -> dict:
         return results
     if options.only == "workflows":
         results["workflows"] = workflows.run(options, say)
+        return results
+    if options.only == "scale":
+        results["l"] = scale.run(options, say)
+        return results
+    if options.only == "history":
+        results["history"] = scale.run_history(options, say)
         return results
     if options.only == "reads":
         results["reads"] = reads.run(options, say)
