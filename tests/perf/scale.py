@@ -108,7 +108,7 @@ def reads_at_size(count: int, say) -> dict:
 
 
 def run(options, say) -> dict:
-    from tests.perf import data
+    from tests.perf import data, imports
 
     count, base = options.contacts, base_size(options.contacts)
     results: dict = {"contacts": count, "base": base, "small": options.small}
@@ -120,6 +120,9 @@ def run(options, say) -> dict:
     from tests.perf import contenders
 
     results["single_small"] = contenders.single_changes(pk, options.calls)
+    say(f"l/g: importing {IMPORT_ROWS:,} new rows into empty tables (fresh process)")
+    results["import_empty"] = imports.in_child(imports.write_csv(IMPORT_ROWS))
+    say(f"     {IMPORT_ROWS / results['import_empty']['run_seconds']:,.0f} rows/s")
     results["seconds"] = {"small": time.perf_counter() - started}
     for key, size in (("at_base", base), ("at_n", count)):
         started = time.perf_counter()
@@ -196,6 +199,7 @@ def scale_rows(r: dict) -> list[tuple[str, str, str]]:
     replay_n = statistics.median(t["close"]["replay_runs"])
     rate_base = IMPORT_ROWS / b["import"]["run_seconds"]
     rate_n = IMPORT_ROWS / t["import"]["run_seconds"]
+    rate_empty = IMPORT_ROWS / r["import_empty"]["run_seconds"]
     out = [
         (
             f"l. e. one status change: {small:,} → {base:,} → {n:,} contacts",
@@ -223,7 +227,9 @@ def scale_rows(r: dict) -> list[tuple[str, str, str]]:
             f"{b['import']['run_seconds']:.1f} → {t['import']['run_seconds']:.1f} s; "
             f"{rate_n / rate_base:.2f}× the rate (bar ≥ {1 - IMPORT_BAR:.2f}×): "
             + _verdict(1 - IMPORT_BAR, rate_n / rate_base)
-            + f"; peak RSS {b['import']['maxrss_mb']:.0f} → {t['import']['maxrss_mb']:.0f} MB",
+            + f"; peak RSS {b['import']['maxrss_mb']:.0f} → {t['import']['maxrss_mb']:.0f} MB; "
+            f"into empty tables in the same run {rate_empty:,.0f} rows/s; phases at {n:,}: "
+            + ", ".join(f"{k} {v:.1f} s" for k, v in t["import"]["phases"].items()),
         ),
     ]
     rb, rn = r["reads_base"]["lists"], r["reads_n"]["lists"]
