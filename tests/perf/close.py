@@ -108,7 +108,19 @@ def setup_close(count: int, history_months: int = 0) -> dict:
             params,
         )
         for month in range(1, history_months + 1):
-            # Month `month` before October: 55 % of the contacts in and out again (net 0).
+            # Month `month` before October: 55 % of the contacts in and out again (net 0),
+            # under a request of its own (a request changes a contact once per action).
+            cursor.execute(
+                f"""
+                INSERT INTO {REQUEST} (idempotency_key, operation, fingerprint, source_type,
+                                       source_id, source_name, actor_id, requested_at, result)
+                VALUES (%(key)s, 'set_marketing', '', 'import', '', 'Benchmark history',
+                        NULL, %(start)s::timestamptz - %(months)s * interval '1 month', '{{}}')
+                RETURNING id
+                """,
+                {**params, "key": f"{SETUP_KEY}:{month}", "months": month},
+            )
+            params["request"] = cursor.fetchone()[0]
             cursor.execute(
                 f"""
                 INSERT INTO {LEDGER} (contact_id, request_id, action, from_status, to_status,
@@ -179,7 +191,7 @@ def reset_close(count: int) -> None:
         execute(
             # The close's rollovers (a longer history holds older ones, kept).
             f"DELETE FROM {LEDGER} WHERE action = 'rollover' AND effective_at >= %(end)s",
-            f"DELETE FROM {REQUEST} WHERE idempotency_key <> '{SETUP_KEY}'",
+            f"DELETE FROM {REQUEST} WHERE idempotency_key NOT LIKE '{SETUP_KEY}%%'",
             f"DELETE FROM {USAGE} WHERE period_start <> %(start)s",
             params={"start": START, "end": END},
         )

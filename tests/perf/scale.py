@@ -26,8 +26,12 @@ the replay's plan at both.
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
+from pathlib import Path
+
+from django.conf import settings
 
 SINGLE_BAR = 1.5  # one status change at N ÷ at the small table
 CLOSE_BAR = 10.0  # the close at N ÷ at the base
@@ -36,6 +40,7 @@ READS_BAR = 1.5  # a list's p50 at N ÷ at the base
 IMPORT_ROWS = 1_000_000
 HISTORY_MONTHS = 10
 BIGGEST_TABLES = 6
+PARTIAL = Path(settings.BASE_DIR) / "media" / "bench" / "scale-partial.json"
 
 
 def base_size(count: int) -> int:
@@ -99,7 +104,7 @@ def at_size(count: int, options, say) -> dict:
     return out
 
 
-def reads_at_size(count: int, say) -> dict:
+def reads_at_size(count: int, options, say) -> dict:
     from tests.perf import reads
 
     load = reads.ensure_read_data(count, say)
@@ -124,14 +129,16 @@ def run(options, say) -> dict:
     results["import_empty"] = imports.in_child(imports.write_csv(IMPORT_ROWS))
     say(f"     {IMPORT_ROWS / results['import_empty']['run_seconds']:,.0f} rows/s")
     results["seconds"] = {"small": time.perf_counter() - started}
-    for key, size in (("at_base", base), ("at_n", count)):
+    parts = [(key, size, at_size) for key, size in (("at_base", base), ("at_n", count))]
+    parts += [
+        (key, size, reads_at_size) for key, size in (("reads_base", base), ("reads_n", count))
+    ]
+    for key, size, measure in parts:
         started = time.perf_counter()
-        results[key] = at_size(size, options, say)
+        results[key] = measure(size, options, say)
         results["seconds"][key] = time.perf_counter() - started
-    for key, size in (("reads_base", base), ("reads_n", count)):
-        started = time.perf_counter()
-        results[key] = reads_at_size(size, say)
-        results["seconds"][key] = time.perf_counter() - started
+        # A long run keeps what it measured so far (media/bench/scale-partial.json).
+        PARTIAL.write_text(json.dumps(results, default=str))
     return results
 
 
