@@ -52,6 +52,7 @@ def sizes_on_disk() -> dict:
     from django.db import connection
 
     with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")  # fresh row estimates (a sample per table)
         cursor.execute("SELECT pg_database_size(current_database())")
         database = cursor.fetchone()[0]
         cursor.execute(
