@@ -59,8 +59,13 @@ def _instant(g: str, count: int) -> str:
     return f"(%(start)s::timestamptz + ({g} * {seconds} / {count + 1}) * interval '1 second')"
 
 
-def setup_close(count: int) -> dict:
-    """Contacts, ledger and counters of a consistent October (see the module's doc)."""
+def setup_close(count: int, history_months: int = 0) -> dict:
+    """Contacts, ledger and counters of a consistent October (see the module's doc).
+
+    `history_months` older months go before October in the ledger, 1.1 rows a contact
+    each (as many as October's): 55 % of the contacts upgraded at their instant in the
+    month and rolled over a second later (+1, −1). Each month sums to nothing, so the
+    counters and the replay's opening (0) stay as they were; only the history grows."""
     bounds = Contact.objects.aggregate(n=Count("pk"), hi=Max("pk"))
     if (bounds["n"], bounds["hi"]) != (count, count):
         data.fill(count)
@@ -102,6 +107,40 @@ def setup_close(count: int) -> dict:
             """,
             params,
         )
+        for month in range(1, history_months + 1):
+            # Month `month` before October: 55 % of the contacts in and out again (net 0),
+            # under a request of its own (a request changes a contact once per action).
+            cursor.execute(
+                f"""
+                INSERT INTO {REQUEST} (idempotency_key, operation, fingerprint, source_type,
+                                       source_id, source_name, actor_id, requested_at, result)
+                VALUES (%(key)s, 'set_marketing', '', 'import', '', 'Benchmark history',
+                        NULL, %(start)s::timestamptz - %(months)s * interval '1 month', '{{}}')
+                RETURNING id
+                """,
+                {**params, "key": f"{SETUP_KEY}:{month}", "months": month},
+            )
+            params["request"] = cursor.fetchone()[0]
+            cursor.execute(
+                f"""
+                INSERT INTO {LEDGER} (contact_id, request_id, action, from_status, to_status,
+                                      requested_at, effective_at, delta, source_type,
+                                      source_id, source_name, actor_id)
+                SELECT c.id, %(request)s, a.action, a.from_status, a.to_status,
+                       t.at + a.later, t.at + a.later, a.delta, 'import', '', '',
+                       NULL::integer
+                FROM {CONTACT} c
+                CROSS JOIN LATERAL (
+                    SELECT {upgraded} - %(months)s * interval '1 month' AS at
+                ) t
+                CROSS JOIN (VALUES ('upgrade', 'non_marketing', 'marketing', interval '0', 1),
+                                   ('rollover', 'marketing', 'non_marketing',
+                                    interval '1 second', -1))
+                    AS a(action, from_status, to_status, later, delta)
+                WHERE c.id %% 20 < 11
+                """,
+                {**params, "months": month},
+            )
     _contacts_as_before_the_close(count, all_contacts=True)
     scheduled = count // 10
     last = _last_change_at()
@@ -150,10 +189,11 @@ def reset_close(count: int) -> None:
     """Undo what a close (or a rollover alone) wrote; VACUUM ANALYZE, CHECKPOINT."""
     with transaction.atomic():
         execute(
-            f"DELETE FROM {LEDGER} WHERE action = 'rollover'",
-            f"DELETE FROM {REQUEST} WHERE idempotency_key <> '{SETUP_KEY}'",
+            # The close's rollovers (a longer history holds older ones, kept).
+            f"DELETE FROM {LEDGER} WHERE action = 'rollover' AND effective_at >= %(end)s",
+            f"DELETE FROM {REQUEST} WHERE idempotency_key NOT LIKE '{SETUP_KEY}%%'",
             f"DELETE FROM {USAGE} WHERE period_start <> %(start)s",
-            params={"start": START},
+            params={"start": START, "end": END},
         )
         execute(*(f"DELETE FROM {table}" for table in BILLING_TABLES))
         execute(
@@ -209,7 +249,7 @@ def check_closed(outcomes: list, count: int) -> dict:
     november = PeriodUsage.objects.filter(period_start=END).first()
     if november is None or november.opening_count != count - scheduled:
         problems.append(f"November opens with {november and november.opening_count}")
-    rollovers = StatusChange.objects.filter(action="rollover").count()
+    rollovers = StatusChange.objects.filter(action="rollover", effective_at__gte=END).count()
     if rollovers != scheduled:
         problems.append(f"{rollovers} rollover rows")
     if problems:

@@ -68,8 +68,9 @@ def empty_tables() -> None:
     execute(f"VACUUM ANALYZE {CONTACT}", "CHECKPOINT")
 
 
-def import_in_this_process(path: Path) -> dict:
-    """What the command does, timed by phase; returns the timings, counts and peak RSS."""
+def import_in_this_process(path: Path, keep: bool = False) -> dict:
+    """What the command does, timed by phase; returns the timings, counts and peak RSS.
+    Into empty tables, or with `keep`, into the contacts already there."""
     import resource
 
     from django.core.files import File
@@ -81,7 +82,8 @@ def import_in_this_process(path: Path) -> dict:
         contact_import_run,
     )
 
-    empty_tables()
+    if not keep:
+        empty_tables()
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     phases: dict[str, float] = {}
     started = time.perf_counter()
@@ -117,9 +119,9 @@ def import_in_this_process(path: Path) -> dict:
     }
 
 
-def in_child(path: Path) -> dict:
+def in_child(path: Path, keep: bool = False) -> dict:
     out = subprocess.run(
-        [sys.executable, "-m", "tests.perf.imports_child", str(path)],
+        [sys.executable, "-m", "tests.perf.imports_child", str(path), *(["keep"] if keep else [])],
         env=dict(os.environ),
         capture_output=True,
         text=True,

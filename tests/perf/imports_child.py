@@ -21,7 +21,7 @@ def main() -> int:
     settings.DEBUG = False
     from tests.perf.imports import import_in_this_process
 
-    print(json.dumps(import_in_this_process(Path(sys.argv[1]))))
+    print(json.dumps(import_in_this_process(Path(sys.argv[1]), keep=sys.argv[2:] == ["keep"])))
     return 0
 
 

@@ -165,6 +165,9 @@ def rows(results: dict) -> list[tuple[str, str, str]]:
 
         out += load_rows(results["load"])
     return out
+    from tests.perf.scale import rows as scale_rows
+
+    return out + scale_rows(results)
 
 
 def engagement_rows(j: dict) -> list[tuple[str, str, str]]:
@@ -524,6 +527,8 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "l. concurrent load": ("load",),
     "m. embedded default (SQLite)": ("sqlite",),
     "n. workers": ("workers",),
+    "o. scale": ("scale",),
+    "f. ledger history": ("history",),
 }
 STORE = Path(settings.BASE_DIR) / "docs" / "benchmarks.json"
 

@@ -128,16 +128,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             "sqlite",
             "workers",
             "load",
+            "scale",
+            "history",
         ],
         help="run one section only (close: f., import: g., export: h., workflows: i., "
-        "engagement: j., reads: k., load: l., sqlite: m., workers: n.; l. and n. only this way); "
-        "its rows in the docs are updated, the others kept",
+        "engagement: j., reads: k., load: l., sqlite: m., workers: n.; scale: e, f, g and k at "
+        "1M and at --contacts, o.; history: the close with and without ten older months of "
+        "ledger; l., n., o. and history only this way); its rows in the docs are updated, the "
+        "others kept",
     )
     parser.add_argument(
         "--sqlite-contacts",
         type=int,
         default=100_000,
         help="m: the demo contacts on SQLite, and the bulk change's size (of 10× as many)",
+    )
+    parser.add_argument(
+        "--seed-demo",
+        action="store_true",
+        help="k: read over `seed_demo` data (slow) instead of tests/perf/read_data.py's",
     )
     parser.add_argument(
         "--no-write", dest="write", action="store_false", help="print only; leave the docs alone"
@@ -162,6 +171,7 @@ def run(options: argparse.Namespace) -> dict:
         imports,
         load,
         reads,
+        scale,
         sqlite,
         workflows,
     )
@@ -185,6 +195,12 @@ def run(options: argparse.Namespace) -> dict:
         return results
     if options.only == "workflows":
         results["workflows"] = workflows.run(options, say)
+        return results
+    if options.only == "scale":
+        results["scale"] = scale.run(options, say)
+        return results
+    if options.only == "history":
+        results["history"] = scale.run_history(options, say)
         return results
     if options.only == "reads":
         results["reads"] = reads.run(options, say)
