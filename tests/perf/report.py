@@ -164,7 +164,6 @@ def rows(results: dict) -> list[tuple[str, str, str]]:
         from tests.perf.load import rows as load_rows
 
         out += load_rows(results["load"])
-    return out
     from tests.perf.scale import rows as scale_rows
 
     return out + scale_rows(results)

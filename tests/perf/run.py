@@ -144,6 +144,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="m: the demo contacts on SQLite, and the bulk change's size (of 10× as many)",
     )
     parser.add_argument(
+        "--scale-reads-only",
+        action="store_true",
+        help="o: the lists (k) at the base size and at --contacts, without e, f and g",
+    )
+    parser.add_argument(
         "--seed-demo",
         action="store_true",
         help="k: read over `seed_demo` data (slow) instead of tests/perf/read_data.py's",

@@ -19,6 +19,9 @@ at the base size (1,000,000; a tenth of N when N is smaller) and then at N:
 The 1,000,000 figures the bars compare with are these, measured in the same invocation
 on the same machine; the stored sections of docs/benchmarks.json are not used.
 
+`--scale-reads-only` runs k alone at the two sizes (the read data sets load in minutes;
+e, f and g at 10,000,000 take more than an hour).
+
 `--only history` measures the close at `--contacts` with the ledger holding only the
 closed month and with `HISTORY_MONTHS` more months before it (as many rows each), with
 the replay's plan at both.
@@ -81,19 +84,19 @@ def at_size(count: int, options, say) -> dict:
     from tests.perf import close, contenders, data, imports
 
     out: dict = {"contacts": count}
-    say(f"l: setting up {count:,} contacts")
+    say(f"o: setting up {count:,} contacts")
     started = time.perf_counter()
     data.fill(count)
     out["fill_seconds"] = time.perf_counter() - started
     data.checkpoint()
     pk = data.ids_of_stage(data.LOOP_STAGE, 1)[0]
-    say(f"l/e: {options.calls} single changes at {count:,} contacts")
+    say(f"o/e: {options.calls} single changes at {count:,} contacts")
     out["single"] = contenders.single_changes(pk, options.calls)
     say(f"     median {statistics.median(out['single']) * 1000:.2f} ms")
     started = time.perf_counter()
     out["close"] = close.run(count, options.repeat, say)
     out["close_section_seconds"] = time.perf_counter() - started
-    say(f"l/g: importing {IMPORT_ROWS:,} new rows into the {count:,} contacts (fresh process)")
+    say(f"o/g: importing {IMPORT_ROWS:,} new rows into the {count:,} contacts (fresh process)")
     path = imports.write_csv(IMPORT_ROWS)
     started = time.perf_counter()
     out["import"] = imports.in_child(path, keep=True)
@@ -101,7 +104,7 @@ def at_size(count: int, options, say) -> dict:
     say(f"     {IMPORT_ROWS / out['import']['run_seconds']:,.0f} rows/s")
     data.execute("CHECKPOINT")
     out["size"] = sizes_on_disk()
-    say(f"l: database {_gb(out['size']['database'])}")
+    say(f"o: database {_gb(out['size']['database'])}")
     return out
 
 
@@ -118,27 +121,35 @@ def run(options, say) -> dict:
 
     count, base = options.contacts, base_size(options.contacts)
     results: dict = {"contacts": count, "base": base, "small": options.small}
+    reads_part = [
+        (key, size, reads_at_size) for key, size in (("reads_base", base), ("reads_n", count))
+    ]
+    if getattr(options, "scale_reads_only", False):
+        results["seconds"] = {}
+        return _measure_parts(results, reads_part, options, say)
     started = time.perf_counter()
-    say(f"l/e: {options.calls} single changes at {options.small:,} contacts")
+    say(f"o/e: {options.calls} single changes at {options.small:,} contacts")
     data.fill(options.small)
     data.checkpoint()
     pk = data.ids_of_stage(data.LOOP_STAGE, 1)[0]
     from tests.perf import contenders
 
     results["single_small"] = contenders.single_changes(pk, options.calls)
-    say(f"l/g: importing {IMPORT_ROWS:,} new rows into empty tables (fresh process)")
+    say(f"o/g: importing {IMPORT_ROWS:,} new rows into empty tables (fresh process)")
     results["import_empty"] = imports.in_child(imports.write_csv(IMPORT_ROWS))
     say(f"     {IMPORT_ROWS / results['import_empty']['run_seconds']:,.0f} rows/s")
     results["seconds"] = {"small": time.perf_counter() - started}
     parts = [(key, size, at_size) for key, size in (("at_base", base), ("at_n", count))]
-    parts += [
-        (key, size, reads_at_size) for key, size in (("reads_base", base), ("reads_n", count))
-    ]
+    return _measure_parts(results, parts + reads_part, options, say)
+
+
+def _measure_parts(results: dict, parts: list, options, say) -> dict:
     for key, size, measure in parts:
         started = time.perf_counter()
         results[key] = measure(size, options, say)
         results["seconds"][key] = time.perf_counter() - started
         # A long run keeps what it measured so far (media/bench/scale-partial.json).
+        PARTIAL.parent.mkdir(parents=True, exist_ok=True)
         PARTIAL.write_text(json.dumps(results, default=str))
     return results
 
@@ -196,6 +207,21 @@ def _size_note(size: dict) -> str:
 
 
 def scale_rows(r: dict) -> list[tuple[str, str, str]]:
+    """The rows of what ran: e, f and g with their sizes unless the run read only (k)."""
+    out = _work_rows(r) if "at_n" in r else []
+    if "reads_n" in r:
+        out += _read_rows(r)
+    out.append(
+        (
+            "o. time of each part",
+            f"{sum(r['seconds'].values()):,.0f} s",
+            ", ".join(f"{k} {v:,.0f} s" for k, v in r["seconds"].items()),
+        )
+    )
+    return out
+
+
+def _work_rows(r: dict) -> list[tuple[str, str, str]]:
     n, base, small = r["contacts"], r["base"], r["small"]
     b, t = r["at_base"], r["at_n"]
     single_small = statistics.median(r["single_small"]) * 1000
@@ -240,8 +266,22 @@ def scale_rows(r: dict) -> list[tuple[str, str, str]]:
             + ", ".join(f"{k} {v:.1f} s" for k, v in t["import"]["phases"].items()),
         ),
     ]
+    for key in ("at_base", "at_n"):
+        entry = r[key]
+        out.append(
+            (
+                f"o. size on disk, {entry['contacts']:,} contacts after f and g",
+                _gb(entry["size"]["database"]),
+                _size_note(entry["size"]),
+            )
+        )
+    return out
+
+
+def _read_rows(r: dict) -> list[tuple[str, str, str]]:
+    n, base = r["contacts"], r["base"]
     rb, rn = r["reads_base"]["lists"], r["reads_n"]["lists"]
-    worst = 0.0
+    out, worst = [], 0.0
     for side in ("api", "admin"):
         for name, entry in rn[side].items():
             before = rb[side].get(name)
@@ -265,15 +305,6 @@ def scale_rows(r: dict) -> list[tuple[str, str, str]]:
             _verdict(worst, READS_BAR),
         )
     )
-    for label, key in (("after f and g", "at_base"), ("after f and g", "at_n")):
-        entry = r[key]
-        out.append(
-            (
-                f"o. size on disk, {entry['contacts']:,} contacts {label}",
-                _gb(entry["size"]["database"]),
-                _size_note(entry["size"]),
-            )
-        )
     for key, size in (("reads_base", base), ("reads_n", n)):
         entry = r[key]
         load = entry["load"].get("seconds")
@@ -284,13 +315,6 @@ def scale_rows(r: dict) -> list[tuple[str, str, str]]:
                 (f"loaded in {load:.0f} s; " if load else "") + _size_note(entry["size"]),
             )
         )
-    out.append(
-        (
-            "o. time of each part",
-            f"{sum(r['seconds'].values()):,.0f} s",
-            ", ".join(f"{k} {v:,.0f} s" for k, v in r["seconds"].items()),
-        )
-    )
     return out
 
 
