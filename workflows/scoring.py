@@ -37,7 +37,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from django.db import connection, transaction
-from django.db.models import Max
+from django.db.models import Max, Min
 from django.utils import timezone
 
 from contacts.engagement.services import (
@@ -183,13 +183,16 @@ def _score_sql(rules: list[ScoringRule], now: dt.datetime) -> tuple[str, list]:
 
 def _recompute_ids(contacts_since: dt.datetime | None) -> tuple[int, list[tuple[int, int]]]:
     """The last contact id to rescore, and the id ranges `[low, high)` of
-    SCORE_RECOMPUTE_CHUNK ids that cover the contacts up to it."""
+    SCORE_RECOMPUTE_CHUNK ids that cover the contacts from the first to it (the ids below
+    the first, of contacts deleted long ago, are not walked)."""
     contacts = Contact.objects.all()
     if contacts_since is not None:
         contacts = contacts.filter(last_engaged_at__gte=contacts_since)
-    last_id = contacts.aggregate(last=Max("pk"))["last"] or 0
+    bounds = contacts.aggregate(first=Min("pk"), last=Max("pk"))
+    first_id, last_id = bounds["first"] or 1, bounds["last"] or 0
     return last_id, [
-        (low, low + SCORE_RECOMPUTE_CHUNK) for low in range(1, last_id + 1, SCORE_RECOMPUTE_CHUNK)
+        (low, low + SCORE_RECOMPUTE_CHUNK)
+        for low in range(first_id, last_id + 1, SCORE_RECOMPUTE_CHUNK)
     ]
 
 
