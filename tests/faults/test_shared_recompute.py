@@ -89,17 +89,24 @@ def chunks_taken(worker) -> int:
     )
 
 
+def chunk_of(ids: list[int]) -> tuple[int, int]:
+    """A chunk size that cuts the contacts' id span into about CHUNKS chunks, and the number
+    of chunks the recompute makes of it (from the first contact's id to the last)."""
+    first, last = min(ids), max(ids)
+    chunk = (last - first) // CHUNKS + 1
+    return chunk, len(range(first, last + 1, chunk))
+
+
 def test_two_workers_share_the_recompute_and_give_the_one_process_scores(workers, account):
     ids = stale_contacts_with_events()
     expected = one_process_scores(ids)
-    chunk = ids[-1] // CHUNKS + 1
+    chunk, chunks = chunk_of(ids)
     knobs = {"FAULTS_SCORE_CHUNK": chunk, "FAULTS_STEP_PAUSE": 0.2}
     first, second = workers(**knobs), workers(**knobs)
 
     queued = recompute_scores.delay(now=NOW.isoformat())  # as the beat sends it, plus `now`
 
     result = total(queued)
-    chunks = (ids[-1] - 1) // chunk + 1
     assert (result["rules"], result["chunks"], result["dry_run"]) == (5, chunks, False)
     assert result["changed"] == sum(score != 7 for score in expected) > CONTACTS // 2
     assert scores(ids) == expected
@@ -113,12 +120,12 @@ def test_two_workers_share_the_recompute_and_give_the_one_process_scores(workers
 def test_a_recompute_whose_worker_was_killed_is_finished_by_a_rerun(workers, account):
     ids = stale_contacts_with_events()
     expected = one_process_scores(ids)
-    chunk = ids[-1] // CHUNKS + 1
+    chunk, _ = chunk_of(ids)
     knobs = {"FAULTS_SCORE_CHUNK": chunk, "FAULTS_STEP_PAUSE": 1}
     doomed, survivor = workers(**knobs), workers(**knobs)
 
     # Given a recompute whose first worker is killed with -9 once a chunk has rescored
-    # contacts (the first chunks may hold none: the ids of earlier tests are gone)
+    # contacts
     recompute_scores.delay(now=NOW.isoformat())
     wait_for(lambda: Contact.objects.exclude(lead_score=7).exists(), "a chunk", doomed)
     doomed.kill()
