@@ -9,6 +9,7 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.db import IntegrityError, transaction
+from django.db.models import Min
 
 from contacts.engagement.services import engagement_events_ingest
 from contacts.intake.models import Form
@@ -437,7 +438,9 @@ def test_after_a_failed_chunk_a_rerun_gives_the_same_scores(scored_contacts, mon
     stale(scored_contacts)
     # Given that the chunk of the 8th contact fails (its transaction rolled back)
     real = scoring.scores_recompute_range
-    failing = (scored_contacts[7].pk - 1) // 3 * 3 + 1  # chunks are [1, 4), [4, 7), …
+    # Chunks of 3 ids from the first contact's: [first, first + 3), [first + 3, first + 6), …
+    first = Contact.objects.aggregate(first=Min("pk"))["first"]
+    failing = first + (scored_contacts[7].pk - first) // 3 * 3
 
     def fail_one(**kwargs):
         if kwargs["id_range"][0] == failing:
