@@ -220,6 +220,11 @@ def _json_type_error(field: serializers.Field, value) -> str | None:
     ):
         ok = isinstance(value, str)
         expected = "a string"
+        longest = getattr(field, "max_length", None)
+        if ok and longest is not None and len(value) > longest:
+            # The schema's maxLength is the string as sent: DRF trims the whitespace first,
+            # and would take a longer string padded with it.
+            return field.error_messages["max_length"].format(max_length=longest)
     elif isinstance(field, serializers.ListField):
         if not isinstance(value, list):
             return "Expected a list."
