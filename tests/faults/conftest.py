@@ -13,7 +13,6 @@ import os
 import secrets
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from contextlib import contextmanager
@@ -25,6 +24,7 @@ import redis
 from django.db import connection
 from rest_framework.test import APIClient
 
+from tests.celery_worker import celery_worker_argv
 from tests.factories import UserFactory
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -90,24 +90,7 @@ class Worker:
         }
         with open(self.log_path, "w") as log:
             self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    app,
-                    "worker",
-                    "--pool=solo",
-                    "--queues",
-                    QUEUE,
-                    "--hostname",
-                    f"{self.name}@%h",
-                    "--without-gossip",
-                    "--without-mingle",
-                    "--without-heartbeat",
-                    "--loglevel",
-                    "INFO",
-                ],
+                celery_worker_argv(app=app, hostname=self.name, queue=QUEUE),
                 cwd=ROOT,
                 env=env,
                 stdout=log,

@@ -27,6 +27,13 @@ from contacts.status.models import (
 from crm.models import Account
 
 CONTACT = Contact._meta.db_table
+# Every column of a contact row, in the order the synthetic fills write them.
+CONTACT_COLUMNS = (
+    "created_at, updated_at, email, first_name, last_name, company, phone, lifecycle_stage, "
+    "lead_status, contact_type, unsubscribed, hard_bounced, lead_score, last_engaged_at, "
+    "source_id, marketing_status, marketing_until, marketing_reason_type, "
+    "marketing_reason_id, marketing_reason_name, marketing_changed_at"
+)
 LEDGER = StatusChange._meta.db_table
 REQUEST = StatusChangeRequest._meta.db_table
 USAGE = PeriodUsage._meta.db_table
@@ -106,13 +113,7 @@ def fill(count: int) -> None:
     with transaction.atomic(), indexes_deferred([CONTACT, LEDGER]):
         execute(
             f"""
-            INSERT INTO {CONTACT} (
-                created_at, updated_at, email, first_name, last_name, company, phone,
-                lifecycle_stage, lead_status, contact_type, unsubscribed, hard_bounced,
-                lead_score, last_engaged_at, source_id, marketing_status, marketing_until,
-                marketing_reason_type, marketing_reason_id, marketing_reason_name,
-                marketing_changed_at
-            )
+            INSERT INTO {CONTACT} ({CONTACT_COLUMNS})
             SELECT now() - g * interval '1 minute', now(), 'person' || g || '@bench.example',
                    'First' || g %% 997, 'Last' || g %% 1009, 'Company ' || g %% 5003, '',
                    ({stages})[g %% 10 + 1], '', 'prospect', g %% 50 = 0, g %% 97 = 0,

@@ -50,7 +50,7 @@ from contacts.demo.generate import (
 )
 from contacts.demo.load import ensure_sources, indexes_deferred
 from contacts.services import contact_reason_columns
-from tests.perf.data import CONTACT, LEDGER, REQUEST, STATE, USAGE, execute, vacuum
+from tests.perf.data import CONTACT, CONTACT_COLUMNS, LEDGER, REQUEST, STATE, USAGE, execute, vacuum
 
 # Names drawn once (by frequency) into arrays the statement picks from uniformly.
 NAME_SLOTS = 4_000
@@ -142,13 +142,7 @@ def fill(count: int) -> dict:
         # once per row of generate_series. Array subscripts start at 1.
         cursor.execute(
             f"""
-            INSERT INTO {CONTACT} (
-                created_at, updated_at, email, first_name, last_name, company, phone,
-                lifecycle_stage, lead_status, contact_type, unsubscribed, hard_bounced,
-                lead_score, last_engaged_at, source_id, marketing_status, marketing_until,
-                marketing_reason_type, marketing_reason_id, marketing_reason_name,
-                marketing_changed_at
-            )
+            INSERT INTO {CONTACT} ({CONTACT_COLUMNS})
             SELECT created, created,
                    (%(first_slug)s::text[])[f] || '.' || (%(last_slug)s::text[])[l] || '.' || g || '@'
                        || (%(domain)s::text[])[c],

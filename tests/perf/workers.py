@@ -32,7 +32,6 @@ import secrets
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -44,6 +43,7 @@ from django.db import connection, transaction
 
 from contacts.demo.load import indexes_deferred
 from contacts.engagement.models import EngagementEvent, EngagementType
+from tests.celery_worker import celery_worker_argv
 from tests.perf import data
 
 REDIS_DB = 11  # the benchmark's own Redis database (the fault tests use 5, throttling 7)
@@ -119,22 +119,7 @@ class Worker:
         self.log_path = log_dir / f"{name}.log"
         with open(self.log_path, "w") as log:
             self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "crm",
-                    "worker",
-                    "--pool=solo",
-                    "--hostname",
-                    f"{name}@%h",
-                    "--without-gossip",
-                    "--without-mingle",
-                    "--without-heartbeat",
-                    "--loglevel",
-                    "INFO",
-                ],
+                celery_worker_argv(app="crm", hostname=name),
                 cwd=ROOT,
                 env=env,
                 stdout=log,
