@@ -36,6 +36,8 @@ import json
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.templatetags.admin_urls import add_preserved_filters
+from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
 from django.db import OperationalError, connections, transaction
 from django.db.models import QuerySet
@@ -176,6 +178,40 @@ class EstimatedCountPaginator(Paginator):
         return count
 
 
+class BigTableChangeList(ChangeList):
+    """Django's changelist, with each row's link written from one reversed URL: Django
+    reverses the change URL for every row, then resolves it again to add the list's
+    filters, a tenth of a filtered page's time."""
+
+    ROW_PK = "ROWPK"  # the placeholder of the row's key in the URL written once
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Added to the one URL below, so the rows' links need no resolving of their own.
+        self.row_filters, self.preserved_filters = self.preserved_filters, ""
+
+    @cached_property
+    def row_url(self) -> str:
+        url = reverse(
+            f"admin:{self.opts.app_label}_{self.opts.model_name}_change",
+            args=(self.ROW_PK,),
+            current_app=self.model_admin.admin_site.name,
+        )
+        return add_preserved_filters(
+            {"preserved_filters": self.row_filters, "opts": self.opts}, url
+        )
+
+    def url_for_result(self, result) -> str:
+        pk = getattr(result, self.pk_attname)
+        if not isinstance(pk, int):  # a text key: reverse() escapes it for the URL
+            return add_preserved_filters(
+                {"preserved_filters": self.row_filters, "opts": self.opts},
+                super().url_for_result(result),
+            )
+        # The path comes before the query string, so the first placeholder is the key's.
+        return self.row_url.replace(self.ROW_PK, str(pk), 1)
+
+
 class BigTableAdmin(admin.ModelAdmin):
     """The base of every changelist over a table that grows with the contacts."""
 
@@ -197,6 +233,9 @@ class BigTableAdmin(admin.ModelAdmin):
             str(obj.pk),
             format_html(_("Select this object for an action - {}"), str(obj)),
         )
+
+    def get_changelist(self, request, **kwargs):
+        return BigTableChangeList
 
     def get_changelist_instance(self, request):
         # A filter value the database cannot take (a date whose UTC equivalent is out of
