@@ -19,6 +19,15 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_pg)
 
 
+@pytest.fixture(autouse=True)
+def fresh_navigation():
+    """Each test starts with no sidebar rendered: the process keeps them a minute, and the
+    tests reuse user ids over tables they empty."""
+    from crm.admin_site import NAV_CACHE
+
+    NAV_CACHE.clear()
+
+
 @pytest.fixture
 def account(db):
     """A monthly calendar updating on the 1st, in UTC."""
