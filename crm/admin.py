@@ -32,6 +32,9 @@ Every admin page renders in the account's time zone (crm.middleware.AccountTimeZ
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from contextlib import contextmanager
+from typing import TypeVar
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
@@ -51,12 +54,17 @@ from django.utils.translation import gettext as _
 from crm.calendar import BillingCalendar
 from crm.models import Account
 
+T = TypeVar("T")
+
 # Rows a filtered changelist counts before it says "more than …": about 10 ms on an index.
 BIG_TABLE_COUNT_CAP = 10_000
 # How long a changelist's count may take on PostgreSQL before the planner's estimate
 # stands in for it: a capped count takes 5–20 ms at 1,000,000 contacts (the pending
 # filter's, the slowest, builds a bitmap of its 100,000 rows first).
 COUNT_TIMEOUT_MS = 50
+# How long a searched changelist page is read the planner's way before it is read
+# through the search's indexes instead (BigTableChangeList.searched_page).
+SEARCH_PAGE_TIMEOUT_MS = 100
 QUERY_CANCELED = "57014"  # PostgreSQL's SQLSTATE for a statement past its time limit
 
 
@@ -65,31 +73,45 @@ def capped_count(queryset: QuerySet, cap: int = BIG_TABLE_COUNT_CAP) -> int:
     return queryset.order_by().values("pk")[: cap + 1].count()
 
 
-def timed_capped_count(queryset: QuerySet, cap: int, timeout_ms: int) -> int | None:
-    """`capped_count`, or None when it takes longer than `timeout_ms` (PostgreSQL only:
-    elsewhere the count always finishes). The time limit is set in a transaction (or a
-    savepoint) for the count alone; a cancelled count's rollback removes it by itself."""
-    connection = connections[queryset.db]
+@contextmanager
+def planner_settings(using: str, **values: str):
+    """PostgreSQL settings for the statements inside the block alone (set_config(…, true) in
+    a transaction or savepoint); elsewhere nothing is set. Inside an outer transaction the
+    previous values are put back after the block; an error's rollback to the savepoint
+    puts them back by itself."""
+    connection = connections[using]
     if connection.vendor != "postgresql":
-        return capped_count(queryset, cap)
-    # Outside a transaction the limit ends with the count's own; inside one it is put back.
+        yield
+        return
     outer = connection.in_atomic_block
-    try:
-        with transaction.atomic(using=queryset.db), connection.cursor() as cursor:
+    with transaction.atomic(using=using), connection.cursor() as cursor:
+        previous = {}
+        for name, value in values.items():
             cursor.execute(
-                "SELECT current_setting('statement_timeout'),"
-                " set_config('statement_timeout', %s, true)",
-                [str(timeout_ms)],
+                "SELECT current_setting(%s), set_config(%s, %s, true)", [name, name, value]
             )
-            previous = cursor.fetchone()[0]
-            counted = capped_count(queryset, cap)
-            if outer:
-                cursor.execute("SELECT set_config('statement_timeout', %s, true)", [previous])
-            return counted
+            previous[name] = cursor.fetchone()[0]
+        yield
+        if outer:
+            for name, value in previous.items():
+                cursor.execute("SELECT set_config(%s, %s, true)", [name, value])
+
+
+def within_time(using: str, timeout_ms: int, run: Callable[[], T]) -> T | None:
+    """`run()` with each statement limited to `timeout_ms` on PostgreSQL; None when one ran
+    out of time (elsewhere `run()` always finishes)."""
+    try:
+        with planner_settings(using, statement_timeout=str(timeout_ms)):
+            return run()
     except OperationalError as error:
         if getattr(error.__cause__, "sqlstate", None) != QUERY_CANCELED:
             raise
         return None
+
+
+def timed_capped_count(queryset: QuerySet, cap: int, timeout_ms: int) -> int | None:
+    """`capped_count`, or None when it takes longer than `timeout_ms` (PostgreSQL)."""
+    return within_time(queryset.db, timeout_ms, lambda: capped_count(queryset, cap))
 
 
 def planned_rows(queryset: QuerySet) -> int:
@@ -189,6 +211,24 @@ class BigTableChangeList(ChangeList):
         super().__init__(*args, **kwargs)
         # Added to the one URL below, so the rows' links need no resolving of their own.
         self.row_filters, self.preserved_filters = self.preserved_filters, ""
+
+    def get_results(self, request):
+        super().get_results(request)
+        if self.query and self.multi_page and not self.list_editable:
+            self.result_list = self.searched_page(self.result_list)
+
+    def searched_page(self, page: QuerySet) -> list:
+        """A searched page, read the planner's way if that takes under SEARCH_PAGE_TIMEOUT_MS,
+        else through the search's own indexes, sorted. With LIMIT 25 PostgreSQL may walk
+        the primary key newest first and test each row, which is right when the matches
+        are many and spread out, and takes seconds when they are few or sit in one
+        stretch of ids: "allison.jo" over 10,000,000 contacts took 0.95 s that way and
+        0.13 s through the indexes; "Watts", a common company, 28 ms that way."""
+        rows = within_time(page.db, SEARCH_PAGE_TIMEOUT_MS, lambda: list(page))
+        if rows is not None:
+            return rows
+        with planner_settings(page.db, enable_indexscan="off"):
+            return list(page)
 
     @cached_property
     def row_url(self) -> str:

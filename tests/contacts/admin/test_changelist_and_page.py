@@ -389,3 +389,50 @@ def test_the_unengaged_list_is_newest_created_first(ops_client, people):
 
     listed = [contact.email for contact in response.context["cl"].result_list]
     assert listed == ["bob@acme.com", "cat@example.com", "ann@example.com"]
+
+
+def test_a_searched_list_over_many_pages_shows_the_newest_matches_first(ops_client, people):
+    made = [
+        ContactFactory(email=f"annika{i}@example.org", first_name="Annika").pk for i in range(30)
+    ]
+
+    response = ops_client.get(CHANGELIST + "?q=annik")
+
+    changelist = response.context["cl"]
+    assert changelist.result_count == 30 and changelist.multi_page
+    assert [c.pk for c in changelist.result_list] == sorted(made, reverse=True)[:25]
+
+
+@pytest.mark.postgres
+def test_a_searched_page_too_slow_the_planners_way_is_read_through_the_indexes(
+    ops_client, people, monkeypatch
+):
+    """Past SEARCH_PAGE_TIMEOUT_MS the page is read again with index walks off (so through
+    the search's bitmaps, sorted): the same rows, and both settings back afterwards."""
+    from contacts.admin import ContactAdmin
+    from crm import admin as crm_admin
+
+    made = [
+        ContactFactory(email=f"annika{i}@example.org", first_name="Annika").pk for i in range(30)
+    ]
+    search = ContactAdmin.get_search_results
+
+    def slow_search(self, request, queryset, search_term):
+        queryset, duplicates = search(self, request, queryset, search_term)
+        # A tenth of a second once per statement: past the 20 ms the first read may take.
+        return queryset.extra(where=["(SELECT pg_sleep(0.1)) IS NOT NULL"]), duplicates
+
+    monkeypatch.setattr(ContactAdmin, "get_search_results", slow_search)
+    monkeypatch.setattr(crm_admin, "SEARCH_PAGE_TIMEOUT_MS", 20)
+    monkeypatch.setattr(EstimatedCountPaginator, "count_timeout_ms", 5_000)
+    with CaptureQueriesContext(connection) as queries:
+        response = ops_client.get(CHANGELIST + "?q=annik")
+
+    assert [c.pk for c in response.context["cl"].result_list] == sorted(made, reverse=True)[:25]
+    settings = [q["sql"] for q in queries.captured_queries if "set_config" in q["sql"]]
+    assert any("enable_indexscan" in sql and "'off'" in sql for sql in settings)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT current_setting('statement_timeout'), current_setting('enable_indexscan')"
+        )
+        assert cursor.fetchone() == ("0", "on")
