@@ -32,9 +32,6 @@ Every admin page renders in the account's time zone (crm.middleware.AccountTimeZ
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from contextlib import contextmanager
-from typing import TypeVar
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
@@ -42,7 +39,7 @@ from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.templatetags.admin_urls import add_preserved_filters
 from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
-from django.db import OperationalError, connections, transaction
+from django.db import connections
 from django.db.models import QuerySet
 from django.http import HttpResponseRedirect
 from django.urls import reverse
@@ -53,8 +50,7 @@ from django.utils.translation import gettext as _
 
 from crm.calendar import BillingCalendar
 from crm.models import Account
-
-T = TypeVar("T")
+from crm.planner import read_searched, within_time
 
 # Rows a filtered changelist counts before it says "more than …": about 10 ms on an index.
 BIG_TABLE_COUNT_CAP = 10_000
@@ -62,51 +58,11 @@ BIG_TABLE_COUNT_CAP = 10_000
 # stands in for it: a capped count takes 5–20 ms at 1,000,000 contacts (the pending
 # filter's, the slowest, builds a bitmap of its 100,000 rows first).
 COUNT_TIMEOUT_MS = 50
-# How long a searched changelist page is read the planner's way before it is read
-# through the search's indexes instead (BigTableChangeList.searched_page).
-SEARCH_PAGE_TIMEOUT_MS = 100
-QUERY_CANCELED = "57014"  # PostgreSQL's SQLSTATE for a statement past its time limit
 
 
 def capped_count(queryset: QuerySet, cap: int = BIG_TABLE_COUNT_CAP) -> int:
     """Count at most `cap + 1` rows: SELECT COUNT(*) FROM (SELECT id … LIMIT cap + 1)."""
     return queryset.order_by().values("pk")[: cap + 1].count()
-
-
-@contextmanager
-def planner_settings(using: str, **values: str):
-    """PostgreSQL settings for the statements inside the block alone (set_config(…, true) in
-    a transaction or savepoint); elsewhere nothing is set. Inside an outer transaction the
-    previous values are put back after the block; an error's rollback to the savepoint
-    puts them back by itself."""
-    connection = connections[using]
-    if connection.vendor != "postgresql":
-        yield
-        return
-    outer = connection.in_atomic_block
-    with transaction.atomic(using=using), connection.cursor() as cursor:
-        previous = {}
-        for name, value in values.items():
-            cursor.execute(
-                "SELECT current_setting(%s), set_config(%s, %s, true)", [name, name, value]
-            )
-            previous[name] = cursor.fetchone()[0]
-        yield
-        if outer:
-            for name, value in previous.items():
-                cursor.execute("SELECT set_config(%s, %s, true)", [name, value])
-
-
-def within_time(using: str, timeout_ms: int, run: Callable[[], T]) -> T | None:
-    """`run()` with each statement limited to `timeout_ms` on PostgreSQL; None when one ran
-    out of time (elsewhere `run()` always finishes)."""
-    try:
-        with planner_settings(using, statement_timeout=str(timeout_ms)):
-            return run()
-    except OperationalError as error:
-        if getattr(error.__cause__, "sqlstate", None) != QUERY_CANCELED:
-            raise
-        return None
 
 
 def timed_capped_count(queryset: QuerySet, cap: int, timeout_ms: int) -> int | None:
@@ -178,11 +134,12 @@ class EstimatedCountPaginator(Paginator):
                 return estimate
         counted = timed_capped_count(queryset, self.count_cap, self.count_timeout_ms)
         if counted is None:
-            # The count ran out of time: show the planner's estimate, and page as if the
-            # first page at least were full (the page itself reads at most that many rows).
+            # The count ran out of time: show the planner's estimate, and page as if there
+            # were more than one page, so each page is read with its LIMIT (Django reads
+            # a list it believes fits one page whole).
             self.estimated = True
             self.shown_count = planned_rows(queryset)
-            return max(self.shown_count, self.per_page)
+            return max(self.shown_count, self.per_page + 1)
         if counted > self.count_cap:
             self.capped = True
             return self.count_cap
@@ -214,21 +171,12 @@ class BigTableChangeList(ChangeList):
 
     def get_results(self, request):
         super().get_results(request)
-        if self.query and self.multi_page and not self.list_editable:
+        if self.query and not self.list_editable:
             self.result_list = self.searched_page(self.result_list)
 
     def searched_page(self, page: QuerySet) -> list:
-        """A searched page, read the planner's way if that takes under SEARCH_PAGE_TIMEOUT_MS,
-        else through the search's own indexes, sorted. With LIMIT 25 PostgreSQL may walk
-        the primary key newest first and test each row, which is right when the matches
-        are many and spread out, and takes seconds when they are few or sit in one
-        stretch of ids: "allison.jo" over 10,000,000 contacts took 0.95 s that way and
-        0.13 s through the indexes; "Watts", a common company, 28 ms that way."""
-        rows = within_time(page.db, SEARCH_PAGE_TIMEOUT_MS, lambda: list(page))
-        if rows is not None:
-            return rows
-        with planner_settings(page.db, enable_indexscan="off"):
-            return list(page)
+        """The page's rows, read as crm.planner.read_searched says."""
+        return read_searched(page.db, lambda: list(page))
 
     @cached_property
     def row_url(self) -> str:

@@ -9,6 +9,7 @@ from rest_framework import permissions, serializers
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import CursorPagination
 
+from crm.planner import read_searched
 from crm.replica import replica_reads
 
 
@@ -37,9 +38,14 @@ class CreatedCursorPagination(CursorPagination):
     max_page_size = 500
 
     def paginate_queryset(self, queryset, request, view=None):
+        def read():
+            return super(CreatedCursorPagination, self).paginate_queryset(queryset, request, view)
+
         # A list page may lag the primary by the replica's delay (crm.replica).
         with replica_reads():
-            return super().paginate_queryset(queryset, request, view)
+            if getattr(view, "searched", lambda request: False)(request):
+                return read_searched(queryset.db, read)
+            return read()
 
     def get_page_size(self, request):
         raw = request.query_params.get(self.page_size_query_param)

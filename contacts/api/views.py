@@ -217,6 +217,10 @@ class ContactViewSet(viewsets.ModelViewSet):
     # Ids fit a BIGINT: a longer number is simply not found (instead of overflowing SQLite).
     lookup_value_regex = r"[0-9]{1,18}"
 
+    def searched(self, request) -> bool:
+        """A search reads its page as crm.planner.read_searched says (CreatedCursorPagination)."""
+        return bool(request.query_params.get("search", "").strip())
+
     def get_queryset(self):
         return contact_list()
 
