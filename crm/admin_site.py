@@ -201,7 +201,7 @@ class MarketableAdminSite(admin.AdminSite):
         exists yet: their "Add" link may show for up to NAV_SECONDS after it is created,
         and the add page itself refuses then."""
         user = request.user
-        permissions = "all" if user.is_superuser else hash(frozenset(user.get_all_permissions()))
+        permissions = "all" if user.is_superuser else frozenset(user.get_all_permissions())
         index = reverse("admin:index", current_app=self.name)
         section = request.path.removeprefix(index).split("/")[:2]
         key = (self.name, user.pk, user.is_active, permissions, *section, get_language())
