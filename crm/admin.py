@@ -158,9 +158,10 @@ class EstimatedCountPaginator(Paginator):
 
 
 class BigTableChangeList(ChangeList):
-    """Django's changelist, with each row's link written from one reversed URL: Django
-    reverses the change URL for every row, then resolves it again to add the list's
-    filters, a tenth of a filtered page's time."""
+    """Django's changelist, with a searched page read as crm.planner.read_searched says,
+    and each row's link written from one reversed URL: Django reverses the change URL for
+    every row, then resolves it again to add the list's filters, a tenth of a filtered
+    page's time."""
 
     ROW_PK = "ROWPK"  # the placeholder of the row's key in the URL written once
 
@@ -172,11 +173,8 @@ class BigTableChangeList(ChangeList):
     def get_results(self, request):
         super().get_results(request)
         if self.query and not self.list_editable:
-            self.result_list = self.searched_page(self.result_list)
-
-    def searched_page(self, page: QuerySet) -> list:
-        """The page's rows, read as crm.planner.read_searched says."""
-        return read_searched(page.db, lambda: list(page))
+            page = self.result_list
+            self.result_list = read_searched(page.db, lambda: list(page))
 
     @cached_property
     def row_url(self) -> str:

@@ -33,6 +33,7 @@ from tests.contacts.admin.support import (
     usage,
 )
 from tests.factories import ContactFactory
+from tests.planner import SLOW_STATEMENT, planner_defaults
 
 # --- the changelist ------------------------------------------------------------
 
@@ -323,6 +324,19 @@ def test_auditor_sees_the_page_without_the_toggle(auditor_client, people):
     assert auditor_client.post(toggle_url(people["bob"].pk), {"operation": "x"}).status_code == 403
 
 
+def slow_admin_search(monkeypatch) -> None:
+    """Each statement of the contacts admin's searches takes a tenth of a second more."""
+    from contacts.admin import ContactAdmin
+
+    search = ContactAdmin.get_search_results
+
+    def slow_search(self, request, queryset, search_term):
+        queryset, duplicates = search(self, request, queryset, search_term)
+        return queryset.extra(where=[SLOW_STATEMENT]), duplicates
+
+    monkeypatch.setattr(ContactAdmin, "get_search_results", slow_search)
+
+
 @pytest.mark.postgres
 def test_a_count_that_takes_too_long_shows_the_planners_estimate(ops_client, people, monkeypatch):
     """A searched list whose count runs past its time shows "about N" from the plan; the
@@ -331,15 +345,7 @@ def test_a_count_that_takes_too_long_shows_the_planners_estimate(ops_client, peo
 
     from contacts.admin import ContactAdmin
 
-    slow_search = ContactAdmin.get_search_results
-
-    def search_with_a_slow_count(self, request, queryset, search_term):
-        queryset, duplicates = slow_search(self, request, queryset, search_term)
-        # A tenth of a second (the subquery runs once per query), past the 20 ms the
-        # paginator waits for its count.
-        return queryset.extra(where=["(SELECT pg_sleep(0.1)) IS NOT NULL"]), duplicates
-
-    monkeypatch.setattr(ContactAdmin, "get_search_results", search_with_a_slow_count)
+    slow_admin_search(monkeypatch)  # past the 20 ms the paginator waits for its count
     monkeypatch.setattr(EstimatedCountPaginator, "count_timeout_ms", 20)
     assert isinstance(admin.site._registry[Contact], ContactAdmin)
 
@@ -352,9 +358,7 @@ def test_a_count_that_takes_too_long_shows_the_planners_estimate(ops_client, peo
     assert response.context["cl"].multi_page
     assert re.search(r"about \d+ contacts?", response.content.decode())
     assert results(response) == {"ann@example.com"}
-    with connection.cursor() as cursor:
-        cursor.execute("SHOW statement_timeout")
-        assert cursor.fetchone()[0] == "0"
+    assert planner_defaults()[0] == "0"
 
 
 @pytest.mark.postgres
@@ -411,20 +415,12 @@ def test_a_searched_page_too_slow_the_planners_way_is_read_through_the_indexes(
 ):
     """Past SEARCH_READ_TIMEOUT_MS the page is read again with index walks off (so through
     the search's bitmaps, sorted): the same rows, and both settings back afterwards."""
-    from contacts.admin import ContactAdmin
     from crm import planner
 
     made = [
         ContactFactory(email=f"annika{i}@example.org", first_name="Annika").pk for i in range(30)
     ]
-    search = ContactAdmin.get_search_results
-
-    def slow_search(self, request, queryset, search_term):
-        queryset, duplicates = search(self, request, queryset, search_term)
-        # A tenth of a second once per statement: past the 20 ms the first read may take.
-        return queryset.extra(where=["(SELECT pg_sleep(0.1)) IS NOT NULL"]), duplicates
-
-    monkeypatch.setattr(ContactAdmin, "get_search_results", slow_search)
+    slow_admin_search(monkeypatch)  # past the 20 ms the first read may take
     monkeypatch.setattr(planner, "SEARCH_READ_TIMEOUT_MS", 20)
     monkeypatch.setattr(EstimatedCountPaginator, "count_timeout_ms", 5_000)
     with CaptureQueriesContext(connection) as queries:
@@ -433,8 +429,4 @@ def test_a_searched_page_too_slow_the_planners_way_is_read_through_the_indexes(
     assert [c.pk for c in response.context["cl"].result_list] == sorted(made, reverse=True)[:25]
     settings = [q["sql"] for q in queries.captured_queries if "set_config" in q["sql"]]
     assert any("enable_indexscan" in sql and "'off'" in sql for sql in settings)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT current_setting('statement_timeout'), current_setting('enable_indexscan')"
-        )
-        assert cursor.fetchone() == ("0", "on")
+    assert planner_defaults() == ("0", "on")
