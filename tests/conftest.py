@@ -1,4 +1,5 @@
 import datetime as dt
+import time
 
 import pytest
 from django.apps import apps as django_apps
@@ -26,6 +27,19 @@ def fresh_navigation():
     from crm.admin_site import NAV_CACHE
 
     NAV_CACHE.clear()
+
+
+@pytest.fixture(autouse=True)
+def one_throttle_window(monkeypatch):
+    """Each test's requests fall in one window of the intake throttles.
+
+    The throttles count per fixed window of the clock; a test that began a second before a
+    minute's end would otherwise see its allowance renewed halfway through.
+    """
+    from crm.throttling import ScopedCounterThrottle
+
+    now = time.time()
+    monkeypatch.setattr(ScopedCounterThrottle, "timer", staticmethod(lambda: now))
 
 
 @pytest.fixture
