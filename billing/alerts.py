@@ -24,7 +24,6 @@ from contacts.status.models import (
     LedgerAction,
     StatusChange,
 )
-from crm.calendar import BillingCalendar
 from crm.rows import row_get_or_create
 
 
@@ -127,11 +126,9 @@ def _bump(model, key: dict, **increments) -> None:
 
 def billing_record_usage(*, change: UsageChange) -> None:
     """Keep the daily maximum and the hourly count of new marketing contacts."""
-    calendar = BillingCalendar.for_account()
-    day = change.at.astimezone(calendar.tz).date()
     _bump(
         DailyUsage,
-        {"day": day},
+        {"day": change.day},
         max_count=("max", change.live_count),
         became_marketing=("add", change.became_marketing),
     )

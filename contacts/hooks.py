@@ -19,6 +19,7 @@ logger = logging.getLogger(__name__)
 class UsageChange:
     operation: str
     at: dt.datetime
+    day: dt.date  # `at`'s date in the account's time zone
     period_start: dt.datetime
     live_count: int
     peak_count: int

@@ -129,9 +129,12 @@ def engagement_ingest_and_score(
 
 def scores_on_engagement_recorded(events: list[NewEngagementEvent]) -> None:
     """contacts' engagement listener (registered in WorkflowsConfig.ready()): scores the
-    events contacts records itself (form submissions, chats, ads leads), after commit."""
-    with transaction.atomic():
-        scores_apply_events(events=events)
+    events contacts records itself (form submissions, chats, ads leads), after commit.
+    With no rule for these events (scoring off) no transaction is opened."""
+    points = scores_event_points(events=events, now=timezone.now())
+    if points:
+        with transaction.atomic():
+            contacts_add_lead_score(points=points)
 
 
 @dataclass

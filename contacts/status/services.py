@@ -166,6 +166,7 @@ def _begin(
 def _finish(
     *,
     request: StatusChangeRequest,
+    calendar: BillingCalendar,
     state: UsageState,
     usage: PeriodUsage,
     result: StatusChangeResult,
@@ -194,6 +195,7 @@ def _finish(
         change = UsageChange(
             operation=result.operation,
             at=result.requested_at,
+            day=result.requested_at.astimezone(calendar.tz).date(),
             period_start=usage.period_start,
             live_count=usage.live_count,
             peak_count=usage.peak_count,
@@ -254,6 +256,7 @@ def _change_status(
         if held is None:
             result = _write(
                 operation,
+                calendar=calendar,
                 target=target,
                 source=source,
                 actor=actor,
@@ -274,6 +277,7 @@ def _change_status(
 def _write(
     operation: str,
     *,
+    calendar: BillingCalendar,
     target,
     source: StatusSource,
     actor,
@@ -332,6 +336,7 @@ def _write(
         result.cancelled = cancelled
     return _finish(
         request=request,
+        calendar=calendar,
         state=state,
         usage=usage,
         result=result,
@@ -536,6 +541,7 @@ def contacts_rollover(
         )
         return _finish(
             request=request,
+            calendar=calendar,
             state=state,
             usage=usage,
             result=result,

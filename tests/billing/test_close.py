@@ -206,6 +206,7 @@ def change(peak, *, period_start=NOV_1, became=0, when=None, live=None):
     return UsageChange(
         operation="set_marketing",
         at=when or at(2026, 11, 10),
+        day=(when or at(2026, 11, 10)).date(),
         period_start=period_start,
         live_count=peak if live is None else live,
         peak_count=peak,

@@ -319,6 +319,7 @@ def _billing(w) -> None:
         change=UsageChange(
             operation="set_marketing",
             at=now,
+            day=timezone.localdate(now),
             period_start=usage.period_start,
             live_count=usage.live_count,
             peak_count=usage.peak_count,
