@@ -55,12 +55,14 @@ from contacts.status.results import (
 )
 from contacts.status.rules import pending_q, settled_q
 from contacts.status.sql import (
+    Chunk,
     OperationSql,
     as_target,
     delete_rows,
     finish_writes,
     ledger_select,
     operation_sql,
+    pending_chunks,
     request_fingerprint,
     run_chunk_portable,
     run_chunk_postgresql,
@@ -355,10 +357,13 @@ def _apply(
     actor_id,
     delete: bool,
     progress: Progress | None,
+    chunks: list[Chunk] | None = None,
 ) -> dict[str, int]:
-    """Run the operation chunk by chunk; return the matched count and ledger rows by action."""
+    """Run the operation chunk by chunk (`target`'s, unless the caller cut them); return
+    the matched count and ledger rows by action."""
     totals: dict[str, int] = {"matched": 0}
-    chunks = target_chunks(target)
+    if chunks is None:
+        chunks = target_chunks(target)
     fast = not delete and use_postgresql_fast_path()
     for done, chunk in enumerate(chunks, start=1):
         specs = specs_for_chunk()
@@ -526,6 +531,11 @@ def contacts_rollover(
             actor_id=None,
             delete=False,
             progress=progress,
+            chunks=(
+                pending_chunks(due, after=state.rolled_over_through, through=as_of)
+                if use_postgresql_fast_path()
+                else None
+            ),
         )
         _leave_ad_audiences(since=state.rolled_over_through, through=as_of)
         if state.rolled_over_through is None or as_of > state.rolled_over_through:

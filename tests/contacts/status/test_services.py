@@ -332,6 +332,67 @@ def test_chunks_cover_every_contact(account, contact_factory, manual, monkeypatc
     assert usage().live_count == 23 and usage().scheduled_downgrades == 23
 
 
+def test_a_rollover_in_chunks_applies_each_due_downgrade_once(
+    account, contact_factory, manual, monkeypatch
+):
+    monkeypatch.setattr(sql, "STATUS_RANGE_BATCH", 4)
+    monkeypatch.setattr(sql, "STATUS_ID_BATCH", 3)
+    contacts = contact_factory.create_batch(13)
+    contacts_set_marketing(contacts=[c.pk for c in contacts], source=manual, at=NOV_5)
+    november, december = contacts[:8], contacts[8:11]
+    contacts_set_non_marketing(contacts=[c.pk for c in november], source=manual, at=NOV_5)
+    seen = []
+
+    first = contacts_rollover(
+        as_of=DEC_1, at=at(2026, 12, 1, 2), progress=lambda d, t: seen.append((d, t))
+    )
+    contacts_set_non_marketing(
+        contacts=[c.pk for c in december], source=manual, at=at(2026, 12, 10)
+    )
+    second = contacts_rollover(as_of=JAN_1, at=at(2027, 1, 1, 2))
+
+    assert (first.applied, second.applied) == (8, 3)
+    rolled = StatusChange.objects.filter(action=LedgerAction.ROLLOVER)
+    assert sorted(rolled.values_list("contact_id", flat=True)) == sorted(
+        c.pk for c in november + december
+    )
+    assert Contact.objects.filter(marketing_status=MarketingStatus.MARKETING).count() == 2
+    if connection.vendor == "postgresql":
+        # Cut along contact_pending_idx: 8 entries, 3 a chunk.
+        assert seen[-1] == (3, 3)
+
+
+@pytest.mark.postgres
+def test_a_rollover_chunk_reads_only_its_stretch_of_the_pending_index(
+    account, contact_factory, manual, monkeypatch
+):
+    monkeypatch.setattr(sql, "STATUS_ID_BATCH", 2)
+    contacts = contact_factory.create_batch(7)
+    contacts_set_marketing(contacts=[c.pk for c in contacts], source=manual, at=NOV_5)
+    contacts_set_non_marketing(contacts=[c.pk for c in contacts[:6]], source=manual, at=NOV_5)
+    due = Contact.objects.filter(
+        marketing_status=MarketingStatus.MARKETING, marketing_until__lte=DEC_1
+    )
+
+    chunks = sql.pending_chunks(due, after=None, through=DEC_1)
+    with connection.cursor() as cursor:
+        cursor.execute("SET enable_seqscan = off")
+        cursor.execute("SET enable_bitmapscan = off")
+        try:
+            plan = chunks[1].queryset.explain()
+        finally:
+            cursor.execute("RESET enable_seqscan")
+            cursor.execute("RESET enable_bitmapscan")
+
+    assert [sorted(chunk.queryset.values_list("pk", flat=True)) for chunk in chunks] == [
+        sorted(c.pk for c in contacts[k : k + 2]) for k in (0, 2, 4)
+    ]
+    condition = next(line for line in plan.splitlines() if "Index Cond" in line)
+    assert "contact_pending_idx" in plan
+    assert "ROW(marketing_until, id) >=" in condition
+    assert "ROW(marketing_until, id) <" in condition
+
+
 @pytest.mark.postgres
 def test_the_portable_path_gives_the_same_results_on_postgresql(
     account, contact_factory, manual, monkeypatch
