@@ -103,12 +103,16 @@ def scores_apply_events(
     """Add the new events' points to their contacts' lead scores (contacts'
     `contacts_add_lead_score`: one UPDATE … FROM). Call it once per stored event — the
     ingestion service hands back only the events it stored, so retries never score twice.
-    Returns the number of contacts whose score changed."""
+    Returns the number of contacts whose score changed. The update has a transaction of its
+    own (several statements on SQLite), opened only when some score moves: with no rule for
+    these events (scoring off) nothing is written."""
     if not events:
         return 0
-    return contacts_add_lead_score(
-        points=scores_event_points(events=events, now=now or timezone.now())
-    )
+    points = scores_event_points(events=events, now=now or timezone.now())
+    if not points:
+        return 0
+    with transaction.atomic():
+        return contacts_add_lead_score(points=points)
 
 
 def engagement_ingest_and_score(
@@ -129,12 +133,8 @@ def engagement_ingest_and_score(
 
 def scores_on_engagement_recorded(events: list[NewEngagementEvent]) -> None:
     """contacts' engagement listener (registered in WorkflowsConfig.ready()): scores the
-    events contacts records itself (form submissions, chats, ads leads), after commit.
-    With no rule for these events (scoring off) no transaction is opened."""
-    points = scores_event_points(events=events, now=timezone.now())
-    if points:
-        with transaction.atomic():
-            contacts_add_lead_score(points=points)
+    events contacts records itself (form submissions, chats, ads leads), after commit."""
+    scores_apply_events(events=events)
 
 
 @dataclass
