@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db.models import Count, Q
 from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -537,6 +538,17 @@ class WorkflowRunAdmin(ReadOnlyAdminMixin, BigTableAdmin):
     raw_id_fields = ["workflow"]
     change_form_template = "admin/workflows/workflowrun/change_form.html"
     actions = ["approve_runs", "reject_runs"]
+    readonly_fields = ["ranges"]
+
+    @admin.display(description="Ranges shared by the workers")
+    def ranges(self, run):
+        """A run shared by the workers: how many of its ranges of contact ids are done."""
+        counts = run.chunks.aggregate(
+            total=Count("pk"), done=Count("pk", filter=Q(done_at__isnull=False))
+        )
+        if not counts["total"]:
+            return "None: this run goes through its contacts in one process."
+        return f"{counts['done']:,} of {counts['total']:,} done"
 
     def get_actions(self, request):
         # ReadOnlyAdminMixin turns actions off; approving held runs is the one exception.

@@ -433,6 +433,29 @@ class WorkflowRun(LeasedJob):
         return None
 
 
+class WorkflowRunChunk(models.Model):
+    """One range of contact ids of a run shared by the workers (workflows/runs.py): any worker
+    may take it, and it is done once. `done_at` is written in the chunk's own transaction,
+    with its work and its counts; `emailed_at` once its marketing email has gone (after that
+    commit), or with `done_at` when the run sends none. The run is done when every chunk is
+    emailed."""
+
+    run = models.ForeignKey(WorkflowRun, on_delete=models.CASCADE, related_name="chunks")
+    lo = models.BigIntegerField(help_text="The first contact id of the range.")
+    hi = models.BigIntegerField(help_text="The contact id past the range's last.")
+    done_at = models.DateTimeField(null=True, blank=True)
+    emailed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "lo"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "lo"], name="workflowrunchunk_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Run #{self.run_id}, contacts {self.lo}–{self.hi - 1}"
+
+
 # A contact's lead score is the sum, over its engagement events, of the points of the
 # enabled rules for the event's type (workflows.scoring: `scores_apply_events` adds the
 # new events' points on ingestion, `scores_recompute` rebuilds every score from the events).

@@ -26,6 +26,14 @@ How a run works:
   it again. The chunk's transaction moves the cursor with the chunk's counts, so a
   replayed chunk is never counted twice; marketing email, sent after the commit, has its
   own cursor (`emailed_through`), and a resumed run first sends what a killed one had not.
+* Shared by the workers (WORKFLOW_RUNS_SHARED, on with a broker): a run over the whole
+  table records its ranges as `WorkflowRunChunk` rows and queues one task per range
+  (`workflows.run_workflow_chunk`), which any worker takes, carrying the run's lease token.
+  Each chunk is the same transaction as above; instead of the cursor it marks its own row
+  done (a range delivered twice rolls back the second time: nothing is done or counted
+  twice), renews the run's lease, and the chunk that finds every range emailed finishes
+  the run. A chunk whose lease is gone (the run failed, was held, or was resumed under a
+  new lease) does nothing; a resume queues the ranges not yet done.
 """
 
 import datetime as dt
@@ -33,6 +41,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.core.exceptions import EmptyResultSet
 from django.db import connection, transaction
 from django.db.models import (
@@ -73,6 +82,7 @@ from workflows.models import (
     RunTrigger,
     Workflow,
     WorkflowRun,
+    WorkflowRunChunk,
 )
 from workflows.services import (
     RunNotAllowed,
@@ -242,7 +252,8 @@ def _execute(
         return
     kinds = workflow.action_types
     preflight_done = False
-    if ActionType.SET_MARKETING in kinds and run.cursor == 0:
+    chunked = ids is None and run.chunks.exists()  # a shared run resumed: its ranges are set
+    if ActionType.SET_MARKETING in kinds and run.cursor == 0 and not chunked:
         candidates = workflow_candidates(workflow, now=now, ids=ids)
         status = contacts_status_preview(contacts=candidates.new, operation=SET_MARKETING, at=now)
         limit, billing = workflow_hold_reasons(workflow, status)
@@ -256,6 +267,9 @@ def _execute(
     if run.emailed_through < run.cursor:  # killed after a chunk's commit, before its email
         target = _enrolled_by(run, run.emailed_through, run.cursor if ids is None else None)
         _send_emails(run, workflow, lease=lease, target=target, through=run.cursor)
+    if chunked or (ids is None and progress is None and settings.WORKFLOW_RUNS_SHARED):
+        _share(run, workflow, lease=lease, preflight_done=preflight_done, progress=progress)
+        return
     for done, total, lo, hi in _run_chunks(run, workflow, now=now, ids=ids):
         _run_chunk(
             run,
@@ -275,6 +289,113 @@ def _execute(
 
 def _finish(lease: jobs.Lease) -> None:
     lease.release(status=RunStatus.DONE, finished_at=timezone.now(), hold_reason="")
+
+
+class _ChunkDoneAlready(Exception):
+    """This range of a shared run was done by another delivery of its task: roll back."""
+
+
+def _share(
+    run: WorkflowRun,
+    workflow: Workflow,
+    *,
+    lease: jobs.Lease,
+    preflight_done: bool,
+    progress: RunProgress | None,
+) -> None:
+    """Record the run's ranges (once) and hand each range not yet done to a chunk task,
+    which any worker takes. With `progress` (a resumed shared run in the command), the
+    ranges are run here, one after the other. The last chunk finishes the run."""
+    if not run.chunks.exists():
+        WorkflowRunChunk.objects.bulk_create(
+            WorkflowRunChunk(run=run, lo=lo, hi=hi)
+            for _, _, lo, hi in _run_chunks(run, workflow, now=run.as_of, ids=None)
+        )
+    pending = list(run.chunks.filter(emailed_at__isnull=True).values_list("lo", flat=True))
+    if not pending:
+        _finish(lease)
+        return
+    if progress is not None:
+        total = run.chunks.count()
+        for done, lo in enumerate(pending, start=total - len(pending) + 1):
+            workflow_run_chunk_execute(
+                run_id=run.pk, lo=lo, token=lease.token, preflight_done=preflight_done
+            )
+            progress(done, total)
+        return
+    from workflows.tasks import run_workflow_chunk
+
+    for lo in pending:
+        jobs.delay(
+            run_workflow_chunk,
+            run.pk,
+            lo,
+            lease.token,
+            preflight_done,
+            what=f"A range of contacts of run #{run.pk}",
+            remedy="The run fails; resume it once the queue is back.",
+        )
+
+
+def workflow_run_chunk_execute(*, run_id: int, lo: int, token: str, preflight_done: bool) -> str:
+    """One range of a shared run, on whichever worker took it, under the run's lease
+    (`token`). Returns what happened: "done", "done already" (another delivery did it),
+    "lease lost" (the run failed, was held or was resumed under a new lease), "held" or
+    "failed" (the run records why, as a run in one process would)."""
+    lease = jobs.Lease(WorkflowRun, run_id, token)
+    chunk = (
+        WorkflowRunChunk.objects.select_related("run__workflow", "run__requested_by")
+        .filter(run_id=run_id, lo=lo)
+        .first()
+    )
+    if chunk is None or chunk.emailed_at is not None:
+        return "done already"
+    run, workflow = chunk.run, chunk.run.workflow
+    try:
+        lease.beat()
+        if chunk.done_at is None:
+            _run_chunk(
+                run,
+                workflow,
+                lease=lease,
+                now=run.as_of,
+                ids=None,
+                lo=chunk.lo,
+                hi=chunk.hi,
+                preflight_done=preflight_done,
+                chunk=chunk,
+            )
+        else:  # its worker died after the chunk's commit, before its email
+            target = _enrolled_by(run, chunk.lo, chunk.hi)
+            _send_emails(run, workflow, lease=lease, target=target, chunk=chunk)
+    except jobs.LeaseLost:
+        logger.warning("workflow run %s: the lease of range %s is gone; skipped", run_id, lo)
+        return "lease lost"
+    except _ChunkDoneAlready:
+        return "done already"
+    except ChangeHeld as held:
+        _hold(run, lease, billing=held.reason)
+        return "held"
+    except Exception as error:  # recorded on the run; the log has the trace
+        logger.exception("workflow run %s failed in range %s", run_id, lo)
+        _fail(run, lease, f"The run stopped on an error ({error.__class__.__name__}: {error}).")
+        return "failed"
+    if not WorkflowRunChunk.objects.filter(run_id=run_id, emailed_at__isnull=True).exists():
+        _finish(lease)
+    return "done"
+
+
+def _chunk_mark(lease: jobs.Lease, chunk: WorkflowRunChunk, *, done: bool, emailed: bool) -> None:
+    """In the chunk's (or its email's) transaction: renew the run's lease and mark the range,
+    or roll the transaction back if another delivery marked it first."""
+    now = timezone.now()
+    lease.write(lease_expires_at=now + jobs.lease_duration())
+    unmarked = WorkflowRunChunk.objects.filter(
+        pk=chunk.pk, **({"done_at__isnull": True} if done else {"emailed_at__isnull": True})
+    )
+    fields = {**({"done_at": now} if done else {}), **({"emailed_at": now} if emailed else {})}
+    if not unmarked.update(**fields):
+        raise _ChunkDoneAlready
 
 
 def _run_chunks(run, workflow, *, now, ids):
@@ -366,10 +487,20 @@ def _enroll_sql(workflow: Workflow, run: WorkflowRun, new: QuerySet, now) -> _En
 
 
 def _run_chunk(
-    run, workflow, *, lease, now, ids, lo: int, hi: int | None, preflight_done: bool = False
+    run,
+    workflow,
+    *,
+    lease,
+    now,
+    ids,
+    lo: int,
+    hi: int | None,
+    preflight_done: bool = False,
+    chunk: WorkflowRunChunk | None = None,
 ) -> None:
-    """One chunk: exits, enrollments, the database actions, the counts and the cursor in ONE
-    transaction; then the emails (not undoable, at most once per contact)."""
+    """One chunk: exits, enrollments, the database actions, the counts and the cursor (or
+    the shared range's mark) in ONE transaction; then the emails (not undoable, at most once
+    per contact)."""
     counts = {"matched": 0, "enrolled": 0, "changed": 0, "refused": 0}
     results: dict[str, dict] = {}
     base_ids = ids
@@ -487,10 +618,13 @@ def _run_chunk(
         through = hi if hi is not None else 1
         emails = _email_actions(workflow)
         # Only the worker holding the lease commits the chunk. Without email to send, the
-        # email cursor moves with the chunk's.
-        lease.write(cursor=through, **({} if emails else {"emailed_through": through}))
+        # email cursor (or mark) moves with the chunk's.
+        if chunk is not None:
+            _chunk_mark(lease, chunk, done=True, emailed=not emails)
+        else:
+            lease.write(cursor=through, **({} if emails else {"emailed_through": through}))
     if emails:
-        _send_emails(run, workflow, lease=lease, target=target, through=through)
+        _send_emails(run, workflow, lease=lease, target=target, through=through, chunk=chunk)
     run.refresh_from_db(fields=["cursor", "emailed_through", "results"])
 
 
@@ -502,9 +636,18 @@ def _email_actions(workflow: Workflow) -> list[tuple[int, dict]]:
     ]
 
 
-def _send_emails(run, workflow, *, lease, target: QuerySet, through: int) -> None:
+def _send_emails(
+    run,
+    workflow,
+    *,
+    lease,
+    target: QuerySet,
+    through: int = 0,
+    chunk: WorkflowRunChunk | None = None,
+) -> None:
     """The run's marketing email to `target` (each contact at most once, by EmailSend),
-    after the chunk's commit; its counts and the email cursor move together."""
+    after the chunk's commit; its counts and the email cursor (or the shared range's mark)
+    move together."""
     actor = run.requested_by
     email_results: dict[str, dict] = {}
     refused = 0
@@ -529,7 +672,10 @@ def _send_emails(run, workflow, *, lease, target: QuerySet, through: int) -> Non
         )
     with transaction.atomic():
         _add_counts(run, {"refused": refused}, email_results)
-        lease.write(emailed_through=through)
+        if chunk is not None:
+            _chunk_mark(lease, chunk, done=False, emailed=True)
+        else:
+            lease.write(emailed_through=through)
 
 
 def _add(results: dict, name: str, **values: int) -> None:

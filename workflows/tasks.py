@@ -19,6 +19,24 @@ def run_workflow(run_id: int) -> dict:
     return {"run": run.pk, "status": run.status}
 
 
+@shared_task(
+    name="workflows.run_workflow_chunk",
+    acks_late=True,
+    # A pool process lost in the middle hands the range back to the queue: the range is one
+    # transaction, done once (its row is marked in that transaction).
+    reject_on_worker_lost=True,
+    max_retries=3,
+)
+def run_workflow_chunk(run_id: int, lo: int, token: str, preflight_done: bool) -> dict:
+    """One range of contact ids of a run shared by the workers, under the run's lease."""
+    from workflows.runs import workflow_run_chunk_execute
+
+    outcome = workflow_run_chunk_execute(
+        run_id=run_id, lo=lo, token=token, preflight_done=preflight_done
+    )
+    return {"run": run_id, "lo": lo, "outcome": outcome}
+
+
 @shared_task(name="workflows.dispatch_due", acks_late=True, max_retries=3)
 def dispatch_due_workflows() -> dict:
     """The beat's dispatcher: queue a run of every scheduled workflow that is due."""

@@ -245,6 +245,12 @@ CELERY_BEAT_SCHEDULE: dict = {
 # A worker renews its lease on a job at each step; a job unrenewed this long is taken for
 # dead (crm/jobs.py).
 JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 300)
+# A workflow run over the whole contacts table is shared by the workers: one task per range
+# of contact ids, which any worker takes (workflows/runs.py). Without a broker (or with
+# "0"), a run goes through its ranges one after the other in one process.
+WORKFLOW_RUNS_SHARED = (
+    os.environ.get("WORKFLOW_RUNS_SHARED", "1" if CELERY_BROKER_URL else "0") == "1"
+)
 
 # --- Operations: /health/ and /metrics (crm/health.py, crm/metrics.py) --------
 # The broker check of /health/ gives up after this many seconds.

@@ -68,11 +68,12 @@ def database_url(application_name: str) -> str:
 
 
 class Worker:
-    """One `celery -A crm worker` process, on this suite's queue. Given test knobs (FAULTS_…),
-    `celery -A tests.faults.worker_app worker`: the same app with smaller, slower steps."""
+    """One `celery -A tests.faults.worker_app worker` process: the project's app, serving and
+    sending to this suite's queue (a task that queues others, such as a shared run, keeps
+    them here); given test knobs (FAULTS_…), with smaller, slower steps."""
 
     def __init__(self, log_dir: Path, media_root: Path, **knobs: str):
-        app = "tests.faults.worker_app" if any(k.startswith("FAULTS_") for k in knobs) else "crm"
+        app = "tests.faults.worker_app"
         self.name = f"faults-worker-{uuid.uuid4().hex[:8]}"
         self.log_path = log_dir / f"{self.name}.log"
         env = {

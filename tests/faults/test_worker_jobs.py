@@ -18,7 +18,7 @@ from tests.faults.scenarios import (
     mql_workflow,
     mqls,
 )
-from workflows.models import Enrollment, WorkflowRun
+from workflows.models import Enrollment, WorkflowRun, WorkflowRunChunk
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -61,6 +61,36 @@ def test_a_workflow_run_requested_through_the_api_runs_on_the_worker(workers, ac
     assert (run.matched, run.enrolled, run.changed) == (200, 200, 200)
     assert Enrollment.objects.count() == StatusChange.objects.count() == 200
     call_command("verify_billing", periods=0)
+
+
+def test_two_workers_share_a_workflow_run_and_do_each_range_once(workers, account, api):
+    # Ranges of 500 ids and a pause as each range starts, so both workers have ranges to take
+    knobs = {"FAULTS_WORKFLOW_BATCH": 500, "FAULTS_STEP_PAUSE": 0.2}
+    first, second = workers(**knobs), workers(**knobs)
+    mqls(3_000)
+
+    response = api.post(f"/api/workflows/{mql_workflow().pk}/run/")
+
+    assert response.status_code == 202
+    pk = response.json()["id"]
+    run = wait_for(
+        lambda: WorkflowRun.objects.filter(pk=pk, status="done").first(), "the run", first
+    )
+    assert (run.matched, run.enrolled, run.changed) == (3_000, 3_000, 3_000)
+    assert Enrollment.objects.count() == StatusChange.objects.count() == 3_000
+    ranges = WorkflowRunChunk.objects.filter(run_id=pk)
+    assert ranges.count() == ranges.filter(done_at__isnull=False).count() == 6
+    # both workers took ranges, and no range was taken twice
+    taken = [ranges_taken(first), ranges_taken(second)]
+    assert min(taken) > 0 and sum(taken) == 6, taken
+    call_command("verify_billing", periods=0)
+
+
+def ranges_taken(worker) -> int:
+    return sum(
+        "run_workflow_chunk[" in line and " received" in line
+        for line in worker.log_path.read_text().splitlines()
+    )
 
 
 def test_the_close_queued_as_the_beat_queues_it_runs_on_the_worker(workers, account):

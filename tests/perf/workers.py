@@ -45,6 +45,7 @@ from contacts.demo.load import indexes_deferred
 from contacts.engagement.models import EngagementEvent, EngagementType
 from tests.celery_worker import celery_worker_argv
 from tests.perf import data
+from tests.perf.workflows import ENROLLMENT, RUN
 
 REDIS_DB = 11  # the benchmark's own Redis database (the fault tests use 5, throttling 7)
 REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
@@ -136,11 +137,11 @@ class Worker:
     def log_tail(self, lines: int = 30) -> str:
         return "\n".join(self.log_path.read_text().splitlines()[-lines:])
 
-    def chunks_taken(self) -> int:
+    def chunks_taken(self, task: str = "workflows.recompute_scores_chunk") -> int:
         # "received", logged before the chunk runs: its "succeeded" line may come after the
         # chord's total has been read
         return sum(
-            "recompute_scores_chunk[" in line and " received" in line
+            f"{task}[" in line and " received" in line
             for line in self.log_path.read_text().splitlines()
         )
 
@@ -191,6 +192,161 @@ def shared_recompute(backend) -> dict:
 
 def load() -> str:
     return ", ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+# --- workflow runs ---------------------------------------------------------------------
+
+# The two runs shared by the workers: one whose actions are not status changes (its ranges
+# can run side by side), one that makes contacts marketing (each range holds the usage lock).
+LEAD_STATUSES = ["open", "in_progress"]  # the property run sets them in turn
+
+
+def property_workflow():
+    """ "Leads get a lead status": the leads (three in ten contacts) enrolled and their lead
+    status set; each timed run sets the other of LEAD_STATUSES, so every lead's row is
+    rewritten every time."""
+    from workflows.services import workflow_create
+
+    return workflow_create(
+        name="Leads get a lead status (bench)",
+        purpose="other",
+        enabled=True,
+        criteria={
+            "filterGroups": [
+                {
+                    "filters": [
+                        {"propertyName": "lifecycle_stage", "operator": "IN", "values": ["lead"]}
+                    ]
+                }
+            ]
+        },
+        actions=[{"type": "set_property", "field": "lead_status", "value": LEAD_STATUSES[0]}],
+    )
+
+
+def reset_property_run(workflow, turn: int) -> None:
+    """No enrollment or run left, and the next value to set (every lead's differs from it)."""
+    from workflows.models import Workflow
+
+    data.execute(f"TRUNCATE {ENROLLMENT}, {RUN} RESTART IDENTITY CASCADE")
+    value = LEAD_STATUSES[turn % 2]
+    Workflow.objects.filter(pk=workflow.pk).update(
+        actions=[{"type": "set_property", "field": "lead_status", "value": value}]
+    )
+    data.execute(f"VACUUM ANALYZE {data.CONTACT}")
+    data.checkpoint()
+
+
+def run_on_workers(workflow) -> tuple[float, dict]:
+    """Queue a run as the API does and wait until the database says it is done."""
+    from workflows.models import RunTrigger, WorkflowRun
+    from workflows.runs import workflow_run_request
+    from workflows.tasks import run_workflow
+
+    started = time.perf_counter()
+    run = workflow_run_request(workflow=workflow, trigger=RunTrigger.API, enqueue=False)
+    run_workflow.delay(run.pk)
+    deadline = time.monotonic() + RESULT_SECONDS
+    while True:
+        run = WorkflowRun.objects.get(pk=run.pk)
+        if run.status not in ("queued", "running"):
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"run #{run.pk} has not ended after {RESULT_SECONDS} s")
+        time.sleep(0.02)
+    wall = time.perf_counter() - started
+    if run.status != "done":
+        raise RuntimeError(f"run #{run.pk} ended {run.status}: {run.error or run.hold_reason}")
+    return wall, run_counts(run)
+
+
+def run_in_one_process(workflow) -> tuple[float, dict]:
+    """The run in this process, range after range (what `run_workflows` does)."""
+    from workflows.runs import workflow_run_now
+
+    settings.WORKFLOW_RUNS_SHARED = False
+    started = time.perf_counter()
+    run = workflow_run_now(workflow=workflow)
+    wall = time.perf_counter() - started
+    if run.status != "done":
+        raise RuntimeError(f"run #{run.pk} ended {run.status}: {run.error or run.hold_reason}")
+    return wall, run_counts(run)
+
+
+def run_counts(run) -> dict:
+    return {"matched": run.matched, "enrolled": run.enrolled, "changed": run.changed}
+
+
+def workflow_contest(options, say, start, first: Worker, result: dict) -> None:
+    """Each workflow run in one process, on 1 worker and on 2 (see the module's docstring)."""
+    from tests.perf.workflows import _reset, _workflow
+    from workflows.runs import WORKFLOW_RANGE_BATCH
+
+    result["workflow_runs"] = {"range": WORKFLOW_RANGE_BATCH}
+    for name, make, reset in [
+        ("property", property_workflow, reset_property_run),
+        ("marketing", lambda: _workflow(event=False), lambda _workflow, _turn: _reset()),
+    ]:
+        result["workflow_runs"][name] = _one_workflow(
+            options, say, start, first, name=name, make=make, reset=reset
+        )
+
+
+def _one_workflow(options, say, start, first: Worker, *, name, make, reset) -> dict:
+    from workflows.models import Workflow
+
+    Workflow.objects.all().delete()
+    workflow = make()
+    runs: dict[str, list[float]] = {"one_process": [], "one_worker": [], "two_workers": []}
+    counts: list[dict] = []
+    shares: list[list[int]] = []
+    task = "workflows.run_workflow_chunk"
+
+    def on_workers(count: int) -> float:
+        extra = [start("bench-extra") for _ in range(count - 1)]
+        before = [w.chunks_taken(task) for w in (first, *extra)]
+        try:
+            wall, outcome = run_on_workers(workflow)
+        finally:
+            done = [w.chunks_taken(task) - b for w, b in zip((first, *extra), before, strict=True)]
+            for worker in extra:
+                worker.stop()
+        counts.append(outcome)
+        if count > 1:
+            shares.append(done)
+        return wall
+
+    def one_process() -> float:
+        wall, outcome = run_in_one_process(workflow)
+        counts.append(outcome)
+        return wall
+
+    contenders = {
+        "one_process": one_process,
+        "one_worker": lambda: on_workers(1),
+        "two_workers": lambda: on_workers(2),
+    }
+    turn = 0
+    reset(workflow, turn)
+    say(f"n: the {name} run once, untimed (warms the tables)")
+    one_process()
+    for round_ in range(options.repeat):
+        order = list(contenders) if round_ % 2 == 0 else list(contenders)[::-1]
+        for contender in order:
+            turn += 1
+            reset(workflow, turn)
+            say(f"n: {name} run, {contender}, {round_ + 1} of {options.repeat} (load {load()})")
+            seconds = contenders[contender]()
+            runs[contender].append(seconds)
+            say(f"     {seconds:.2f} s, {counts[-1]}")
+    if any(outcome != counts[0] for outcome in counts):
+        raise AssertionError(f"the {name} runs' counts differ: {counts}")
+    return {
+        "runs": runs,
+        "medians": {c: statistics.median(r) for c, r in runs.items()},
+        "counts": counts[0],
+        "shares": shares,
+    }
 
 
 def run(options, say) -> dict:
@@ -257,6 +413,7 @@ def run(options, say) -> dict:
         }
         try:
             first = start("bench-worker")
+            workflow_contest(options, say, start, first, result)
             for round_ in range(options.repeat):
                 order = list(contenders) if round_ % 2 == 0 else list(contenders)[::-1]
                 for name in order:
@@ -279,6 +436,50 @@ def run(options, say) -> dict:
     result["changed"], result["chunks"] = sorted(result["changed"]), sorted(result["chunks"])
     result["load_end"] = load()
     return result
+
+
+WORKFLOW_RUN_NAMES = {
+    "property": "a workflow run that enrolls the leads and sets their lead status",
+    "marketing": "a workflow run that makes contacts marketing (section i.'s definition)",
+}
+
+
+def workflow_rows(n: dict) -> list[tuple[str, str, str]]:
+    runs = n.get("workflow_runs")
+    if not runs:
+        return []
+    out = []
+    for name, label in WORKFLOW_RUN_NAMES.items():
+        entry = runs[name]
+        medians, counts = entry["medians"], entry["counts"]
+        one, single, two = medians["one_process"], medians["one_worker"], medians["two_workers"]
+        shares = "; ".join("+".join(str(c) for c in share) for share in entry["shares"])
+
+        def listed(contender: str, entry=entry) -> str:
+            return ", ".join(f"{s:.2f}" for s in entry["runs"][contender])
+
+        out += [
+            (
+                f"n. {label}, one process (`run_workflows`), {n['contacts']:,} contacts",
+                f"{one:.2f} s",
+                f"{counts['matched']:,} matched, {counts['enrolled']:,} enrolled, "
+                f"{counts['changed']:,} status changes; ranges of {runs['range']:,} ids; "
+                f"runs {listed('one_process')}",
+            ),
+            (
+                "n. the same run shared by Celery workers: 1 worker process",
+                f"{single:.2f} s",
+                f"enqueue → the run done; {single / one:.2f}× the one-process time; "
+                f"runs {listed('one_worker')}",
+            ),
+            (
+                "n. the same, 2 worker processes",
+                f"{two:.2f} s",
+                f"{single / two:.2f}× faster than 1 worker; ranges per worker {shares}; "
+                f"runs {listed('two_workers')}; the same counts every run",
+            ),
+        ]
+    return out
 
 
 def rows(n: dict) -> list[tuple[str, str, str]]:
@@ -311,4 +512,5 @@ def rows(n: dict) -> list[tuple[str, str, str]]:
             f"chunks per worker {shares}; runs {runs('two_workers')}; "
             f"{n['cpus']} CPUs shared with PostgreSQL; scores identical after every run",
         ),
+        *workflow_rows(n),
     ]
