@@ -318,9 +318,11 @@ def _share(
     if progress is not None:
         total = run.chunks.count()
         for done, lo in enumerate(pending, start=total - len(pending) + 1):
-            workflow_run_chunk_execute(
+            outcome = workflow_run_chunk_execute(
                 run_id=run.pk, lo=lo, token=lease.token, preflight_done=preflight_done
             )
+            if outcome != "done":  # held or failed: the run records why
+                return
             progress(done, total)
         return
     from workflows.tasks import run_workflow_chunk

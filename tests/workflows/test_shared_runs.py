@@ -17,11 +17,12 @@ from django.utils import timezone
 from contacts.models import Contact
 from contacts.outreach.services import marketing_email_create
 from contacts.status.models import StatusChange
-from tests.factories import ContactFactory, UserFactory
+from tests.factories import ContactFactory, UserFactory, set_guardrails
 from tests.workflows.wf_helpers import make_workflow
 from workflows import runs, tasks
 from workflows.models import Enrollment, RunStatus, RunTrigger, WorkflowRun, WorkflowRunChunk
 from workflows.runs import (
+    workflow_run_approve,
     workflow_run_chunk_execute,
     workflow_run_execute,
     workflow_run_request,
@@ -266,3 +267,48 @@ def test_the_run_page_says_how_many_ranges_are_done(mqls, welcome, queue, client
 
     assert "Ranges shared by the workers" in page
     assert "2 of 4 done" in page
+
+
+def test_a_range_the_hard_cap_holds_holds_the_run_and_approval_queues_what_is_left(
+    mqls, welcome, queue, monkeypatch
+):
+    # Given a run whose preflight saw room under the hard cap of 2 (it is bypassed here)...
+    set_guardrails(hard_cap=2, operation_limit=None)
+    monkeypatch.setattr(runs, "workflow_hold_reasons", lambda workflow, status: ("", ""))
+    run = started(welcome_workflow(welcome))
+
+    # ...the first range (one MQL) runs, the second (two MQLs) would pass the cap: held
+    assert deliver(queue[0]) == "done"
+    assert deliver(queue[1]) == "held"
+    held = WorkflowRun.objects.get(pk=run.pk)
+    assert (held.status, held.held_by_billing) == (RunStatus.HELD, True)
+    assert held.hold_reason.startswith("It would take the billable count to 3")
+    assert [deliver(args) for args in queue[2:]] == ["lease lost", "lease lost"]
+    assert Contact.objects.filter(marketing_status="marketing").count() == 1
+
+    # When billing's approver approves it, the three ranges left are queued and run
+    queue.clear()
+    approver = UserFactory(username="approver", is_superuser=True)
+    approved = workflow_run_approve(run=held, user=approver, execute=False)
+    workflow_run_execute(run=approved)
+    assert [args[1] for args in queue] == [mqls[2].pk, mqls[4].pk, mqls[6].pk]
+    assert [deliver(args) for args in queue] == ["done"] * 3
+    assert_every_mql_done_once(run, mqls)
+
+
+def test_a_workflow_whose_run_was_shared_is_deleted_with_its_runs_and_ranges(
+    mqls, welcome, settings, client
+):
+    settings.WORKFLOW_RUNS_SHARED = True
+    workflow = welcome_workflow(welcome)
+    started(workflow)
+    client.force_login(UserFactory(username="ops", is_superuser=True))
+    url = f"/admin/workflows/workflow/{workflow.pk}/delete/"
+
+    assert client.get(url).status_code == 200
+    response = client.post(url, {"post": "yes"})
+
+    assert response.status_code == 302
+    assert not WorkflowRun.objects.exists()
+    assert not WorkflowRunChunk.objects.exists()
+    assert not Enrollment.objects.exists()
