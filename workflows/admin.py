@@ -518,6 +518,9 @@ class WorkflowAdmin(OwnsSystemRowsMixin, admin.ModelAdmin):
         )
 
 
+_CURSORS = ("cursor", "emailed_through")
+
+
 @admin.register(WorkflowRun)
 class WorkflowRunAdmin(ReadOnlyAdminMixin, BigTableAdmin):
     list_display = [
@@ -540,14 +543,21 @@ class WorkflowRunAdmin(ReadOnlyAdminMixin, BigTableAdmin):
     actions = ["approve_runs", "reject_runs"]
     readonly_fields = ["ranges"]
 
+    def get_fields(self, request, obj=None):
+        """A run shared by the workers shows its ranges where a run in one process shows its
+        cursors (each has only one of them)."""
+        fields = [f for f in super().get_fields(request, obj) if f != "ranges"]
+        if obj is None or not obj.chunks.exists():
+            return fields
+        at = fields.index("cursor")
+        return [*fields[:at], "ranges", *(f for f in fields[at:] if f not in _CURSORS)]
+
     @admin.display(description="Ranges shared by the workers")
     def ranges(self, run):
         """A run shared by the workers: how many of its ranges of contact ids are done."""
         counts = run.chunks.aggregate(
             total=Count("pk"), done=Count("pk", filter=Q(done_at__isnull=False))
         )
-        if not counts["total"]:
-            return "None: this run goes through its contacts in one process."
         return f"{counts['done']:,} of {counts['total']:,} done"
 
     def get_actions(self, request):

@@ -161,3 +161,45 @@ def test_the_criteria_tester_counts_what_a_tree_selects(page, login, demo, shot)
     shot("bad-tree")
     assert "shoe_size" in page.inner_text(".errorlist")
     assert not page.is_visible("#criteria-count")
+
+
+def test_a_run_shared_by_the_workers_says_on_its_page_how_many_ranges_are_done(
+    page, login, demo, shot, settings, monkeypatch
+):
+    from workflows import runs
+    from workflows.services import workflow_create
+
+    # Runs shared by the workers, in ranges of 100 ids (the live server runs their tasks)
+    settings.WORKFLOW_RUNS_SHARED = True
+    monkeypatch.setattr(runs, "WORKFLOW_RANGE_BATCH", 100)
+    workflow = workflow_create(
+        name="Leads get a lead status",
+        purpose="other",
+        enabled=True,
+        criteria={
+            "filterGroups": [
+                {
+                    "filters": [
+                        {"propertyName": "lifecycle_stage", "operator": "EQ", "value": "lead"}
+                    ]
+                }
+            ]
+        },
+        actions=[{"type": "set_property", "field": "lead_status", "value": "open"}],
+    )
+    leads = Contact.objects.filter(lifecycle_stage="lead").count()
+    assert leads, "the demo data should have leads"
+    goto = login(username="ops", groups=["Marketing ops"])
+
+    goto(f"/admin/workflows/workflow/{workflow.pk}/preview/")
+    shot("preview")
+    with page.expect_navigation():
+        page.click("input[value='Run now']")
+
+    run = workflow.runs.get()
+    ranges = run.chunks.count()
+    assert ranges > 1
+    assert (run.status, run.matched) == ("done", leads)
+    page.wait_for_selector("text=Ranges shared by the workers")
+    assert f"{ranges} of {ranges} done" in page.inner_text("#content")
+    shot("run")

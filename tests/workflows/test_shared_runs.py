@@ -257,16 +257,24 @@ def test_the_command_resumes_a_shared_run_in_its_own_process(
     assert_every_mql_done_once(run, mqls)
 
 
-def test_the_run_page_says_how_many_ranges_are_done(mqls, welcome, queue, client):
-    run = started(welcome_workflow(welcome))
+def test_the_run_page_says_how_many_ranges_are_done(mqls, welcome, queue, settings, client):
+    shared = started(welcome_workflow(welcome))
     for args in queue[:2]:
         deliver(args)
+    settings.WORKFLOW_RUNS_SHARED = False
+    alone = started(make_workflow("Another", actions=[{"type": "set_marketing"}]))
     client.force_login(UserFactory(username="watcher", is_superuser=True))
 
-    page = client.get(f"/admin/workflows/workflowrun/{run.pk}/change/").content.decode()
+    def page(run) -> str:
+        return client.get(f"/admin/workflows/workflowrun/{run.pk}/change/").content.decode()
 
-    assert "Ranges shared by the workers" in page
-    assert "2 of 4 done" in page
+    # A shared run shows its ranges, and not the cursors it does not use
+    assert "Ranges shared by the workers" in page(shared)
+    assert "2 of 4 done" in page(shared)
+    assert "Emailed through" not in page(shared)
+    # a run in one process its cursors, and no ranges
+    assert "Emailed through" in page(alone)
+    assert "Ranges shared by the workers" not in page(alone)
 
 
 def test_a_range_the_hard_cap_holds_holds_the_run_and_approval_queues_what_is_left(
