@@ -22,6 +22,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from django_jsonform.forms.fields import JSONFormField
 
 from contacts.criteria import CriteriaError, criteria_validate
@@ -40,6 +41,7 @@ from crm.jobs import JobNotQueued, delay, jobs_expire_stale
 from workflows.admin_hygiene import hygiene_admin_urls
 from workflows.models import (
     ACTIONS_JSON_SCHEMA,
+    ActionType,
     Enrollment,
     RunStatus,
     RunTrigger,
@@ -519,6 +521,13 @@ class WorkflowAdmin(OwnsSystemRowsMixin, admin.ModelAdmin):
 
 
 _CURSORS = ("cursor", "emailed_through")
+# How a run's per-action counts read on its page.
+_RESULT_WORDS = {
+    "scheduled": "scheduled to become non-marketing at their next update date",
+    "refused_non_marketing": "refused (not marketing contacts)",
+    "refused_unsubscribed": "refused (unsubscribed)",
+    "refused_bounced": "refused (bounced)",
+}
 
 
 @admin.register(WorkflowRun)
@@ -541,16 +550,40 @@ class WorkflowRunAdmin(ReadOnlyAdminMixin, BigTableAdmin):
     raw_id_fields = ["workflow"]
     change_form_template = "admin/workflows/workflowrun/change_form.html"
     actions = ["approve_runs", "reject_runs"]
-    readonly_fields = ["ranges"]
+    readonly_fields = ["ranges", "action_results"]
 
     def get_fields(self, request, obj=None):
-        """A run shared by the workers shows its ranges where a run in one process shows its
-        cursors (each has only one of them)."""
-        fields = [f for f in super().get_fields(request, obj) if f != "ranges"]
+        """The actions' results in sentences where the stored JSON was; a run shared by the
+        workers shows its ranges where a run in one process shows its cursors (each has
+        only one of them)."""
+        fields = [
+            "action_results" if f == "results" else f
+            for f in super().get_fields(request, obj)
+            if f not in self.readonly_fields
+        ]
         if obj is None or not obj.chunks.exists():
             return fields
         at = fields.index("cursor")
         return [*fields[:at], "ranges", *(f for f in fields[at:] if f not in _CURSORS)]
+
+    @admin.display(description="Results")
+    def action_results(self, run):
+        """Each action's counts, in the actions' order: "2. Set lifecycle stage or lead
+        status: 111 changed"."""
+        if not run.results:
+            return "—"
+        lines = []
+        for name, counts in sorted(
+            run.results.items(), key=lambda item: int(item[0].split(":")[0])
+        ):
+            number, kind = name.split(":", 1)
+            label = ActionType(kind).label if kind in ActionType.values else kind
+            told = ", ".join(
+                f"{value:,} {_RESULT_WORDS.get(key, key.replace('_', ' '))}"
+                for key, value in counts.items()
+            )
+            lines.append((number, label, told))
+        return format_html_join(mark_safe("<br>"), "{}. {}: {}", lines)
 
     @admin.display(description="Ranges shared by the workers")
     def ranges(self, run):

@@ -357,6 +357,8 @@ class WorkflowRun(LeasedJob):
 
     A worker runs it under a lease (crm.jobs): one that dies leaves it failed, and a resume
     goes on from `cursor` (and sends first the email of chunks before `emailed_through`).
+    A run shared by the workers keeps its progress in its `chunks` (WorkflowRunChunk)
+    instead, and leaves both cursors at 0.
     """
 
     LEASE_RUNNING = RunStatus.RUNNING

@@ -272,6 +272,13 @@ def test_the_run_page_says_how_many_ranges_are_done(mqls, welcome, queue, settin
     assert "Ranges shared by the workers" in page(shared)
     assert "2 of 4 done" in page(shared)
     assert "Emailed through" not in page(shared)
+    # and each action's counts in words
+    assert "1. Set as marketing contact: 3 changed, 0 cancelled" in page(shared)
+    assert "2. Set lifecycle stage or lead status: 3 changed" in page(shared)
+    assert (
+        "3. Send a marketing email: 3 sent, 0 refused (not marketing contacts), "
+        "0 refused (unsubscribed), 0 refused (bounced)"
+    ) in page(shared)
     # a run in one process its cursors, and no ranges
     assert "Emailed through" in page(alone)
     assert "Ranges shared by the workers" not in page(alone)
