@@ -24,6 +24,33 @@ def run_contact_import(contact_import_id: int) -> dict:
     return {"id": contact_import.pk, "status": contact_import.status}
 
 
+@shared_task(
+    name="contacts.upsert_import_chunk",
+    acks_late=True,
+    # A pool process lost in the middle hands the chunk back to the queue: the chunk is one
+    # transaction, saved once (its row is marked in that transaction).
+    reject_on_worker_lost=True,
+    max_retries=3,
+)
+def upsert_import_chunk(contact_import_id: int, number: int, token: str) -> dict:
+    """One chunk of an import whose upsert the workers share, under the import's lease."""
+    from contacts.imports.shared import import_chunk_run
+
+    outcome = import_chunk_run(contact_import_id=contact_import_id, number=number, token=token)
+    return {"id": contact_import_id, "chunk": number, "outcome": outcome}
+
+
+@shared_task(name="contacts.finish_import", acks_late=True, max_retries=3)
+def finish_import(contact_import_id: int, token: str) -> dict:
+    """The rest of a shared import once every chunk is saved (the first delivery does it)."""
+    from contacts.imports.shared import import_finish
+
+    return {
+        "id": contact_import_id,
+        "outcome": import_finish(contact_import_id=contact_import_id, token=token),
+    }
+
+
 # Chunks of SEND_CHUNK_SIZE a worker sends before it re-enqueues the rest (~10,000 emails):
 # a long send never holds one worker for hours, and a crash loses little.
 SEND_CHUNKS_PER_TASK = 50

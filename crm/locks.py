@@ -10,8 +10,8 @@ takes an earlier one after a later one:
 2. **contact rows, ordered by id** (`lock_contacts`, `lock_contact_by_email`).
 3. **the rest**, one row each: the subscription (`lock_billing`), a held change
    (`lock_approval`), an import, a marketing email, a connected app, a workflow run
-   (then, in a run shared by the workers, the row of the range being marked done: an
-   UPDATE, in workflows/runs.py).
+   (then, in a run or an import shared by the workers, the row of the range being marked
+   done: an UPDATE, in workflows/runs.py and contacts/imports/shared.py).
 
 Two transactions that follow the order can wait for each other but never deadlock.
 Nothing else in the code calls `select_for_update`. On SQLite these are no-ops: its

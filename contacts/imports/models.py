@@ -156,6 +156,32 @@ class ContactImport(LeasedJob, BaseModel):
         return f"import:{self.pk}:marketing"
 
 
+class ImportChunk(models.Model):
+    """One range of an import's staged emails, after `lo` and through `hi`, when the upsert
+    is shared by the workers (contacts/imports/shared.py): upserted once, by whichever
+    worker took it; `done_at` is written in the range's own transaction."""
+
+    contact_import = models.ForeignKey(
+        ContactImport, on_delete=models.CASCADE, related_name="chunks"
+    )
+    number = models.PositiveIntegerField()
+    lo = models.TextField(
+        blank=True, help_text="The range starts after this email (empty: the first)."
+    )
+    hi = models.TextField(blank=True, help_text="The range ends with this email (empty: the last).")
+    rows = models.PositiveIntegerField(help_text="Staged rows in the range.")
+    done_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["contact_import", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["contact_import", "number"], name="importchunk_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"Import #{self.contact_import_id}, range {self.number}"
+
+
 class ImportRowError(models.Model):
     """A row the import could not take (or took once: a duplicate), with its line and column."""
 

@@ -259,8 +259,9 @@ _UPSERT_COLUMNS = (
 )
 
 
-def _upsert_sql() -> str:
-    """PostgreSQL: one statement for the staged emails in (lo, hi] (None: unbounded).
+def _upsert_sql(table: str = STAGE_TABLE) -> str:
+    """PostgreSQL: one statement for the staged emails in (lo, hi] (None: unbounded), read
+    from `table` (the session's staging table, or an import's shared one).
 
     New emails are inserted non-marketing with the import's source and the creation
     rule's reason (three constant parameters). An existing email takes the staged row's
@@ -282,14 +283,14 @@ def _upsert_sql() -> str:
             INSERT INTO {CONTACT_TABLE} AS c ({_UPSERT_COLUMNS})
             SELECT %(now)s, %(now)s, s.email, {inserted}, 0, NULL, %(source)s, '{NON_MARKETING}', NULL,
                    %(reason_type)s, %(reason_id)s, %(reason_name)s, NULL
-            FROM {STAGE_TABLE} s
+            FROM {table} s
             WHERE (%(lo)s IS NULL OR s.email > %(lo)s) AND (%(hi)s IS NULL OR s.email <= %(hi)s)
             ORDER BY s.email
             ON CONFLICT (email) DO UPDATE SET
                 ({", ".join(_TEXT_FIELDS + _FLAG_FIELDS)}, updated_at) =
-                (SELECT {updated}, %(now)s FROM {STAGE_TABLE} s2 WHERE s2.email = EXCLUDED.email)
+                (SELECT {updated}, %(now)s FROM {table} s2 WHERE s2.email = EXCLUDED.email)
             WHERE EXISTS (
-                SELECT 1 FROM {STAGE_TABLE} s2
+                SELECT 1 FROM {table} s2
                 WHERE s2.email = EXCLUDED.email AND {_changed_sql("s2", "c")}
             )
             RETURNING (xmax = 0) AS inserted
@@ -342,16 +343,17 @@ def _upsert_postgresql(
                 if hi is not None and hi <= after:
                     continue  # saved before the run was interrupted
                 lo = after if lo is None or lo < after else lo
-            created = updated = 0
             with transaction.atomic():
                 cursor.execute(sql, {**params, "lo": lo, "hi": hi})
-                for was_inserted, count in cursor.fetchall():
-                    if was_inserted:
-                        created += count
-                    else:
-                        updated += count
+                created, updated = upsert_tally(cursor.fetchall())
                 _save_chunk(lease, hi or last, created, updated)
             report("saving", min(number * IMPORT_UPSERT_BATCH, staged.kept), staged.kept)
+
+
+def upsert_tally(rows) -> tuple[int, int]:
+    """(created, updated) from the upsert statement's (inserted, count) rows."""
+    counts = dict(rows)
+    return counts.get(True, 0), counts.get(False, 0)
 
 
 def _save_chunk(lease: jobs.Lease, through: str, created: int, updated: int) -> None:
@@ -688,32 +690,22 @@ def contact_import_run(
         if progress:
             progress(phase, done, total)
 
+    from contacts.imports.shared import import_share, import_shares
+
     fast = _fast_path()
     try:
         decision = import_creation_decision(contact_import)
-        if not contact_import.upsert_after:  # nothing saved yet: the counts start afresh
-            lease.write(created_count=0, updated_count=0)
+        shares = fast and progress is None and import_shares(contact_import)
+        if not contact_import.upsert_after and not (shares and contact_import.chunks.exists()):
+            lease.write(created_count=0, updated_count=0)  # nothing saved yet: afresh
         staged = _stage(contact_import, report)
         hubspot_check_records(contact_import, staged)
         report("saving", 0, staged.kept)
+        if shares and import_share(contact_import, staged, lease):
+            return contact_import  # the workers upsert its ranges; the last one finishes it
         upsert = _upsert_postgresql if fast else _upsert_portable
         upsert(contact_import, staged, lease, report, decision.status_source)
-        hubspot_write_records(contact_import)
-        contact_import.refresh_from_db(fields=["created_count", "updated_count"])
-        created, updated = contact_import.created_count, contact_import.updated_count
-        fields = {
-            "rows": staged.rows,
-            "invalid_count": staged.invalid,
-            "duplicate_count": staged.duplicates,
-            "unchanged_count": staged.kept - created - updated,
-            "status": ImportStatus.DONE,
-            "message": "",
-        }
-        if decision.marketing or hubspot_keeps_statuses(contact_import):
-            report("marketing", 0, staged.kept)
-            fields.update(_marketing_part(contact_import, decision.status_source))
-        if created or updated:  # while the staging table still names them
-            _import_notify_changed(contact_import.started_at)
+        fields = import_finish_fields(contact_import, staged, decision, report)
     except jobs.LeaseLost:
         logger.warning("import %s: this worker lost its lease and stops", contact_import_id)
         contact_import.refresh_from_db()
@@ -732,11 +724,46 @@ def contact_import_run(
     finally:
         with connection.cursor() as cursor:
             _drop_staging(cursor)
+    import_release(contact_import, lease, staged, fields)
+    return contact_import
+
+
+def import_finish_fields(
+    contact_import: ContactImport,
+    staged: _Staged,
+    decision: CreationDecision,
+    report: ImportProgress,
+) -> dict:
+    """Once every row is saved: the HubSpot records, the counts, the marketing part and the
+    notices to the contact listeners, while the staging table still names the rows; the
+    import's fields to write as it ends."""
+    hubspot_write_records(contact_import)
+    contact_import.refresh_from_db(fields=["created_count", "updated_count"])
+    created, updated = contact_import.created_count, contact_import.updated_count
+    fields = {
+        "rows": staged.rows,
+        "invalid_count": staged.invalid,
+        "duplicate_count": staged.duplicates,
+        "unchanged_count": staged.kept - created - updated,
+        "status": ImportStatus.DONE,
+        "message": "",
+    }
+    if decision.marketing or hubspot_keeps_statuses(contact_import):
+        report("marketing", 0, staged.kept)
+        fields.update(_marketing_part(contact_import, decision.status_source))
+    if created or updated:
+        _import_notify_changed(contact_import.started_at)
+    return fields
+
+
+def import_release(
+    contact_import: ContactImport, lease: jobs.Lease, staged: _Staged, fields: dict
+) -> None:
+    """The import ends (done or held): `fields` written, the lease given up."""
     fields.update(phase="", finished_at=timezone.now(), upsert_after="")
     fields["processed_rows"] = fields["total_rows"] = staged.kept
     lease.release(**fields)
     contact_import.refresh_from_db()
-    return contact_import
 
 
 IMPORT_NOTIFY_BATCH = 5_000  # ids per contact-listener notification (~40 KB)

@@ -251,6 +251,9 @@ JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 300)
 WORKFLOW_RUNS_SHARED = (
     os.environ.get("WORKFLOW_RUNS_SHARED", "1" if CELERY_BROKER_URL else "0") == "1"
 )
+# The same for an import's upsert on PostgreSQL: its chunks of staged rows are tasks that
+# any worker takes (contacts/imports/shared.py).
+IMPORTS_SHARED = os.environ.get("IMPORTS_SHARED", "1" if CELERY_BROKER_URL else "0") == "1"
 
 # --- Operations: /health/ and /metrics (crm/health.py, crm/metrics.py) --------
 # The broker check of /health/ gives up after this many seconds.

@@ -9,6 +9,7 @@ CELERY_TASK_ALWAYS_EAGER = True
 CELERY_BROKER_URL = ""
 EMBEDDED_BACKGROUND_JOBS = False  # jobs run inline, inside the test's transaction
 WORKFLOW_RUNS_SHARED = False  # the tests of shared runs turn it on
+IMPORTS_SHARED = False  # and those of shared imports this
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     DATABASES["default"]["NAME"] = ":memory:"
     DATABASES["default"]["TEST"] = {"NAME": ":memory:"}

@@ -8,7 +8,7 @@ from django.core.management import call_command
 
 from billing.models import BillingPeriod, BillingPeriodStatus, Invoice
 from billing.tasks import close_periods
-from contacts.imports.models import ContactImport
+from contacts.imports.models import ContactImport, ImportChunk
 from contacts.models import Contact
 from contacts.status.models import StatusChange
 from tests.faults.conftest import wait_for
@@ -86,11 +86,39 @@ def test_two_workers_share_a_workflow_run_and_do_each_range_once(workers, accoun
     call_command("verify_billing", periods=0)
 
 
-def ranges_taken(worker) -> int:
+def ranges_taken(worker, task: str = "workflows.run_workflow_chunk") -> int:
     return sum(
-        "run_workflow_chunk[" in line and " received" in line
+        f"{task}[" in line and " received" in line
         for line in worker.log_path.read_text().splitlines()
     )
+
+
+def test_two_workers_share_an_import_and_save_each_chunk_once(workers, account, api):
+    # Chunks of 500 rows and a pause as each chunk starts, so both workers have chunks to take
+    knobs = {"FAULTS_IMPORT_BATCH": 500, "FAULTS_STEP_PAUSE": 0.2}
+    first, second = workers(**knobs), workers(**knobs)
+    uploaded = api.post(
+        "/api/imports/",
+        {"file": SimpleUploadedFile("people.csv", import_file(3_000).encode()), "marketing": True},
+        format="multipart",
+    ).json()
+
+    assert api.post(f"/api/imports/{uploaded['id']}/commit/").status_code == 202
+
+    done = wait_for(
+        lambda: ContactImport.objects.filter(pk=uploaded["id"], status="done").first(),
+        "the import",
+        first,
+    )
+    assert (done.created_count, done.marketing_count, done.lease_token) == (3_000, 3_000, "")
+    assert Contact.objects.count() == StatusChange.objects.count() == 3_000
+    chunks = ImportChunk.objects.filter(contact_import_id=done.pk)
+    assert chunks.count() == chunks.filter(done_at__isnull=False).count() == 6
+    # both workers took chunks, and no chunk was taken twice
+    task = "contacts.upsert_import_chunk"
+    taken = [ranges_taken(first, task), ranges_taken(second, task)]
+    assert min(taken) > 0 and sum(taken) == 6, taken
+    call_command("verify_billing", periods=0)
 
 
 def test_the_close_queued_as_the_beat_queues_it_runs_on_the_worker(workers, account):

@@ -381,6 +381,116 @@ def _one_workflow(options, say, start, first: Worker, *, name, make, reset) -> d
     }
 
 
+# --- imports -------------------------------------------------------------------------------
+
+
+def committed_import(path: Path):
+    """The file uploaded, previewed and committed (untimed), its job not yet queued."""
+    from django.core.files import File
+
+    from contacts.imports.services import (
+        contact_import_commit,
+        contact_import_create,
+        contact_import_preview,
+    )
+
+    with open(path, "rb") as handle:
+        contact_import = contact_import_create(file=File(handle), file_name=path.name)
+    contact_import = contact_import_preview(contact_import=contact_import)
+    return contact_import_commit(contact_import=contact_import, enqueue=False)
+
+
+def import_on_workers(path: Path) -> tuple[float, int]:
+    """Queue the committed import's job as the API does; wait until its row says done."""
+    from contacts.imports.models import ContactImport
+    from contacts.tasks import run_contact_import
+
+    contact_import = committed_import(path)
+    started = time.perf_counter()
+    run_contact_import.delay(contact_import.pk)
+    deadline = time.monotonic() + RESULT_SECONDS
+    while True:
+        contact_import = ContactImport.objects.get(pk=contact_import.pk)
+        if contact_import.status not in ("queued", "running"):
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"import #{contact_import.pk} has not ended in {RESULT_SECONDS} s")
+        time.sleep(0.02)
+    wall = time.perf_counter() - started
+    if contact_import.status != "done":
+        raise RuntimeError(f"import #{contact_import.pk} ended {contact_import.status}")
+    return wall, contact_import.created_count
+
+
+def import_in_one_process(path: Path) -> tuple[float, int]:
+    """The import's job in this process, chunk after chunk (what `import_contacts` does)."""
+    from contacts.imports.services import contact_import_run
+
+    settings.IMPORTS_SHARED = False
+    contact_import = committed_import(path)
+    started = time.perf_counter()
+    contact_import = contact_import_run(contact_import_id=contact_import.pk)
+    wall = time.perf_counter() - started
+    if contact_import.status != "done":
+        raise RuntimeError(f"import #{contact_import.pk} ended {contact_import.status}")
+    return wall, contact_import.created_count
+
+
+def import_contest(options, say, start, first: Worker, result: dict) -> None:
+    """A CSV of `--contacts` new contacts imported into empty tables in one process, on 1
+    worker and on 2 (its upsert's chunks shared), alternating, the median of `--repeat`."""
+    from contacts.imports.services import IMPORT_UPSERT_BATCH
+    from tests.perf.imports import empty_tables, write_csv
+
+    path = write_csv(options.contacts)
+    runs: dict[str, list[float]] = {"one_process": [], "one_worker": [], "two_workers": []}
+    created: set[int] = set()
+    shares: list[list[int]] = []
+    task = "contacts.upsert_import_chunk"
+
+    def on_workers(count: int) -> float:
+        extra = [start("bench-extra") for _ in range(count - 1)]
+        before = [w.chunks_taken(task) for w in (first, *extra)]
+        try:
+            wall, made = import_on_workers(path)
+        finally:
+            done = [w.chunks_taken(task) - b for w, b in zip((first, *extra), before, strict=True)]
+            for worker in extra:
+                worker.stop()
+        created.add(made)
+        if count > 1:
+            shares.append(done)
+        return wall
+
+    def one_process() -> float:
+        wall, made = import_in_one_process(path)
+        created.add(made)
+        return wall
+
+    contenders = {
+        "one_process": one_process,
+        "one_worker": lambda: on_workers(1),
+        "two_workers": lambda: on_workers(2),
+    }
+    for round_ in range(options.repeat):
+        order = list(contenders) if round_ % 2 == 0 else list(contenders)[::-1]
+        for contender in order:
+            empty_tables()
+            say(f"n: import, {contender}, {round_ + 1} of {options.repeat} (load {load()})")
+            seconds = contenders[contender]()
+            runs[contender].append(seconds)
+            say(f"     {seconds:.2f} s")
+    if created != {options.contacts}:
+        raise AssertionError(f"the imports created {sorted(created)}, not {options.contacts:,}")
+    result["imports"] = {
+        "rows": options.contacts,
+        "chunk": IMPORT_UPSERT_BATCH,
+        "runs": runs,
+        "medians": {c: statistics.median(r) for c, r in runs.items()},
+        "shares": shares,
+    }
+
+
 def run(options, say) -> dict:
     from tests.perf.engagement import _rules
     from workflows.scoring import SCORE_RECOMPUTE_CHUNK, scores_recompute
@@ -460,6 +570,7 @@ def run(options, say) -> dict:
                             f"{name}: the scores differ from the one-process run's"
                         )
                     say(f"     {seconds:.2f} s, scores identical")
+            import_contest(options, say, start, first, result)  # last: it empties the tables
         finally:
             for worker in started:
                 worker.stop()
@@ -514,6 +625,40 @@ def workflow_rows(n: dict) -> list[tuple[str, str, str]]:
     return out
 
 
+def import_rows(n: dict) -> list[tuple[str, str, str]]:
+    imports = n.get("imports")
+    if not imports:
+        return []
+    medians, rows_ = imports["medians"], imports["rows"]
+    one, single, two = medians["one_process"], medians["one_worker"], medians["two_workers"]
+    shares = "; ".join("+".join(str(c) for c in share) for share in imports["shares"])
+
+    def listed(contender: str) -> str:
+        return ", ".join(f"{s:.2f}" for s in imports["runs"][contender])
+
+    return [
+        (
+            f"n. an import of {rows_:,} new contacts into empty tables, one process "
+            "(`import_contacts`)",
+            f"{one:.2f} s",
+            f"{rows_ / one:,.0f} rows/s; upsert chunks of {imports['chunk']:,} rows; "
+            f"runs {listed('one_process')}",
+        ),
+        (
+            "n. the same import, its upsert shared by Celery workers: 1 worker process",
+            f"{single:.2f} s",
+            f"the job queued → the import done; {single / one:.2f}× the one-process time; "
+            f"runs {listed('one_worker')}",
+        ),
+        (
+            "n. the same, 2 worker processes",
+            f"{two:.2f} s",
+            f"{single / two:.2f}× faster than 1 worker; chunks per worker {shares}; "
+            f"runs {listed('two_workers')}; {rows_:,} contacts created every run",
+        ),
+    ]
+
+
 def rows(n: dict) -> list[tuple[str, str, str]]:
     medians = n["medians"]
     one, single, two = medians["one_process"], medians["one_worker"], medians["two_workers"]
@@ -545,4 +690,5 @@ def rows(n: dict) -> list[tuple[str, str, str]]:
             f"{n['cpus']} CPUs shared with PostgreSQL; scores identical after every run",
         ),
         *workflow_rows(n),
+        *import_rows(n),
     ]
