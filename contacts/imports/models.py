@@ -29,6 +29,7 @@ IMPORT_PHASES = {
     "queued": "waiting for a worker",
     "reading": "reading the file",
     "saving": "saving the contacts",
+    "finishing": "finishing (the contacts are saved)",
     "marketing": "making contacts marketing",
 }
 

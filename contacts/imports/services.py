@@ -702,7 +702,10 @@ def contact_import_run(
         hubspot_check_records(contact_import, staged)
         report("saving", 0, staged.kept)
         if shares and import_share(contact_import, staged, lease):
-            return contact_import  # the workers upsert its ranges; the last one finishes it
+            # The workers save its chunks; the last one queues its end. (Without a broker
+            # they have run already, here.)
+            contact_import.refresh_from_db()
+            return contact_import
         upsert = _upsert_postgresql if fast else _upsert_portable
         upsert(contact_import, staged, lease, report, decision.status_source)
         fields = import_finish_fields(contact_import, staged, decision, report)
@@ -876,5 +879,10 @@ def contact_import_discard(*, contact_import: ContactImport) -> None:
         ImportStatus.FAILED,
     ):
         raise ImportStateError("A committed import is a record of what was imported; it stays.")
+    if connection.vendor == "postgresql":  # the rows a shared upsert left, if it failed
+        from contacts.imports.shared import shared_table
+
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP TABLE IF EXISTS {shared_table(contact_import.pk)}")
     contact_import.file.delete(save=False)
     contact_import.delete()

@@ -225,10 +225,16 @@ def _shared_staging(contact_import_id: int):
     is dropped after, whatever happens (a resume builds it again)."""
     table = shared_table(contact_import_id)
     with connection.cursor() as cursor:
-        cursor.execute(f"CREATE TEMPORARY VIEW {STAGE_TABLE} AS SELECT * FROM {table}")
+        # Without a broker the tasks run inside the coordinator's job, whose session still
+        # has its own staging table, with the same rows: that one is read then.
+        cursor.execute("SELECT to_regclass(%s)", [f"pg_temp.{STAGE_TABLE}"])
+        view = cursor.fetchone()[0] is None
+        if view:
+            cursor.execute(f"CREATE TEMPORARY VIEW {STAGE_TABLE} AS SELECT * FROM {table}")
     try:
         yield
     finally:
         with connection.cursor() as cursor:
-            cursor.execute(f"DROP VIEW IF EXISTS {STAGE_TABLE}")
+            if view:
+                cursor.execute(f"DROP VIEW IF EXISTS {STAGE_TABLE}")
             cursor.execute(f"DROP TABLE IF EXISTS {table}")

@@ -140,3 +140,49 @@ def test_an_import_that_fits_one_chunk_runs_in_one_process(queue):
     assert contact_import.status == ImportStatus.DONE
     assert queue == []
     assert not ImportChunk.objects.exists()
+
+
+@pytest.mark.usefixtures("existing", "small_chunks")
+def test_a_failed_shared_import_discarded_leaves_no_table_behind(queue, monkeypatch):
+    running = contact_import_run(contact_import_id=committed().pk)
+    monkeypatch.setattr(services, "upsert_tally", lambda rows: 1 / 0)
+    assert deliver(chunk_tasks(queue)[0]) == "failed"
+    assert shared_table_exists(running.pk)
+
+    services.contact_import_discard(contact_import=ContactImport.objects.get(pk=running.pk))
+
+    assert not shared_table_exists(running.pk)
+    assert not ImportChunk.objects.exists()
+
+
+def test_a_hubspot_export_shared_by_the_workers_keeps_the_statuses_as_in_one_process(
+    account, marketing_ops, settings, monkeypatch
+):
+    from django.db import transaction
+
+    from contacts.imports.models import HubSpotRecord
+    from tests.contacts.imports.test_hubspot_import import EXPORT, bring, statuses
+    from tests.contacts.imports.test_import_resume import WorkerKilled
+
+    def outcome(contact_import) -> tuple:
+        return (
+            contact_import.status,
+            contact_import.created_count,
+            contact_import.updated_count,
+            contact_import.invalid_count,
+            contact_import.marketing_count,
+            statuses(),
+            sorted(HubSpotRecord.objects.values_list("record_id", "contact__email")),
+        )
+
+    with pytest.raises(WorkerKilled), transaction.atomic():
+        alone = outcome(bring(EXPORT, actor=marketing_ops))
+        raise WorkerKilled  # roll it back
+    # Shared, in chunks of one row; without a broker the tasks run here, one after another
+    settings.IMPORTS_SHARED = True
+    monkeypatch.setattr(services, "IMPORT_UPSERT_BATCH", 1)
+
+    contact_import = bring(EXPORT, actor=marketing_ops)
+
+    assert ImportChunk.objects.filter(contact_import=contact_import).count() > 1
+    assert outcome(contact_import) == alone
