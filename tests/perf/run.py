@@ -49,9 +49,9 @@ m. the embedded default, SQLite (tests/perf/sqlite.py), in fresh processes on a 
    lists over the demo data, and a bulk change of 100,000 of 1,000,000 contacts to marketing
    and back to non-marketing through the service against hand-written SQL. `--only sqlite`
    runs just this.
-n. the score recompute shared by real Celery workers on Redis, 1 worker against 2, against
-   the one-process recompute (tests/perf/workers.py). `--only workers` runs just this (not
-   part of the full run: it needs Redis).
+n. the score recompute, two workflow runs and an import, each shared by real Celery workers
+   on Redis, 1 worker against 2, against the same work in one process (tests/perf/workers.py).
+   `--only workers` runs just this (not part of the full run: it needs Redis).
 
 Between runs every contender gets the same state: contacts non-marketing again, the
 ledger and counters truncated, VACUUM ANALYZE, CHECKPOINT. One untimed hand-written run

@@ -1,5 +1,5 @@
-"""n. The lead-score recompute and workflow runs shared by Celery workers (`--only workers`;
-not in the full run).
+"""n. The lead-score recompute, workflow runs and imports shared by Celery workers (`--only
+workers`; not in the full run).
 
 `python -m tests.perf.run --only workers [--contacts N] [--repeat R]` (PostgreSQL, and
 Redis on 127.0.0.1:6379). In one run:
@@ -34,6 +34,12 @@ to the run's row saying done, alternating, the median of `--repeat`:
   emptied (section i.'s reset).
 
 Every run of a workflow must give the same counts, or the benchmark fails.
+
+Last (it empties the tables), an import of a CSV of N new contacts (section g.'s file), timed
+the same three ways from the job's start to the import's row saying done (the upload,
+preview and commit before it untimed): in this process as `import_contacts` runs it, chunk
+after chunk; queued as the API queues it, its upsert's chunks shared by 1 worker, then by
+2. Every run must create N contacts.
 
 The workers use Redis database REDIS_DB, flushed before and after, so no other queue or
 worker can take or add a task; they are stopped at the end, whatever happens.
