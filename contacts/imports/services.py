@@ -713,7 +713,7 @@ def contact_import_run(
         logger.warning("import %s: this worker lost its lease and stops", contact_import_id)
         contact_import.refresh_from_db()
         return contact_import
-    except ImportFileError as error:
+    except (ImportFileError, jobs.JobNotQueued) as error:  # a sentence for the user
         _fail(contact_import, str(error), lease)
         return contact_import
     except Exception as error:  # recorded on the import; the worker's log has the trace

@@ -186,3 +186,20 @@ def test_a_hubspot_export_shared_by_the_workers_keeps_the_statuses_as_in_one_pro
 
     assert ImportChunk.objects.filter(contact_import=contact_import).count() > 1
     assert outcome(contact_import) == alone
+
+
+@pytest.mark.usefixtures("existing", "small_chunks")
+def test_a_queue_that_does_not_answer_fails_the_import_with_a_sentence(settings, monkeypatch):
+    from crm.jobs import JobNotQueued
+
+    settings.IMPORTS_SHARED = True
+
+    def unreachable(*args):
+        raise JobNotQueued("A part of the import could not be queued: the broker is down.")
+
+    monkeypatch.setattr(shared.jobs, "delay", lambda task, *args, **kwargs: unreachable())
+
+    failed = contact_import_run(contact_import_id=committed().pk)
+
+    assert failed.status == ImportStatus.FAILED
+    assert failed.message == "A part of the import could not be queued: the broker is down."
