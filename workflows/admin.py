@@ -521,7 +521,25 @@ class WorkflowAdmin(OwnsSystemRowsMixin, admin.ModelAdmin):
 
 
 _CURSORS = ("cursor", "emailed_through")
-# How a run's per-action counts read on its page.
+# How a run's per-action counts read on its page, and in which order (PostgreSQL's jsonb
+# keeps keys in its own order, not the order they were written in).
+_RESULT_ORDER = [
+    "changed",
+    "cancelled",
+    "scheduled",
+    "added",
+    "removed",
+    "sent",
+    "refused_non_marketing",
+    "refused_unsubscribed",
+    "refused_bounced",
+]
+
+
+def _result_order(key: str) -> tuple[int, str]:
+    return (_RESULT_ORDER.index(key) if key in _RESULT_ORDER else len(_RESULT_ORDER), key)
+
+
 _RESULT_WORDS = {
     "scheduled": "scheduled to become non-marketing at their next update date",
     "refused_non_marketing": "refused (not marketing contacts)",
@@ -579,8 +597,8 @@ class WorkflowRunAdmin(ReadOnlyAdminMixin, BigTableAdmin):
             number, kind = name.split(":", 1)
             label = ActionType(kind).label if kind in ActionType.values else kind
             told = ", ".join(
-                f"{value:,} {_RESULT_WORDS.get(key, key.replace('_', ' '))}"
-                for key, value in counts.items()
+                f"{counts[key]:,} {_RESULT_WORDS.get(key, key.replace('_', ' '))}"
+                for key in sorted(counts, key=_result_order)
             )
             lines.append((number, label, told))
         return format_html_join(mark_safe("<br>"), "{}. {}: {}", lines)
