@@ -690,13 +690,16 @@ def contact_import_run(
         if progress:
             progress(phase, done, total)
 
-    from contacts.imports.shared import import_share, import_shares
+    from contacts.imports.shared import drop_shared_table, import_share, import_shares
 
     fast = _fast_path()
     try:
         decision = import_creation_decision(contact_import)
+        # An import shared before keeps its chunks' counts, whichever way it goes on: rows
+        # saved already are unchanged to the upsert, which counts only what it writes.
+        chunked = fast and contact_import.chunks.exists()
         shares = fast and progress is None and import_shares(contact_import)
-        if not contact_import.upsert_after and not (shares and contact_import.chunks.exists()):
+        if not contact_import.upsert_after and not chunked:
             lease.write(created_count=0, updated_count=0)  # nothing saved yet: afresh
         staged = _stage(contact_import, report)
         hubspot_check_records(contact_import, staged)
@@ -709,6 +712,8 @@ def contact_import_run(
         upsert = _upsert_postgresql if fast else _upsert_portable
         upsert(contact_import, staged, lease, report, decision.status_source)
         fields = import_finish_fields(contact_import, staged, decision, report)
+        if chunked:  # a shared import ended here (the command's resume): its table goes
+            drop_shared_table(contact_import.pk)
     except jobs.LeaseLost:
         logger.warning("import %s: this worker lost its lease and stops", contact_import_id)
         contact_import.refresh_from_db()
@@ -880,9 +885,8 @@ def contact_import_discard(*, contact_import: ContactImport) -> None:
     ):
         raise ImportStateError("A committed import is a record of what was imported; it stays.")
     if connection.vendor == "postgresql":  # the rows a shared upsert left, if it failed
-        from contacts.imports.shared import shared_table
+        from contacts.imports.shared import drop_shared_table
 
-        with connection.cursor() as cursor:
-            cursor.execute(f"DROP TABLE IF EXISTS {shared_table(contact_import.pk)}")
+        drop_shared_table(contact_import.pk)
     contact_import.file.delete(save=False)
     contact_import.delete()

@@ -52,6 +52,11 @@ def shared_table(contact_import_id: int) -> str:
     return f"import_stage_{int(contact_import_id)}"
 
 
+def drop_shared_table(contact_import_id: int) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE IF EXISTS {shared_table(contact_import_id)}")
+
+
 def import_shares(contact_import: ContactImport) -> bool:
     """Whether this run of the import shares its upsert: the setting is on, and no chunk was
     saved the one-process way (an import resumed keeps the way it started)."""
@@ -234,7 +239,7 @@ def _shared_staging(contact_import_id: int):
     try:
         yield
     finally:
-        with connection.cursor() as cursor:
-            if view:
+        if view:
+            with connection.cursor() as cursor:
                 cursor.execute(f"DROP VIEW IF EXISTS {STAGE_TABLE}")
-            cursor.execute(f"DROP TABLE IF EXISTS {table}")
+        drop_shared_table(contact_import_id)

@@ -203,3 +203,27 @@ def test_a_queue_that_does_not_answer_fails_the_import_with_a_sentence(settings,
 
     assert failed.status == ImportStatus.FAILED
     assert failed.message == "A part of the import could not be queued: the broker is down."
+
+
+@pytest.mark.usefixtures("existing", "small_chunks")
+def test_a_shared_import_resumed_by_the_command_ends_in_its_process_with_the_same_counts(
+    queue, settings, monkeypatch, capsys
+):
+    from django.core.management import call_command
+
+    expected = uninterrupted_in_one_process(settings)
+    running = contact_import_run(contact_import_id=committed().pk)
+    # Given a shared import whose second chunk failed, one chunk saved
+    assert deliver(chunk_tasks(queue)[0]) == "done"
+    tally = services.upsert_tally
+    monkeypatch.setattr(services, "upsert_tally", lambda rows: 1 / 0)
+    assert deliver(chunk_tasks(queue)[1]) == "failed"
+    monkeypatch.setattr(services, "upsert_tally", tally)
+
+    # When the command resumes it in its own process
+    call_command("import_contacts", "--resume", str(running.pk))
+
+    # Then it ends as an uninterrupted import, the saved chunk counted once
+
+    assert end_state(running.pk) == expected
+    assert not shared_table_exists(running.pk)
