@@ -218,17 +218,28 @@ def workflow_run_execute(
     if run.as_of is None:
         run.as_of = at or started
         WorkflowRun.objects.filter(pk=run.pk).update(as_of=run.as_of)
+    _recorded(run, lease, lambda: _execute(run, workflow, lease=lease, progress=progress))
+    run.refresh_from_db()
+    return run
+
+
+def _recorded(run: WorkflowRun, lease: jobs.Lease, work: Callable[[], str | None]) -> str:
+    """`work()` for the run under `lease`, its own failures recorded on the run, never
+    raised: what `work` returns ("done" for None), "lease lost" (another worker owns the
+    run, or it ended), "held" (the hard cap held a chunk: a race with the preflight; the
+    chunk rolled back, the run waits instead) or "failed"."""
     try:
-        _execute(run, workflow, lease=lease, progress=progress)
+        return work() or "done"
     except jobs.LeaseLost:
         logger.warning("workflow run %s: this worker lost its lease and stops", run.pk)
-    except ChangeHeld as held:  # the hard cap held a chunk (a race with the preflight):
-        _hold(run, lease, billing=held.reason)  # the chunk rolled back; the run waits instead
+        return "lease lost"
+    except ChangeHeld as held:
+        _hold(run, lease, billing=held.reason)
+        return "held"
     except Exception as error:  # recorded on the run; the log has the trace
         logger.exception("workflow run %s failed", run.pk)
         _fail(run, lease, f"The run stopped on an error ({error.__class__.__name__}: {error}).")
-    run.refresh_from_db()
-    return run
+        return "failed"
 
 
 def _hold(run: WorkflowRun, lease: jobs.Lease, *, limit: str = "", billing: str = "") -> None:
@@ -353,38 +364,33 @@ def workflow_run_chunk_execute(*, run_id: int, lo: int, token: str, preflight_do
     if chunk is None or chunk.emailed_at is not None:
         return "done already"
     run, workflow = chunk.run, chunk.run.workflow
-    try:
+
+    def work() -> str:
         lease.beat()
-        if chunk.done_at is None:
-            _run_chunk(
-                run,
-                workflow,
-                lease=lease,
-                now=run.as_of,
-                ids=None,
-                lo=chunk.lo,
-                hi=chunk.hi,
-                preflight_done=preflight_done,
-                chunk=chunk,
-            )
-        else:  # its worker died after the chunk's commit, before its email
-            target = _enrolled_by(run, chunk.lo, chunk.hi)
-            _send_emails(run, workflow, lease=lease, target=target, chunk=chunk)
-    except jobs.LeaseLost:
-        logger.warning("workflow run %s: the lease of range %s is gone; skipped", run_id, lo)
-        return "lease lost"
-    except _ChunkDoneAlready:
-        return "done already"
-    except ChangeHeld as held:
-        _hold(run, lease, billing=held.reason)
-        return "held"
-    except Exception as error:  # recorded on the run; the log has the trace
-        logger.exception("workflow run %s failed in range %s", run_id, lo)
-        _fail(run, lease, f"The run stopped on an error ({error.__class__.__name__}: {error}).")
-        return "failed"
-    if not WorkflowRunChunk.objects.filter(run_id=run_id, emailed_at__isnull=True).exists():
+        try:
+            if chunk.done_at is None:
+                _run_chunk(
+                    run,
+                    workflow,
+                    lease=lease,
+                    now=run.as_of,
+                    ids=None,
+                    lo=chunk.lo,
+                    hi=chunk.hi,
+                    preflight_done=preflight_done,
+                    chunk=chunk,
+                )
+            else:  # its worker died after the chunk's commit, before its email
+                target = _enrolled_by(run, chunk.lo, chunk.hi)
+                _send_emails(run, workflow, lease=lease, target=target, chunk=chunk)
+        except _ChunkDoneAlready:
+            return "done already"
+        return "done"
+
+    outcome = _recorded(run, lease, work)
+    if outcome == "done" and not run.chunks.filter(emailed_at__isnull=True).exists():
         _finish(lease)
-    return "done"
+    return outcome
 
 
 def _chunk_mark(lease: jobs.Lease, chunk: WorkflowRunChunk, *, done: bool, emailed: bool) -> None:

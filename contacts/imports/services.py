@@ -656,6 +656,16 @@ def _fail(contact_import: ContactImport, message: str, lease: jobs.Lease | None 
     contact_import.refresh_from_db()
 
 
+def fail_internal(contact_import: ContactImport, error: Exception, lease: jobs.Lease) -> None:
+    """An error of our own stopped the import: a sentence on it, the trace in the log."""
+    logger.exception("import %s failed", contact_import.pk)
+    _fail(
+        contact_import,
+        f"The import stopped on an internal error ({error.__class__.__name__}).",
+        lease,
+    )
+
+
 def contact_import_run(
     *, contact_import_id: int, progress: ImportProgress | None = None
 ) -> ContactImport:
@@ -721,13 +731,8 @@ def contact_import_run(
     except (ImportFileError, jobs.JobNotQueued) as error:  # a sentence for the user
         _fail(contact_import, str(error), lease)
         return contact_import
-    except Exception as error:  # recorded on the import; the worker's log has the trace
-        logger.exception("import %s failed", contact_import_id)
-        _fail(
-            contact_import,
-            f"The import stopped on an internal error ({error.__class__.__name__}).",
-            lease,
-        )
+    except Exception as error:
+        fail_internal(contact_import, error, lease)
         return contact_import
     finally:
         with connection.cursor() as cursor:

@@ -29,6 +29,7 @@ own chunk row; the finish's status change takes the usage lock first, as always.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from contextlib import contextmanager
 
 from django.conf import settings
@@ -68,7 +69,8 @@ def import_share(contact_import: ContactImport, staged: _Staged, lease: jobs.Lea
     the chunks (recorded once), one task per chunk not yet done. False when the rows fit one
     chunk (and no chunk was recorded): the import then runs in this process."""
     chunks = ImportChunk.objects.filter(contact_import_id=contact_import.pk)
-    if staged.kept <= services.IMPORT_UPSERT_BATCH and not chunks.exists():
+    recorded = chunks.exists()
+    if staged.kept <= services.IMPORT_UPSERT_BATCH and not recorded:
         return False
     table = shared_table(contact_import.pk)
     with connection.cursor() as cursor:
@@ -76,7 +78,7 @@ def import_share(contact_import: ContactImport, staged: _Staged, lease: jobs.Lea
         cursor.execute(f"CREATE UNLOGGED TABLE {table} AS TABLE {STAGE_TABLE}")
         cursor.execute(f"CREATE UNIQUE INDEX {table}_email ON {table} (email)")
         cursor.execute(f"ANALYZE {table}")
-        if not chunks.exists():
+        if not recorded:
             bounds = services._email_bounds(cursor, staged.kept)
             batch = services.IMPORT_UPSERT_BATCH
             ImportChunk.objects.bulk_create(
@@ -127,47 +129,51 @@ def import_chunk_run(*, contact_import_id: int, number: int, token: str) -> str:
     if chunk is None or chunk.done_at is not None:
         return "done already"
     contact_import = chunk.contact_import
-    try:
+
+    def work() -> str:
         lease.beat()
         reason = services.import_creation_decision(contact_import).status_source
         params = services._upsert_params(contact_import, reason, timezone.now())
         now = timezone.now()
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(
-                services._upsert_sql(shared_table(contact_import_id)),
-                {**params, "lo": chunk.lo or None, "hi": chunk.hi or None},
-            )
-            created, updated = services.upsert_tally(cursor.fetchall())
-            lease.write(
-                created_count=F("created_count") + created,
-                updated_count=F("updated_count") + updated,
-                processed_rows=F("processed_rows") + chunk.rows,
-                lease_expires_at=now + jobs.lease_duration(),
-            )
-            if not ImportChunk.objects.filter(pk=chunk.pk, done_at__isnull=True).update(
-                done_at=now
-            ):
-                raise _ChunkDoneAlready
-    except jobs.LeaseLost:
-        logger.warning(
-            "import %s: the lease of chunk %s is gone; skipped", contact_import_id, number
-        )
-        return "lease lost"
-    except _ChunkDoneAlready:
-        return "done already"
-    except Exception as error:  # recorded on the import; the worker's log has the trace
-        logger.exception("import %s failed in chunk %s", contact_import_id, number)
-        services._fail(
-            contact_import,
-            f"The import stopped on an internal error ({error.__class__.__name__}).",
-            lease,
-        )
-        return "failed"
-    if not ImportChunk.objects.filter(
-        contact_import_id=contact_import_id, done_at__isnull=True
-    ).exists():
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(
+                    services._upsert_sql(shared_table(contact_import_id)),
+                    {**params, "lo": chunk.lo or None, "hi": chunk.hi or None},
+                )
+                created, updated = services.upsert_tally(cursor.fetchall())
+                lease.write(
+                    created_count=F("created_count") + created,
+                    updated_count=F("updated_count") + updated,
+                    processed_rows=F("processed_rows") + chunk.rows,
+                    lease_expires_at=now + jobs.lease_duration(),
+                )
+                if not ImportChunk.objects.filter(pk=chunk.pk, done_at__isnull=True).update(
+                    done_at=now
+                ):
+                    raise _ChunkDoneAlready
+        except _ChunkDoneAlready:
+            return "done already"
+        return "done"
+
+    outcome = _recorded(contact_import, lease, work)
+    if outcome == "done" and not contact_import.chunks.filter(done_at__isnull=True).exists():
         _queue_finish(contact_import_id, token)
-    return "done"
+    return outcome
+
+
+def _recorded(contact_import: ContactImport, lease: jobs.Lease, work: Callable[[], str]) -> str:
+    """`work()` for the import under `lease`, its own failures recorded on the import, never
+    raised: what `work` returns, "lease lost" (the import failed, or was resumed under a new
+    lease) or "failed"."""
+    try:
+        return work()
+    except jobs.LeaseLost:
+        logger.warning("import %s: this worker lost its lease and stops", contact_import.pk)
+        return "lease lost"
+    except Exception as error:
+        services.fail_internal(contact_import, error, lease)
+        return "failed"
 
 
 def _queue_finish(contact_import_id: int, token: str) -> None:
@@ -184,7 +190,8 @@ def _queue_finish(contact_import_id: int, token: str) -> None:
 
 def import_finish(*, contact_import_id: int, token: str) -> str:
     """Every chunk is saved: the rest of the import, once (the first delivery claims the
-    "saving" phase). Returns "done", "held", "not mine" or "failed"."""
+    "saving" phase). Returns "done", "held", "not mine" (another delivery has it), "lease
+    lost" or "failed"."""
     lease = jobs.Lease(ContactImport, contact_import_id, token)
     claimed = ContactImport.objects.filter(
         pk=contact_import_id, lease_token=token, phase="saving"
@@ -204,23 +211,14 @@ def import_finish(*, contact_import_id: int, token: str) -> str:
     def report(phase: str, done: int, total: int) -> None:
         lease.beat(phase=phase, processed_rows=done, total_rows=total)
 
-    try:
+    def work() -> str:
         with _shared_staging(contact_import_id):
             decision = services.import_creation_decision(contact_import)
             fields = services.import_finish_fields(contact_import, staged, decision, report)
-    except jobs.LeaseLost:
-        logger.warning("import %s: this worker lost its lease and stops", contact_import_id)
-        return "not mine"
-    except Exception as error:  # recorded on the import; the worker's log has the trace
-        logger.exception("import %s failed at its end", contact_import_id)
-        services._fail(
-            contact_import,
-            f"The import stopped on an internal error ({error.__class__.__name__}).",
-            lease,
-        )
-        return "failed"
-    services.import_release(contact_import, lease, staged, fields)
-    return str(contact_import.status)
+        services.import_release(contact_import, lease, staged, fields)
+        return str(contact_import.status)
+
+    return _recorded(contact_import, lease, work)
 
 
 @contextmanager

@@ -105,6 +105,14 @@ class Worker:
             pytest.fail(f"worker {self.name} exited ({self.process.returncode})\n{self.log_tail()}")
         return " ready." in self.log_path.read_text()
 
+    def received(self, task: str) -> int:
+        """How many `task` messages this worker took ("received" is logged before the task
+        runs, so it counts one whose "succeeded" line is not written yet)."""
+        return sum(
+            f"{task}[" in line and " received" in line
+            for line in self.log_path.read_text().splitlines()
+        )
+
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_path.read_text().splitlines()[-lines:])
 

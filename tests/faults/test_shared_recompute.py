@@ -82,11 +82,7 @@ def total(queued) -> dict:
 
 
 def chunks_taken(worker) -> int:
-    """The chunks the worker received (its "succeeded" line may follow the chord's total)."""
-    return sum(
-        "recompute_scores_chunk[" in line and " received" in line
-        for line in worker.log_path.read_text().splitlines()
-    )
+    return worker.received("workflows.recompute_scores_chunk")
 
 
 def chunk_of(ids: list[int]) -> tuple[int, int]:

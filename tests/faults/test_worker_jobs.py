@@ -81,16 +81,10 @@ def test_two_workers_share_a_workflow_run_and_do_each_range_once(workers, accoun
     ranges = WorkflowRunChunk.objects.filter(run_id=pk)
     assert ranges.count() == ranges.filter(done_at__isnull=False).count() == 6
     # both workers took ranges, and no range was taken twice
-    taken = [ranges_taken(first), ranges_taken(second)]
+    task = "workflows.run_workflow_chunk"
+    taken = [first.received(task), second.received(task)]
     assert min(taken) > 0 and sum(taken) == 6, taken
     call_command("verify_billing", periods=0)
-
-
-def ranges_taken(worker, task: str = "workflows.run_workflow_chunk") -> int:
-    return sum(
-        f"{task}[" in line and " received" in line
-        for line in worker.log_path.read_text().splitlines()
-    )
 
 
 def test_two_workers_share_an_import_and_save_each_chunk_once(workers, account, api):
@@ -116,7 +110,7 @@ def test_two_workers_share_an_import_and_save_each_chunk_once(workers, account, 
     assert chunks.count() == chunks.filter(done_at__isnull=False).count() == 6
     # both workers took chunks, and no chunk was taken twice
     task = "contacts.upsert_import_chunk"
-    taken = [ranges_taken(first, task), ranges_taken(second, task)]
+    taken = [first.received(task), second.received(task)]
     assert min(taken) > 0 and sum(taken) == 6, taken
     call_command("verify_billing", periods=0)
 

@@ -48,6 +48,7 @@ worker can take or add a task; they are stopped at the end, whatever happens.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import os
 import secrets
 import signal
@@ -55,8 +56,11 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import quote
 
 from django.conf import settings
@@ -72,6 +76,7 @@ REDIS_DB = 11  # the benchmark's own Redis database (the fault tests use 5, thro
 REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
 EVENTS_PER_CONTACT = 2
 NOW = dt.datetime(2026, 12, 1, 12, tzinfo=dt.UTC)
+T = TypeVar("T")
 START_SECONDS = 90  # a worker that is not ready by then fails the benchmark
 RESULT_SECONDS = 1800  # nor a recompute that has not ended by then
 EVENT = EngagementEvent._meta.db_table
@@ -158,7 +163,7 @@ class Worker:
     def log_tail(self, lines: int = 30) -> str:
         return "\n".join(self.log_path.read_text().splitlines()[-lines:])
 
-    def chunks_taken(self, task: str = "workflows.recompute_scores_chunk") -> int:
+    def chunks_taken(self, task: str) -> int:
         # "received", logged before the chunk runs: its "succeeded" line may come after the
         # chord's total has been read
         return sum(
@@ -213,6 +218,72 @@ def shared_recompute(backend) -> dict:
 
 def load() -> str:
     return ", ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+@dataclass
+class Fleet:
+    """The benchmark's first worker, and how to start more for one timed run."""
+
+    start: Callable[[str], Worker]
+    first: Worker
+
+    def work(self, count: int, task: str, work: Callable[[], T]) -> tuple[T, list[int]]:
+        """`work()` with `count` workers up (the first, and `count - 1` started for it and
+        stopped after); its result, and how many `task` messages each worker took."""
+        extra = [self.start("bench-extra") for _ in range(count - 1)]
+        fleet = (self.first, *extra)
+        before = [worker.chunks_taken(task) for worker in fleet]
+        try:
+            outcome = work()
+        finally:
+            taken = [w.chunks_taken(task) - b for w, b in zip(fleet, before, strict=True)]
+            for worker in extra:
+                worker.stop()
+        return outcome, taken
+
+
+def alternating(
+    options,
+    say,
+    label: str,
+    one_process: Callable[[], float],
+    on_workers: Callable[[int], float],
+    *,
+    before: Callable[[], None],
+    after: Callable[[str], str] = lambda name: "",
+) -> dict[str, list[float]]:
+    """The three contenders — `one_process()`, `on_workers(1)`, `on_workers(2)`, each
+    returning its seconds — `--repeat` times, in the reverse order every other round;
+    `before()` sets the state each run starts from, `after(name)` checks the run and says
+    what it gave. Each contender's seconds."""
+    contenders = {
+        "one_process": one_process,
+        "one_worker": lambda: on_workers(1),
+        "two_workers": lambda: on_workers(2),
+    }
+    runs: dict[str, list[float]] = {name: [] for name in contenders}
+    for round_ in range(options.repeat):
+        order = list(contenders) if round_ % 2 == 0 else list(contenders)[::-1]
+        for name in order:
+            before()
+            say(f"n: {label}, {name}, {round_ + 1} of {options.repeat} (load {load()})")
+            seconds = contenders[name]()
+            runs[name].append(seconds)
+            say(f"     {seconds:.2f} s{after(name)}")
+    return runs
+
+
+def ended(model, pk: int):
+    """Job `pk` of `model` (a run, an import) once its row says it is no longer queued or
+    running, read every 20 ms."""
+    deadline = time.monotonic() + RESULT_SECONDS
+    while True:
+        job = model.objects.get(pk=pk)
+        if job.status not in ("queued", "running"):
+            return job
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{model.LEASE_NOUN} #{pk} has not ended in {RESULT_SECONDS} s")
+        time.sleep(0.02)
 
 
 # --- workflow runs ---------------------------------------------------------------------
@@ -284,14 +355,7 @@ def run_on_workers(workflow) -> tuple[float, dict]:
     started = time.perf_counter()
     run = workflow_run_request(workflow=workflow, trigger=RunTrigger.API, enqueue=False)
     run_workflow.delay(run.pk)
-    deadline = time.monotonic() + RESULT_SECONDS
-    while True:
-        run = WorkflowRun.objects.get(pk=run.pk)
-        if run.status not in ("queued", "running"):
-            break
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"run #{run.pk} has not ended after {RESULT_SECONDS} s")
-        time.sleep(0.02)
+    run = ended(WorkflowRun, run.pk)
     wall = time.perf_counter() - started
     if run.status != "done":
         raise RuntimeError(f"run #{run.pk} ended {run.status}: {run.error or run.hold_reason}")
@@ -315,7 +379,7 @@ def run_counts(run) -> dict:
     return {"matched": run.matched, "enrolled": run.enrolled, "changed": run.changed}
 
 
-def workflow_contest(options, say, start, first: Worker, result: dict) -> None:
+def workflow_contest(options, say, fleet: Fleet, result: dict) -> None:
     """Each workflow run in one process, on 1 worker and on 2 (see the module's docstring)."""
     from tests.perf.workflows import _reset
     from workflows.runs import WORKFLOW_RANGE_BATCH
@@ -326,32 +390,26 @@ def workflow_contest(options, say, start, first: Worker, result: dict) -> None:
         ("marketing", marketing_workflow, lambda _workflow, _turn: _reset()),
     ]:
         result["workflow_runs"][name] = _one_workflow(
-            options, say, start, first, name=name, make=make, reset=reset
+            options, say, fleet, name=name, make=make, reset=reset
         )
 
 
-def _one_workflow(options, say, start, first: Worker, *, name, make, reset) -> dict:
+def _one_workflow(options, say, fleet: Fleet, *, name, make, reset) -> dict:
     from workflows.models import Workflow
 
     Workflow.objects.all().delete()
     workflow = make()
-    runs: dict[str, list[float]] = {"one_process": [], "one_worker": [], "two_workers": []}
     counts: list[dict] = []
     shares: list[list[int]] = []
-    task = "workflows.run_workflow_chunk"
+    turns = itertools.count()
 
     def on_workers(count: int) -> float:
-        extra = [start("bench-extra") for _ in range(count - 1)]
-        before = [w.chunks_taken(task) for w in (first, *extra)]
-        try:
-            wall, outcome = run_on_workers(workflow)
-        finally:
-            done = [w.chunks_taken(task) - b for w, b in zip((first, *extra), before, strict=True)]
-            for worker in extra:
-                worker.stop()
+        (wall, outcome), taken = fleet.work(
+            count, "workflows.run_workflow_chunk", lambda: run_on_workers(workflow)
+        )
         counts.append(outcome)
         if count > 1:
-            shares.append(done)
+            shares.append(taken)
         return wall
 
     def one_process() -> float:
@@ -359,24 +417,18 @@ def _one_workflow(options, say, start, first: Worker, *, name, make, reset) -> d
         counts.append(outcome)
         return wall
 
-    contenders = {
-        "one_process": one_process,
-        "one_worker": lambda: on_workers(1),
-        "two_workers": lambda: on_workers(2),
-    }
-    turn = 0
-    reset(workflow, turn)
+    reset(workflow, next(turns))
     say(f"n: the {name} run once, untimed (warms the tables)")
     one_process()
-    for round_ in range(options.repeat):
-        order = list(contenders) if round_ % 2 == 0 else list(contenders)[::-1]
-        for contender in order:
-            turn += 1
-            reset(workflow, turn)
-            say(f"n: {name} run, {contender}, {round_ + 1} of {options.repeat} (load {load()})")
-            seconds = contenders[contender]()
-            runs[contender].append(seconds)
-            say(f"     {seconds:.2f} s, {counts[-1]}")
+    runs = alternating(
+        options,
+        say,
+        f"{name} run",
+        one_process,
+        on_workers,
+        before=lambda: reset(workflow, next(turns)),
+        after=lambda _name: f", {counts[-1]}",
+    )
     if any(outcome != counts[0] for outcome in counts):
         raise AssertionError(f"the {name} runs' counts differ: {counts}")
     return {
@@ -414,14 +466,7 @@ def import_on_workers(path: Path) -> tuple[float, int]:
     contact_import = committed_import(path)
     started = time.perf_counter()
     run_contact_import.delay(contact_import.pk)
-    deadline = time.monotonic() + RESULT_SECONDS
-    while True:
-        contact_import = ContactImport.objects.get(pk=contact_import.pk)
-        if contact_import.status not in ("queued", "running"):
-            break
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"import #{contact_import.pk} has not ended in {RESULT_SECONDS} s")
-        time.sleep(0.02)
+    contact_import = ended(ContactImport, contact_import.pk)
     wall = time.perf_counter() - started
     if contact_import.status != "done":
         raise RuntimeError(f"import #{contact_import.pk} ended {contact_import.status}")
@@ -442,30 +487,23 @@ def import_in_one_process(path: Path) -> tuple[float, int]:
     return wall, contact_import.created_count
 
 
-def import_contest(options, say, start, first: Worker, result: dict) -> None:
+def import_contest(options, say, fleet: Fleet, result: dict) -> None:
     """A CSV of `--contacts` new contacts imported into empty tables in one process, on 1
     worker and on 2 (its upsert's chunks shared), alternating, the median of `--repeat`."""
     from contacts.imports.services import IMPORT_UPSERT_BATCH
     from tests.perf.imports import empty_tables, write_csv
 
     path = write_csv(options.contacts)
-    runs: dict[str, list[float]] = {"one_process": [], "one_worker": [], "two_workers": []}
     created: set[int] = set()
     shares: list[list[int]] = []
-    task = "contacts.upsert_import_chunk"
 
     def on_workers(count: int) -> float:
-        extra = [start("bench-extra") for _ in range(count - 1)]
-        before = [w.chunks_taken(task) for w in (first, *extra)]
-        try:
-            wall, made = import_on_workers(path)
-        finally:
-            done = [w.chunks_taken(task) - b for w, b in zip((first, *extra), before, strict=True)]
-            for worker in extra:
-                worker.stop()
+        (wall, made), taken = fleet.work(
+            count, "contacts.upsert_import_chunk", lambda: import_on_workers(path)
+        )
         created.add(made)
         if count > 1:
-            shares.append(done)
+            shares.append(taken)
         return wall
 
     def one_process() -> float:
@@ -473,19 +511,14 @@ def import_contest(options, say, start, first: Worker, result: dict) -> None:
         created.add(made)
         return wall
 
-    contenders = {
-        "one_process": one_process,
-        "one_worker": lambda: on_workers(1),
-        "two_workers": lambda: on_workers(2),
-    }
-    for round_ in range(options.repeat):
-        order = list(contenders) if round_ % 2 == 0 else list(contenders)[::-1]
-        for contender in order:
-            empty_tables()
-            say(f"n: import, {contender}, {round_ + 1} of {options.repeat} (load {load()})")
-            seconds = contenders[contender]()
-            runs[contender].append(seconds)
-            say(f"     {seconds:.2f} s")
+    runs = alternating(
+        options,
+        say,
+        "import",
+        one_process,
+        on_workers,
+        before=empty_tables,
+    )
     if created != {options.contacts}:
         raise AssertionError(f"the imports created {sorted(created)}, not {options.contacts:,}")
     result["imports"] = {
@@ -514,7 +547,6 @@ def run(options, say) -> dict:
         "events": events,
         "chunk": SCORE_RECOMPUTE_CHUNK,
         "cpus": len(os.sched_getaffinity(0)),
-        "runs": {"one_process": [], "one_worker": [], "two_workers": []},
         "loads": [],
         "changed": set(),
         "chunks": set(),
@@ -540,43 +572,37 @@ def run(options, say) -> dict:
             return outcome.seconds
 
         def on_workers(count: int) -> float:
-            extra = [start("bench-extra") for _ in range(count - 1)]
-            before = [worker.chunks_taken() for worker in (first, *extra)]
-            try:
-                outcome = shared_recompute(backend)
-            finally:
-                done = [w.chunks_taken() - b for w, b in zip((first, *extra), before, strict=True)]
-                for worker in extra:
-                    worker.stop()
+            outcome, taken = fleet.work(
+                count, "workflows.recompute_scores_chunk", lambda: shared_recompute(backend)
+            )
             result["changed"].add(outcome["changed"])
             result["chunks"].add(outcome["chunks"])
             if count > 1:
-                result["shares"].append(done)
+                result["shares"].append(taken)
             return outcome["wall"]
 
-        contenders = {
-            "one_process": one_process,
-            "one_worker": lambda: on_workers(1),
-            "two_workers": lambda: on_workers(2),
-        }
+        def stale() -> None:
+            make_stale()
+            result["loads"].append(load())
+
+        def checked(name: str) -> str:
+            if digest() != reference:
+                raise AssertionError(f"{name}: the scores differ from the one-process run's")
+            return ", scores identical"
+
         try:
-            first = start("bench-worker")
-            workflow_contest(options, say, start, first, result)
-            for round_ in range(options.repeat):
-                order = list(contenders) if round_ % 2 == 0 else list(contenders)[::-1]
-                for name in order:
-                    make_stale()
-                    load_before = load()
-                    say(f"n: {name}, run {round_ + 1} of {options.repeat} (load {load_before})")
-                    seconds = contenders[name]()
-                    result["runs"][name].append(seconds)
-                    result["loads"].append(load_before)
-                    if digest() != reference:
-                        raise AssertionError(
-                            f"{name}: the scores differ from the one-process run's"
-                        )
-                    say(f"     {seconds:.2f} s, scores identical")
-            import_contest(options, say, start, first, result)  # last: it empties the tables
+            fleet = Fleet(start, start("bench-worker"))
+            workflow_contest(options, say, fleet, result)
+            result["runs"] = alternating(
+                options,
+                say,
+                "recompute",
+                one_process,
+                on_workers,
+                before=stale,
+                after=checked,
+            )
+            import_contest(options, say, fleet, result)  # last: it empties the tables
         finally:
             for worker in started:
                 worker.stop()

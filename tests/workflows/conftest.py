@@ -2,6 +2,7 @@ import pytest
 
 from billing.models import Subscription
 from contacts.models import Contact
+from contacts.outreach.services import marketing_email_create
 from tests.factories import SourceFactory, set_guardrails
 
 
@@ -30,3 +31,14 @@ def make_contacts(db):
         return Contact.objects.filter(email__in=emails)
 
     return make
+
+
+@pytest.fixture
+def welcome(db):
+    """A marketing email to the MQLs, for the runs that send one."""
+    return marketing_email_create(
+        name="Welcome",
+        subject="Hi",
+        body="Hello {first_name} {unsubscribe_url}",
+        audience_filter={"lifecycle_stage": "mql"},
+    )

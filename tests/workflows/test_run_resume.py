@@ -13,20 +13,15 @@ from django.core.management import call_command
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from contacts.outreach.services import marketing_email_create
 from contacts.status.models import StatusChange
 from tests.factories import ContactFactory, UserFactory
-from tests.workflows.wf_helpers import make_workflow
+from tests.workflows.wf_helpers import WorkerKilled, make_workflow
 from workflows import runs
 from workflows.models import Enrollment, RunStatus, RunTrigger, WorkflowRun
 from workflows.runs import workflow_run_execute, workflow_run_request
 
 pytestmark = pytest.mark.django_db
 RUNS = "/api/workflow-runs/"
-
-
-class WorkerKilled(BaseException):
-    """Stands for kill -9: no `except Exception` sees it, nothing records it."""
 
 
 @pytest.fixture
@@ -46,16 +41,6 @@ def mqls(account, monkeypatch):
     """Five MQLs over three chunks of two ids."""
     monkeypatch.setattr(runs, "WORKFLOW_RANGE_BATCH", 2)
     return [ContactFactory(email=f"p{i}@x.com", lifecycle_stage="mql") for i in range(5)]
-
-
-@pytest.fixture
-def welcome(db):
-    return marketing_email_create(
-        name="Welcome",
-        subject="Hi",
-        body="Hello {first_name} {unsubscribe_url}",
-        audience_filter={"lifecycle_stage": "mql"},
-    )
 
 
 def killed_before_the_first_chunks_email(workflow, monkeypatch) -> WorkflowRun:

@@ -15,10 +15,9 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from contacts.models import Contact
-from contacts.outreach.services import marketing_email_create
 from contacts.status.models import StatusChange
 from tests.factories import ContactFactory, UserFactory, set_guardrails
-from tests.workflows.wf_helpers import make_workflow
+from tests.workflows.wf_helpers import WorkerKilled, make_workflow
 from workflows import runs, tasks
 from workflows.models import Enrollment, RunStatus, RunTrigger, WorkflowRun, WorkflowRunChunk
 from workflows.runs import (
@@ -32,10 +31,6 @@ from workflows.runs import (
 pytestmark = pytest.mark.django_db
 
 
-class WorkerKilled(BaseException):
-    """Stands for kill -9: no `except Exception` sees it, nothing records it."""
-
-
 @pytest.fixture
 def mqls(account, monkeypatch):
     """Five MQLs and two leads over four ranges of two ids."""
@@ -44,16 +39,6 @@ def mqls(account, monkeypatch):
     return [
         ContactFactory(email=f"p{i}@x.com", lifecycle_stage=stage) for i, stage in enumerate(stages)
     ]
-
-
-@pytest.fixture
-def welcome(db):
-    return marketing_email_create(
-        name="Welcome",
-        subject="Hi",
-        body="Hello {first_name} {unsubscribe_url}",
-        audience_filter={"lifecycle_stage": "mql"},
-    )
 
 
 @pytest.fixture

@@ -80,3 +80,7 @@ def make_marketing(*contacts) -> None:
     contacts_set_marketing(
         contacts=[c.pk for c in contacts], source=StatusSource("manual", name="test")
     )
+
+
+class WorkerKilled(BaseException):
+    """Stands for kill -9: no `except Exception` sees it, nothing records it."""
