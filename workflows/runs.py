@@ -430,19 +430,17 @@ def _in_range(queryset: QuerySet, lo: int, hi: int | None, field_name: str = "pk
 def _enrolled_by(run: WorkflowRun, lo: int, hi: int | None) -> QuerySet:
     """The contacts this run enrolled with ids in [lo, hi) (all of them when hi is None).
 
-    The range bounds the enrollments' contact ids too, in the same join, so a chunk reads
-    its own part of enrollment_run_idx (run, contact) instead of every enrollment the run
-    has made so far and probing the contacts table for each (which grew with every chunk).
+    The range bounds the enrollments' contact ids too, so a chunk reads its own part of
+    enrollment_run_idx (run, contact) instead of every enrollment the run has made so far
+    and probing the contacts table for each (which grew with every chunk). A subquery, not
+    a join: the contacts table stays the query's only table, so a status change updates
+    the rows straight from this filter (`contacts.status.sql`).
     """
+    enrollments = Enrollment.objects.filter(run_id=run.pk)
     if hi is None:
-        return Contact.objects.filter(workflow_enrollments__run_id=run.pk)
-    return Contact.objects.filter(
-        workflow_enrollments__run_id=run.pk,
-        workflow_enrollments__contact_id__gte=lo,
-        workflow_enrollments__contact_id__lt=hi,
-        pk__gte=lo,
-        pk__lt=hi,
-    )
+        return Contact.objects.filter(pk__in=enrollments.values("contact_id"))
+    enrollments = enrollments.filter(contact_id__gte=lo, contact_id__lt=hi)
+    return Contact.objects.filter(pk__in=enrollments.values("contact_id"), pk__gte=lo, pk__lt=hi)
 
 
 @dataclass(frozen=True)

@@ -86,6 +86,12 @@ class OperationSql:
     # marketing_until (u) alone: the PostgreSQL path updates the rows straight from
     # that filter, with no read of the old values first (the rollover).
     in_place: bool = False
+    # Set marketing: "marketing at the change's instant" over the table's own columns.
+    # Only those rows (no change, or a pending downgrade to cancel, whose ledger row
+    # needs its date) are read first; every other row matched becomes an upgrade, which
+    # needs nothing of its old values, so the PostgreSQL path updates those straight
+    # from the target's filter.
+    marketing_now: tuple[str, list] | None = None
 
 
 def operation_sql(
@@ -118,6 +124,7 @@ def operation_sql(
                 f"marketing_status = '{MARKETING}', marketing_until = NULL, {{reason}}",
                 reason=reason,
             ),
+            marketing_now=(marketing_sql(), sql_param(now)[1]),
         )
     if op == SET_NON_MARKETING:
         return OperationSql(
@@ -209,6 +216,8 @@ def run_chunk_postgresql(chunk: Chunk, spec: OperationSql, ledger_select) -> dic
     """
     if spec.in_place:
         return run_chunk_in_place(chunk, spec, ledger_select)
+    if spec.marketing_now and _single_table(chunk.queryset):
+        return run_chunk_upgrade_in_place(chunk, spec, ledger_select)
     rows = chunk.queryset.order_by().values_list("pk", "marketing_status", "marketing_until")
     rows_sql, rows_params = rows.query.sql_with_params()
     sql, params = sql_fill(
@@ -248,10 +257,8 @@ def run_chunk_in_place(chunk: Chunk, spec: OperationSql, ledger_select) -> dict[
     About a quarter cheaper than reading the rows first: no join back to the table.
     Only for a filter on the contacts table's own columns (no joins).
     """
-    query = chunk.queryset.order_by().query
-    if len(query.alias_map) > 1:
+    if not _single_table(chunk.queryset):
         raise ValueError("an in-place chunk filters on the contacts table alone")
-    where, where_params = query.get_compiler(connection=connection).compile(query.where)
     sql, params = sql_fill(
         f"""
         WITH upd AS (
@@ -268,12 +275,69 @@ def run_chunk_in_place(chunk: Chunk, spec: OperationSql, ledger_select) -> dict[
         UNION ALL SELECT action, COUNT(*) FROM ins GROUP BY action
         """,
         assignments=spec.assignments,
-        where=(where, list(where_params)),
+        where=_where(chunk.queryset),
         ledger=ledger_select,
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return {action: count for action, count in cursor.fetchall()}
+
+
+def run_chunk_upgrade_in_place(chunk: Chunk, spec: OperationSql, ledger_select) -> dict[str, int]:
+    """Set marketing in one statement of two UPDATEs over disjoint rows: the chunk's rows
+    marketing now are read first (`kept`), and those with a pending downgrade updated
+    through that list (their ledger row is effective at the old date); every other row
+    of the chunk's filter is updated in place as an upgrade. The ledger select reads (s,
+    u) from both: an upgrade's are a non-marketing status and no date, which give its
+    action and its effective instant. Matched = kept + upgraded."""
+    where = _where(chunk.queryset)
+    sql, params = sql_fill(
+        f"""
+        WITH kept AS MATERIALIZED (
+            SELECT id, marketing_status AS s, marketing_until AS u FROM {CONTACT_TABLE}
+            WHERE {{where}} AND {{marketing}}
+        ),
+        cancelled AS (
+            UPDATE {CONTACT_TABLE} c SET {{assignments}}
+            FROM kept k
+            WHERE c.id = k.id AND k.u IS NOT NULL
+            RETURNING c.id, k.s, k.u
+        ),
+        upgraded AS (
+            UPDATE {CONTACT_TABLE} SET {{assignments}}
+            WHERE {{where}} AND NOT {{marketing}}
+            RETURNING id, '{NON_MARKETING}'::varchar AS s, NULL::timestamptz AS u
+        ),
+        upd AS (
+            SELECT id, s, u FROM cancelled UNION ALL SELECT id, s, u FROM upgraded
+        ),
+        ins AS (
+            INSERT INTO {LEDGER_TABLE} ({LEDGER_COLUMNS})
+            {{ledger}} FROM upd
+            RETURNING action
+        )
+        SELECT 'matched', (SELECT COUNT(*) FROM kept) + (SELECT COUNT(*) FROM upgraded)
+        UNION ALL SELECT action, COUNT(*) FROM ins GROUP BY action
+        """,
+        where=where,
+        marketing=spec.marketing_now,
+        assignments=spec.assignments,
+        ledger=ledger_select,
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return {action: count for action, count in cursor.fetchall()}
+
+
+def _single_table(queryset: QuerySet) -> bool:
+    """Whether the queryset filters on the contacts table's own columns (no joins)."""
+    return len(queryset.query.alias_map) <= 1
+
+
+def _where(queryset: QuerySet) -> tuple[str, list]:
+    query = queryset.order_by().query
+    where, params = query.get_compiler(connection=connection).compile(query.where)
+    return where, list(params)
 
 
 def run_chunk_portable(

@@ -209,6 +209,7 @@ def explain_first(run: Callable[[], object], marker: str) -> str:
     try:
         with transaction.atomic(), connection.execute_wrapper(wrapper):
             run()
+            raise _Explained  # nothing matched: roll back all the same
     except _Explained:
         pass
     return plans[0] if plans else "(no statement matched)"
@@ -217,7 +218,7 @@ def explain_first(run: Callable[[], object], marker: str) -> str:
 def explain_service_chunk(contacts: QuerySet) -> str:
     # The service's PostgreSQL chunk statement starts with this CTE.
     return explain_first(
-        lambda: contacts_set_marketing(contacts=contacts, source=BULK), "WITH target AS"
+        lambda: contacts_set_marketing(contacts=contacts, source=BULK), "WITH kept AS"
     )
 
 

@@ -28,7 +28,6 @@ import time
 from django.db.models import Count, Max
 
 SMALL = 100_000
-MEMORY_BAR = 1.2
 
 
 def _peak_rss_mb() -> float:

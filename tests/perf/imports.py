@@ -1,5 +1,6 @@
-"""g. CSV import: `import_contacts` on a 1,000,000-row CSV of new contacts (the bar:
-≥ 50,000 rows/s on PostgreSQL, memory flat in the file's size).
+"""g. CSV import: `import_contacts` on a 1,000,000-row CSV of new contacts (the bars:
+at least 0.87 × the rate of a hand-written COPY + INSERT … SELECT of the same file on
+PostgreSQL, memory flat in the file's size).
 
 Each size (100,000 and 1,000,000 rows) runs in a fresh child process
 (`python -m tests.perf.imports_child`), so its peak RSS (resource.getrusage) is that
@@ -23,8 +24,6 @@ from pathlib import Path
 from django.conf import settings
 
 SIZES = (100_000, 1_000_000)
-BAR_ROWS_PER_SECOND = 50_000
-MEMORY_BAR = 1.5  # peak RSS at 1M ≤ 1.5 × at 100k
 STAGES = ["Subscriber", "Lead", "Marketing Qualified Lead", "Sales Qualified Lead", "Customer"]
 HEADER = "Email,First Name,Last Name,Company,Phone Number,Lifecycle Stage\n"
 

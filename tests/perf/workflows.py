@@ -11,7 +11,8 @@
   run by the service (`workflow_run_now`: preview and guardrails, chunks, enrollments,
   ledger rows, counters) against the same work as ONE hand-written statement (after the
   lock, request and counter rows: INSERT the enrollments … RETURNING, UPDATE the
-  contacts, INSERT the ledger rows, move the counters); the bar: service ≤ 2 × SQL;
+  contacts, INSERT the ledger rows, move the counters); the bars: service ≤ 1.1 × SQL
+  and ≤ 4 s;
 - a per-contact loop over the first `--loop` contacts (evaluate the criteria for the
   contact, check its enrollment, enroll it, call the status service), extrapolated to the
   table; the bar: the service ≥ 50 × faster.
@@ -32,7 +33,8 @@ from tests.perf import data
 
 ENROLLMENT = "workflows_enrollment"
 RUN = "workflows_workflowrun"
-BAR_SQL = 2.0
+BAR_SQL = 1.1  # the service ÷ the one hand-written statement
+BAR_SECONDS = 4.0  # the service run at 1,000,000 contacts
 BAR_LOOP = 50.0
 BAR_EVENT = 1.5
 
@@ -300,6 +302,11 @@ def rows(i: dict) -> list[tuple[str, str, str]]:
             f"{i['service_s']:.2f} s",
             f"{counts['matched']:,} matched, {counts['enrolled']:,} enrolled, "
             f"{counts['changed']:,} made marketing; runs {', '.join(f'{s:.2f}' for s in i['service_runs'])}",
+        ),
+        (
+            f"i. service run (bar ≤ {BAR_SECONDS:.0f} s)",
+            f"{i['service_s']:.2f} s",
+            verdict(i["service_s"] <= BAR_SECONDS),
         ),
         (
             "i. the same as one hand-written SQL statement",

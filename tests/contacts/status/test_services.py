@@ -497,3 +497,40 @@ def test_source_services_keep_locked_kinds_non_marketing(db):
         source_delete(source=form)
     source_delete(source=app)
     assert list(Source.objects.values_list("name", flat=True)) == ["Website form"]
+
+
+@pytest.mark.parametrize("joined", [False, True], ids=["own columns", "joined"])
+def test_set_marketing_writes_each_row_by_the_contacts_old_status(
+    account, contact_factory, manual, joined
+):
+    # On PostgreSQL a filter on the contacts table's own columns updates the upgrades in
+    # place and reads only the rows marketing now; a filter through a join reads every
+    # row first. Both must write the same rows.
+    fresh, already, pending, due = contact_factory.create_batch(4)
+    contacts_set_marketing(contacts=[already.pk, pending.pk, due.pk], source=manual, at=NOV_5)
+    contacts_set_non_marketing(contacts=[due.pk], source=manual, at=NOV_5)  # due on DEC_1
+    contacts_set_non_marketing(contacts=[pending.pk], source=manual, at=at(2026, 12, 2))
+    ids = [fresh.pk, already.pk, pending.pk, due.pk]
+    target = Contact.objects.filter(pk__in=ids)
+    if joined:
+        target = target.filter(source__name__isnull=False)
+    assert sql._single_table(target) is not joined
+    change_at = at(2026, 12, 3)  # due's downgrade is past and not rolled over yet
+
+    result = contacts_set_marketing(contacts=target, source=manual, at=change_at)
+
+    assert (result.matched, result.changed, result.cancelled, result.already) == (4, 2, 1, 1)
+    rows = StatusChange.objects.filter(requested_at=change_at)
+    assert sorted(
+        rows.values_list("contact_id", "action", "from_status", "effective_at")
+    ) == sorted(
+        [
+            (fresh.pk, LedgerAction.UPGRADE, "non_marketing", change_at),
+            (due.pk, LedgerAction.UPGRADE, "non_marketing", change_at),
+            (pending.pk, LedgerAction.DOWNGRADE_CANCELLED, "non_marketing", JAN_1),
+        ]
+    )
+    assert set(
+        Contact.objects.filter(pk__in=ids).values_list("marketing_status", "marketing_until")
+    ) == {(MarketingStatus.MARKETING, None)}
+    assert usage().live_count == 4
