@@ -123,16 +123,24 @@ def notify_engagement_recorded(events: list[NewEngagementEvent]) -> None:
 
 ContactListener = Callable[[list[int]], None]
 _contact_listeners: list[ContactListener] = []
+# A listener may say when it listens at all (workflows: while an event-triggered workflow
+# is enabled), so a write of many contacts need not gather their ids for nobody.
+_listening: dict[ContactListener, Callable[[], bool]] = {}
 
 
-def register_contact_listener(listener: ContactListener) -> None:
+def register_contact_listener(
+    listener: ContactListener, *, listening: Callable[[], bool] | None = None
+) -> None:
     if listener not in _contact_listeners:
         _contact_listeners.append(listener)
+    if listening is not None:
+        _listening[listener] = listening
 
 
 def unregister_contact_listener(listener: ContactListener) -> None:
     if listener in _contact_listeners:
         _contact_listeners.remove(listener)
+    _listening.pop(listener, None)
 
 
 def notify_contacts_changed(ids: list[int]) -> None:
@@ -153,7 +161,8 @@ def contacts_changed(ids) -> None:
 
 
 def has_contact_listeners() -> bool:
-    return bool(_contact_listeners)
+    """Whether any listener listens now: one that said when (`listening`) is asked."""
+    return any(_listening.get(listener, lambda: True)() for listener in _contact_listeners)
 
 
 # A merge moves the merged-away contact's rows to the survivor before that contact is

@@ -14,9 +14,9 @@ class WorkflowsConfig(AppConfig):
         # Event triggers: contacts notifies its contact listeners (contacts/hooks.py) with the
         # ids of created/updated contacts after commit; workflows evaluates just those.
         from contacts.hooks import register_contact_listener
-        from workflows.tasks import on_contacts_changed
+        from workflows.tasks import event_workflows_enabled, on_contacts_changed
 
-        register_contact_listener(on_contacts_changed)
+        register_contact_listener(on_contacts_changed, listening=event_workflows_enabled)
         # Merges: a merged-away contact's enrollments and rotation memberships move to the
         # survivor, inside the merge's transaction (contacts/hooks.py explains why).
         from contacts.hooks import register_merge_listener

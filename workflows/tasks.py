@@ -53,12 +53,18 @@ def evaluate_changed_contacts(contact_ids: list[int]) -> dict:
     return {"runs": workflows_on_contacts_changed(contact_ids=contact_ids)}
 
 
-def on_contacts_changed(ids: list[int]) -> None:
-    """contacts.hooks contact listener (registered in WorkflowsConfig.ready): after commit."""
+def event_workflows_enabled() -> bool:
+    """Whether an event-triggered workflow is enabled: one indexless query over a handful
+    of workflows. The contact listener's `listening` (WorkflowsConfig.ready)."""
     from workflows.models import Workflow
 
-    # One indexless query over a handful of workflows; nothing is queued when none listens.
-    if Workflow.objects.filter(enabled=True, event_triggered=True).exists():
+    return Workflow.objects.filter(enabled=True, event_triggered=True).exists()
+
+
+def on_contacts_changed(ids: list[int]) -> None:
+    """contacts.hooks contact listener (registered in WorkflowsConfig.ready): after commit.
+    Nothing is queued when no event-triggered workflow is enabled."""
+    if event_workflows_enabled():
         evaluate_changed_contacts.delay(list(ids))
 
 

@@ -11,6 +11,8 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -914,3 +916,36 @@ def test_the_contacts_an_import_created_or_updated_are_told_to_the_listeners(
     new = Contact.objects.get(email="new@example.com")
     assert sorted(told) == sorted([new.pk, changed.pk])
     assert same.pk not in told
+
+
+def test_an_import_gathers_no_ids_while_no_listener_listens(
+    account, django_capture_on_commit_callbacks
+):
+    from contacts.hooks import (
+        has_contact_listeners,
+        register_contact_listener,
+        unregister_contact_listener,
+    )
+    from workflows.models import Workflow
+
+    # Given only listeners that say they do not listen now (workflows' listens while an
+    # event-triggered workflow is enabled, and none is)
+    assert not Workflow.objects.filter(enabled=True, event_triggered=True).exists()
+    told: list[int] = []
+    listener = told.extend
+    register_contact_listener(listener, listening=lambda: False)
+    try:
+        assert not has_contact_listeners()
+        # When a file of new contacts is imported
+        with (
+            django_capture_on_commit_callbacks(execute=True),
+            CaptureQueriesContext(connection) as queries,
+        ):
+            run_import("Email,First Name\na@example.com,A\nb@example.com,B\n")
+    finally:
+        unregister_contact_listener(listener)
+
+    # Then the contacts are stored, and no one was told, nor their ids read for it
+    assert Contact.objects.filter(email__in=["a@example.com", "b@example.com"]).count() == 2
+    assert told == []
+    assert not [q for q in queries if '"contacts_contact"."updated_at" >=' in q["sql"]]
