@@ -586,6 +586,7 @@ def _run_chunk(
                     # with no preflight, checks it chunk by chunk). Approved overage: neither.
                     guarded=not run.billing_approved,
                     operation_limit=not preflight_done,
+                    within=(lo, hi) if hi is not None else None,
                 )
                 if not result.replayed:
                     counts["changed"] += result.changed + result.cancelled

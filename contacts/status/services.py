@@ -219,6 +219,7 @@ def _change_status(
     guarded: bool = False,
     operation_limit: bool = True,
     fingerprint: str = "",
+    within: tuple[int, int] | None = None,
 ) -> StatusChangeResult:
     target = as_target(contacts)
     fingerprint = fingerprint or request_fingerprint(operation, source, target)
@@ -268,6 +269,7 @@ def _change_status(
                 usage=usage,
                 now=now,
                 progress=progress,
+                within=within,
             )
     # Raised after the block, so the held change's row is kept (by this transaction, or by
     # the caller's if it catches ChangeHeld) while nothing of the change itself is written.
@@ -289,6 +291,7 @@ def _write(
     usage: PeriodUsage,
     now: dt.datetime,
     progress: Progress | None,
+    within: tuple[int, int] | None = None,
 ) -> StatusChangeResult:
     """The change itself, with the usage lock held: ledger rows, contacts, counters."""
     request = _begin(
@@ -315,6 +318,7 @@ def _write(
         actor_id=request.actor_id,
         delete=operation == DELETE,
         progress=progress,
+        chunks=target_chunks(target, within=within) if within else None,
     )
     result = StatusChangeResult(
         operation=operation,
@@ -404,6 +408,7 @@ def contacts_set_marketing(
     progress: Progress | None = None,
     guarded: bool = False,
     operation_limit: bool = True,
+    within: tuple[int, int] | None = None,
 ) -> StatusChangeResult:
     """Make contacts marketing now; a pending downgrade is cancelled at no extra cost.
 
@@ -413,7 +418,9 @@ def contacts_set_marketing(
     hard cap or the per-operation limit the change is held for approval
     (`contacts.status.guardrails`), `ChangeHeld` is raised and nothing else is written.
     `operation_limit=False` leaves out the per-operation limit (the hard cap still holds)
-    for a chunk of an operation already checked whole.
+    for a chunk of an operation already checked whole. `within` = (lo, hi): a queryset's
+    caller knows its ids lie in [lo, hi), so its chunks are cut there without reading the
+    ids' MIN and MAX first (a workflow run's chunk).
     """
     return _change_status(
         SET_MARKETING,
@@ -425,6 +432,7 @@ def contacts_set_marketing(
         progress=progress,
         guarded=guarded,
         operation_limit=operation_limit,
+        within=within,
     )
 
 

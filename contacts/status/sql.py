@@ -453,12 +453,25 @@ class Chunk:
     hi: int | None
 
 
-def target_chunks(target: QuerySet | list[int]) -> list[Chunk]:
+def target_chunks(
+    target: QuerySet | list[int], *, within: tuple[int, int] | None = None
+) -> list[Chunk]:
+    """The statements' chunks: id lists of STATUS_ID_BATCH, or id ranges of
+    STATUS_RANGE_BATCH from the queryset's MIN to its MAX id (or across `within`, the
+    caller's [lo, hi), without reading them)."""
     if isinstance(target, list):
         return [
             Chunk(Contact.objects.filter(pk__in=batch), batch[0], batch[-1] + 1)
             for batch in (
                 target[i : i + STATUS_ID_BATCH] for i in range(0, len(target), STATUS_ID_BATCH)
+            )
+        ]
+    if within is not None:
+        return [
+            Chunk(target.filter(pk__gte=lo, pk__lt=hi), lo, hi)
+            for lo, hi in (
+                (lo, min(lo + STATUS_RANGE_BATCH, within[1]))
+                for lo in range(within[0], within[1], STATUS_RANGE_BATCH)
             )
         ]
     bounds = target.order_by().aggregate(lo=Min("pk"), hi=Max("pk"))

@@ -332,6 +332,25 @@ def test_chunks_cover_every_contact(account, contact_factory, manual, monkeypatc
     assert usage().live_count == 23 and usage().scheduled_downgrades == 23
 
 
+def test_a_range_the_caller_knows_is_cut_without_reading_its_bounds(
+    account, contact_factory, manual, monkeypatch
+):
+    monkeypatch.setattr(sql, "STATUS_RANGE_BATCH", 4)
+    contacts = contact_factory.create_batch(10)
+    lo, hi = contacts[1].pk, contacts[8].pk + 1  # the middle eight
+    target = Contact.objects.filter(pk__gte=lo, pk__lt=hi)
+
+    with CaptureQueriesContext(connection) as queries:
+        result = contacts_set_marketing(contacts=target, source=manual, at=NOV_5, within=(lo, hi))
+
+    assert (result.matched, result.changed) == (8, 8)
+    assert not [q for q in queries if "MIN(" in q["sql"].upper()]
+    assert set(Contact.objects.filter(marketing_status=MarketingStatus.MARKETING)) == set(
+        contacts[1:9]
+    )
+    assert usage().live_count == 8
+
+
 def test_a_rollover_in_chunks_applies_each_due_downgrade_once(
     account, contact_factory, manual, monkeypatch
 ):
