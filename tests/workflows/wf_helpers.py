@@ -69,8 +69,10 @@ def marketing_emails() -> list[str]:
 
 
 def ledger() -> list[tuple]:
+    """The ledger in the order of its requests; within one, by contact (one statement's rows
+    come in the order its plan reads them)."""
     return list(
-        StatusChange.objects.order_by("id").values_list(
+        StatusChange.objects.order_by("request_id", "contact_id", "id").values_list(
             "contact__email", "action", "source_type", "source_id", "source_name"
         )
     )
