@@ -143,10 +143,17 @@ def unregister_contact_listener(listener: ContactListener) -> None:
     _listening.pop(listener, None)
 
 
+def _listens(listener: ContactListener) -> bool:
+    """A listener listens unless it said when (`listening`) and that says not now."""
+    listening = _listening.get(listener)
+    return listening is None or listening()
+
+
 def notify_contacts_changed(ids: list[int]) -> None:
     for listener in list(_contact_listeners):
         try:
-            listener(ids)
+            if _listens(listener):
+                listener(ids)
         except Exception:  # a listener's failure must not undo a committed write
             logger.exception("contact listener %r failed", listener)
 
@@ -161,8 +168,8 @@ def contacts_changed(ids) -> None:
 
 
 def has_contact_listeners() -> bool:
-    """Whether any listener listens now: one that said when (`listening`) is asked."""
-    return any(_listening.get(listener, lambda: True)() for listener in _contact_listeners)
+    """Whether any listener listens now."""
+    return any(_listens(listener) for listener in _contact_listeners)
 
 
 # A merge moves the merged-away contact's rows to the survivor before that contact is

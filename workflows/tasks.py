@@ -62,10 +62,9 @@ def event_workflows_enabled() -> bool:
 
 
 def on_contacts_changed(ids: list[int]) -> None:
-    """contacts.hooks contact listener (registered in WorkflowsConfig.ready): after commit.
-    Nothing is queued when no event-triggered workflow is enabled."""
-    if event_workflows_enabled():
-        evaluate_changed_contacts.delay(list(ids))
+    """contacts.hooks contact listener (registered in WorkflowsConfig.ready): after commit,
+    and only while `event_workflows_enabled` (the hooks ask it first)."""
+    evaluate_changed_contacts.delay(list(ids))
 
 
 @shared_task(

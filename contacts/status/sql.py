@@ -467,13 +467,11 @@ def target_chunks(
             )
         ]
     if within is not None:
-        return [
-            Chunk(target.filter(pk__gte=lo, pk__lt=hi), lo, hi)
-            for lo, hi in (
-                (lo, min(lo + STATUS_RANGE_BATCH, within[1]))
-                for lo in range(within[0], within[1], STATUS_RANGE_BATCH)
-            )
-        ]
+        chunks = []
+        for lo in range(within[0], within[1], STATUS_RANGE_BATCH):
+            hi = min(lo + STATUS_RANGE_BATCH, within[1])
+            chunks.append(Chunk(target.filter(pk__gte=lo, pk__lt=hi), lo, hi))
+        return chunks
     bounds = target.order_by().aggregate(lo=Min("pk"), hi=Max("pk"))
     if bounds["lo"] is None:
         return []

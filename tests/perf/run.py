@@ -132,8 +132,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             "scale",
             "history",
         ],
-        help="run one section only (status: a.–e., close: f., import: g., export: h., workflows: i., "
-        "engagement: j., reads: k., load: l., sqlite: m., workers: n.; scale: e, f, g and k at "
+        help="run one section only (status: a.–e., close: f., import: g., export: h., "
+        "workflows: i., engagement: j., reads: k., load: l., sqlite: m., workers: n.; scale: e, f, g and k at "
         "1M and at --contacts, o.; history: the close with and without ten older months of "
         "ledger; l., n., o. and history only this way); its rows in the docs are updated, the "
         "others kept",
