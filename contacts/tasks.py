@@ -51,6 +51,14 @@ def finish_import(contact_import_id: int, token: str) -> dict:
     }
 
 
+@shared_task(name="contacts.drop_stale_import_previews", acks_late=True, max_retries=3)
+def drop_stale_import_previews() -> dict:
+    """Drop the staged rows of previews no import waits on any more (idempotent)."""
+    from contacts.imports.kept import kept_sweep
+
+    return {"dropped": len(kept_sweep())}
+
+
 # Chunks of SEND_CHUNK_SIZE a worker sends before it re-enqueues the rest (~10,000 emails):
 # a long send never holds one worker for hours, and a crash loses little.
 SEND_CHUNKS_PER_TASK = 50

@@ -94,6 +94,13 @@ class ContactImport(LeasedJob, BaseModel):
         "after it, with the counts saved so far.",
     )
     preview = models.JSONField(default=dict, blank=True)
+    staged_table = models.CharField(
+        max_length=63,
+        blank=True,
+        editable=False,
+        help_text="PostgreSQL: the table holding the preview's staged rows, which the run "
+        "reads instead of the file (contacts/imports/kept.py).",
+    )
     marketing_result = models.JSONField(null=True, blank=True)
     message = models.TextField(blank=True, help_text="Why it failed, or what waits for approval.")
     created_by = models.ForeignKey(

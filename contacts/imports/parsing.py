@@ -35,7 +35,9 @@ from crm.rows import row_get_or_create
 # (the same rules on every database) and writes the good rows to a temporary staging
 # table — COPY on PostgreSQL, executemany elsewhere — and the bad ones to
 # `ImportRowError`. Duplicates are resolved in SQL (the last row of an email wins), so
-# memory stays flat whatever the file's size. Then contacts are upserted by email:
+# memory stays flat whatever the file's size. On PostgreSQL the preview's pass is the only
+# one: its staged rows are kept for the run (contacts/imports/kept.py). Then contacts are
+# upserted by email:
 # on PostgreSQL one INSERT … ON CONFLICT (email) DO UPDATE … WHERE changed statement
 # per IMPORT_UPSERT_BATCH staged rows; elsewhere chunks of bulk_create/bulk_update.
 # New contacts are inserted non-marketing with the reason `contacts_creation_policy`

@@ -28,6 +28,13 @@ from django.utils import timezone
 from contacts.hooks import (
     contacts_changed,
 )
+from contacts.imports.kept import (
+    kept_drop,
+    kept_dropped_on_error,
+    kept_forget,
+    kept_open,
+    kept_table_new,
+)
 from contacts.imports.migration import (
     hubspot_check_records,
     hubspot_keeps_statuses,
@@ -183,6 +190,7 @@ def contact_import_configure(
     mapping = import_resolve_mapping(contact_import.columns, mapping, contact_import.format)
     _check_status_choice(marketing, mapping)
     _check_marketing_allowed(actor, marketing, mapping)
+    kept_forget(contact_import)  # staged with the old mapping
     contact_import.mapping = mapping
     contact_import.marketing = marketing
     contact_import.status = ImportStatus.DRAFT
@@ -479,19 +487,21 @@ def contact_import_preview(*, contact_import: ContactImport, actor=None) -> Cont
     _check_marketing_allowed(actor, contact_import.marketing, contact_import.mapping)
     keeps_statuses = hubspot_keeps_statuses(contact_import)
     file_statuses = None
+    kept = kept_table_new(contact_import)
     try:
-        staged = _stage(contact_import, None)
-        hubspot_check_records(contact_import, staged)
-        counts = _count_changes()
-        if keeps_statuses:
-            file_statuses, status = hubspot_preview(contact_import, timezone.now())
-        else:
-            existing = Contact.objects.filter(
-                email__in=RawSQL(f"SELECT email FROM {STAGE_TABLE}", [])
-            )
-            status = contacts_status_preview(
-                contacts=existing, operation=SET_MARKETING, additional=counts.new
-            )
+        with kept_dropped_on_error(contact_import):
+            staged = _stage(contact_import, None, kept or STAGE_TABLE)
+            hubspot_check_records(contact_import, staged)
+            counts = _count_changes()
+            if keeps_statuses:
+                file_statuses, status = hubspot_preview(contact_import, timezone.now())
+            else:
+                existing = Contact.objects.filter(
+                    email__in=RawSQL(f"SELECT email FROM {STAGE_TABLE}", [])
+                )
+                status = contacts_status_preview(
+                    contacts=existing, operation=SET_MARKETING, additional=counts.new
+                )
     except ImportFileError as error:
         _fail(contact_import, str(error))
         raise
@@ -669,7 +679,9 @@ def fail_internal(contact_import: ContactImport, error: Exception, lease: jobs.L
 def contact_import_run(
     *, contact_import_id: int, progress: ImportProgress | None = None
 ) -> ContactImport:
-    """The background job: stage the file, upsert the contacts, then the marketing part.
+    """The background job: the staged rows (on PostgreSQL the preview's, kept for the run
+    by contacts/imports/kept.py; else the file staged again), the contacts upserted, then
+    the marketing part.
 
     Runs a queued import, or a running one whose worker died (its lease ran out: a
     redelivered task); anything else is returned as it is. The worker holds the import's
@@ -677,7 +689,8 @@ def contact_import_run(
     upsert chunk commits with the import's cursor and counts, so a rerun stages the same
     file again, skips what was saved and ends as one uninterrupted run would: the same
     contacts, counts, ledger rows (the status change has the idempotency key
-    "import:<id>:marketing") and counters. Row errors are written afresh.
+    "import:<id>:marketing") and counters. Row errors are written afresh when the file is
+    read again; the preview's stand when its rows are.
     """
     lease = jobs.lease_claim(
         ContactImport,
@@ -703,6 +716,7 @@ def contact_import_run(
     from contacts.imports.shared import drop_shared_table, import_share, import_shares
 
     fast = _fast_path()
+    lost = False
     try:
         decision = import_creation_decision(contact_import)
         # An import shared before keeps its chunks' counts, whichever way it goes on: rows
@@ -711,7 +725,11 @@ def contact_import_run(
         shares = fast and progress is None and import_shares(contact_import)
         if not contact_import.upsert_after and not chunked:
             lease.write(created_count=0, updated_count=0)  # nothing saved yet: afresh
-        staged = _stage(contact_import, report)
+        staged = kept_open(contact_import)  # the preview's rows, or the file read again
+        if staged is None:
+            staged = _stage(contact_import, report)
+        else:
+            report("reading", staged.rows, staged.rows)
         hubspot_check_records(contact_import, staged)
         report("saving", 0, staged.kept)
         if shares and import_share(contact_import, staged, lease):
@@ -725,6 +743,8 @@ def contact_import_run(
         if chunked:  # a shared import ended here (the command's resume): its table goes
             drop_shared_table(contact_import.pk)
     except jobs.LeaseLost:
+        # The worker that holds the lease now may be reading the preview's rows: they stay.
+        lost = True
         logger.warning("import %s: this worker lost its lease and stops", contact_import_id)
         contact_import.refresh_from_db()
         return contact_import
@@ -737,6 +757,8 @@ def contact_import_run(
     finally:
         with connection.cursor() as cursor:
             _drop_staging(cursor)
+        if not lost:  # read once; a resume reads the file
+            kept_drop(contact_import.staged_table)
     import_release(contact_import, lease, staged, fields)
     return contact_import
 
@@ -893,5 +915,6 @@ def contact_import_discard(*, contact_import: ContactImport) -> None:
         from contacts.imports.shared import drop_shared_table
 
         drop_shared_table(contact_import.pk)
+    kept_forget(contact_import)
     contact_import.file.delete(save=False)
     contact_import.delete()

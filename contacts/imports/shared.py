@@ -39,7 +39,7 @@ from django.utils import timezone
 
 from contacts.imports import services
 from contacts.imports.models import ContactImport, ImportChunk
-from contacts.imports.staging import STAGE_TABLE, _Staged
+from contacts.imports.staging import STAGE_TABLE, _Staged, stage_view
 from crm import jobs
 
 logger = logging.getLogger(__name__)
@@ -233,7 +233,7 @@ def _shared_staging(contact_import_id: int):
         cursor.execute("SELECT to_regclass(%s)", [f"pg_temp.{STAGE_TABLE}"])
         view = cursor.fetchone()[0] is None
         if view:
-            cursor.execute(f"CREATE TEMPORARY VIEW {STAGE_TABLE} AS SELECT * FROM {table}")
+            stage_view(cursor, table)
     try:
         yield
     finally:

@@ -296,15 +296,31 @@ STAGE_COLUMNS = "line, " + ", ".join(IMPORT_STAGED_FIELDS)
 
 
 def _stage_ddl(table: str) -> str:
+    """The session's staging table, or (another name) a table kept for the run, UNLOGGED."""
     columns = ", ".join(
         f"{name} {'BOOLEAN' if IMPORT_FIELDS[name].kind == 'flag' else 'TEXT'}"
         + (" NOT NULL" if name == "email" else "")
         for name in IMPORT_STAGED_FIELDS
     )
-    return f"CREATE TEMPORARY TABLE {table} (line INTEGER NOT NULL, {columns})"
+    kind = "TEMPORARY" if table == STAGE_TABLE else "UNLOGGED"
+    return f"CREATE {kind} TABLE {table} (line INTEGER NOT NULL, {columns})"
+
+
+def stage_view(cursor, table: str) -> None:
+    """`table` read under the staging table's name (a temporary view, this session only)."""
+    cursor.execute(f"CREATE TEMPORARY VIEW {STAGE_TABLE} AS SELECT * FROM {table}")
 
 
 def _drop_staging(cursor) -> None:
+    """The session's staging table, or its view of a kept or shared table."""
+    if connection.vendor == "postgresql":
+        cursor.execute(
+            "SELECT relkind FROM pg_class WHERE oid = to_regclass(%s)", [f"pg_temp.{STAGE_TABLE}"]
+        )
+        found = cursor.fetchone()
+        if found and found[0] == "v":
+            cursor.execute(f"DROP VIEW {STAGE_TABLE}")
+            return
     cursor.execute(f"DROP TABLE IF EXISTS {STAGE_TABLE}")
 
 
@@ -334,29 +350,33 @@ class _Staged:
     last_line: int = 1  # the file's last staged line (the header is line 1)
 
 
-def _stage(contact_import: ContactImport, progress: ImportProgress | None) -> _Staged:
+def _stage(
+    contact_import: ContactImport, progress: ImportProgress | None, table: str = STAGE_TABLE
+) -> _Staged:
     """Read the file into the staging table `import_stage`: one row per email (the file's
     last), row errors written afresh. Outside a transaction, others see the progress;
-    the staging table lives as long as the connection (dropped by the caller)."""
+    the staging table lives as long as the connection (dropped by the caller).
+
+    With another `table` (PostgreSQL), the rows go to that table, UNLOGGED, which outlives
+    the session (contacts/imports/kept.py), and `import_stage` is this session's view of it.
+    """
     ImportRowError.objects.filter(contact_import=contact_import).delete()
     staged = _Staged()
     fast = _fast_path()
     total = contact_import.rows or 0
     with connection.cursor() as cursor:
         _drop_staging(cursor)
-        cursor.execute(_stage_ddl(STAGE_TABLE))
+        cursor.execute(_stage_ddl(table))
         for batch in _read_batches(contact_import, IMPORT_STAGE_BATCH):
             if batch.rows:
                 if fast:
-                    with cursor.cursor.copy(
-                        f"COPY {STAGE_TABLE} ({STAGE_COLUMNS}) FROM STDIN"
-                    ) as copy:
+                    with cursor.cursor.copy(f"COPY {table} ({STAGE_COLUMNS}) FROM STDIN") as copy:
                         for row in batch.rows:
                             copy.write_row(row)
                 else:
                     marks = ", ".join(["%s"] * (len(IMPORT_STAGED_FIELDS) + 1))
                     cursor.executemany(
-                        f"INSERT INTO {STAGE_TABLE} ({STAGE_COLUMNS}) VALUES ({marks})", batch.rows
+                        f"INSERT INTO {table} ({STAGE_COLUMNS}) VALUES ({marks})", batch.rows
                     )
                 staged.last_line = batch.rows[-1][0]
             _write_errors(contact_import.pk, batch.errors)
@@ -364,14 +384,16 @@ def _stage(contact_import: ContactImport, progress: ImportProgress | None) -> _S
             staged.invalid += batch.invalid
             if progress:
                 progress("reading", staged.rows, max(total, staged.rows))
-        _dedupe(cursor, contact_import)
-        cursor.execute(f"SELECT COUNT(*) FROM {STAGE_TABLE}")
+        _dedupe(cursor, contact_import, table)
+        cursor.execute(f"SELECT COUNT(*) FROM {table}")
         staged.kept = cursor.fetchone()[0]
+        if table != STAGE_TABLE:
+            stage_view(cursor, table)
     staged.duplicates = staged.rows - staged.invalid - staged.kept
     return staged
 
 
-def _dedupe(cursor, contact_import: ContactImport) -> None:
+def _dedupe(cursor, contact_import: ContactImport, table: str = STAGE_TABLE) -> None:
     """Keep the last row of each email and index the staging table for the upsert.
 
     The unique email index the upsert reads by is tried first: a file without
@@ -381,14 +403,14 @@ def _dedupe(cursor, contact_import: ContactImport) -> None:
     postgresql = connection.vendor == "postgresql"
     if postgresql:  # sort in memory, not on disk (the session's setting, reset by the caller)
         cursor.execute(f"SET maintenance_work_mem = '{IMPORT_SORT_MEMORY}'")
-    unique = f"CREATE UNIQUE INDEX {STAGE_TABLE}_email ON {STAGE_TABLE} (email)"
+    unique = f"CREATE UNIQUE INDEX {table}_email ON {table} (email)"
     try:
         with transaction.atomic():
             cursor.execute(unique)
     except IntegrityError:
         email_column = next(c for c, name in contact_import.mapping.items() if name == "email")
         repeated = (
-            f"FROM {STAGE_TABLE} s JOIN (SELECT email, MAX(line) AS last FROM {STAGE_TABLE} "
+            f"FROM {table} s JOIN (SELECT email, MAX(line) AS last FROM {table} "
             "GROUP BY email HAVING COUNT(*) > 1) d ON d.email = s.email WHERE s.line < d.last"
         )
         cursor.execute(
@@ -398,8 +420,8 @@ def _dedupe(cursor, contact_import: ContactImport) -> None:
             + repeated,
             [contact_import.pk, email_column[:200]],
         )
-        cursor.execute(f"DELETE FROM {STAGE_TABLE} WHERE line IN (SELECT s.line {repeated})")
+        cursor.execute(f"DELETE FROM {table} WHERE line IN (SELECT s.line {repeated})")
         cursor.execute(unique)
     if postgresql:
         cursor.execute("RESET maintenance_work_mem")
-    cursor.execute(f"ANALYZE {STAGE_TABLE}")
+    cursor.execute(f"ANALYZE {table}")

@@ -241,6 +241,11 @@ CELERY_BEAT_SCHEDULE: dict = {
     "dispatch-due-workflows": {"task": "workflows.dispatch_due", "schedule": 60.0},
     # Imports and workflow runs whose worker died (its lease ran out) are marked failed.
     "expire-stale-jobs": {"task": "crm.expire_stale_jobs", "schedule": 60.0},
+    # The staged rows of import previews nobody committed (contacts/imports/kept.py).
+    "drop-stale-import-previews": {
+        "task": "contacts.drop_stale_import_previews",
+        "schedule": 3600.0,
+    },
 }
 # A worker renews its lease on a job at each step; a job unrenewed this long is taken for
 # dead (crm/jobs.py).
@@ -284,6 +289,9 @@ MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", str(BASE_DIR / "media")))
 MEDIA_URL = "media/"
 # The largest CSV an import accepts (admin, API and command): 200 MB is ~2.5M typical rows.
 IMPORT_MAX_BYTES = env_int("IMPORT_MAX_BYTES", 200 * 1024 * 1024)
+# PostgreSQL keeps a preview's staged rows for the run this long; an import committed later
+# reads its file again (contacts/imports/kept.py).
+IMPORT_PREVIEW_KEEP_HOURS = env_int("IMPORT_PREVIEW_KEEP_HOURS", 24)
 
 
 # Absolute links in email (the unsubscribe link) start with this: the public address.

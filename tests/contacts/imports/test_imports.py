@@ -538,10 +538,14 @@ def test_progress_is_reported_by_phase(account, monkeypatch):
         contact_import_id=contact_import.pk, progress=lambda *step: seen.append(step)
     )
 
+    # PostgreSQL reads the rows its preview staged, at once; elsewhere the file, in batches
+    reading = (
+        [("reading", 5, 5)]
+        if connection.vendor == "postgresql"
+        else [("reading", 2, 5), ("reading", 4, 5), ("reading", 5, 5)]
+    )
     assert seen == [
-        ("reading", 2, 5),
-        ("reading", 4, 5),
-        ("reading", 5, 5),
+        *reading,
         ("saving", 0, 5),
         ("saving", 2, 5),
         ("saving", 4, 5),
