@@ -53,10 +53,12 @@ def kept_table_new(contact_import: ContactImport) -> str:
 
 
 def kept_drop(name: str) -> None:
-    """Drop a kept table by its name ("" or an unknown name: nothing)."""
+    """Drop a kept table by its name ("" or an unknown name: nothing). CASCADE: a session
+    still reading it (a preview of the same import, submitted twice) has a temporary view
+    of it, which would otherwise refuse the drop; that session's next read fails instead."""
     if name and _NAME.fullmatch(name) and connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute(f"DROP TABLE IF EXISTS {name}")
+            cursor.execute(f"DROP TABLE IF EXISTS {name} CASCADE")
 
 
 def kept_forget(contact_import: ContactImport) -> None:

@@ -5,6 +5,7 @@ run, a new mapping, a new preview, a discard, or the sweep of previews nobody co
 
 import datetime as dt
 
+import psycopg
 import pytest
 from django.db import connection
 from django.utils import timezone
@@ -174,3 +175,30 @@ def test_the_sweep_drops_the_rows_no_import_waits_on(account, settings):
     assert ContactImport.objects.get(pk=left.pk).staged_table == ""
     assert ContactImport.objects.get(pk=queued.pk).status == ImportStatus.QUEUED
     assert kept.kept_sweep() == []
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.postgres
+def test_a_second_preview_replaces_the_rows_another_session_still_reads(account):
+    first = previewed()
+    settings_dict = connection.settings_dict
+    other = psycopg.connect(
+        dbname=settings_dict["NAME"],
+        user=settings_dict["USER"],
+        host=settings_dict["HOST"],
+        port=settings_dict["PORT"],
+        autocommit=True,
+    )
+    try:
+        # A preview of the same import, submitted twice, still reads the first table
+        other.execute(f"CREATE TEMPORARY VIEW import_stage AS SELECT * FROM {first.staged_table}")
+
+        second = contact_import_preview(contact_import=ContactImport.objects.get(pk=first.pk))
+
+        assert second.staged_table != first.staged_table
+        assert table_exists(second.staged_table) and not table_exists(first.staged_table)
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            other.execute("SELECT COUNT(*) FROM import_stage")
+    finally:
+        other.close()
+        kept.kept_drop(ContactImport.objects.get(pk=first.pk).staged_table)
