@@ -104,9 +104,10 @@ def bench_source() -> Source:
     return source
 
 
-def fill(count: int) -> None:
+def fill(count: int, *, scores: bool = True) -> None:
     """Replace every contact with `count` non-marketing contacts (INSERT … SELECT), then
-    VACUUM ANALYZE. The indexes are built after the insert, as a restore does."""
+    VACUUM ANALYZE. The indexes are built after the insert, as a restore does. Lead scores
+    0–100, or all 0 (`scores=False`: no event scored yet)."""
     execute(f"TRUNCATE {CONTACT}, {LEDGER}, {REQUEST}, {USAGE}, {STATE} RESTART IDENTITY CASCADE")
     source = bench_source()
     stages = "ARRAY[" + ", ".join(f"'{stage.value}'" for stage in STAGES) + "]"
@@ -117,7 +118,8 @@ def fill(count: int) -> None:
             SELECT now() - g * interval '1 minute', now(), 'person' || g || '@bench.example',
                    'First' || g %% 997, 'Last' || g %% 1009, 'Company ' || g %% 5003, '',
                    ({stages})[g %% 10 + 1], '', 'prospect', g %% 50 = 0, g %% 97 = 0,
-                   g %% 101, now() - (g %% 120) * interval '1 day', %s, 'non_marketing', NULL,
+                   {"g %% 101" if scores else "0"}, now() - (g %% 120) * interval '1 day', %s,
+                   'non_marketing', NULL,
                    '', '', '', NULL
             FROM generate_series(1, %s) AS g
             """,

@@ -137,12 +137,13 @@ def run(options, say) -> dict:
     table = EngagementEvent._meta.db_table
     contacts = options.contacts
     say(f"j: setting up {contacts:,} contacts")
-    data.fill(contacts)
-    data.execute(f"TRUNCATE {table} RESTART IDENTITY")
     # Scores as scoring keeps them (every contact without events: 0), not the fill's values,
     # so the final recompute measures the nightly steady state and checks the increments.
-    data.execute(f"UPDATE {Contact._meta.db_table} SET lead_score = 0 WHERE lead_score <> 0")
-    data.vacuum()
+    # Written so by the fill: resetting them afterwards rewrote every row, which left the
+    # table and its indexes at twice their size (380 and 416 MB against 211 and 221 MB)
+    # and the ingestion 15–40 % slower than into the table as a restore leaves it.
+    data.fill(contacts, scores=False)
+    data.execute(f"TRUNCATE {table} RESTART IDENTITY")
     _rules()
     data.execute(f"VACUUM ANALYZE {table}")
     data.checkpoint()
