@@ -726,13 +726,14 @@ def contact_import_run(
         if not contact_import.upsert_after and not chunked:
             lease.write(created_count=0, updated_count=0)  # nothing saved yet: afresh
         staged = kept_open(contact_import)  # the preview's rows, or the file read again
+        kept = contact_import.staged_table if staged else ""
         if staged is None:
             staged = _stage(contact_import, report)
         else:
             report("reading", staged.rows, staged.rows)
         hubspot_check_records(contact_import, staged)
         report("saving", 0, staged.kept)
-        if shares and import_share(contact_import, staged, lease):
+        if shares and import_share(contact_import, staged, lease, kept):
             # The workers save its chunks; the last one queues its end. (Without a broker
             # they have run already, here.)
             contact_import.refresh_from_db()

@@ -1,9 +1,10 @@
 """An import's upsert shared by the workers (PostgreSQL, with a broker: `IMPORTS_SHARED`).
 
-The job that runs an import (`contact_import_run`, the coordinator) reads the file into its
-session's staging table as always. When the rows fill more than one upsert chunk, it then
-copies them into a table every session can read — `import_stage_<id>`, UNLOGGED (no WAL:
-it is rebuilt from the file whenever it is needed again) — records the chunks' email
+The job that runs an import (`contact_import_run`, the coordinator) reads its preview's
+kept rows, or the file into its session's staging table. When the rows fill more than one
+upsert chunk, it then makes them a table every session can read — `import_stage_<id>`,
+UNLOGGED (no WAL: it is rebuilt from the file whenever it is needed again): the preview's
+kept table renamed, or a copy of the staging table — records the chunks' email
 bounds as `ImportChunk` rows and queues one task per chunk (`contacts.upsert_import_chunk`),
 carrying the import's lease token, and returns. The import stays one leased job.
 
@@ -54,8 +55,10 @@ def shared_table(contact_import_id: int) -> str:
 
 
 def drop_shared_table(contact_import_id: int) -> None:
+    """CASCADE: the coordinator's view of the table, when it was its preview's kept rows,
+    may not be dropped yet (see `import_share`)."""
     with connection.cursor() as cursor:
-        cursor.execute(f"DROP TABLE IF EXISTS {shared_table(contact_import_id)}")
+        cursor.execute(f"DROP TABLE IF EXISTS {shared_table(contact_import_id)} CASCADE")
 
 
 def import_shares(contact_import: ContactImport) -> bool:
@@ -64,20 +67,30 @@ def import_shares(contact_import: ContactImport) -> bool:
     return settings.IMPORTS_SHARED and not contact_import.upsert_after
 
 
-def import_share(contact_import: ContactImport, staged: _Staged, lease: jobs.Lease) -> bool:
-    """The coordinator's part, once the file is staged in this session: the shared table,
+def import_share(
+    contact_import: ContactImport, staged: _Staged, lease: jobs.Lease, kept: str = ""
+) -> bool:
+    """The coordinator's part, once the rows are staged in this session: the shared table,
     the chunks (recorded once), one task per chunk not yet done. False when the rows fit one
-    chunk (and no chunk was recorded): the import then runs in this process."""
+    chunk (and no chunk was recorded): the import then runs in this process.
+
+    `kept`: the preview's table this session reads the rows from (contacts/imports/kept.py).
+    It is UNLOGGED and indexed by email already, so it becomes the shared table by a rename;
+    otherwise the session's staging table is copied."""
     chunks = ImportChunk.objects.filter(contact_import_id=contact_import.pk)
     recorded = chunks.exists()
     if staged.kept <= services.IMPORT_UPSERT_BATCH and not recorded:
         return False
     table = shared_table(contact_import.pk)
+    drop_shared_table(contact_import.pk)
     with connection.cursor() as cursor:
-        cursor.execute(f"DROP TABLE IF EXISTS {table}")
-        cursor.execute(f"CREATE UNLOGGED TABLE {table} AS TABLE {STAGE_TABLE}")
-        cursor.execute(f"CREATE UNIQUE INDEX {table}_email ON {table} (email)")
-        cursor.execute(f"ANALYZE {table}")
+        if kept:
+            cursor.execute(f"ALTER TABLE {kept} RENAME TO {table}")
+            cursor.execute(f"ALTER INDEX {kept}_email RENAME TO {table}_email")
+        else:
+            cursor.execute(f"CREATE UNLOGGED TABLE {table} AS TABLE {STAGE_TABLE}")
+            cursor.execute(f"CREATE UNIQUE INDEX {table}_email ON {table} (email)")
+            cursor.execute(f"ANALYZE {table}")
         if not recorded:
             bounds = services._email_bounds(cursor, staged.kept)
             batch = services.IMPORT_UPSERT_BATCH

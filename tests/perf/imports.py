@@ -244,7 +244,6 @@ def run(options, say) -> dict:
         results["sizes"][size] = {
             **runs[len(runs) // 2],  # the median run, with its phases
             "runs": [m["run_seconds"] for m in runs],
-            "previews": sorted(m["preview_seconds"] for m in runs),
             "maxrss_mb": max(m["maxrss_mb"] for m in runs),
             "handwritten_seconds": statistics.median(hands),
             "handwritten_runs": sorted(hands),

@@ -9,6 +9,7 @@ often it likes, as workers would. tests/faults/ runs them on real workers.
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from contacts.imports import services, shared
 from contacts.imports.models import ContactImport, ImportChunk, ImportStatus
@@ -225,5 +226,25 @@ def test_a_shared_import_resumed_by_the_command_ends_in_its_process_with_the_sam
 
     # Then it ends as an uninterrupted import, the saved chunk counted once
 
+    assert end_state(running.pk) == expected
+    assert not shared_table_exists(running.pk)
+
+
+@pytest.mark.usefixtures("existing", "small_chunks")
+def test_the_previews_kept_rows_become_the_shared_table_without_a_copy(queue, settings):
+    expected = uninterrupted_in_one_process(settings)
+    contact_import = committed()
+    kept = contact_import.staged_table
+
+    with CaptureQueriesContext(connection) as queries:
+        running = contact_import_run(contact_import_id=contact_import.pk)
+
+    assert not any("AS TABLE" in query["sql"] for query in queries.captured_queries)
+    assert shared_table_exists(running.pk)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT to_regclass(%s)", [kept])
+        assert cursor.fetchone()[0] is None  # renamed, not left behind
+    assert [deliver(item) for item in chunk_tasks(queue)] == ["done"] * 6
+    assert [deliver(item) for item in finish_tasks(queue)] == ["done"]
     assert end_state(running.pk) == expected
     assert not shared_table_exists(running.pk)
