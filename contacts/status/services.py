@@ -67,6 +67,8 @@ from contacts.status.sql import (
     run_chunk_portable,
     run_chunk_postgresql,
     target_chunks,
+    target_chunks_counted,
+    upgrades_in_place,
     use_postgresql_fast_path,
 )
 from crm.calendar import BillingCalendar
@@ -366,9 +368,13 @@ def _apply(
     """Run the operation chunk by chunk (`target`'s, unless the caller cut them); return
     the matched count and ledger rows by action."""
     totals: dict[str, int] = {"matched": 0}
-    if chunks is None:
-        chunks = target_chunks(target)
     fast = not delete and use_postgresql_fast_path()
+    counted = None  # the target's rows, when read with its bounds
+    if chunks is None:
+        if fast and upgrades_in_place(target, specs_for_chunk()[0]):
+            chunks, counted = target_chunks_counted(target)
+        else:
+            chunks = target_chunks(target)
     for done, chunk in enumerate(chunks, start=1):
         specs = specs_for_chunk()
         selects = [
@@ -376,7 +382,8 @@ def _apply(
             for spec in specs
         ]
         if fast:
-            for key, value in run_chunk_postgresql(chunk, specs[0], selects[0]).items():
+            written = run_chunk_postgresql(chunk, specs[0], selects[0], counted=counted is not None)
+            for key, value in written.items():
                 totals[key] = totals.get(key, 0) + value
         else:
             totals["matched"] += run_chunk_portable(
@@ -386,6 +393,10 @@ def _apply(
                 chunk.queryset.delete()
         if progress:
             progress(done, len(chunks))
+    if counted is not None:
+        # The chunks counted the rows they changed; a contact that joined the target
+        # after its count was changed all the same, and is matched too.
+        totals["matched"] = max(counted, totals["matched"])
     if not fast:
         # Rows of this request by action (statuschange_once_per_request index).
         rows = (

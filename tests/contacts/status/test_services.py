@@ -351,6 +351,24 @@ def test_a_range_the_caller_knows_is_cut_without_reading_its_bounds(
     assert usage().live_count == 8
 
 
+def test_a_range_the_caller_knows_counts_the_contacts_marketing_already(
+    account, contact_factory, manual, monkeypatch
+):
+    # Without reading the target's bounds nothing counted it: each chunk counts its rows.
+    monkeypatch.setattr(sql, "STATUS_RANGE_BATCH", 3)
+    contacts = contact_factory.create_batch(7)
+    already, pending = contacts[1], contacts[4]
+    contacts_set_marketing(contacts=[already.pk, pending.pk], source=manual, at=NOV_5)
+    contacts_set_non_marketing(contacts=[pending.pk], source=manual, at=NOV_5)
+    lo, hi = contacts[0].pk, contacts[-1].pk + 1
+    target = Contact.objects.filter(pk__gte=lo, pk__lt=hi)
+
+    result = contacts_set_marketing(contacts=target, source=manual, at=NOV_5, within=(lo, hi))
+
+    assert (result.matched, result.changed, result.cancelled, result.already) == (7, 5, 1, 1)
+    assert usage().live_count == 7 and usage().scheduled_downgrades == 0
+
+
 def test_a_rollover_in_chunks_applies_each_due_downgrade_once(
     account, contact_factory, manual, monkeypatch
 ):
@@ -523,8 +541,9 @@ def test_set_marketing_writes_each_row_by_the_contacts_old_status(
     account, contact_factory, manual, joined
 ):
     # On PostgreSQL a filter on the contacts table's own columns updates the upgrades in
-    # place and reads only the rows marketing now; a filter through a join reads every
-    # row first. Both must write the same rows.
+    # place and reads only the rows with a pending downgrade (its matched count comes with
+    # the target's bounds); a filter through a join reads every row first. Both must write
+    # the same rows and count the same.
     fresh, already, pending, due = contact_factory.create_batch(4)
     contacts_set_marketing(contacts=[already.pk, pending.pk, due.pk], source=manual, at=NOV_5)
     contacts_set_non_marketing(contacts=[due.pk], source=manual, at=NOV_5)  # due on DEC_1
