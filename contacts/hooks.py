@@ -11,6 +11,7 @@ import datetime as dt
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 logger = logging.getLogger(__name__)
 
@@ -79,9 +80,9 @@ def preview_extras(preview) -> dict:
 # `notify=False`: its events are scored once, by the view, not again here.
 
 
-@dataclass(frozen=True)
-class NewEngagementEvent:
-    """One engagement event as newly stored: what scoring needs to know about it."""
+class NewEngagementEvent(NamedTuple):
+    """One engagement event as newly stored: what scoring needs to know about it. A named
+    tuple: a batch makes 10,000, and a frozen dataclass costs four times as much to make."""
 
     contact_id: int
     type: str

@@ -48,6 +48,24 @@ def recorded():
     unregister_engagement_listener(calls.append)
 
 
+def test_each_event_keeps_its_own_properties(db):
+    # The batch's properties travel to the database apart from its other columns (one
+    # JSON array), stored in an order of their own (by external id).
+    ann = ContactFactory()
+    properties = {
+        "z-1": {"campaign": "été", "tags": ["a", "b"]},
+        "a-2": {},
+        "m-3": {"nested": {"depth": 2, "ok": True}, "n": 1.5},
+    }
+    items = [event(ann, key, properties=value) for key, value in properties.items()]
+    items.insert(2, event(ann, "a-2", properties={"lost": "a repeat"}))
+
+    batch = engagement_events_ingest(items=items, now=NOW)
+
+    assert [item.status for item in batch.items] == ["created", "created", "duplicate", "created"]
+    assert dict(EngagementEvent.objects.values_list("external_id", "properties")) == properties
+
+
 def test_a_batch_is_stored_and_reported_item_by_item(db):
     # Given two contacts
     ann, bob = ContactFactory(email="ann@example.com"), ContactFactory(email="bob@example.com")
