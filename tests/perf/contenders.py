@@ -218,7 +218,7 @@ def explain_first(run: Callable[[], object], marker: str) -> str:
 def explain_service_chunk(contacts: QuerySet) -> str:
     # The service's PostgreSQL chunk statement starts with this CTE.
     return explain_first(
-        lambda: contacts_set_marketing(contacts=contacts, source=BULK), "WITH pending AS"
+        lambda: contacts_set_marketing(contacts=contacts, source=BULK), "WITH kept AS"
     )
 
 
