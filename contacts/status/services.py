@@ -394,8 +394,10 @@ def _apply(
         if progress:
             progress(done, len(chunks))
     if counted is not None:
-        # The chunks counted the rows they changed; a contact that joined the target
-        # after its count was changed all the same, and is matched too.
+        # The chunks counted the rows they changed. The count and the chunks read the
+        # target at different instants (the usage lock holds statuses still, not the other
+        # columns): a contact that joined the target in between was changed all the same
+        # and is matched too; one that left it is matched and counted as already marketing.
         totals["matched"] = max(counted, totals["matched"])
     if not fast:
         # Rows of this request by action (statuschange_once_per_request index).
