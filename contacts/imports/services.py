@@ -29,7 +29,6 @@ from contacts.hooks import (
     contacts_changed,
 )
 from contacts.imports.kept import (
-    kept_drop,
     kept_dropped_on_error,
     kept_forget,
     kept_open,
@@ -759,7 +758,7 @@ def contact_import_run(
         with connection.cursor() as cursor:
             _drop_staging(cursor)
         if not lost:  # read once; a resume reads the file
-            kept_drop(contact_import.staged_table)
+            kept_forget(contact_import)
     import_release(contact_import, lease, staged, fields)
     return contact_import
 
