@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import operator
 import uuid
+from functools import reduce
 
 from django import forms
 from django.conf import settings
@@ -35,6 +37,7 @@ from contacts.admin_filters import (
     SourceKindFilter,
 )
 from contacts.admin_status import ContactStatusConfirmationMixin, asks_confirmation
+from contacts.filters import search_branches
 from contacts.imports.views import export_response
 from contacts.intake.admin import source_channel
 from contacts.merge.admin import ContactMergeMixin
@@ -347,19 +350,25 @@ class ContactAdmin(
 
     def get_search_results(self, request, queryset, search_term):
         """Prefix matches only: emails are stored lower-case, so `email LIKE 'ann%'` uses the
-        unique index's pattern-ops twin on PostgreSQL; names and company use the trigram
-        indexes over UPPER(column) (contact_first_name_trgm, contact_last_name_trgm,
-        contact_company_trgm); a term with "@" searches emails only."""
-        for term in search_term.split():
-            match = Q(email__startswith=normalise_email(term))
-            if "@" not in term:
-                match |= (
-                    Q(first_name__istartswith=term)
-                    | Q(last_name__istartswith=term)
-                    | Q(company__istartswith=term)
-                )
-            queryset = queryset.filter(match)
+        unique index's pattern-ops twin on PostgreSQL; names and company use the prefix
+        indexes over UPPER(column) (contact_first_name_prefix, contact_last_name_prefix,
+        contact_company_prefix); a term with "@" searches emails only."""
+        terms = search_term.split()
+        if len(terms) == 1:
+            # One word: the OR of its branches over the filtered list. For the changelist's
+            # count (get_paginator): a branch with more contacts than the cap shows "more
+            # than 10,000" without the whole OR being counted.
+            request.search_parts = [queryset.filter(b) for b in search_branches(terms[0])]
+        for term in terms:
+            queryset = queryset.filter(reduce(operator.or_, search_branches(term)))
         return queryset, False
+
+    def get_paginator(self, request, queryset, per_page, orphans=0, allow_empty_first_page=True):
+        paginator = super().get_paginator(
+            request, queryset, per_page, orphans, allow_empty_first_page
+        )
+        paginator.parts = getattr(request, "search_parts", ())
+        return paginator
 
     @admin.display(description="Name and company")
     def name_display(self, obj: Contact) -> str:

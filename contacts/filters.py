@@ -16,7 +16,9 @@ Date-times are ISO 8601 with any offset up to ±23:59, converted to UTC before t
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping
+from functools import reduce
 
 import django_filters as filters
 from django import forms
@@ -137,22 +139,31 @@ class ContactFilter(filters.FilterSet):
         return queryset.filter(contact_search_q(value))
 
 
+def search_branches(term: str) -> list[Q]:
+    """What one search term matches, a Q for each index that answers it: the start of the
+    email (emails are stored lower-cased) and, unless the term holds an "@", the start of
+    the first name, the last name or the company."""
+    branches = [Q(email__startswith=normalise_email(term))]
+    if "@" not in term:
+        branches += [
+            Q(first_name__istartswith=term),
+            Q(last_name__istartswith=term),
+            Q(company__istartswith=term),
+        ]
+    return branches
+
+
 def contact_search_q(value: str) -> Q:
     """The contacts search of the API: the start of an email address, a first or last name
     or a company, or 'first last' prefixes. On PostgreSQL each branch has its index, so the
     planner ORs bitmaps instead of scanning the table: the email's pattern-ops index
-    (`contacts_contact_email_…_like`; emails are stored lower-cased) and the trigram indexes
-    `contact_first_name_trgm`, `contact_last_name_trgm`, `contact_company_trgm` over
-    `UPPER(column)`, which is how Django writes `istartswith`."""
+    (`contacts_contact_email_…_like`; emails are stored lower-cased) and the prefix indexes
+    `contact_first_name_prefix`, `contact_last_name_prefix`, `contact_company_prefix` over
+    `UPPER(column::text)`, which is how Django writes `istartswith`."""
     term = value.strip()
     if not term:
         return Q()
-    match = (
-        Q(email__startswith=term.lower())
-        | Q(first_name__istartswith=term)
-        | Q(last_name__istartswith=term)
-        | Q(company__istartswith=term)
-    )
+    match = reduce(operator.or_, search_branches(term))
     first, _, last = term.partition(" ")
     if last.strip():
         match |= Q(first_name__istartswith=first, last_name__istartswith=last.strip())

@@ -1,8 +1,8 @@
 """PostgreSQL planner settings scoped to one block, and the reads that use them.
 
 A list over millions of contacts must answer in tens of milliseconds whatever PostgreSQL
-guesses about its rows. Two guesses go wrong at scale: a count that rechecks every
-candidate of an index (a search whose trigrams many rows share) and, with LIMIT, a walk
+guesses about its rows. Two guesses go wrong at scale: a count that reads every
+candidate of an index before it can stop at its cap and, with LIMIT, a walk
 of the primary key newest first that tests each row, taken when the planner believes the
 matches are many and spread out. The admin's counts (crm.admin) and the searched lists of
 the admin and the API read through these helpers; elsewhere (SQLite) they change nothing.

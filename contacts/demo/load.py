@@ -223,14 +223,23 @@ def indexes_deferred(tables: list[str], progress: tqdm | None = None) -> Iterato
                 [table],
             )
             indexes = cursor.fetchall()
+            # An index's definition leaves out the statistics targets set on its
+            # expressions (ALTER INDEX … SET STATISTICS): kept to be set again.
+            cursor.execute(
+                "SELECT i.indexrelid::regclass::text, a.attnum, a.attstattarget "
+                "FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indexrelid "
+                "WHERE i.indrelid = %s::regclass AND a.attstattarget > 0",
+                [table],
+            )
+            statistics = cursor.fetchall()
             for name, _definition in constraints:
                 cursor.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
             for name, _definition in indexes:
                 cursor.execute(f"DROP INDEX {name}")
-            dropped.append((table, indexes, constraints))
+            dropped.append((table, indexes, constraints, statistics))
     yield
     if progress is not None:
-        progress.reset(total=sum(len(i) + len(c) for _, i, c in dropped))
+        progress.reset(total=sum(len(i) + len(c) for _, i, c, _s in dropped))
     with connection.cursor() as cursor:
         # PostgreSQL refuses CREATE INDEX and ALTER TABLE on a table with pending trigger
         # events. The foreign keys of *other* tables that point at these (engagement
@@ -243,11 +252,13 @@ def indexes_deferred(tables: list[str], progress: tqdm | None = None) -> Iterato
         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
         cursor.execute("SET CONSTRAINTS ALL DEFERRED")
         cursor.execute("SET LOCAL maintenance_work_mem = '256MB'")
-        for table, indexes, constraints in dropped:
+        for table, indexes, constraints, statistics in dropped:
             for _name, definition in indexes:
                 cursor.execute(definition)
                 if progress is not None:
                     progress.update(1)
+            for name, column, target in statistics:
+                cursor.execute(f"ALTER INDEX {name} ALTER COLUMN {column} SET STATISTICS {target}")
             # Unique constraints first ('u' sorted after 'f', descending), then the foreign
             # keys, each checked by one query over the table.
             for name, definition in constraints:

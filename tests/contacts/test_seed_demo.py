@@ -237,7 +237,14 @@ def schema_of(tables: list[str]) -> dict:
             [tables],
         )
         constraints = cursor.fetchall()
-    return {"indexes": indexes, "constraints": constraints}
+        cursor.execute(
+            "SELECT a.attrelid::regclass::text, a.attnum, a.attstattarget FROM pg_index i "
+            "JOIN pg_attribute a ON a.attrelid = i.indexrelid "
+            "WHERE i.indrelid::regclass::text = ANY(%s) AND a.attstattarget > 0 ORDER BY 1, 2",
+            [tables],
+        )
+        statistics = cursor.fetchall()
+    return {"indexes": indexes, "constraints": constraints, "statistics": statistics}
 
 
 def neighbours_of(table: str) -> list[str]:
@@ -277,6 +284,7 @@ def test_a_large_seed_defers_the_indexes_and_puts_every_one_back(account, monkey
     tables = sorted({*neighbours_of(contacts), *neighbours_of(ledger)})
     before = schema_of(tables)
     assert any(name == "contacts_contact_email_key" for _, name, _ in before["constraints"])
+    assert ("contact_company_prefix", 1, 1000) in before["statistics"]
 
     seed(contacts=size)
 

@@ -12,7 +12,7 @@ and a `SQLITE_PATH` in a temporary directory, removed at the end:
 2. over the 100,000 demo contacts, every contacts list of the API and the admin, timed by
    tests/perf/reads.py's own code (p50/p95 server time, queries a request) against the
    same naive baseline (Django's and DRF's counting paginators). The search indexes are
-   PostgreSQL's (trigram and pattern-ops): on SQLite the search scans either way;
+   PostgreSQL's (the name, company and email prefix indexes): on SQLite the search scans either way;
 3. on another copy, ten times as many synthetic contacts (1,000,000; one recursive-CTE
    INSERT), every 10th selected (`lifecycle_stage = 'mql'`, as section b): the bulk change
    to marketing through `contacts_set_marketing` (ledger and counters included) against

@@ -163,6 +163,35 @@ def test_filtered_count_is_capped(ops_client, people, monkeypatch):
     assert "more than 2 contacts" in response.content.decode()
 
 
+def test_a_searched_count_is_capped_by_one_branch_without_counting_the_rest(
+    ops_client, people, monkeypatch
+):
+    """Three contacts whose first name starts with "Al": that branch alone passes a cap
+    of 2, so the list shows "more than 2" and the OR of every branch is not counted."""
+    for email in ("al1@example.com", "al2@example.com", "al3@example.com"):
+        ContactFactory(email=email, first_name="Alma")
+    monkeypatch.setattr(EstimatedCountPaginator, "count_cap", 2)
+
+    with CaptureQueriesContext(connection) as queries:
+        response = ops_client.get(CHANGELIST, {"q": "al"})
+
+    assert response.context["cl"].paginator.capped is True
+    assert "more than 2 contacts" in response.content.decode()
+    counts = [q["sql"] for q in queries.captured_queries if "COUNT(*)" in q["sql"]]
+    assert len(counts) == 1 and counts[0].startswith("SELECT CASE WHEN EXISTS")
+
+
+def test_a_searched_count_under_the_cap_counts_each_contact_once(ops_client, people, monkeypatch):
+    """"ann" starts Ann's email and her first name: two branches, one contact."""
+    monkeypatch.setattr(EstimatedCountPaginator, "count_cap", 2)
+
+    response = ops_client.get(CHANGELIST, {"q": "ann"})
+
+    assert response.context["cl"].result_count == 1
+    assert response.context["cl"].paginator.capped is False
+    assert [c.pk for c in response.context["cl"].result_list] == [people["ann"].pk]
+
+
 @pytest.mark.postgres
 def test_unfiltered_changelist_reads_the_table_estimate_on_postgresql(
     ops_client, people, monkeypatch
