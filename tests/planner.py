@@ -8,10 +8,12 @@ from django.db import connection
 SLOW_STATEMENT = "(SELECT pg_sleep(0.1)) IS NOT NULL"
 
 
-def planner_defaults() -> tuple[str, str]:
-    """The connection's statement_timeout and enable_indexscan as they stand."""
+def planner_defaults() -> tuple[str, str, str]:
+    """The connection's statement_timeout, enable_indexscan and random_page_cost as they
+    stand."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT current_setting('statement_timeout'), current_setting('enable_indexscan')"
+            "SELECT current_setting('statement_timeout'), current_setting('enable_indexscan'), "
+            "current_setting('random_page_cost')"
         )
         return cursor.fetchone()

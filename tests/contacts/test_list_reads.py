@@ -253,4 +253,33 @@ def test_an_api_search_too_slow_the_planners_way_is_read_through_the_indexes(
     assert any(
         "enable_indexscan" in q["sql"] and "'off'" in q["sql"] for q in captured.captured_queries
     )
-    assert planner_defaults() == ("0", "on")
+    assert planner_defaults() == ("0", "on", "4")
+
+
+@pytest.mark.postgres
+def test_an_api_search_is_planned_with_the_cost_of_a_cached_table(
+    account, marketing_ops, form, manual
+):
+    add_contacts(form, 3, 0, manual)
+    client = client_for(marketing_ops)
+
+    with CaptureQueriesContext(connection) as captured:
+        response = client.get(CONTACTS, {"search": "ann"})
+
+    assert response.status_code == 200
+    settings = [q["sql"] for q in captured.captured_queries if "current_setting" in q["sql"]]
+    assert len(settings) == 1  # one statement sets both, for the page's read alone
+    assert "'random_page_cost', '1.1'" in settings[0]
+    assert "'statement_timeout', '100'" in settings[0]
+    assert planner_defaults() == ("0", "on", "4")
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_planner_settings_put_every_value_back_inside_an_outer_transaction():
+    from crm.planner import planner_settings
+
+    with transaction.atomic():
+        with planner_settings("default", enable_indexscan="off", random_page_cost="1.1"):
+            assert planner_defaults() == ("0", "off", "1.1")
+        assert planner_defaults() == ("0", "on", "4")

@@ -182,7 +182,7 @@ def test_a_searched_count_is_capped_by_one_branch_without_counting_the_rest(
 
 
 def test_a_searched_count_under_the_cap_counts_each_contact_once(ops_client, people, monkeypatch):
-    """"ann" starts Ann's email and her first name: two branches, one contact."""
+    """ "ann" starts Ann's email and her first name: two branches, one contact."""
     monkeypatch.setattr(EstimatedCountPaginator, "count_cap", 2)
 
     response = ops_client.get(CHANGELIST, {"q": "ann"})
@@ -458,4 +458,4 @@ def test_a_searched_page_too_slow_the_planners_way_is_read_through_the_indexes(
     assert [c.pk for c in response.context["cl"].result_list] == sorted(made, reverse=True)[:25]
     settings = [q["sql"] for q in queries.captured_queries if "set_config" in q["sql"]]
     assert any("enable_indexscan" in sql and "'off'" in sql for sql in settings)
-    assert planner_defaults() == ("0", "on")
+    assert planner_defaults() == ("0", "on", "4")
