@@ -29,6 +29,10 @@ SEARCH_READ_TIMEOUT_MS = 100
 # way whenever the matches are few; 1.1 is the usual setting where the table is cached or
 # on SSD. At 1,000,000 contacts, "marketing, lead, Karen" went from a 38 ms walk to 19 ms.
 SEARCH_RANDOM_PAGE_COST = "1.1"
+# No parallel workers for a searched page: starting them and merging their rows cost more
+# than they save on a page of 25–50 rows. Walking the primary key for "marketing, lead,
+# Karen" at 10,000,000 contacts took 36 ms with two workers, 21 ms without.
+SEARCH_PARALLEL_WORKERS = "0"
 QUERY_CANCELED = "57014"  # PostgreSQL's SQLSTATE for a statement past its time limit
 
 
@@ -71,15 +75,21 @@ def within_time(using: str, timeout_ms: int, run: Callable[[], T], **settings: s
 
 
 def read_searched(using: str, run: Callable[[], T]) -> T:
-    """A searched page: read the planner's way (with SEARCH_RANDOM_PAGE_COST) if that takes
-    under SEARCH_READ_TIMEOUT_MS, else again with index walks off, so through the search's
-    own indexes, sorted.
+    """A searched page: read the planner's way (with SEARCH_RANDOM_PAGE_COST and
+    SEARCH_PARALLEL_WORKERS) if that takes under SEARCH_READ_TIMEOUT_MS, else again with
+    index walks off, so through the search's own indexes, sorted.
 
     With LIMIT the planner may walk the primary key newest first and test each row: right
     when the matches are many and spread out ("Watts", a common company: 28 ms over
     10,000,000 contacts), seconds when they are few or sit in one stretch of ids
     ("allison.jo": 0.95 s that way, 0.13 s through the indexes)."""
-    rows = within_time(using, SEARCH_READ_TIMEOUT_MS, run, random_page_cost=SEARCH_RANDOM_PAGE_COST)
+    rows = within_time(
+        using,
+        SEARCH_READ_TIMEOUT_MS,
+        run,
+        random_page_cost=SEARCH_RANDOM_PAGE_COST,
+        max_parallel_workers_per_gather=SEARCH_PARALLEL_WORKERS,
+    )
     if rows is not None:
         return rows
     with planner_settings(using, enable_indexscan="off"):

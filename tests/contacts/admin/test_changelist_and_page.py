@@ -157,6 +157,8 @@ def test_dates_are_shown_in_the_account_time_zone(ops_client, account):
 
 def test_filtered_count_is_capped(ops_client, people, monkeypatch):
     monkeypatch.setattr(EstimatedCountPaginator, "count_cap", 2)
+    # As on a never-analysed table, whatever ANALYZE an earlier test left in pg_class.
+    monkeypatch.setattr("crm.admin.table_row_estimate", lambda queryset: None)
     response = ops_client.get(CHANGELIST)
     assert response.context["cl"].result_count == 2
     assert response.context["cl"].paginator.capped is True
