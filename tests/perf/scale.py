@@ -161,13 +161,14 @@ def _stored_work(count: int, say) -> dict:
     scale = stored.get("results", {}).get("scale", {})
     if scale.get("contacts") != count:
         return {"seconds": {}}
-    say(f"o: keeping e, f and g as measured {stored['measured']}")
+    measured = scale.get("work_measured", stored["measured"])
+    say(f"o: keeping e, f and g as measured {measured}")
     work = ("single_small", "import_empty", "at_base", "at_n")
     kept = {key: scale[key] for key in work if key in scale}
     seconds = {
         k: v for k, v in scale.get("seconds", {}).items() if k not in ("reads_base", "reads_n")
     }
-    return {**kept, "seconds": seconds, "work_measured": stored["measured"]}
+    return {**kept, "seconds": seconds, "work_measured": measured}
 
 
 def _measure_parts(results: dict, parts: list, options, say) -> dict:
