@@ -28,45 +28,33 @@ installed; nothing of the project reads it any more.
 
 from django.db import migrations
 
-PREFIX_INDEXES = {
-    "contact_first_name_prefix": "first_name",
-    "contact_last_name_prefix": "last_name",
-    "contact_company_prefix": "company",
-}
-# Values ANALYZE keeps of each indexed expression (PostgreSQL's default is 100).
+COLUMNS = ("first_name", "last_name", "company")
+# Each index by name: what follows `ON contacts_contact` in its CREATE INDEX.
+PREFIX_INDEXES = {f"contact_{c}_prefix": f"(UPPER({c}::text) text_pattern_ops)" for c in COLUMNS}
+TRIGRAM_INDEXES = {f"contact_{c}_trgm": f"USING gin (UPPER({c}) gin_trgm_ops)" for c in COLUMNS}
+# Values ANALYZE keeps of each prefix expression (PostgreSQL's default is 100).
 STATISTICS = 3000
-TRIGRAM_INDEXES = {
-    "contact_first_name_trgm": "first_name",
-    "contact_last_name_trgm": "last_name",
-    "contact_company_trgm": "company",
-}
 
 
-def to_prefix(apps, schema_editor):
+def replace_indexes(schema_editor, build: dict[str, str], drop: dict[str, str]) -> None:
     if schema_editor.connection.vendor != "postgresql":
         return
-    for name, column in PREFIX_INDEXES.items():
-        schema_editor.execute(
-            f"CREATE INDEX IF NOT EXISTS {name} ON contacts_contact "
-            f"(UPPER({column}::text) text_pattern_ops)"
-        )
-        schema_editor.execute(f"ALTER INDEX {name} ALTER COLUMN 1 SET STATISTICS {STATISTICS}")
-    for name in TRIGRAM_INDEXES:
+    for name, definition in build.items():
+        schema_editor.execute(f"CREATE INDEX IF NOT EXISTS {name} ON contacts_contact {definition}")
+        if build is PREFIX_INDEXES:
+            schema_editor.execute(f"ALTER INDEX {name} ALTER COLUMN 1 SET STATISTICS {STATISTICS}")
+    for name in drop:
         schema_editor.execute(f"DROP INDEX IF EXISTS {name}")
     # The statistics of the new expressions, so the planner has them from the start.
     schema_editor.execute("ANALYZE contacts_contact")
 
 
+def to_prefix(apps, schema_editor):
+    replace_indexes(schema_editor, PREFIX_INDEXES, TRIGRAM_INDEXES)
+
+
 def to_trigram(apps, schema_editor):
-    if schema_editor.connection.vendor != "postgresql":
-        return
-    for name, column in TRIGRAM_INDEXES.items():
-        schema_editor.execute(
-            f"CREATE INDEX IF NOT EXISTS {name} ON contacts_contact "
-            f"USING gin (UPPER({column}) gin_trgm_ops)"
-        )
-    for name in PREFIX_INDEXES:
-        schema_editor.execute(f"DROP INDEX IF EXISTS {name}")
+    replace_indexes(schema_editor, TRIGRAM_INDEXES, PREFIX_INDEXES)
 
 
 class Migration(migrations.Migration):
