@@ -354,13 +354,14 @@ class ContactAdmin(
         indexes over UPPER(column) (contact_first_name_prefix, contact_last_name_prefix,
         contact_company_prefix); a term with "@" searches emails only."""
         terms = search_term.split()
-        if len(terms) == 1:
-            # One word: the OR of its branches over the filtered list. For the changelist's
-            # count (get_paginator): a branch with more contacts than the cap shows "more
-            # than 10,000" without the whole OR being counted.
-            request.search_parts = [queryset.filter(b) for b in search_branches(terms[0])]
         for term in terms:
-            queryset = queryset.filter(reduce(operator.or_, search_branches(term)))
+            branches = search_branches(term)
+            if len(terms) == 1:
+                # One word: the OR of its branches over the filtered list. For the
+                # changelist's count (get_paginator): a branch with more contacts than the
+                # cap shows "more than 10,000" without the whole OR being counted.
+                request.search_parts = [queryset.filter(b) for b in branches]
+            queryset = queryset.filter(reduce(operator.or_, branches))
         return queryset, False
 
     def get_paginator(self, request, queryset, per_page, orphans=0, allow_empty_first_page=True):

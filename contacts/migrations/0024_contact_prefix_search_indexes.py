@@ -36,13 +36,17 @@ TRIGRAM_INDEXES = {f"contact_{c}_trgm": f"USING gin (UPPER({c}) gin_trgm_ops)" f
 STATISTICS = 3000
 
 
-def replace_indexes(schema_editor, build: dict[str, str], drop: dict[str, str]) -> None:
+def replace_indexes(
+    schema_editor, build: dict[str, str], drop: dict[str, str], statistics: int | None = None
+) -> None:
     if schema_editor.connection.vendor != "postgresql":
         return
     for name, definition in build.items():
         schema_editor.execute(f"CREATE INDEX IF NOT EXISTS {name} ON contacts_contact {definition}")
-        if build is PREFIX_INDEXES:
-            schema_editor.execute(f"ALTER INDEX {name} ALTER COLUMN 1 SET STATISTICS {STATISTICS}")
+        if statistics:
+            schema_editor.execute(
+                f"ALTER INDEX {name} ALTER COLUMN 1 SET STATISTICS {statistics}"
+            )
     for name in drop:
         schema_editor.execute(f"DROP INDEX IF EXISTS {name}")
     # The statistics of the new expressions, so the planner has them from the start.
@@ -50,7 +54,7 @@ def replace_indexes(schema_editor, build: dict[str, str], drop: dict[str, str]) 
 
 
 def to_prefix(apps, schema_editor):
-    replace_indexes(schema_editor, PREFIX_INDEXES, TRIGRAM_INDEXES)
+    replace_indexes(schema_editor, PREFIX_INDEXES, TRIGRAM_INDEXES, STATISTICS)
 
 
 def to_trigram(apps, schema_editor):

@@ -118,11 +118,6 @@ def reads_at_size(count: int, options, say, terms: dict[str, str] | None = None)
     return {"load": load, "lists": lists, "size": sizes_on_disk()}
 
 
-def reads_at_n(count: int, options, say, results: dict) -> dict:
-    """The lists at N, searched for what the base's were."""
-    return reads_at_size(count, options, say, terms=results["reads_base"]["lists"]["terms"])
-
-
 def run(options, say) -> dict:
     from tests.perf import data, imports
 
@@ -130,7 +125,14 @@ def run(options, say) -> dict:
     results: dict = {"contacts": count, "base": base, "small": options.small}
     reads_part = [
         ("reads_base", base, reads_at_size),
-        ("reads_n", count, lambda size, options, say: reads_at_n(size, options, say, results)),
+        # The lists at N, searched for what the base's were.
+        (
+            "reads_n",
+            count,
+            lambda size, options, say: reads_at_size(
+                size, options, say, terms=results["reads_base"]["lists"]["terms"]
+            ),
+        ),
     ]
     if getattr(options, "scale_reads_only", False):
         results.update(_stored_work(count, say))
