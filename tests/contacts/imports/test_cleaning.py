@@ -1,0 +1,60 @@
+"""The column cleaner gives what the value cleaner gives, cell by cell, fast path or not."""
+
+import pytest
+
+from contacts.imports.cleaning import column_cleaner, value_cleaner
+from contacts.imports.parsing import IMPORT_FIELDS
+
+CELLS = {
+    "email": [
+        "ann@example.com",
+        "  Bob@Example.COM ",
+        "",
+        "   ",
+        "not an email",
+        "user@bücher.example",  # not the fast pattern: validate_email decides
+        "a" * 250 + "@example.com",
+        "carol@example.com",
+    ],
+    "first_name": ["Ann", "  Bob  ", "", "   ", "x" * 101, "Nul\x00l", "Zoë", "x" * 100],
+    "lifecycle_stage": ["Lead", "lead", "Marketing Qualified Lead", "", "  ", "MQL?", "Customer"],
+    "unsubscribed": ["yes", "No", "", "TRUE", "x", "maybe", " y "],
+    "hubspot_record_id": ["0012", "", "abc", "7"],
+    "hubspot_marketing": ["Marketing contact", "", "Non-marketing contact", "sometimes"],
+    "hubspot_created_at": ["2024-03-01 10:00", "", "yesterday"],
+}
+
+
+def one_by_one(name, cells):
+    values, errors = [], []
+    clean = value_cleaner(IMPORT_FIELDS[name])
+    for at, raw in enumerate(cells):
+        value, message = clean(raw)
+        values.append(value)
+        if message is not None:
+            errors.append((at, message))
+    return values, errors
+
+
+@pytest.mark.parametrize("name", sorted(CELLS))
+def test_a_column_is_cleaned_as_its_cells_are(name):
+    cells = CELLS[name]
+    assert column_cleaner(IMPORT_FIELDS[name])(cells) == one_by_one(name, cells)
+
+
+@pytest.mark.parametrize("name", ["email", "first_name", "lifecycle_stage"])
+def test_a_column_without_a_bad_cell_is_cleaned_the_same(name):
+    clean = value_cleaner(IMPORT_FIELDS[name])
+    good = [raw for raw in CELLS[name] if clean(raw)[1] is None]
+    values, errors = column_cleaner(IMPORT_FIELDS[name])(good)
+    assert errors == []
+    assert (values, errors) == one_by_one(name, good)
+
+
+def test_a_choice_spelling_is_read_the_same_in_every_batch():
+    column = column_cleaner(IMPORT_FIELDS["lifecycle_stage"])
+    for _ in range(2):  # the first batch teaches the cleaner the spelling
+        assert column(["Marketing Qualified Lead", "customer", "Bogus"]) == (
+            ["mql", "customer", None],
+            [(2, one_by_one("lifecycle_stage", ["Bogus"])[1][0][1])],
+        )
