@@ -8,7 +8,8 @@ records or builds a million event rows creates containers by the million and kee
 batch of them alive between two writes, so the collector walks the same batch again
 and again and finds nothing to free: a fifth of such a loop's time, measured. Memory
 stays flat while it is paused (reference counting frees each batch), and the collector
-runs again when the loop ends.
+runs again when the loop ends. Paused: the import's reading of its file
+(contacts/imports/staging.py) and an engagement batch (workflows/scoring.py).
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ With several workers, Prometheus's counters are kept per process in
 its gauges leave the sum.
 """
 
+import gc
 import multiprocessing
 import os
 
@@ -40,3 +41,11 @@ def child_exit(server, worker):
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)
+
+
+def post_worker_init(worker):
+    """The application is loaded: its modules, URL patterns, models and settings live as
+    long as the worker. Python's cycle collector would walk every one of them again at
+    each full collection (crm/collector.py) and never free any, so they are moved out of
+    its reach; each request's own objects are collected as before."""
+    gc.freeze()

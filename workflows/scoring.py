@@ -49,6 +49,7 @@ from contacts.engagement.services import (
 )
 from contacts.hooks import NewEngagementEvent
 from contacts.models import Contact
+from crm.collector import collector_paused
 from workflows.models import ScoringRule
 from workflows.selectors import scoring_rules_enabled
 
@@ -124,7 +125,9 @@ def engagement_ingest_and_score(
     points in one UPDATE (contacts' `engagement_contacts_update`). Returns the batch's
     result and the number of contacts whose score moved."""
     now = now or timezone.now()
-    with transaction.atomic():
+    # A batch is up to 10,000 items' dicts, results and rows, alive until it is stored;
+    # the cycle collector would walk them again and again (crm/collector.py).
+    with collector_paused(), transaction.atomic():
         batch = engagement_events_ingest(items=items, now=now, notify=False, update_contacts=False)
         points = scores_event_points(events=batch.new_events, now=now)
         engagement_contacts_update(events=batch.new_events, points=points)
