@@ -1,5 +1,7 @@
 """The column cleaner gives what the value cleaner gives, cell by cell, fast path or not."""
 
+import random
+
 import pytest
 
 from contacts.imports.cleaning import column_cleaner, value_cleaner
@@ -58,3 +60,43 @@ def test_a_choice_spelling_is_read_the_same_in_every_batch():
             ["mql", "customer", None],
             [(2, one_by_one("lifecycle_stage", ["Bogus"])[1][0][1])],
         )
+
+
+ALPHABET = ["a", "B", "z", "0", ".", "@", "-", "_", " ", "\t", "\u00a0", "\u2003", "\x1c"]
+ALPHABET += ["\x01", "\x1f", "\x00", "İ", "Σ", "é", "\n", "x" * 120]
+
+
+GOOD = {
+    "email": ["ann@example.com", "Carol@Example.ORG", "d.e-f_g@sub.example.co"],
+    "first_name": ["Ann", "Zoë", "O'Neil", "Mary Ann"],
+    "phone": ["+1 555 0100", "020 7946 0018"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(GOOD))
+def test_random_columns_are_cleaned_as_their_cells_are(name):
+    rng = random.Random(20261206)
+    for _ in range(500):
+        cells = [
+            "".join(rng.choice(ALPHABET) for _ in range(rng.randint(0, 6)))
+            if rng.random() < 0.1
+            else rng.choice(GOOD[name])
+            for _ in range(rng.randint(1, 8))
+        ]
+        assert column_cleaner(IMPORT_FIELDS[name])(cells) == one_by_one(name, cells), cells
+
+
+@pytest.mark.parametrize(
+    "name, cells",
+    [
+        ("email", ["ann@example.com", "b" * 250 + "@example.com"]),  # well formed, too long
+        ("email", ["ann@example.com", "bob@example.com\x01carol@example.com"]),
+        ("first_name", ["Ann", "x" * 101]),
+        ("first_name", ["Ann", "Bob\x00"]),
+        ("first_name", ["Ann", "Bob "]),
+        ("first_name", ["Ann", "\u2003Bob"]),
+        ("first_name", ["Ann", ""]),
+    ],
+)
+def test_a_cell_that_only_looks_clean_in_the_joined_column_is_caught(name, cells):
+    assert column_cleaner(IMPORT_FIELDS[name])(cells) == one_by_one(name, cells)
