@@ -3,18 +3,24 @@
 The close is one service, reached from the `close_billing_periods` command, the
 daily beat task and the admin action. For every period that has ended it:
 
-1. takes the usage lock, then the billing lock (in the order of crm/locks.py), and
-   returns at once if the period is already closed — so running it twice, or twice at
-   once, closes it once;
-2. applies the downgrades due at the boundary (contacts' rollover), which also
-   opens the next period's counters with its opening count;
+1. waits for the status changes under way to commit (it takes and releases the usage
+   lock): every change that can still come is stamped after the period's end, so the
+   period's ledger rows and counters no longer move;
+2. takes the billing lock and returns at once if the period is already closed — so
+   running it twice, or twice at once, closes it once;
 3. recomputes the peak by replaying the ledger and compares it with the live
    counters' peak; when they disagree it holds the period, records the
    discrepancy and alerts, and writes no invoice;
-4. writes the invoice: base, overage and adjustment lines, in minor units.
+4. writes the invoice: base, overage and adjustment lines, in minor units;
+5. once that is committed, applies the downgrades due at the boundary (contacts'
+   rollover, which also opens the next period's counters).
 
 Steps 2–4 share one transaction, so a crash between any two leaves nothing
-half-done: the rerun starts again from step 1.
+half-done: the rerun starts again from step 1. The bill does not depend on step 5 (the
+ledger counted each downgrade at its date when it was scheduled), and the rollover
+holds the usage lock a chunk at a time: status changes go on during the close.
+A rollover stopped half-way is finished by the next close or the hourly
+`apply_due_downgrades`.
 """
 
 from __future__ import annotations
@@ -119,7 +125,11 @@ def billing_close_periods(
     for start, end in periods_ended_by(as_of):
         if start in closed:
             continue
-        outcomes.append(_close_period(start=start, end=end, now=now, dry_run=dry_run))
+        _settle_changes_under_way()
+        outcome = _close_period(start=start, end=end, now=now, dry_run=dry_run)
+        if not dry_run:
+            outcome.rollover_applied = contacts_rollover(as_of=end, at=max(now, end)).applied
+        outcomes.append(outcome)
     if not dry_run:
         billing_finalise_invoices(at=now)
     return outcomes
@@ -129,18 +139,26 @@ def _counter_peak(start: dt.datetime) -> int:
     return usage_current(at=start).peak_count
 
 
+def _settle_changes_under_way() -> None:
+    """Wait for the status changes that hold the usage lock to commit, and hold it no longer.
+
+    A change takes its instant under that lock, from the clock, and the periods closed
+    have ended by the clock: every change that takes the lock after this one is stamped
+    after their end. So the closed period's ledger rows and counter row are final, and
+    the close reads them without the lock.
+    """
+    with transaction.atomic():
+        lock_usage()
+
+
 def _close_period(
     *, start: dt.datetime, end: dt.datetime, now: dt.datetime, dry_run: bool
 ) -> CloseOutcome:
     with transaction.atomic():
-        lock_usage()  # the rollover below takes it: first, in the order of crm.locks
         subscription = lock_billing()
         existing = BillingPeriod.objects.filter(start=start).select_related("invoice").first()
         if existing is not None and existing.status == BillingPeriodStatus.CLOSED:
             return _already_closed(existing)
-        applied = 0
-        if not dry_run:
-            applied = contacts_rollover(as_of=end, at=max(now, end)).applied
         replay = ledger_replay(start=start, end=end)
         counter_peak = _counter_peak(start)
         outcome = CloseOutcome(
@@ -150,7 +168,6 @@ def _close_period(
             peak_count=replay.peak_count,
             counter_peak_count=counter_peak,
             currency=subscription.currency,
-            rollover_applied=applied,
         )
         if dry_run:
             outcome.total = price_for_peak(peak=replay.peak_count, subscription=subscription).total

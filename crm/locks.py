@@ -5,8 +5,9 @@ takes an earlier one after a later one:
 
 1. **the usage lock** (`lock_usage`: contacts' one `UsageState` row). Every status change
    takes it first; so does every write that may make a contact marketing (public intake,
-   a connected app's batch, an import), before it touches any contact, and so does the
-   close, before the subscription.
+   a connected app's batch, an import), before it touches any contact. The close takes it
+   in a transaction of its own, to wait for the changes under way, and then the
+   subscription without it; the rollover takes it once per chunk of contacts.
 2. **contact rows, ordered by id** (`lock_contacts`, `lock_contact_by_email`).
 3. **the rest**, one row each: the subscription (`lock_billing`), a held change
    (`lock_approval`), an import, a marketing email, a connected app, a workflow run

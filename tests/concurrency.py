@@ -33,3 +33,30 @@ def run_together(*calls, timeout=60):
     if errors:
         raise errors[0]
     return results
+
+
+class Aside:
+    """`call` run in a thread of its own, on its own database connection, while the test's
+    thread goes on (say, from inside a transaction that holds a lock)."""
+
+    def __init__(self, call):
+        self.result = None
+        self.error: BaseException | None = None
+
+        def work():
+            try:
+                self.result = call()
+            except BaseException as error:  # reported by `done`
+                self.error = error
+            finally:
+                connection.close()
+
+        self.thread = threading.Thread(target=work)
+        self.thread.start()
+
+    def done(self, timeout: float) -> bool:
+        """Whether the call has ended within `timeout` seconds (re-raising its error)."""
+        self.thread.join(timeout)
+        if self.error is not None:
+            raise self.error
+        return not self.thread.is_alive()

@@ -54,6 +54,7 @@ from contacts.status.results import (
     Target,
 )
 from contacts.status.rules import pending_q, settled_q
+from contacts.status.selectors import status_clock
 from contacts.status.sql import (
     Chunk,
     OperationSql,
@@ -520,65 +521,89 @@ def contacts_rollover(
     "rollover" ledger row. Also opens the counter rows of every period up to `as_of`.
     Idempotent: a second run finds nothing due. `as_of` is capped at the
     present (`at`, for tests, or the clock): nothing is applied early.
+
+    Each chunk of due contacts is a change of its own — its transaction, the usage lock,
+    a request row — so status changes wait for one chunk, never for the whole rollover
+    (a million downgrades at 10,000,000 contacts). A due contact changed between two
+    chunks is changed as any due contact is (its downgrade has taken effect: making it
+    marketing is an upgrade), and the chunk that reaches it afterwards skips it. The last
+    transaction records how far the rollover went (`rolled_over_through`); a rollover
+    stopped before that finds the rest still due, and no more.
     """
     source = StatusSource(StatusSourceType.ROLLOVER, name="Period rollover")
     calendar = BillingCalendar.for_account()
-    with transaction.atomic():
-        state, now = _lock_usage(at, calendar)
-        as_of = min(as_of or now, now)
-        due = Contact.objects.filter(
-            marketing_status=MarketingStatus.MARKETING, marketing_until__lte=as_of
-        )
-        if state.rolled_over_through is not None:
-            # Downgrades are always scheduled after the instant they are asked for, and
-            # instants only grow, so none falls at or before the last rollover's as_of.
-            due = due.filter(marketing_until__gt=state.rolled_over_through)
-        request = _begin(
-            operation=ROLLOVER,
-            source=source,
-            actor=None,
-            idempotency_key=None,
-            fingerprint=request_fingerprint(ROLLOVER, source, [], extra=as_of.isoformat()),
-            now=now,
-        )
-        usage = period_usage_at(now, calendar)
-        spec = operation_sql(ROLLOVER, now=as_of, until=None, source=source)
-        totals = _apply(
-            due,
-            lambda: [spec],
-            now=now,
-            source=source,
-            request_id=request.pk,
-            actor_id=None,
-            delete=False,
-            progress=progress,
-            chunks=(
-                pending_chunks(due, after=state.rolled_over_through, through=as_of)
-                if use_postgresql_fast_path()
-                else None
-            ),
-        )
-        _leave_ad_audiences(since=state.rolled_over_through, through=as_of)
-        if state.rolled_over_through is None or as_of > state.rolled_over_through:
-            state.rolled_over_through = as_of
-            state.save(update_fields=["rolled_over_through"])
-        result = StatusChangeResult(
-            operation=ROLLOVER,
-            idempotency_key=request.idempotency_key,
-            requested_at=now,
-            matched=totals.get("matched", 0),
-            applied=totals.get(LedgerAction.ROLLOVER, 0),
-            effective_from=as_of,
-        )
-        return _finish(
-            request=request,
-            calendar=calendar,
-            state=state,
-            usage=usage,
-            result=result,
-            live_delta=0,
-            scheduled_delta=0,
-        )
+    present = status_clock(at=at)
+    as_of = min(as_of or present, present)
+    after = UsageState.objects.filter(pk=1).values_list("rolled_over_through", flat=True).first()
+    due = Contact.objects.filter(
+        marketing_status=MarketingStatus.MARKETING, marketing_until__lte=as_of
+    )
+    if after is not None:
+        # Downgrades are always scheduled after the instant they are asked for, and
+        # instants only grow, so none falls at or before the last rollover's as_of.
+        due = due.filter(marketing_until__gt=after)
+    # Read once, outside the lock: no contact becomes due meanwhile (a new downgrade is
+    # scheduled after the present), so these chunks hold every due contact.
+    chunks = (
+        pending_chunks(due, after=after, through=as_of)
+        if use_postgresql_fast_path()
+        else target_chunks(due)
+    )
+    spec = operation_sql(ROLLOVER, now=as_of, until=None, source=source)
+    fingerprint = request_fingerprint(ROLLOVER, source, [], extra=as_of.isoformat())
+    steps: list[Chunk | None] = [*chunks] or [None]
+    matched = applied = 0
+    for number, chunk in enumerate(steps, start=1):
+        with transaction.atomic():
+            state, now = _lock_usage(at, calendar)
+            request = _begin(
+                operation=ROLLOVER,
+                source=source,
+                actor=None,
+                idempotency_key=None,
+                fingerprint=fingerprint,
+                now=now,
+            )
+            usage = period_usage_at(now, calendar)
+            totals = _apply(
+                due,
+                lambda: [spec],
+                now=now,
+                source=source,
+                request_id=request.pk,
+                actor_id=None,
+                delete=False,
+                progress=None,
+                chunks=[chunk] if chunk is not None else [],
+            )
+            matched += totals.get("matched", 0)
+            applied += totals.get(LedgerAction.ROLLOVER, 0)
+            if number == len(steps):
+                _leave_ad_audiences(since=after, through=as_of)
+                if state.rolled_over_through is None or as_of > state.rolled_over_through:
+                    state.rolled_over_through = as_of
+                    state.save(update_fields=["rolled_over_through"])
+            result = _finish(
+                request=request,
+                calendar=calendar,
+                state=state,
+                usage=usage,
+                result=StatusChangeResult(
+                    operation=ROLLOVER,
+                    idempotency_key=request.idempotency_key,
+                    requested_at=now,
+                    matched=totals.get("matched", 0),
+                    applied=totals.get(LedgerAction.ROLLOVER, 0),
+                    effective_from=as_of,
+                ),
+                live_delta=0,
+                scheduled_delta=0,
+            )
+        if progress:
+            progress(number, len(steps))
+    # The whole rollover's counts; the rest (instant, counters) is its last change's.
+    result.matched, result.applied = matched, applied
+    return result
 
 
 def _leave_ad_audiences(*, since: dt.datetime | None, through: dt.datetime) -> int:

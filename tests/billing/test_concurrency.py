@@ -32,7 +32,7 @@ from contacts.status.services import (
     contacts_set_non_marketing,
 )
 from crm.calendar import BillingCalendar
-from tests.concurrency import run_together
+from tests.concurrency import Aside, run_together
 from tests.conftest import at
 
 pytestmark = pytest.mark.postgres
@@ -94,6 +94,38 @@ def test_two_closes_at_once_write_one_invoice_per_period(
     assert {start: len(set(both)) for start, both in figures.items()} == {OCT_1: 1, NOV_1: 1}
     assert StatusChange.objects.filter(action="rollover").count() == 1_000
     assert PeriodUsage.objects.get(period_start=DEC_1).opening_count == 4_500
+
+
+def test_status_changes_go_through_while_the_close_replays_and_rolls_over(
+    transactional_db, account, subscription, make_contacts, monkeypatch
+):
+    two_months(make_contacts)
+    newcomers = list(make_contacts(2).values_list("pk", flat=True))
+    replay = services.ledger_replay
+    during_replay = []
+
+    # A change made from inside the close's transaction, on another connection: it must
+    # not wait for the close (which holds the billing lock, not the usage lock).
+    def replay_beside_a_change(**kwargs):
+        pk = newcomers[len(during_replay)]
+        aside = Aside(lambda: contacts_set_marketing(contacts=[pk], source=SRC))
+        during_replay.append(aside)
+        assert aside.done(timeout=30), "a status change waited for the close's replay"
+        return replay(**kwargs)
+
+    monkeypatch.setattr(services, "ledger_replay", replay_beside_a_change)
+
+    outcomes = billing_close_periods(as_of=DEC_1, at=at(2026, 12, 1, 1))
+
+    assert [(o.period_start, o.status, o.peak_count) for o in outcomes] == [
+        (OCT_1, "closed", 2_500),
+        (NOV_1, "closed", 5_500),
+    ]
+    assert [aside.result.changed for aside in during_replay] == [1, 1]
+    assert outcomes[-1].rollover_applied == 1_000
+    now = usage_current()
+    assert now.live_count == 4_500 + 2
+    assert ledger_replay(start=now.period_start, end=now.period_end).peak_count == now.peak_count
 
 
 def test_a_crash_between_period_and_invoice_leaves_nothing_and_the_rerun_completes(

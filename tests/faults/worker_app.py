@@ -7,7 +7,7 @@ several steps and a test can kill its worker in the middle of one:
 * FAULTS_IMPORT_BATCH, FAULTS_WORKFLOW_BATCH, FAULTS_SCORE_CHUNK: smaller upsert chunks,
   run chunks and lead-score recompute chunks;
 * FAULTS_STEP_PAUSE (seconds): a pause after each heartbeat of a job (between two chunks),
-  inside each period's transaction of the close, after its rollover, and before each chunk
+  inside each period's transaction of the close, after its replay, and before each chunk
   of the lead-score recompute;
 * FAULTS_QUEUE: the queue this worker serves (the test's own), also its default queue.
 """
@@ -38,14 +38,14 @@ PAUSE = float(os.environ.get("FAULTS_STEP_PAUSE", "0"))
 
 if PAUSE:
     _beat = jobs.Lease.beat
-    _rollover = billing_services.contacts_rollover
+    _replay = billing_services.ledger_replay
 
     def beat_then_pause(lease, **fields):
         _beat(lease, **fields)
         time.sleep(PAUSE)
 
-    def rollover_then_pause(**kwargs):
-        result = _rollover(**kwargs)
+    def replay_then_pause(**kwargs):
+        result = _replay(**kwargs)
         time.sleep(PAUSE)
         return result
 
@@ -56,7 +56,7 @@ if PAUSE:
         return _score_range(**kwargs)
 
     jobs.Lease.beat = beat_then_pause
-    billing_services.contacts_rollover = rollover_then_pause
+    billing_services.ledger_replay = replay_then_pause
     scoring.scores_recompute_range = pause_then_score_range
 
 app.conf.task_default_queue = os.environ["FAULTS_QUEUE"]

@@ -10,8 +10,14 @@ N / 10; no November row yet. So the replay equals the counters and the close suc
 it applies 100,000 rollovers, opens November with 0.9 N and writes the invoice.
 
 Between runs `reset_close()` undoes exactly what the close wrote (billing rows, the
-rollover rows and their request, November's counters, the contacts' status), then
+rollover rows and their requests, November's counters, the contacts' status), then
 VACUUM ANALYZE and CHECKPOINT.
+
+What a status change waits for during the close: one more close with another connection
+making single status changes one after another all along (a marketing contact's
+downgrade scheduled, then cancelled), each change's wait recorded; and, in the same run,
+the same with the close holding the usage lock from start to end, as it did before the
+rollover was cut into a transaction per chunk (the baseline).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import os
 import resource
 import subprocess
 import sys
+import threading
 import time
 import tracemalloc
 
@@ -191,6 +198,8 @@ def reset_close(count: int) -> None:
         execute(
             # The close's rollovers (a longer history holds older ones, kept).
             f"DELETE FROM {LEDGER} WHERE action = 'rollover' AND effective_at >= %(end)s",
+            # The probe's changes (changes_during), all asked for after the end.
+            f"DELETE FROM {LEDGER} WHERE action <> 'rollover' AND requested_at >= %(end)s",
             f"DELETE FROM {REQUEST} WHERE idempotency_key NOT LIKE '{SETUP_KEY}%%'",
             f"DELETE FROM {USAGE} WHERE period_start <> %(start)s",
             params={"start": START, "end": END},
@@ -222,6 +231,57 @@ def replay():
     from contacts.status.selectors import ledger_replay
 
     return ledger_replay(start=START, end=END)
+
+
+def close_holding_the_usage_lock() -> list:
+    """The baseline: the close and its rollover in one transaction under the usage lock."""
+    from crm.locks import lock_usage
+
+    with transaction.atomic():
+        lock_usage()
+        return close()
+
+
+def changes_during(work) -> tuple[float, dict]:
+    """`work` timed while another connection makes single status changes one after the
+    other (a downgrade scheduled, then cancelled, on a contact the close does not touch,
+    10 ms apart); each change's wait, from its call to its return."""
+    from contacts.models import StatusSourceType
+    from contacts.status.results import StatusSource
+    from contacts.status.services import contacts_set_marketing, contacts_set_non_marketing
+
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT MIN(id) FROM {CONTACT} WHERE id %% 10 = 1")
+        probe = cursor.fetchone()[0]
+    source = StatusSource(StatusSourceType.API, name="Benchmark probe")
+    stop = threading.Event()
+    waits: list[float] = []
+
+    def changes() -> None:
+        try:
+            while not stop.is_set():
+                for change in (contacts_set_non_marketing, contacts_set_marketing):
+                    started = time.perf_counter()
+                    change(contacts=[probe], source=source, at=AT)
+                    waits.append(time.perf_counter() - started)
+                time.sleep(0.01)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=changes)
+    thread.start()
+    try:
+        seconds, _ = timed(work)
+    finally:
+        stop.set()
+        thread.join()
+    waits.sort()
+    return seconds, {
+        "seconds": seconds,
+        "changes": len(waits),
+        "p50_ms": waits[len(waits) // 2] * 1000 if waits else 0.0,
+        "max_ms": waits[-1] * 1000 if waits else 0.0,
+    }
 
 
 def timed(work):
@@ -336,6 +396,14 @@ def run(count: int, repeat: int, say) -> dict:
         say(
             f"f: pieces, run {i + 1}: replay {result['replay_runs'][-1]:.2f} s, rollover "
             f"{seconds:.2f} s ({applied.applied:,} applied)"
+        )
+        reset_close(count)
+    for name, work in (("during", close), ("during_baseline", close_holding_the_usage_lock)):
+        say(f"f: a close with status changes made meanwhile ({name.replace('_', ' ')})")
+        _, result[name] = changes_during(work)
+        say(
+            f"     {result[name]['seconds']:.2f} s; {result[name]['changes']:,} changes, "
+            f"p50 {result[name]['p50_ms']:.1f} ms, longest {result[name]['max_ms']:,.0f} ms"
         )
         reset_close(count)
     say("f: memory of one close, in a fresh process")

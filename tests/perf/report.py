@@ -322,6 +322,24 @@ def _runs(values: list[float]) -> str:
     return ", ".join(f"{s:.2f}" for s in values)
 
 
+def _during_close_rows(c: dict) -> list[tuple[str, str, str]]:
+    """What a single status change waits for while the month closes, and before."""
+    if "during" not in c:
+        return []
+    now, before = c["during"], c["during_baseline"]
+    return [
+        (
+            "f. a status change made during the close: its longest wait",
+            f"{now['max_ms']:,.0f} ms",
+            f"{now['changes']:,} changes one after another during a close of "
+            f"{now['seconds']:.2f} s, p50 {now['p50_ms']:.1f} ms; with the close holding the "
+            f"usage lock throughout (before): longest {before['max_ms']:,.0f} ms, p50 "
+            f"{before['p50_ms']:.1f} ms over {before['changes']:,} changes, close "
+            f"{before['seconds']:.2f} s",
+        )
+    ]
+
+
 def close_rows(c: dict) -> list[tuple[str, str, str]]:
     close = statistics.median(c["runs"])
     memory = c["memory"]
@@ -350,6 +368,7 @@ def close_rows(c: dict) -> list[tuple[str, str, str]]:
             f"{statistics.median(c['replay_runs']):.2f} s",
             f"median of {_runs(c['replay_runs'])}, timed alone",
         ),
+        *_during_close_rows(c),
         (
             "f. memory of one close (fresh process)",
             f"{memory['tracemalloc_peak_mb']:.1f} MB",

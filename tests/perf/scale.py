@@ -212,6 +212,22 @@ def run_history(options, say) -> dict:
     return out
 
 
+def _waits_during_close(b: dict, t: dict, base: int, n: int) -> list[tuple[str, str, str]]:
+    """A status change's longest wait during the close, at both sizes, and before."""
+    if "during" not in b or "during" not in t:
+        return []
+    return [
+        (
+            f"o. f. a status change during the close: its longest wait, {base:,} → {n:,} contacts",
+            f"{b['during']['max_ms']:,.0f} → {t['during']['max_ms']:,.0f} ms",
+            f"{b['during']['changes']:,} and {t['during']['changes']:,} changes made one after "
+            "another while the month closed; with the close holding the usage lock throughout "
+            f"(before): {b['during_baseline']['max_ms']:,.0f} → "
+            f"{t['during_baseline']['max_ms']:,.0f} ms",
+        )
+    ]
+
+
 def rows(results: dict) -> list[tuple[str, str, str]]:
     if "scale" not in results and "history" not in results:
         return []
@@ -292,6 +308,7 @@ def _work_rows(r: dict) -> list[tuple[str, str, str]]:
             f"{t['close']['memory']['tracemalloc_peak_mb']:.1f} MB; set-up "
             f"{b['close']['setup_seconds']:.0f} → {t['close']['setup_seconds']:.0f} s",
         ),
+        *_waits_during_close(b["close"], t["close"], base, n),
         (
             f"o. g. import {IMPORT_ROWS:,} new rows into {base:,} → {n:,} contacts",
             f"{rate_base:,.0f} → {rate_n:,.0f} rows/s",

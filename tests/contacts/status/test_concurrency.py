@@ -15,6 +15,7 @@ from rest_framework.test import APIClient
 
 from billing.services import billing_close_periods
 from contacts.models import Contact
+from contacts.status import sql
 from contacts.status.models import PendingApproval, StatusChange
 from contacts.status.results import ChangeHeld, StatusSource
 from contacts.status.selectors import ledger_replay, usage_current
@@ -24,7 +25,8 @@ from contacts.status.services import (
     contacts_set_non_marketing,
 )
 from crm.calendar import BillingCalendar
-from tests.concurrency import run_together
+from tests.concurrency import Aside, run_together
+from tests.conftest import at
 from tests.factories import SourceFactory, UserFactory, set_guardrails
 from workflows.runs import workflow_run_now
 from workflows.services import workflow_create
@@ -184,6 +186,29 @@ def test_intake_bulk_changes_a_workflow_run_a_rollover_and_a_close_at_once(accou
     assert results[3:5] == ["ok", "ok"]
     assert results[5] == "done"
     assert StatusChange.objects.exists()
+    assert_counters_match_the_ledger()
+
+
+def test_a_status_change_goes_through_between_two_chunks_of_a_rollover(account, monkeypatch):
+    monkeypatch.setattr(sql, "STATUS_ID_BATCH", 3)
+    ids = make_contacts("roll", 9)
+    november = at(2026, 11, 5)
+    contacts_set_marketing(contacts=ids, source=SRC, at=november)
+    contacts_set_non_marketing(contacts=ids, source=SRC, at=november)
+    asides = []
+
+    # After each chunk, a change on another connection: it must not wait for the rest.
+    def between_chunks(done, total):
+        aside = Aside(lambda: contacts_set_marketing(contacts=[ids[-1]], source=SRC))
+        asides.append(aside)
+        assert aside.done(timeout=30), "a status change waited for the whole rollover"
+
+    result = contacts_rollover(progress=between_chunks)
+
+    assert len(asides) == 3
+    assert result.applied == 8  # the last contact was made marketing again in between
+    assert [aside.result.changed for aside in asides] == [1, 0, 0]
+    assert Contact.objects.filter(marketing_status="marketing").count() == 1
     assert_counters_match_the_ledger()
 
 

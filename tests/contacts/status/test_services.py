@@ -399,6 +399,47 @@ def test_a_rollover_in_chunks_applies_each_due_downgrade_once(
         assert seen[-1] == (3, 3)
 
 
+def test_each_rollover_chunk_is_a_change_of_its_own_and_a_change_between_two_stands(
+    account, contact_factory, manual, monkeypatch
+):
+    monkeypatch.setattr(sql, "STATUS_RANGE_BATCH", 3)
+    monkeypatch.setattr(sql, "STATUS_ID_BATCH", 3)
+    contacts = contact_factory.create_batch(8)
+    ids = [c.pk for c in contacts]
+    contacts_set_marketing(contacts=ids, source=manual, at=NOV_5)
+    contacts_set_non_marketing(contacts=ids, source=manual, at=NOV_5)
+    back = contacts[-1]  # due on December 1, in the rollover's last chunk
+    chunks = []
+
+    def between_chunks(done, total):
+        chunks.append((done, total))
+        if done == 1:  # the first chunk is committed; the last is not begun
+            contacts_set_marketing(contacts=back, source=manual, at=at(2026, 12, 1, 2))
+
+    result = contacts_rollover(as_of=DEC_1, at=at(2026, 12, 1, 2), progress=between_chunks)
+
+    back.refresh_from_db()
+    assert (back.marketing_status, back.marketing_until) == ("marketing", None)
+    assert result.applied == 7
+    assert sorted(
+        StatusChange.objects.filter(action=LedgerAction.ROLLOVER).values_list(
+            "contact_id", flat=True
+        )
+    ) == sorted(ids[:-1])
+    assert list(
+        StatusChange.objects.filter(contact=back).order_by("id").values_list("action", flat=True)
+    ) == [LedgerAction.UPGRADE, LedgerAction.DOWNGRADE_SCHEDULED, LedgerAction.UPGRADE]
+    # One request, with its own instant and result, per chunk.
+    requests = StatusChangeRequest.objects.filter(operation="rollover").order_by("requested_at")
+    assert len(chunks) == requests.count() >= 2
+    assert sum(r.result["applied"] for r in requests) == 7
+    # The change between the chunks counted once: December has one marketing contact.
+    december = usage()
+    assert (december.period_start, december.live_count, december.peak_count) == (DEC_1, 1, 1)
+    assert count_at(at(2026, 12, 2)) == 1
+    assert peak_between(DEC_1, JAN_1) == 1
+
+
 @pytest.mark.postgres
 def test_a_rollover_chunk_reads_only_its_stretch_of_the_pending_index(
     account, contact_factory, manual, monkeypatch
