@@ -251,7 +251,7 @@ def changes_during(work) -> tuple[float, dict]:
     from contacts.status.services import contacts_set_marketing, contacts_set_non_marketing
 
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT MIN(id) FROM {CONTACT} WHERE id %% 10 = 1")
+        cursor.execute(f"SELECT MIN(id) FROM {CONTACT} WHERE id %% %s = 1", [10])
         probe = cursor.fetchone()[0]
     source = StatusSource(StatusSourceType.API, name="Benchmark probe")
     stop = threading.Event()

@@ -332,9 +332,9 @@ def _during_close_rows(c: dict) -> list[tuple[str, str, str]]:
             "f. a status change made during the close: its longest wait",
             f"{now['max_ms']:,.0f} ms",
             f"{now['changes']:,} changes one after another during a close of "
-            f"{now['seconds']:.2f} s, p50 {now['p50_ms']:.1f} ms; with the close holding the "
+            f"{now['seconds']:.2f} s, p50 {now['p50_ms']:,.1f} ms; with the close holding the "
             f"usage lock throughout (before): longest {before['max_ms']:,.0f} ms, p50 "
-            f"{before['p50_ms']:.1f} ms over {before['changes']:,} changes, close "
+            f"{before['p50_ms']:,.1f} ms over {before['changes']:,} changes, close "
             f"{before['seconds']:.2f} s",
         )
     ]
