@@ -565,6 +565,8 @@ def contacts_rollover(
                 now=now,
             )
             usage = period_usage_at(now, calendar)
+            if chunk is not None:
+                _leave_ad_audiences(chunk.queryset)
             totals = _apply(
                 due,
                 lambda: [spec],
@@ -579,7 +581,6 @@ def contacts_rollover(
             matched += totals.get("matched", 0)
             applied += totals.get(LedgerAction.ROLLOVER, 0)
             if number == len(steps):
-                _leave_ad_audiences(since=after, through=as_of)
                 if state.rolled_over_through is None or as_of > state.rolled_over_through:
                     state.rolled_over_through = as_of
                     state.save(update_fields=["rolled_over_through"])
@@ -606,19 +607,15 @@ def contacts_rollover(
     return result
 
 
-def _leave_ad_audiences(*, since: dt.datetime | None, through: dt.datetime) -> int:
-    """Ad audiences hold marketing contacts only (DESIGN §1.1): the contacts whose downgrade
-    the rollover just applied leave every audience, in one DELETE (contact_pending_idx
-    finds them; adaudience memberships have nothing depending on them, so Django deletes
-    without reading the rows first)."""
+def _leave_ad_audiences(contacts) -> int:
+    """Ad audiences hold marketing contacts only (DESIGN §1.1): a rollover chunk's contacts,
+    whose downgrade it is about to apply under the same lock, leave every audience in one
+    DELETE (adaudience memberships have nothing depending on them, so Django deletes
+    without reading the rows first). A chunk at a time, so no transaction reads all the
+    contacts a rollover makes non-marketing."""
     from contacts.outreach.models import AdAudienceMembership
 
-    rolled = Contact.objects.filter(
-        marketing_status=MarketingStatus.NON_MARKETING, marketing_until__lte=through
-    )
-    if since is not None:
-        rolled = rolled.filter(marketing_until__gt=since)
-    removed, _ = AdAudienceMembership.objects.filter(contact__in=rolled.values("pk")).delete()
+    removed, _ = AdAudienceMembership.objects.filter(contact__in=contacts.values("pk")).delete()
     if removed:
         logger.info(
             "rollover: %s ad audience memberships of non-marketing contacts removed", removed

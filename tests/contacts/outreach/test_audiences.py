@@ -145,3 +145,28 @@ def test_a_contact_leaves_its_ad_audiences_when_its_downgrade_takes_effect(audie
     # When the rollover applies it, the contact leaves the audience; the other stays
     contacts_rollover(as_of=at(2026, 12, 1), at=at(2026, 12, 1, 1))
     assert members(audience) == ["stays@example.com"]
+
+
+def test_a_rollover_in_chunks_takes_each_chunks_contacts_out_of_their_audiences(
+    audience, monkeypatch
+):
+    from contacts.status import sql
+    from contacts.status.services import contacts_rollover, contacts_set_non_marketing
+    from tests.conftest import at
+
+    monkeypatch.setattr(sql, "STATUS_RANGE_BATCH", 1)
+    monkeypatch.setattr(sql, "STATUS_ID_BATCH", 1)
+    people = [ContactFactory(email=f"p{i}@example.com") for i in range(4)]
+    contacts_set_marketing(contacts=[p.pk for p in people], source=SOURCE, at=at(2026, 11, 5))
+    ad_audience_add(audience=audience, contacts=Contact.objects.all(), at=at(2026, 11, 5))
+    contacts_set_non_marketing(
+        contacts=[p.pk for p in people[1:]], source=SOURCE, at=at(2026, 11, 10)
+    )
+    chunks = []
+
+    contacts_rollover(
+        as_of=at(2026, 12, 1), at=at(2026, 12, 1, 1), progress=lambda d, t: chunks.append(d)
+    )
+
+    assert len(chunks) >= 3
+    assert members(audience) == ["p0@example.com"]
