@@ -580,10 +580,10 @@ def contacts_rollover(
             )
             matched += totals.get("matched", 0)
             applied += totals.get(LedgerAction.ROLLOVER, 0)
-            if number == len(steps):
-                if state.rolled_over_through is None or as_of > state.rolled_over_through:
-                    state.rolled_over_through = as_of
-                    state.save(update_fields=["rolled_over_through"])
+            last = number == len(steps)
+            if last and (state.rolled_over_through is None or as_of > state.rolled_over_through):
+                state.rolled_over_through = as_of
+                state.save(update_fields=["rolled_over_through"])
             result = _finish(
                 request=request,
                 calendar=calendar,
