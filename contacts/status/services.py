@@ -29,6 +29,7 @@ from contacts.models import (
     MarketingStatus,
     StatusSourceType,
 )
+from contacts.outreach.models import AdAudienceMembership
 from contacts.status.guardrails import guardrails_check, held_message
 from contacts.status.metrics import status_changes_count
 from contacts.status.models import (
@@ -552,6 +553,9 @@ def contacts_rollover(
     spec = operation_sql(ROLLOVER, now=as_of, until=None, source=source)
     fingerprint = request_fingerprint(ROLLOVER, source, [], extra=as_of.isoformat())
     steps: list[Chunk | None] = [*chunks] or [None]
+    # A due contact is non-marketing already, so no audience takes it in meanwhile: with no
+    # audience members now, no chunk has any to remove (and skips a read of its contacts).
+    members = AdAudienceMembership.objects.exists()
     matched = applied = 0
     for number, chunk in enumerate(steps, start=1):
         with transaction.atomic():
@@ -565,7 +569,7 @@ def contacts_rollover(
                 now=now,
             )
             usage = period_usage_at(now, calendar)
-            if chunk is not None:
+            if chunk is not None and members:
                 _leave_ad_audiences(chunk.queryset)
             totals = _apply(
                 due,
@@ -613,8 +617,6 @@ def _leave_ad_audiences(contacts) -> int:
     DELETE (adaudience memberships have nothing depending on them, so Django deletes
     without reading the rows first). A chunk at a time, so no transaction reads all the
     contacts a rollover makes non-marketing."""
-    from contacts.outreach.models import AdAudienceMembership
-
     removed, _ = AdAudienceMembership.objects.filter(contact__in=contacts.values("pk")).delete()
     if removed:
         logger.info(
