@@ -154,8 +154,8 @@ def test_a_rollover_in_chunks_takes_each_chunks_contacts_out_of_their_audiences(
     from contacts.status.services import contacts_rollover, contacts_set_non_marketing
     from tests.conftest import at
 
-    monkeypatch.setattr(sql, "STATUS_RANGE_BATCH", 1)
-    monkeypatch.setattr(sql, "STATUS_ID_BATCH", 1)
+    monkeypatch.setattr(sql, "STATUS_RANGE_BATCH", 1)  # SQLite: a chunk per contact id
+    monkeypatch.setattr(sql, "STATUS_ID_BATCH", 2)  # PostgreSQL: two index entries a chunk
     people = [ContactFactory(email=f"p{i}@example.com") for i in range(4)]
     contacts_set_marketing(contacts=[p.pk for p in people], source=SOURCE, at=at(2026, 11, 5))
     ad_audience_add(audience=audience, contacts=Contact.objects.all(), at=at(2026, 11, 5))
@@ -168,5 +168,5 @@ def test_a_rollover_in_chunks_takes_each_chunks_contacts_out_of_their_audiences(
         as_of=at(2026, 12, 1), at=at(2026, 12, 1, 1), progress=lambda d, t: chunks.append(d)
     )
 
-    assert len(chunks) >= 3
+    assert len(chunks) >= 2
     assert members(audience) == ["p0@example.com"]
