@@ -1,11 +1,13 @@
 """Billing writes: the close of a period, invoices, finalisation and alerts (DESIGN §1.4).
 
 The close is one service, reached from the `close_billing_periods` command, the
-daily beat task and the admin action. For every period that has ended it:
+daily beat task and the admin action. When some period has ended unclosed it:
 
 1. waits for the status changes under way to commit (it takes and releases the usage
-   lock): every change that can still come is stamped after the period's end, so the
-   period's ledger rows and counters no longer move;
+   lock, once): every change that can still come is stamped after the periods' end, so
+   their ledger rows and counters no longer move;
+
+and then, for each of those periods,
 2. takes the billing lock and returns at once if the period is already closed — so
    running it twice, or twice at once, closes it once;
 3. recomputes the peak by replaying the ledger and compares it with the live
@@ -16,7 +18,7 @@ daily beat task and the admin action. For every period that has ended it:
    rollover, which also opens the next period's counters).
 
 Steps 2–4 share one transaction, so a crash between any two leaves nothing
-half-done: the rerun starts again from step 1. The bill does not depend on step 5 (the
+half-done: the rerun starts again. The bill does not depend on step 5 (the
 ledger counted each downgrade at its date when it was scheduled), and the rollover
 holds the usage lock a chunk at a time: status changes go on during the close.
 A rollover stopped half-way is finished by the next close or the hourly
@@ -122,10 +124,10 @@ def billing_close_periods(
         )
     )
     outcomes = []
-    for start, end in periods_ended_by(as_of):
-        if start in closed:
-            continue
-        _settle_changes_under_way()
+    to_close = [(start, end) for start, end in periods_ended_by(as_of) if start not in closed]
+    if to_close:
+        _settle_changes_under_way()  # once: every change after it is stamped after `as_of`
+    for start, end in to_close:
         outcome = _close_period(start=start, end=end, now=now, dry_run=dry_run)
         if not dry_run:
             outcome.rollover_applied = contacts_rollover(as_of=end, at=max(now, end)).applied
@@ -144,7 +146,7 @@ def _settle_changes_under_way() -> None:
 
     A change takes its instant under that lock, from the clock, and the periods closed
     have ended by the clock: every change that takes the lock after this one is stamped
-    after their end. So the closed period's ledger rows and counter row are final, and
+    after their end, whichever of them is closed first. So the closed period's ledger rows and counter row are final, and
     the close reads them without the lock.
     """
     with transaction.atomic():

@@ -242,7 +242,7 @@ def close_holding_the_usage_lock() -> list:
         return close()
 
 
-def changes_during(work) -> tuple[float, dict]:
+def changes_during(work) -> dict:
     """`work` timed while another connection makes single status changes one after the
     other (a downgrade scheduled, then cancelled, on a contact the close does not touch,
     10 ms apart, the first pair before `work` begins and untimed); each change's wait,
@@ -257,7 +257,6 @@ def changes_during(work) -> tuple[float, dict]:
     source = StatusSource(StatusSourceType.API, name="Benchmark probe")
     stop = threading.Event()
     waits: list[float] = []
-
     errors: list[BaseException] = []
 
     def change_pair() -> list[float]:
@@ -296,7 +295,7 @@ def changes_during(work) -> tuple[float, dict]:
     if errors:
         raise errors[0]
     waits.sort()
-    return seconds, {
+    return {
         "seconds": seconds,
         "changes": len(waits),
         "p50_ms": waits[len(waits) // 2] * 1000 if waits else 0.0,
@@ -420,7 +419,7 @@ def run(count: int, repeat: int, say) -> dict:
         reset_close(count)
     for name, work in (("during", close), ("during_baseline", close_holding_the_usage_lock)):
         say(f"f: a close with status changes made meanwhile ({name.replace('_', ' ')})")
-        _, result[name] = changes_during(work)
+        result[name] = changes_during(work)
         say(
             f"     {result[name]['seconds']:.2f} s; {result[name]['changes']:,} changes, "
             f"p50 {result[name]['p50_ms']:.1f} ms, longest {result[name]['max_ms']:,.0f} ms"
