@@ -351,8 +351,9 @@ class ContactAdmin(
     def get_search_results(self, request, queryset, search_term):
         """Prefix matches only: emails are stored lower-case, so `email LIKE 'ann%'` uses the
         unique index's pattern-ops twin on PostgreSQL; names and company use the prefix
-        indexes over UPPER(column) (contact_first_name_prefix, contact_last_name_prefix,
-        contact_company_prefix); a term with "@" searches emails only."""
+        indexes over UPPER(column) (contact_name_prefix, led by the first name;
+        contact_last_name_prefix, contact_company_prefix); a term with "@" searches emails
+        only."""
         terms = search_term.split()
         for term in terms:
             branches = search_branches(term)

@@ -158,8 +158,11 @@ def contact_search_q(value: str) -> Q:
     or a company, or 'first last' prefixes. On PostgreSQL each branch has its index, so the
     planner ORs bitmaps instead of scanning the table: the email's pattern-ops index
     (`contacts_contact_email_…_like`; emails are stored lower-cased) and the prefix indexes
-    `contact_first_name_prefix`, `contact_last_name_prefix`, `contact_company_prefix` over
-    `UPPER(column::text)`, which is how Django writes `istartswith`."""
+    over `UPPER(column::text)`, which is how Django writes `istartswith`:
+    `contact_name_prefix` (first name, then last name), `contact_last_name_prefix` and
+    `contact_company_prefix`. 'First last' reads the first name's range of the name
+    index and tests the last name in its entries, so it never gathers every contact
+    whose first name starts with the first word."""
     term = value.strip()
     if not term:
         return Q()

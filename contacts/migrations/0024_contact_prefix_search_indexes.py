@@ -28,29 +28,12 @@ installed; nothing of the project reads it any more.
 
 from django.db import migrations
 
+from contacts.migrations._prefix_indexes import STATISTICS, replace_indexes
+
 COLUMNS = ("first_name", "last_name", "company")
 # Each index by name: what follows `ON contacts_contact` in its CREATE INDEX.
 PREFIX_INDEXES = {f"contact_{c}_prefix": f"(UPPER({c}::text) text_pattern_ops)" for c in COLUMNS}
 TRIGRAM_INDEXES = {f"contact_{c}_trgm": f"USING gin (UPPER({c}) gin_trgm_ops)" for c in COLUMNS}
-# Values ANALYZE keeps of each prefix expression (PostgreSQL's default is 100).
-STATISTICS = 3000
-
-
-def replace_indexes(
-    schema_editor, build: dict[str, str], drop: dict[str, str], statistics: int | None = None
-) -> None:
-    if schema_editor.connection.vendor != "postgresql":
-        return
-    for name, definition in build.items():
-        schema_editor.execute(f"CREATE INDEX IF NOT EXISTS {name} ON contacts_contact {definition}")
-        if statistics:
-            schema_editor.execute(
-                f"ALTER INDEX {name} ALTER COLUMN 1 SET STATISTICS {statistics}"
-            )
-    for name in drop:
-        schema_editor.execute(f"DROP INDEX IF EXISTS {name}")
-    # The statistics of the new expressions, so the planner has them from the start.
-    schema_editor.execute("ANALYZE contacts_contact")
 
 
 def to_prefix(apps, schema_editor):
