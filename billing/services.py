@@ -146,8 +146,8 @@ def _settle_changes_under_way() -> None:
 
     A change takes its instant under that lock, from the clock, and the periods closed
     have ended by the clock: every change that takes the lock after this one is stamped
-    after their end, whichever of them is closed first. So the closed period's ledger rows and counter row are final, and
-    the close reads them without the lock.
+    after their end, whichever of them is closed first. So the closed periods' ledger rows
+    and counter rows are final, and the close reads them without the lock.
     """
     with transaction.atomic():
         lock_usage()
