@@ -188,11 +188,18 @@ _HUBSPOT_SIGNATURE = frozenset({_key("Record ID"), _key("Email")})
 HUBSPOT_STATUS_FIELDS = frozenset({"hubspot_marketing", "hubspot_until_renewal"})
 _TRUE = frozenset({"true", "yes", "y", "1", "t", "x"})
 _FALSE = frozenset({"false", "no", "n", "0", "f", ""})
-# Django's EmailValidator's own patterns for a plain dot-atom address: a row that passes
-# needs no more work; anything else is asked of validate_email itself (IDN, literals).
+# Django's EmailValidator's patterns (its DomainNameValidator's for the domain), ASCII
+# only, for a plain dot-atom address: a row that passes needs no more work; anything else
+# is asked of validate_email itself (IDN, literals, quoted local parts). The top-level
+# label is letters and hyphens, or punycode ("xn--…"), never digits. Written possessively
+# (`++`, `{…}+`): no part of an address can give characters back to the next (a label
+# stops at a dot, the local part at the @), so the same addresses match without
+# backtracking, in about half the time (tests/contacts/imports/test_cleaning.py holds
+# the pattern to the validator).
 _EMAIL_FAST = re.compile(
-    r"[-!#$%&'*+/=?^_`{}|~0-9a-z]+(?:\.[-!#$%&'*+/=?^_`{}|~0-9a-z]+)*"
-    r"@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}(?<!-)"
+    r"[-!#$%&'*+/=?^_`{}|~0-9a-z]++(?:\.[-!#$%&'*+/=?^_`{}|~0-9a-z]++)*+"
+    r"@(?:(?!-)[a-z0-9-]{1,63}+(?<!-)\.)++"
+    r"(?!-)(?:[a-z-]{2,63}+|xn--[a-z0-9]{1,59}+)(?<!-)"
 )
 
 

@@ -13,7 +13,6 @@ import io
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from itertools import repeat
 from operator import itemgetter
 
 from django.db import IntegrityError, connection, transaction
@@ -36,6 +35,11 @@ IMPORT_FIELD_LIMIT = 1_000_000  # characters in one value (csv.field_size_limit)
 
 IMPORT_SORT_MEMORY = "256MB"  # PostgreSQL work_mem for the dedupe sort of a large file
 
+# The staging table's statistics target: the upsert's plans need its size and the email
+# index's range estimates, which 3,000 sampled rows give as well as 30,000 (the default
+# 100), in a tenth of the time (16 ms against 160 ms at 1,000,000 rows).
+IMPORT_STAGE_STATISTICS = 10
+
 STAGE_TABLE = "import_stage"
 
 FORCE_PORTABLE = False  # tests flip it to run the portable path on PostgreSQL
@@ -45,7 +49,7 @@ ImportProgress = Callable[[str, int, int], None]  # (phase, done, total)
 
 @dataclass
 class _Batch:
-    rows: list[tuple]  # (line, email, first_name, …): IMPORT_STAGED_FIELDS' values, None = empty
+    rows: list[tuple]  # (line, email, …): the values of `staged_fields`, None = empty
     errors: list[tuple[int, str, str]]  # (line, column, message)
     read: int  # data rows read so far (blank lines not counted)
     invalid: int  # rows of this batch with an error
@@ -60,6 +64,14 @@ def _open_text(contact_import: ContactImport):
 _Mapped = list[tuple[int, int, ColumnCleaner, str]]
 
 
+def staged_fields(contact_import: ContactImport) -> list[str]:
+    """The fields the import's mapping stages, in IMPORT_STAGED_FIELDS' order (email first).
+    Only these are written to the staging table: the others stay NULL there, as an empty
+    cell does, and a row of the file costs no more for the fields it does not have."""
+    mapped = set(contact_import.mapping.values())
+    return [name for name in IMPORT_STAGED_FIELDS if name in mapped]
+
+
 _CLEAN_RUN = 1_000  # records cleaned together: a column of them stays in the CPU's cache
 
 
@@ -70,8 +82,7 @@ def _cleaned(
     errors as (line, position, column, message)."""
     errors = []
     bad: set[int] = set()
-    cells: list = [repeat(None)] * (len(IMPORT_STAGED_FIELDS) + 1)  # unmapped fields: None
-    cells[0] = lines
+    cells: list = [lines, *([None] * len(mapped))]
     shortest = min(map(len, records))
     for position, index, clean, column in mapped:
         if index < shortest:
@@ -82,7 +93,7 @@ def _cleaned(
         for at, message in failed:
             errors.append((lines[at], position, column, message))
             bad.add(at)
-    rows = list(zip(*cells, strict=False))  # the repeats end with the records
+    rows = list(zip(*cells, strict=True))
     if bad:
         rows = [row for at, row in enumerate(rows) if at not in bad]
     return rows, errors
@@ -103,8 +114,7 @@ def _read_batches(contact_import: ContactImport, size: int) -> Iterator[_Batch]:
             column_cleaner(IMPORT_FIELDS[name], zone),
             columns[by_field[name]],
         )
-        for position, name in enumerate(IMPORT_STAGED_FIELDS, start=1)
-        if name in by_field
+        for position, name in enumerate(staged_fields(contact_import), start=1)
     ]
     csv.field_size_limit(IMPORT_FIELD_LIMIT)
     read = invalid = in_batch = 0
@@ -261,9 +271,6 @@ def _fast_path() -> bool:
     return connection.vendor == "postgresql" and not FORCE_PORTABLE
 
 
-STAGE_COLUMNS = "line, " + ", ".join(IMPORT_STAGED_FIELDS)
-
-
 def _stage_ddl(table: str) -> str:
     """The session's staging table, or (another name) a table kept for the run, UNLOGGED."""
     columns = ", ".join(
@@ -331,6 +338,9 @@ def _stage(
     """
     ImportRowError.objects.filter(contact_import=contact_import).delete()
     staged = _Staged()
+    copied = 0
+    names = ["line", *staged_fields(contact_import)]
+    columns = ", ".join(names)
     fast = _fast_path()
     total = contact_import.rows or 0
     with connection.cursor() as cursor:
@@ -340,33 +350,31 @@ def _stage(
             for batch in _read_batches(contact_import, IMPORT_STAGE_BATCH):
                 if batch.rows:
                     if fast:
-                        with cursor.cursor.copy(
-                            f"COPY {table} ({STAGE_COLUMNS}) FROM STDIN"
-                        ) as copy:
+                        with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
                             for row in batch.rows:
                                 copy.write_row(row)
                     else:
-                        marks = ", ".join(["%s"] * (len(IMPORT_STAGED_FIELDS) + 1))
+                        marks = ", ".join(["%s"] * len(names))
                         cursor.executemany(
-                            f"INSERT INTO {table} ({STAGE_COLUMNS}) VALUES ({marks})", batch.rows
+                            f"INSERT INTO {table} ({columns}) VALUES ({marks})", batch.rows
                         )
                     staged.last_line = batch.rows[-1][0]
+                    copied += len(batch.rows)
                 _write_errors(contact_import.pk, batch.errors)
                 staged.rows = batch.read
                 staged.invalid += batch.invalid
                 if progress:
                     progress("reading", staged.rows, max(total, staged.rows))
-        _dedupe(cursor, contact_import, table)
-        cursor.execute(f"SELECT COUNT(*) FROM {table}")
-        staged.kept = cursor.fetchone()[0]
+        staged.kept = copied - _dedupe(cursor, contact_import, table)
         if table != STAGE_TABLE:
             stage_view(cursor, table)
     staged.duplicates = staged.rows - staged.invalid - staged.kept
     return staged
 
 
-def _dedupe(cursor, contact_import: ContactImport, table: str = STAGE_TABLE) -> None:
-    """Keep the last row of each email and index the staging table for the upsert.
+def _dedupe(cursor, contact_import: ContactImport, table: str = STAGE_TABLE) -> int:
+    """Keep the last row of each email and index the staging table for the upsert; the
+    number of rows removed.
 
     The unique email index the upsert reads by is tried first: a file without
     duplicates (the usual case) costs one sort. When it fails, the earlier rows of each
@@ -376,6 +384,7 @@ def _dedupe(cursor, contact_import: ContactImport, table: str = STAGE_TABLE) -> 
     if postgresql:  # sort in memory, not on disk (the session's setting, reset by the caller)
         cursor.execute(f"SET maintenance_work_mem = '{IMPORT_SORT_MEMORY}'")
     unique = f"CREATE UNIQUE INDEX {table}_email ON {table} (email)"
+    removed = 0
     try:
         with transaction.atomic():
             cursor.execute(unique)
@@ -393,7 +402,12 @@ def _dedupe(cursor, contact_import: ContactImport, table: str = STAGE_TABLE) -> 
             [contact_import.pk, email_column[:200]],
         )
         cursor.execute(f"DELETE FROM {table} WHERE line IN (SELECT s.line {repeated})")
+        removed = cursor.rowcount
         cursor.execute(unique)
     if postgresql:
         cursor.execute("RESET maintenance_work_mem")
+        cursor.execute(f"SET default_statistics_target = {IMPORT_STAGE_STATISTICS}")
     cursor.execute(f"ANALYZE {table}")
+    if postgresql:
+        cursor.execute("RESET default_statistics_target")
+    return removed

@@ -3,9 +3,11 @@
 import random
 
 import pytest
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 
 from contacts.imports.cleaning import column_cleaner, value_cleaner
-from contacts.imports.parsing import IMPORT_FIELDS
+from contacts.imports.parsing import _EMAIL_FAST, IMPORT_FIELDS
 
 CELLS = {
     "email": [
@@ -91,6 +93,9 @@ def test_random_columns_are_cleaned_as_their_cells_are(name):
     [
         ("email", ["ann@example.com", "b" * 250 + "@example.com"]),  # well formed, too long
         ("email", ["ann@example.com", "bob@example.com\x01carol@example.com"]),
+        # Joined a value a line, this one would read as two good addresses.
+        ("email", ["ann@example.com", "bob@example.com\ncarol@example.com"]),
+        ("email", ["ann@example.com", "bob@example.com\r\ncarol@example.com", "dan@x.io"]),
         ("first_name", ["Ann", "x" * 101]),
         ("first_name", ["Ann", "Bob\x00"]),
         ("first_name", ["Ann", "Bob "]),
@@ -100,3 +105,58 @@ def test_random_columns_are_cleaned_as_their_cells_are(name):
 )
 def test_a_cell_that_only_looks_clean_in_the_joined_column_is_caught(name, cells):
     assert column_cleaner(IMPORT_FIELDS[name])(cells) == one_by_one(name, cells)
+
+
+def _valid(address: str) -> bool:
+    try:
+        validate_email(address)
+    except ValidationError:
+        return False
+    return True
+
+
+LABEL = "b" * 63
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        f"a@{LABEL}.com",
+        f"a@{LABEL}b.com",
+        f"a@example.{'c' * 63}",
+        f"a@example.{'c' * 64}",
+        "a@-b.com",
+        "a@b-.com",
+        "a@b--c.com",
+        "a@b.co-",
+        "a@b.c",
+        "a@b.c.d",
+        "a..b@c.com",
+        "a.@c.com",
+        ".a@c.com",
+        "a@b..com",
+        "a@b.com.",
+        "a@@b.com",
+        "a-b_c@d-e.f-g.hi",
+        "a@b.c0m",
+        "a@b.-ab",
+        "a@b.ab-",
+        "a@b.a-b",
+        "a@b.xn--p1ai",
+        "a@b.xn--",
+        "a@b.xn--p1ai-",
+        f"a@b.xn--{'a' * 59}",
+        f"a@b.xn--{'a' * 60}",
+    ],
+)
+def test_the_fast_email_pattern_takes_an_edge_address_as_the_validator_does(address):
+    assert bool(_EMAIL_FAST.fullmatch(address)) == _valid(address)
+
+
+def test_the_fast_email_pattern_takes_the_addresses_the_validator_takes():
+    """Over short strings of the characters that decide a plain address (the pattern is
+    written possessively, and must match exactly what Django's validator matches)."""
+    rng = random.Random(20261206)
+    for _ in range(20_000):
+        address = "".join(rng.choice("ab0-._@xn") for _ in range(rng.randint(3, 12)))
+        assert bool(_EMAIL_FAST.fullmatch(address)) == _valid(address), address
