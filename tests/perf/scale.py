@@ -333,11 +333,13 @@ def _work_rows(r: dict) -> list[tuple[str, str, str]]:
 
 
 def _read_rows(r: dict) -> list[tuple[str, str, str]]:
+    from tests.perf.reads import in_path_order
+
     n, base = r["contacts"], r["base"]
     rb, rn = r["reads_base"]["lists"], r["reads_n"]["lists"]
     out, worst = [], 0.0
     for side in ("api", "admin"):
-        for name, entry in rn[side].items():
+        for name, entry in in_path_order(side, rn[side]):
             before = rb[side].get(name)
             if not before:
                 continue
