@@ -407,8 +407,8 @@ def _dedupe(cursor, contact_import: ContactImport, table: str = STAGE_TABLE) -> 
         cursor.execute(unique)
     if postgresql:
         cursor.execute("RESET maintenance_work_mem")
-        cursor.execute(f"SET default_statistics_target = {IMPORT_STAGE_STATISTICS}")
-    cursor.execute(f"ANALYZE {table}")
-    if postgresql:
-        cursor.execute("RESET default_statistics_target")
+    with transaction.atomic():
+        if postgresql:  # this transaction's setting only, whatever becomes of it
+            cursor.execute(f"SET LOCAL default_statistics_target = {IMPORT_STAGE_STATISTICS}")
+        cursor.execute(f"ANALYZE {table}")
     return removed
