@@ -524,6 +524,14 @@ def pending_chunks(
     downgrades would read n² / STATUS_RANGE_BATCH index entries (a tenth of 10,000,000
     contacts: 200 chunks reading 1,000,000 entries each). The bounds come from one
     index-only pass over that stretch.
+
+    A chunk must also stop at its upper bound. A row comparison starts the scan, but only
+    its first column can stop it: `(marketing_until, id) < (D, n)` lets a scan run on
+    through every later entry of date D. Every downgrade is due at a period start, so a
+    rollover's entries mostly share one date, and each chunk read the rest of the stretch
+    (at 10,000,000 contacts the first chunk 1,000,000 entries, 24 ms of its 85).
+    Between two bounds of one date the chunk is that date and an id range, which the
+    index starts and stops on; a chunk across dates adds its end's date as a plain bound.
     """
     after_sql, after_params = ("AND marketing_until > %s", [after]) if after else ("", [])
     with connection.cursor() as cursor:
@@ -544,10 +552,15 @@ def pending_chunks(
         bounds = cursor.fetchall()
     chunks = []
     for k, bound in enumerate(bounds):
-        # Row comparisons, which PostgreSQL reads as the index's range.
-        chunk = due.filter(_pending_entry(">=", bound))
-        if k + 1 < len(bounds):
-            chunk = chunk.filter(_pending_entry("<", bounds[k + 1]))
+        end = bounds[k + 1] if k + 1 < len(bounds) else None
+        if end is not None and end[0] == bound[0]:
+            chunk = due.filter(marketing_until=bound[0], pk__gte=bound[1], pk__lt=end[1])
+        else:
+            # Row comparisons, which PostgreSQL reads as the index's range; the last
+            # chunk stops where the due stretch does.
+            chunk = due.filter(_pending_entry(">=", bound))
+            if end is not None:
+                chunk = chunk.filter(_pending_entry("<", end), marketing_until__lte=end[0])
         chunks.append(Chunk(chunk, None, None))
     return chunks
 

@@ -453,22 +453,62 @@ def test_a_rollover_chunk_reads_only_its_stretch_of_the_pending_index(
     )
 
     chunks = sql.pending_chunks(due, after=None, through=DEC_1)
-    with connection.cursor() as cursor:
-        cursor.execute("SET enable_seqscan = off")
-        cursor.execute("SET enable_bitmapscan = off")
-        try:
-            plan = chunks[1].queryset.explain()
-        finally:
-            cursor.execute("RESET enable_seqscan")
-            cursor.execute("RESET enable_bitmapscan")
+    plan = _index_plan(chunks[1].queryset)
 
     assert [sorted(chunk.queryset.values_list("pk", flat=True)) for chunk in chunks] == [
         sorted(c.pk for c in contacts[k : k + 2]) for k in (0, 2, 4)
     ]
     condition = next(line for line in plan.splitlines() if "Index Cond" in line)
     assert "contact_pending_idx" in plan
-    assert "ROW(marketing_until, id) >=" in condition
-    assert "ROW(marketing_until, id) <" in condition
+    # Every downgrade is due at the period start: the chunk is that date and an id range,
+    # which the index both starts and stops on (a row comparison would not stop it).
+    assert "marketing_until = " in condition
+    assert f"id >= {contacts[2].pk}" in condition
+    assert f"id < {contacts[4].pk}" in condition
+    assert "ROW(" not in condition
+
+
+def _index_plan(queryset) -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SET enable_seqscan = off")
+        cursor.execute("SET enable_bitmapscan = off")
+        try:
+            return queryset.explain()
+        finally:
+            cursor.execute("RESET enable_seqscan")
+            cursor.execute("RESET enable_bitmapscan")
+
+
+@pytest.mark.postgres
+def test_rollover_chunks_across_two_dates_hold_each_due_contact_once(
+    account, contact_factory, manual, monkeypatch
+):
+    """A rollover that runs late finds downgrades due at two period starts; the chunk that
+    spans them is bounded by row comparisons and by its end's date."""
+    monkeypatch.setattr(sql, "STATUS_ID_BATCH", 2)
+    contacts = contact_factory.create_batch(5)
+    contacts_set_marketing(contacts=[c.pk for c in contacts], source=manual, at=NOV_5)
+    # Three due on 1 December, then two on 1 January.
+    contacts_set_non_marketing(contacts=[c.pk for c in contacts[:3]], source=manual, at=NOV_5)
+    contacts_set_non_marketing(
+        contacts=[c.pk for c in contacts[3:]], source=manual, at=at(2026, 12, 5)
+    )
+    later = at(2027, 1, 15)  # the window's end, past the last date due
+    due = Contact.objects.filter(
+        marketing_status=MarketingStatus.MARKETING, marketing_until__lte=later
+    )
+
+    chunks = sql.pending_chunks(due, after=None, through=later)
+    across = next(
+        line for line in _index_plan(chunks[1].queryset).splitlines() if "Index Cond" in line
+    )
+
+    assert [sorted(chunk.queryset.values_list("pk", flat=True)) for chunk in chunks] == [
+        sorted(c.pk for c in contacts[k : k + 2]) for k in (0, 2, 4)
+    ]
+    assert "ROW(marketing_until, id) >=" in across
+    assert "ROW(marketing_until, id) <" in across
+    assert "marketing_until <= '2027-01-01 00:00:00+00'" in across  # the chunk's end's date
 
 
 @pytest.mark.postgres
