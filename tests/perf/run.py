@@ -150,6 +150,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="o: the lists (k) at the base size and at --contacts, without e, f and g",
     )
     parser.add_argument(
+        "--scale-work-only",
+        action="store_true",
+        help="o: e, f and g at the base size and at --contacts, keeping the lists (k) stored",
+    )
+    parser.add_argument(
         "--seed-demo",
         action="store_true",
         help="k: read over `seed_demo` data (slow) instead of tests/perf/read_data.py's",

@@ -137,6 +137,9 @@ def run(options, say) -> dict:
     if getattr(options, "scale_reads_only", False):
         results.update(_stored_work(count, say))
         return _measure_parts(results, reads_part, options, say)
+    if getattr(options, "scale_work_only", False):
+        results.update(_stored_reads(count, say))
+        reads_part = []
     started = time.perf_counter()
     say(f"o/e: {options.calls} single changes at {options.small:,} contacts")
     data.fill(options.small)
@@ -148,7 +151,7 @@ def run(options, say) -> dict:
     say(f"o/g: importing {IMPORT_ROWS:,} new rows into empty tables (fresh process)")
     results["import_empty"] = imports.in_child(imports.write_csv(IMPORT_ROWS))
     say(f"     {IMPORT_ROWS / results['import_empty']['run_seconds']:,.0f} rows/s")
-    results["seconds"] = {"small": time.perf_counter() - started}
+    results["seconds"] = {"small": time.perf_counter() - started, **results.pop("kept_seconds", {})}
     parts = [(key, size, at_size) for key, size in (("at_base", base), ("at_n", count))]
     return _measure_parts(results, parts + reads_part, options, say)
 
@@ -171,6 +174,22 @@ def _stored_work(count: int, say) -> dict:
         k: v for k, v in scale.get("seconds", {}).items() if k not in ("reads_base", "reads_n")
     }
     return {**kept, "seconds": seconds, "work_measured": measured}
+
+
+def _stored_reads(count: int, say) -> dict:
+    """The lists of the stored scale section, measured at the same size, kept beside a run
+    of e, f and g alone (the section's date becomes the run's; the rows say the lists')."""
+    from tests.perf.report import STORE
+
+    stored = json.loads(STORE.read_text()).get("o. scale", {}) if STORE.exists() else {}
+    scale = stored.get("results", {}).get("scale", {})
+    if scale.get("contacts") != count or "reads_n" not in scale:
+        return {}
+    measured = scale.get("reads_measured", stored["measured"])
+    say(f"o: keeping the lists as measured {measured}")
+    seconds = {k: v for k, v in scale.get("seconds", {}).items() if k in ("reads_base", "reads_n")}
+    kept = {key: scale[key] for key in ("reads_base", "reads_n")}
+    return {**kept, "reads_measured": measured, "kept_seconds": seconds}
 
 
 def _measure_parts(results: dict, parts: list, options, say) -> dict:
@@ -263,7 +282,11 @@ def scale_rows(r: dict) -> list[tuple[str, str, str]]:
             f"{note}; e, f and g measured {r['work_measured']}, the lists later",
         )
     if "reads_n" in r:
-        out += _read_rows(r)
+        reads = _read_rows(r)
+        if "reads_measured" in r:
+            label, value, note = reads[0]
+            reads[0] = (label, value, f"{note}; the lists measured {r['reads_measured']}")
+        out += reads
     out.append(
         (
             "o. time of each part",
