@@ -135,10 +135,10 @@ def run(options, say) -> dict:
         ),
     ]
     if getattr(options, "scale_reads_only", False):
-        results.update(_stored_work(count, say))
+        results.update(_stored(count, WORK_PARTS, WORK_SECONDS, "work", say))
         return _measure_parts(results, reads_part, options, say)
     if getattr(options, "scale_work_only", False):
-        results.update(_stored_reads(count, say))
+        results.update(_stored(count, READ_PARTS, READ_PARTS, "reads", say))
         reads_part = []
     started = time.perf_counter()
     say(f"o/e: {options.calls} single changes at {options.small:,} contacts")
@@ -151,45 +151,34 @@ def run(options, say) -> dict:
     say(f"o/g: importing {IMPORT_ROWS:,} new rows into empty tables (fresh process)")
     results["import_empty"] = imports.in_child(imports.write_csv(IMPORT_ROWS))
     say(f"     {IMPORT_ROWS / results['import_empty']['run_seconds']:,.0f} rows/s")
-    results["seconds"] = {"small": time.perf_counter() - started, **results.pop("kept_seconds", {})}
+    results["seconds"] = {"small": time.perf_counter() - started, **results.get("seconds", {})}
     parts = [(key, size, at_size) for key, size in (("at_base", base), ("at_n", count))]
     return _measure_parts(results, parts + reads_part, options, say)
 
 
-def _stored_work(count: int, say) -> dict:
-    """e, f and g of the stored scale section, when it was measured at the same size: a
-    run of the reads alone keeps them beside its lists (their section's date becomes the
-    reads', so the run says which it kept)."""
+# The scale section's parts, and the keys of their seconds in its "seconds".
+WORK_PARTS = ("single_small", "import_empty", "at_base", "at_n")
+WORK_SECONDS = ("small", "at_base", "at_n")
+READ_PARTS = ("reads_base", "reads_n")
+_KEPT = {"work": "e, f and g", "reads": "the lists"}
+
+
+def _stored(count: int, parts: tuple, seconds: tuple, what: str, say) -> dict:
+    """`parts` of the stored scale section and their seconds, when it was measured at the
+    same size: a run of the other parts alone keeps them beside its own. The section's
+    date becomes the run's, so the kept parts' own date goes with them (`<what>_measured`)
+    and the rows say it."""
     from tests.perf.report import STORE
 
     stored = json.loads(STORE.read_text()).get("o. scale", {}) if STORE.exists() else {}
     scale = stored.get("results", {}).get("scale", {})
-    if scale.get("contacts") != count:
+    kept = {key: scale[key] for key in parts if key in scale}
+    if scale.get("contacts") != count or not kept:
         return {"seconds": {}}
-    measured = scale.get("work_measured", stored["measured"])
-    say(f"o: keeping e, f and g as measured {measured}")
-    work = ("single_small", "import_empty", "at_base", "at_n")
-    kept = {key: scale[key] for key in work if key in scale}
-    seconds = {
-        k: v for k, v in scale.get("seconds", {}).items() if k not in ("reads_base", "reads_n")
-    }
-    return {**kept, "seconds": seconds, "work_measured": measured}
-
-
-def _stored_reads(count: int, say) -> dict:
-    """The lists of the stored scale section, measured at the same size, kept beside a run
-    of e, f and g alone (the section's date becomes the run's; the rows say the lists')."""
-    from tests.perf.report import STORE
-
-    stored = json.loads(STORE.read_text()).get("o. scale", {}) if STORE.exists() else {}
-    scale = stored.get("results", {}).get("scale", {})
-    if scale.get("contacts") != count or "reads_n" not in scale:
-        return {}
-    measured = scale.get("reads_measured", stored["measured"])
-    say(f"o: keeping the lists as measured {measured}")
-    seconds = {k: v for k, v in scale.get("seconds", {}).items() if k in ("reads_base", "reads_n")}
-    kept = {key: scale[key] for key in ("reads_base", "reads_n")}
-    return {**kept, "reads_measured": measured, "kept_seconds": seconds}
+    measured = scale.get(f"{what}_measured", stored["measured"])
+    say(f"o: keeping {_KEPT[what]} as measured {measured}")
+    times = {k: v for k, v in scale.get("seconds", {}).items() if k in seconds}
+    return {**kept, "seconds": times, f"{what}_measured": measured}
 
 
 def _measure_parts(results: dict, parts: list, options, say) -> dict:
