@@ -203,7 +203,20 @@ class BigTableChangeList(ChangeList):
         super().get_results(request)
         if self.query and not self.list_editable:
             page = self.result_list
-            self.result_list = read_searched(page.db, lambda: list(page))
+            self.result_list = read_searched(page.db, lambda: list(page), few=self.few_matches)
+
+    @property
+    def few_matches(self) -> bool:
+        """True when the list is the search's matches alone (no filter is active) and the
+        paginator counted them exactly: at most its cap, so reading all of them through
+        the search's indexes is bounded (crm.planner.read_searched)."""
+        paginator = self.paginator
+        return (
+            not self.has_active_filters
+            and isinstance(paginator, EstimatedCountPaginator)
+            and not paginator.estimated
+            and not paginator.capped
+        )
 
     @cached_property
     def row_url(self) -> str:

@@ -454,6 +454,9 @@ def test_a_searched_page_too_slow_the_planners_way_is_read_through_the_indexes(
     slow_admin_search(monkeypatch)  # past the 20 ms the first read may take
     monkeypatch.setattr(planner, "SEARCH_READ_TIMEOUT_MS", 20)
     monkeypatch.setattr(EstimatedCountPaginator, "count_timeout_ms", 5_000)
+    # More matches than the cap: the page is not known to be few rows, so it is read the
+    # planner's way first.
+    monkeypatch.setattr(EstimatedCountPaginator, "count_cap", 26)
     with CaptureQueriesContext(connection) as queries:
         response = ops_client.get(CHANGELIST + "?q=annik")
 
@@ -461,3 +464,62 @@ def test_a_searched_page_too_slow_the_planners_way_is_read_through_the_indexes(
     settings = [q["sql"] for q in queries.captured_queries if "set_config" in q["sql"]]
     assert any("enable_indexscan" in sql and "'off'" in sql for sql in settings)
     assert planner_defaults() == ("0", "on", "4")
+
+
+def page_settings(queries) -> list[str]:
+    """The statements that set the planner's settings for a page's read (the count sets a
+    time limit alone; inside the test's transaction each block's values are put back by
+    a statement without current_setting)."""
+    return [
+        sql
+        for sql in (q["sql"] for q in queries.captured_queries)
+        if "current_setting" in sql and ("enable_indexscan" in sql or "random_page_cost" in sql)
+    ]
+
+
+@pytest.mark.postgres
+def test_a_search_counted_in_full_is_read_through_its_indexes_at_once(ops_client, people):
+    """The list is the search's matches alone and the paginator counted them (at most its
+    cap): reading them all through the search's indexes is bounded, so that is the only
+    read, with no time limit and no walk of the primary key first."""
+    made = [
+        ContactFactory(email=f"annika{i}@example.org", first_name="Annika").pk for i in range(30)
+    ]
+
+    with CaptureQueriesContext(connection) as queries:
+        response = ops_client.get(CHANGELIST + "?q=annik")
+
+    changelist = response.context["cl"]
+    assert changelist.few_matches
+    assert [c.pk for c in changelist.result_list] == sorted(made, reverse=True)[:25]
+    settings = page_settings(queries)
+    assert len(settings) == 1
+    assert "'enable_indexscan', 'off'" in settings[0] and "statement_timeout" not in settings[0]
+    assert planner_defaults() == ("0", "on", "4")
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    "query",
+    ["?q=annik&marketing_status=non_marketing", "?q=annik"],
+    ids=["a filter beside the search", "more matches than the cap"],
+)
+def test_a_search_not_known_to_be_few_rows_is_read_the_planners_way_first(
+    ops_client, people, monkeypatch, query
+):
+    """With a filter beside it the search's own matches may be many more than the list's
+    (through its indexes a page would read them all), and past the cap they were not
+    counted: the page is read the planner's way, in its time limit."""
+    for i in range(30):
+        ContactFactory(email=f"annika{i}@example.org", first_name="Annika")
+    monkeypatch.setattr(EstimatedCountPaginator, "count_cap", 26)
+    monkeypatch.setattr(EstimatedCountPaginator, "count_timeout_ms", 5_000)
+
+    with CaptureQueriesContext(connection) as queries:
+        response = ops_client.get(CHANGELIST + query)
+
+    assert not response.context["cl"].few_matches
+    assert len(response.context["cl"].result_list) == 25
+    settings = page_settings(queries)
+    assert len(settings) == 1
+    assert "'statement_timeout', '100'" in settings[0] and "enable_indexscan" not in settings[0]
