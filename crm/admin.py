@@ -51,7 +51,7 @@ from django.utils.translation import gettext as _
 
 from crm.calendar import BillingCalendar
 from crm.models import Account
-from crm.planner import read_searched, within_time
+from crm.planner import indexes_read_less, read_searched, within_time
 
 # Rows a filtered changelist counts before it says "more than …": about 10 ms on an index.
 BIG_TABLE_COUNT_CAP = 10_000
@@ -203,19 +203,28 @@ class BigTableChangeList(ChangeList):
         super().get_results(request)
         if self.query and not self.list_editable:
             page = self.result_list
-            self.result_list = read_searched(page.db, lambda: list(page), few=self.few_matches)
+            self.result_list = read_searched(
+                page.db, lambda: list(page), through_indexes=self.search_read_through_indexes
+            )
 
-    @property
-    def few_matches(self) -> bool:
-        """True when the list is the search's matches alone (no filter is active) and the
-        paginator counted them exactly: at most its cap, so reading all of them through
-        the search's indexes is bounded (crm.planner.read_searched)."""
+    @cached_property
+    def search_read_through_indexes(self) -> bool:
+        """True when the list is the search's matches alone (no filter is active), the
+        paginator counted them (at most its cap), and they are few enough that reading all
+        of them through the search's indexes costs less than walking the table for this
+        page (crm.planner.indexes_read_less). With a filter beside the search, the
+        search's own matches may be many more than the list's."""
         paginator = self.paginator
-        return (
-            not self.has_active_filters
-            and isinstance(paginator, EstimatedCountPaginator)
-            and not paginator.estimated
-            and not paginator.capped
+        if (
+            self.has_active_filters
+            or not isinstance(paginator, EstimatedCountPaginator)
+            or paginator.estimated
+            or paginator.capped
+        ):
+            return False
+        table_rows = table_row_estimate(self.queryset)
+        return table_rows is not None and indexes_read_less(
+            paginator.count, self.list_per_page * self.page_num, table_rows
         )
 
     @cached_property

@@ -33,6 +33,12 @@ SEARCH_RANDOM_PAGE_COST = "1.1"
 # than they save on a page of 25–50 rows. Walking the primary key for "marketing, lead,
 # Karen" at 10,000,000 contacts took 36 ms with two workers, 21 ms without.
 SEARCH_PARALLEL_WORKERS = "0"
+# What reading one match through the search's indexes costs (its page fetched out of
+# order, then the matches sorted), in rows tested by a walk of the primary key newest
+# first. Measured: "Karen" at 1,000,000 contacts, 5,500 matches, 7 ms walked (4,500 rows)
+# and 13 ms through the indexes; a company at 10,000,000, 3,237 matches, 52–71 ms walked
+# (89,960 rows) and 5.5–13 ms through its index: 2–4 rows' worth a match.
+INDEX_READ_ROW_COST = 4
 QUERY_CANCELED = "57014"  # PostgreSQL's SQLSTATE for a statement past its time limit
 
 
@@ -74,7 +80,14 @@ def within_time(using: str, timeout_ms: int, run: Callable[[], T], **settings: s
         return None
 
 
-def read_searched(using: str, run: Callable[[], T], *, few: bool = False) -> T:
+def indexes_read_less(matches: int, rows_wanted: int, table_rows: int) -> bool:
+    """Whether reading all of a search's `matches` through its indexes costs less than
+    walking the table newest first until `rows_wanted` of them are found: with the matches
+    spread over the table, the walk tests rows_wanted × table_rows / matches rows."""
+    return matches * matches * INDEX_READ_ROW_COST < rows_wanted * table_rows
+
+
+def read_searched(using: str, run: Callable[[], T], *, through_indexes: bool = False) -> T:
     """A searched page: read the planner's way (with SEARCH_RANDOM_PAGE_COST and
     SEARCH_PARALLEL_WORKERS) if that takes under SEARCH_READ_TIMEOUT_MS, else again with
     index walks off, so through the search's own indexes, sorted.
@@ -84,13 +97,14 @@ def read_searched(using: str, run: Callable[[], T], *, few: bool = False) -> T:
     10,000,000 contacts), seconds when they are few or sit in one stretch of ids
     ("allison.jo": 0.95 s that way, 0.13 s through the indexes).
 
-    `few`: the caller knows the page's rows are the search's matches alone and that there
-    are at most a count cap of them (the admin counted them), so the read through the
-    search's indexes visits at most that many rows: it is the only read. The walk's cost
-    is a guess from the planner's estimate of the matches, and a wrong guess is dear: a
-    company of 3,237 contacts among 10,000,000, walked newest first, took 52–71 ms (89,960
-    rows tested), and 5.5 ms through its index."""
-    if few:
+    `through_indexes`: the caller has counted the search's matches (the admin's list, with
+    no filter beside the search) and found them few enough that reading all of them
+    through the search's indexes costs less than the walk (`indexes_read_less`): that is
+    the only read. The planner guesses the walk's cost from its estimate of the matches,
+    and a wrong guess is dear: a company of 3,237 contacts among 10,000,000, estimated at
+    4,566, walked newest first took 52–71 ms (89,960 rows tested), and 5.5–13 ms through
+    its index."""
+    if through_indexes:
         with planner_settings(
             using, enable_indexscan="off", max_parallel_workers_per_gather=SEARCH_PARALLEL_WORKERS
         ):
