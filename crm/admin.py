@@ -61,41 +61,91 @@ BIG_TABLE_COUNT_CAP = 10_000
 COUNT_TIMEOUT_MS = 50
 
 
-def capped_count(
-    queryset: QuerySet, cap: int = BIG_TABLE_COUNT_CAP, parts: Sequence[QuerySet] = ()
-) -> int:
-    """Count at most `cap + 1` rows: SELECT COUNT(*) FROM (SELECT id … LIMIT cap + 1).
+# A list ordered newest first that counted at most this many rows keeps their ids, newest
+# first, from its count, and reads a page by the page's own ids: 25 rows fetched by their
+# key instead of every match read again (a search's bitmap, a sort). The ids cost their
+# transfer: about 0.7 ms for 3,000 of them and 2.7 ms for 10,000 here.
+PAGE_IDS_CAP = 5_000
+
+
+def capped_rows(
+    queryset: QuerySet,
+    cap: int = BIG_TABLE_COUNT_CAP,
+    parts: Sequence[QuerySet] = (),
+    ids_up_to: int = 0,
+) -> tuple[int, list[int] | None]:
+    """Count at most `cap + 1` rows: SELECT COUNT(*) FROM (SELECT id … LIMIT cap + 1); and
+    with `ids_up_to`, on PostgreSQL, the rows' ids, newest first, when there are at most
+    that many (else None).
 
     `parts` are querysets whose rows are all rows of `queryset` (the branches of a search's
     OR): when one of them alone has more than `cap` rows, so has the queryset, and the one
     statement answers `cap + 1` without counting. Each part's EXISTS … OFFSET cap reads at
     most `cap + 1` entries of its own index, where the queryset's OR of several indexes
     reads every match of each (at 10,000,000 contacts a first name's 55,000)."""
+    connection = connections[queryset.db]
+    # Past the cap the rows are not all read, so neither are their ids.
+    ids_up_to = min(ids_up_to, cap) if connection.vendor == "postgresql" else 0
     limited = queryset.order_by().values("pk")[: cap + 1]
-    if not parts:
-        return limited.count()
+    if not parts and not ids_up_to:
+        return limited.count(), None
     count_sql, count_params = limited.query.sql_with_params()
-    # SELECT 1 … LIMIT 1 OFFSET cap: an index-only scan where the part's index allows one.
-    beyond = [
-        part[cap : cap + 1].query.exists(limit=False).get_compiler(queryset.db).as_sql()
-        for part in parts
-    ]
-    sql = (
-        "SELECT CASE WHEN "
-        + " OR ".join(f"EXISTS ({part_sql})" for part_sql, _ in beyond)
-        + f" THEN %s ELSE (SELECT COUNT(*) FROM ({count_sql}) capped) END"
-    )
-    params = [*(p for _, part_params in beyond for p in part_params), cap + 1, *count_params]
-    with connections[queryset.db].cursor() as cursor:
+    if ids_up_to:
+        # One array: the count, then (for at most ids_up_to rows) their ids, newest first.
+        counted = (
+            "SELECT CASE WHEN COUNT(*) <= %s THEN array_prepend(COUNT(*), "
+            "array_agg(pk::bigint ORDER BY pk DESC)) ELSE ARRAY[COUNT(*)] END "
+            f"FROM ({count_sql}) capped(pk)"
+        )
+        counted_params, over = [ids_up_to, *count_params], "ARRAY[%s::bigint]"
+    else:
+        counted = f"SELECT COUNT(*) FROM ({count_sql}) capped"
+        counted_params, over = count_params, "%s"
+    sql, params = counted, counted_params
+    if parts:
+        # SELECT 1 … LIMIT 1 OFFSET cap: an index-only scan where the part's index allows one.
+        beyond = [
+            part[cap : cap + 1].query.exists(limit=False).get_compiler(queryset.db).as_sql()
+            for part in parts
+        ]
+        sql = (
+            "SELECT CASE WHEN "
+            + " OR ".join(f"EXISTS ({part_sql})" for part_sql, _ in beyond)
+            + f" THEN {over} ELSE ({counted}) END"
+        )
+        params = [*(p for _, part_params in beyond for p in part_params), cap + 1, *params]
+    with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return cursor.fetchone()[0]
+        value = cursor.fetchone()[0]
+    if not ids_up_to:
+        return value, None
+    return value[0], (value[1:] if value[0] <= ids_up_to else None)
 
 
-def timed_capped_count(
-    queryset: QuerySet, cap: int, timeout_ms: int, parts: Sequence[QuerySet] = ()
-) -> int | None:
-    """`capped_count`, or None when it takes longer than `timeout_ms` (PostgreSQL)."""
-    return within_time(queryset.db, timeout_ms, lambda: capped_count(queryset, cap, parts))
+def capped_count(
+    queryset: QuerySet, cap: int = BIG_TABLE_COUNT_CAP, parts: Sequence[QuerySet] = ()
+) -> int:
+    """At most `cap + 1`: the rows of `queryset` counted so (`capped_rows`)."""
+    return capped_rows(queryset, cap, parts)[0]
+
+
+def timed_capped_rows(
+    queryset: QuerySet,
+    cap: int,
+    timeout_ms: int,
+    parts: Sequence[QuerySet] = (),
+    ids_up_to: int = 0,
+) -> tuple[int, list[int] | None] | None:
+    """`capped_rows`, or None when it takes longer than `timeout_ms` (PostgreSQL)."""
+    return within_time(
+        queryset.db, timeout_ms, lambda: capped_rows(queryset, cap, parts, ids_up_to)
+    )
+
+
+def newest_first(queryset: QuerySet) -> bool:
+    """True when the queryset is ordered by its primary key alone, newest first."""
+    pk = queryset.model._meta.pk.attname
+    return tuple(queryset.query.order_by) in (("-pk",), (f"-{pk}",))
 
 
 def planned_rows(queryset: QuerySet) -> int:
@@ -148,7 +198,9 @@ class EstimatedCountPaginator(Paginator):
     estimated = False  # `count` is PostgreSQL's estimate
     capped = False  # there are more than `count` rows
     shown_count = None  # the estimate shown, when it is not `count`
-    parts: Sequence[QuerySet] = ()  # subsets of the rows that may prove the cap (capped_count)
+    parts: Sequence[QuerySet] = ()  # subsets of the rows that may prove the cap (capped_rows)
+    ids_cap = PAGE_IDS_CAP
+    ids: list[int] | None = None  # every row's id, newest first, when counted and few
 
     @cached_property
     def count(self) -> int:
@@ -161,7 +213,13 @@ class EstimatedCountPaginator(Paginator):
             if estimate is not None and estimate > self.count_cap:
                 self.estimated = True
                 return estimate
-        counted = timed_capped_count(queryset, self.count_cap, self.count_timeout_ms, self.parts)
+        counted = timed_capped_rows(
+            queryset,
+            self.count_cap,
+            self.count_timeout_ms,
+            self.parts,
+            ids_up_to=self.ids_cap if newest_first(queryset) else 0,
+        )
         if counted is None:
             # The count ran out of time: show the planner's estimate, and page as if there
             # were more than one page, so each page is read with its LIMIT (Django reads
@@ -169,10 +227,20 @@ class EstimatedCountPaginator(Paginator):
             self.estimated = True
             self.shown_count = planned_rows(queryset)
             return max(self.shown_count, self.per_page + 1)
+        counted, self.ids = counted
         if counted > self.count_cap:
             self.capped = True
             return self.count_cap
         return counted
+
+    def page(self, number):
+        """A page; where the rows' ids were kept (`ids`), read by the page's own ids, which
+        the list's conditions still filter (a row changed since the count drops out)."""
+        page = super().page(number)
+        if self.ids is not None and self.count:
+            ids = self.ids[page.start_index() - 1 : page.end_index()]
+            page.object_list = self.object_list.filter(pk__in=ids)
+        return page
 
     @property
     def display_count(self) -> str:
@@ -210,13 +278,15 @@ class BigTableChangeList(ChangeList):
     @cached_property
     def search_read_through_indexes(self) -> bool:
         """True when the list is the search's matches alone (no filter is active), the
-        paginator counted them (at most its cap), and they are few enough that reading all
-        of them through the search's indexes costs less than walking the table for this
-        page (crm.planner.indexes_read_less). With a filter beside the search, the
-        search's own matches may be many more than the list's."""
+        paginator counted them (at most its cap) without keeping their ids (the page is
+        then read by those), and they are few enough that reading all of them through the
+        search's indexes costs less than walking the table for this page
+        (crm.planner.indexes_read_less). With a filter beside the search, the search's own
+        matches may be many more than the list's."""
         paginator = self.paginator
         if (
             self.has_active_filters
+            or getattr(paginator, "ids", None) is not None  # the page is read by its ids
             or not isinstance(paginator, EstimatedCountPaginator)
             or paginator.estimated
             or paginator.capped

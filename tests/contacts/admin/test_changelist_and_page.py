@@ -16,7 +16,7 @@ from contacts.status.models import (
     LedgerAction,
     StatusChange,
 )
-from crm.admin import EstimatedCountPaginator
+from crm.admin import PAGE_IDS_CAP, EstimatedCountPaginator
 from tests.contacts.admin.support import (
     CHANGELIST,
     M,
@@ -395,12 +395,12 @@ def test_a_count_that_takes_too_long_shows_the_planners_estimate(ops_client, peo
 
 @pytest.mark.postgres
 def test_a_count_in_time_leaves_the_time_limit_as_it_was(people):
-    from crm.admin import timed_capped_count
+    from crm.admin import timed_capped_rows
 
     with connection.cursor() as cursor:
         cursor.execute("SET statement_timeout = 5000")
     try:
-        assert timed_capped_count(Contact.objects.all(), 10, 1_000) == 4
+        assert timed_capped_rows(Contact.objects.all(), 10, 1_000) == (4, None)
         with connection.cursor() as cursor:
             cursor.execute("SHOW statement_timeout")
             assert cursor.fetchone()[0] == "5s"
@@ -495,12 +495,13 @@ def annikas_among(others: int) -> list[int]:
 
 @pytest.mark.postgres
 def test_a_search_of_few_matches_counted_in_full_is_read_through_its_indexes_at_once(
-    ops_client, people
+    ops_client, people, monkeypatch
 ):
     """The list is the search's matches alone, the paginator counted them, and 30 among
     434 contacts are few: reading all 30 through the search's indexes costs less than
     walking the table for a page of 25 (crm.planner.indexes_read_less), so that is the only
-    read, with no time limit and no walk first."""
+    read, with no time limit and no walk first. (Past the paginator's cap of ids kept.)"""
+    monkeypatch.setattr(EstimatedCountPaginator, "ids_cap", 20)
     made = annikas_among(400)
 
     with CaptureQueriesContext(connection) as queries:
@@ -544,3 +545,64 @@ def test_a_search_not_known_to_be_cheaper_through_its_indexes_is_read_the_planne
     settings = page_settings(queries)
     assert len(settings) == 1
     assert "'statement_timeout', '100'" in settings[0] and "enable_indexscan" not in settings[0]
+
+
+@pytest.mark.postgres
+def test_a_count_keeps_the_ids_newest_first_up_to_its_limits(people):
+    from crm.admin import capped_rows
+
+    everyone = Contact.objects.all()
+    newest_first = sorted((c.pk for c in people.values()), reverse=True)
+
+    assert capped_rows(everyone, 10, ids_up_to=10) == (4, newest_first)
+    assert capped_rows(everyone, 10, ids_up_to=3) == (4, None)  # past the ids' limit
+    assert capped_rows(everyone, 3, ids_up_to=10) == (4, None)  # past the count's cap
+    assert capped_rows(everyone.filter(email="nobody@example.com"), 10, ids_up_to=10) == (0, [])
+    # A part with more rows than the cap proves the count without it, and keeps no ids.
+    assert capped_rows(everyone, 3, parts=[everyone], ids_up_to=10) == (4, None)
+    assert capped_rows(everyone, 10, parts=[everyone], ids_up_to=10) == (4, newest_first)
+
+
+@pytest.mark.postgres
+def test_a_list_counted_in_full_reads_its_page_by_the_ids_it_counted(ops_client, people):
+    """Newest first and at most PAGE_IDS_CAP rows: the count returns their ids, and each
+    page is read by its own 25 ids (the search is not read again), still filtered by it."""
+    made = [
+        ContactFactory(email=f"annika{i}@example.org", first_name="Annika").pk for i in range(30)
+    ]
+    newest = sorted(made, reverse=True)
+
+    with CaptureQueriesContext(connection) as queries:
+        first = ops_client.get(CHANGELIST + "?q=annik")
+    # Read now: the next request empties the query log that `queries` is a slice of.
+    page = [q["sql"] for q in queries.captured_queries if '"contacts_contact"."phone"' in q["sql"]]
+    second = ops_client.get(CHANGELIST + "?q=annik&p=2")
+
+    assert first.context["cl"].paginator.ids == newest
+    assert [c.pk for c in first.context["cl"].result_list] == newest[:25]
+    assert [c.pk for c in second.context["cl"].result_list] == newest[25:]
+    assert len(page) == 1
+    assert f'"contacts_contact"."id" IN ({", ".join(map(str, newest[:25]))})' in page[0]
+    assert "LIKE" in page[0]  # the search still applies to the page's rows
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    "query, ids_cap",
+    [("?q=annik&o=1", PAGE_IDS_CAP), ("?q=annik", 20)],
+    ids=["ordered otherwise", "more rows than ids kept"],
+)
+def test_a_list_not_read_by_ids_reads_its_page_as_before(
+    ops_client, people, monkeypatch, query, ids_cap
+):
+    made = [
+        ContactFactory(email=f"annika{i}@example.org", first_name="Annika").pk for i in range(30)
+    ]
+    monkeypatch.setattr(EstimatedCountPaginator, "ids_cap", ids_cap)
+
+    response = ops_client.get(CHANGELIST + query)
+
+    changelist = response.context["cl"]
+    assert changelist.paginator.ids is None
+    assert len(changelist.result_list) == 25
+    assert {c.pk for c in changelist.result_list} <= set(made)
