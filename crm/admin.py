@@ -17,7 +17,9 @@ view. `BigTableAdmin` removes both:
   that count may take `COUNT_TIMEOUT_MS`: a filter that matches millions of rows
   through an index that cannot stop at the cap, or a search that the planner reads
   the wrong way, could otherwise take seconds at 10,000,000 contacts. Past the time
-  the planner's estimate is shown instead ("about 40");
+  the planner's estimate is shown instead ("about 40"). A list ordered newest first that
+  counts at most `PAGE_IDS_CAP` rows keeps their ids from that count, and each page is
+  read by its own ids;
 * facets (per-filter counts) are off, `date_hierarchy` is not used (it runs a
   DISTINCT over dates), and subclasses set `list_select_related` and
   `raw_id_fields`/`autocomplete_fields` so a page is a fixed number of queries.
