@@ -64,9 +64,9 @@ COUNT_TIMEOUT_MS = 50
 
 
 # A searched list ordered newest first that counted at most this many rows keeps their
-# ids, newest first, from its count, and reads a page by the page's own ids: 25 rows fetched by their
-# key instead of every match read again (a search's bitmap, a sort). The ids cost their
-# transfer: about 0.7 ms for 3,000 of them and 2.7 ms for 10,000 here.
+# ids, newest first, from its count, and reads a page by the page's own ids: 25 rows
+# fetched by their key instead of every match read again (a search's bitmap, a sort). The
+# ids cost their transfer: about 0.7 ms for 3,000 of them and 2.7 ms for 10,000 here.
 PAGE_IDS_CAP = 5_000
 
 
@@ -288,8 +288,8 @@ class BigTableChangeList(ChangeList):
         paginator = self.paginator
         if (
             self.has_active_filters
-            or getattr(paginator, "ids", None) is not None  # the page is read by its ids
             or not isinstance(paginator, EstimatedCountPaginator)
+            or paginator.ids is not None  # the page is read by its ids
             or paginator.estimated
             or paginator.capped
         ):
