@@ -12,9 +12,9 @@ it applies 100,000 rollovers, opens November with 0.9 N and writes the invoice.
 Between runs `reset_close()` undoes exactly what the close wrote (billing rows, the
 rollover rows and their requests, November's counters, the contacts' status), then
 VACUUM ANALYZE and CHECKPOINT. One untimed close (then the reset) comes before the timed
-ones, as every section's first run does: at 10,000,000 contacts the set-up has just
-written about 20 GB, and the first closes after it read what the operating system's
-cache no longer holds (docs/BENCHMARKS.md, "The 10M close, warm").
+ones, as the export, reads and load sections warm up first: at 10,000,000 contacts the
+set-up has just written about 20 GB, and the first closes after it read what the
+operating system's cache no longer holds (docs/BENCHMARKS.md, "The 10M close, warm").
 
 What a status change waits for during the close: one more close with another connection
 making single status changes one after another all along (a marketing contact's
