@@ -27,6 +27,12 @@ after its `max_requests`, or idle past `keepalive`) is sent again once on a new 
 with the same idempotency key or submission id, and counted as a reconnect. Every answer
 that is not 2xx is counted by status code, every failed request by its error.
 
+The naive baseline, in the same run: the same three phases (on contacts of their own, with
+keys and emails of their own) against Django's development server, `manage.py runserver
+--noreload` with the same settings: one process, a thread per connection. It is how a
+Django site is served before anyone chooses a server; the table gives its figures beside
+each of gunicorn's (`--no-naive` leaves it out).
+
 Afterwards: deadlocks (`pg_stat_database.deadlocks`, the difference over the run, read once
 the server's connections have closed); the live counter against the ledger and a recount of
 the contacts, and every period's stored peak against the ledger replay — the selectors
@@ -69,6 +75,11 @@ def add_arguments(parser) -> None:
     group.add_argument("--workers", type=int, help="gunicorn workers (crm/gunicorn.py's default)")
     group.add_argument("--threads", type=int, help="threads per worker (crm/gunicorn.py's default)")
     group.add_argument("--redis-db", type=int, default=REDIS_DB, help="the server's broker/cache")
+    group.add_argument(
+        "--no-naive",
+        action="store_true",
+        help="leave out the naive baseline (the same phases against Django's runserver)",
+    )
 
 
 # --- the client processes (standard library only) ------------------------------------
@@ -233,7 +244,7 @@ class Server:
     """gunicorn as `make serve-prod` starts it, on a free loopback port; a context manager
     that always stops it."""
 
-    def __init__(self, options, workdir: str):
+    def __init__(self, options, workdir: str, *, naive: bool = False):
         import runpy
         import secrets
         from pathlib import Path
@@ -242,6 +253,7 @@ class Server:
         from django.conf import settings
 
         self.base = Path(settings.BASE_DIR)
+        self.naive = naive
         self.port = _free_port()
         redis = f"redis://127.0.0.1:6379/{options.redis_db}"
         self.env = {
@@ -264,17 +276,23 @@ class Server:
         with mock.patch.dict(os.environ, self.env, clear=True):
             config = runpy.run_path(str(self.base / "crm" / "gunicorn.py"))
         self.shape = {k: config[k] for k in ("workers", "threads", "max_requests", "keepalive")}
-        self.log_path = os.path.join(workdir, "gunicorn.log")
+        if naive:
+            self.shape = {"server": "runserver", "workers": 1, "threads": "one per connection"}
+        self.log_path = os.path.join(workdir, "runserver.log" if naive else "gunicorn.log")
         self.process = None
 
     def __enter__(self) -> Server:
         import subprocess
         import sys
 
-        gunicorn = os.path.join(os.path.dirname(sys.executable), "gunicorn")
+        if self.naive:
+            command = [sys.executable, "manage.py", "runserver", "--noreload", self.env["BIND"]]
+        else:
+            gunicorn = os.path.join(os.path.dirname(sys.executable), "gunicorn")
+            command = [gunicorn, "-c", "crm/gunicorn.py", "crm.wsgi"]
         self.log = open(self.log_path, "wb")  # noqa: SIM115 (closed in __exit__)
         self.process = subprocess.Popen(
-            [gunicorn, "-c", "crm/gunicorn.py", "crm.wsgi"],
+            command,
             cwd=self.base,
             env=self.env,
             stdout=self.log,
@@ -293,7 +311,7 @@ class Server:
         last = "no answer"
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited ({self.process.returncode}): {self.tail()}")
+                raise RuntimeError(f"the server exited ({self.process.returncode}): {self.tail()}")
             try:
                 connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
                 connection.request("GET", "/health/")
@@ -367,13 +385,23 @@ def prepare(contacts: int, clients: int, say) -> dict:
         )
     source = Source.objects.get(name="Benchmark import")
     paths = [url for _, url in api_paths(timezone.now(), sample_terms(), source.pk)]
-    # Each client's own contacts, spread over the table.
+    # Each client's own contacts, spread over the table; the naive baseline's clients take the
+    # contacts half a step further on, still non-marketing when its phase starts.
     step = max(1, contacts // (clients * CONTACTS_PER_CLIENT))
-    ids = [
-        [1 + (k * clients + c) * step for k in range(CONTACTS_PER_CLIENT)] for c in range(clients)
-    ]
+
+    def spread(offset: int) -> list[list[int]]:
+        return [
+            [1 + (k * clients + c) * step + offset for k in range(CONTACTS_PER_CLIENT)]
+            for c in range(clients)
+        ]
+
     data.checkpoint()
-    return {"token": token.key, "paths": paths, "ids": ids}
+    return {
+        "token": token.key,
+        "paths": paths,
+        "ids": spread(0),
+        "naive_ids": spread(step // 2) if step >= 2 else None,
+    }
 
 
 def deadlocks() -> int:
@@ -420,6 +448,33 @@ def check_counters() -> dict:
     }
 
 
+def serve(server: Server, state: dict, ids: list, run_id: str, options, say) -> dict:
+    """The warm-up and the three phases against one running server."""
+    common = {
+        "host": "127.0.0.1",
+        "port": server.port,
+        "options": options,
+        "headers": {"Authorization": f"Token {state['token']}"},
+    }
+    say(f"l: warm-up, {WARM_UP_SECONDS:.0f} s of list reads (untimed)")
+    run_phase("list", {"paths": state["paths"]}, seconds=WARM_UP_SECONDS, **common)
+    phases = {
+        "list": {"paths": state["paths"]},
+        "status": {"ids": ids, "run": run_id},
+        "form": {"path": f"/api/intake/forms/{FORM_SLUG}/", "run": run_id},
+    }
+    results = {}
+    for kind, spec in phases.items():
+        say(f"l: {kind}: {options.clients} clients, {options.load_seconds:.0f} s")
+        results[kind] = r = run_phase(kind, spec, **common)
+        say(
+            f"   {r['per_second']:,.0f}/s, p50 {r['p50_ms']:.0f} ms, p99 "
+            f"{r['p99_ms']:.0f} ms; statuses {r['statuses']}, errors {r['errors']}, "
+            f"reconnects {r['reconnects']}; load {r['load']}"
+        )
+    return results
+
+
 def run(options, say) -> dict:
     import tempfile
 
@@ -442,31 +497,20 @@ def run(options, say) -> dict:
             f"on 127.0.0.1:{server.port}"
         )
         with server:
-            common = {
-                "host": "127.0.0.1",
-                "port": server.port,
-                "options": options,
-                "headers": {"Authorization": f"Token {state['token']}"},
-            }
-            say(f"l: warm-up, {WARM_UP_SECONDS:.0f} s of list reads (untimed)")
-            run_phase("list", {"paths": state["paths"]}, seconds=WARM_UP_SECONDS, **common)
-            phases = {
-                "list": {"paths": state["paths"]},
-                "status": {"ids": state["ids"], "run": run_id},
-                "form": {"path": f"/api/intake/forms/{FORM_SLUG}/", "run": run_id},
-            }
-            for kind, spec in phases.items():
-                say(f"l: {kind}: {options.clients} clients, {options.load_seconds:.0f} s")
-                results[kind] = run_phase(kind, spec, **common)
-                r = results[kind]
-                say(
-                    f"   {r['per_second']:,.0f}/s, p50 {r['p50_ms']:.0f} ms, p99 "
-                    f"{r['p99_ms']:.0f} ms; statuses {r['statuses']}, errors {r['errors']}, "
-                    f"reconnects {r['reconnects']}; load {r['load']}"
-                )
+            results.update(serve(server, state, state["ids"], run_id, options, say))
         results["server_log"] = server.log_summary()
+        if options.no_naive or state["naive_ids"] is None:
+            say("l: no naive baseline (--no-naive, or too few contacts for its own)")
+        else:
+            naive = Server(options, workdir, naive=True)
+            say(f"l: the naive baseline: Django's runserver on 127.0.0.1:{naive.port}")
+            with naive:
+                results["naive"] = serve(
+                    naive, state, state["naive_ids"], f"{run_id}-naive", options, say
+                )
+            results["naive"]["server_log"] = naive.log_summary()
     connections.close_all()
-    time.sleep(1)  # the server's backends have exited and reported their statistics
+    time.sleep(1)  # the servers' backends have exited and reported their statistics
     results["deadlocks"] = deadlocks() - before
     results["ledger_rows"] = StatusChange.objects.count()
     results["form_contacts"] = Contact.objects.filter(email__endswith="@load.example").count()
@@ -501,40 +545,49 @@ def rows(load: dict) -> list[tuple[str, str, str]]:
         f"threads, {load['contacts']:,} contacts"
     )
 
-    def line(label: str, r: dict, unit: str, bar: float | None = None) -> tuple[str, str, str]:
+    naive = load.get("naive")
+
+    def line(kind: str, label: str, unit: str, bar: float | None = None) -> tuple[str, str, str]:
+        r = load[kind]
         note = (
             f"{r['ok']:,} in {r['seconds']:.1f} s; p50 {r['p50_ms']:.0f} ms, p99 "
             f"{r['p99_ms']:.0f} ms; {_answers(r)}; {r['reconnects']} reconnects; load {r['load']}"
         )
         if bar is not None:
             note += "; " + verdict(bar / max(r["per_second"], 1e-9), 1)
+        if naive:
+            n = naive[kind]
+            note += (
+                f"; naive (Django's runserver, one process): {n['per_second']:,.0f}/s, p50 "
+                f"{n['p50_ms']:.0f} ms, p99 {n['p99_ms']:.0f} ms, {_answers(n)}; gunicorn "
+                f"{r['per_second'] / max(n['per_second'], 1e-9):.2f}× its rate"
+            )
         title = f"l. {label} ({setting}" + (f"; bar ≥ {bar:,.0f}/s)" if bar else ")")
         return title, f"{r['per_second']:,.0f} {unit}/s", note
 
-    failures = sum(_failures(load[k]) for k in ("list", "status", "form"))
+    served = [load] + ([naive] if naive else [])
+    failures = sum(_failures(s[k]) for s in served for k in ("list", "status", "form"))
     counters = load["counters"]
     peaks = ", ".join(f"{p['start']}: {p['peak']:,} = {p['replay']:,}" for p in counters["periods"])
     return [
-        line("API list reads, GET /api/contacts/ with filters", load["list"], "requests"),
+        line("list", "API list reads, GET /api/contacts/ with filters", "requests"),
+        line("status", "single status changes, POST …/marketing-status/", "changes", CHANGES_BAR),
         line(
-            "single status changes, POST …/marketing-status/",
-            load["status"],
-            "changes",
-            CHANGES_BAR,
-        ),
-        line(
+            "form",
             "public form submissions, POST /api/intake/forms/<slug>/",
-            load["form"],
             "submissions",
             SUBMISSIONS_BAR,
         ),
         (
             "l. 5xx answers and failed requests (bar 0)",
             f"{failures:,}",
-            verdict(failures, 0) + f"; the server's log holds {load['server_log']['tracebacks']} "
+            verdict(failures, 0)
+            + (" (gunicorn's and the naive baseline's)" if naive else "")
+            + f"; gunicorn's log holds {load['server_log']['tracebacks']} "
             f"tracebacks, {load['server_log']['worker_boots']} worker boots (max_requests "
-            f"{shape['max_requests']}); intake throttle raised to {load['intake_throttle']} for "
-            "the run",
+            f"{shape['max_requests']})"
+            + (f", runserver's {naive['server_log']['tracebacks']} tracebacks" if naive else "")
+            + f"; intake throttle raised to {load['intake_throttle']} for the run",
         ),
         ("l. deadlocks (bar 0)", f"{load['deadlocks']:,}", verdict(load["deadlocks"], 0)),
         (
