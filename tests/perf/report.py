@@ -480,14 +480,15 @@ def markdown(results: dict) -> str:
         "",
         f"## Results (written {info['date']})",
         "",
-        f"Machine: {info['cpus']} CPUs ({info['cpu']}), {info['memory']} memory; "
+        f"Written on: {info['cpus']} CPUs ({info['cpu']}), {info['memory']} memory; "
         f"{info['postgresql']} ({info['settings']}). "
-        "Each section was measured on its own date; the load average (1 minute, at its "
-        "start → its end) says how much other work shared the machine:",
+        "Each section was measured on its own date, and since 2026-12-07 its machine's "
+        "processor is kept with it; the load average (1 minute, at its start → its end) "
+        "says how much other work shared the machine:",
         "",
         *[
-            f"- {section}: {when}, load {load}"
-            for section, (when, load) in sorted(results.get("measured", {}).items())
+            f"- {section}: {when}" + (f", {cpu}" if cpu else "") + f", load {load}"
+            for section, (when, load, cpu) in sorted(results.get("measured", {}).items())
         ],
         "",
         "| measure | result | notes |",
@@ -567,21 +568,24 @@ STORE = Path(settings.BASE_DIR) / "docs" / "benchmarks.json"
 
 def store(results: dict) -> dict:
     """Merge this run's sections into docs/benchmarks.json; return every stored section's
-    results, flattened as one run would give them, plus "measured" (section → when, load)."""
+    results, flattened as one run would give them, plus "measured" (section → when, load,
+    processor; the processor is empty for sections stored before it was kept)."""
     stored = json.loads(STORE.read_text()) if STORE.exists() else {}
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    info = machine()
     for section, keys in SECTIONS.items():
         if all(key in results for key in keys if key != "options"):
             stored[section] = {
                 "measured": when,
-                "load": f"{results['load_at_start']} → {machine()['load']}",
+                "load": f"{results['load_at_start']} → {info['load']}",
+                "machine": f"{info['cpus']} CPUs ({info['cpu']})",
                 "results": {key: results[key] for key in keys if key in results},
             }
     STORE.write_text(json.dumps(stored, indent=1, sort_keys=True, default=str) + "\n")
     merged: dict = {"measured": {}}
     for section, entry in stored.items():
         merged.update(entry["results"])
-        merged["measured"][section] = (entry["measured"], entry["load"])
+        merged["measured"][section] = (entry["measured"], entry["load"], entry.get("machine"))
     return merged
 
 
