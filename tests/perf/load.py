@@ -33,6 +33,10 @@ keys and emails of their own) against Django's development server, `manage.py ru
 Django site is served before anyone chooses a server; the table gives its figures beside
 each of gunicorn's (`--no-naive` leaves it out).
 
+Then the usage lock's turn (tests/perf/lock_turn.py, a fresh process, on contacts of its
+own): how long one change and one submission hold the lock with no other client, whose
+inverse caps their rates whatever the cores.
+
 Afterwards: deadlocks (`pg_stat_database.deadlocks`, the difference over the run, read once
 the server's connections have closed); the live counter against the ledger and a recount of
 the contacts, and every period's stored peak against the ledger replay — the selectors
@@ -62,6 +66,7 @@ SUBMISSIONS_BAR = 300.0  # public form submissions per second
 INTAKE_THROTTLE = "100000000/minute"
 REDIS_DB = 11
 FORM_SLUG = "bench-load"
+TURN_REQUESTS = 256  # each kind, for the usage lock's turn (tests/perf/lock_turn.py)
 HEALTH_TIMEOUT = 90.0  # seconds for gunicorn to boot and answer /health/
 
 
@@ -386,7 +391,8 @@ def prepare(contacts: int, clients: int, say) -> dict:
     source = Source.objects.get(name="Benchmark import")
     paths = [url for _, url in api_paths(timezone.now(), sample_terms(), source.pk)]
     # Each client's own contacts, spread over the table; the naive baseline's clients take the
-    # contacts half a step further on, still non-marketing when its phase starts.
+    # contacts half a step further on, and the lock's turn a quarter step: each set still
+    # non-marketing when its own requests start.
     step = max(1, contacts // (clients * CONTACTS_PER_CLIENT))
 
     def spread(offset: int) -> list[list[int]]:
@@ -401,6 +407,7 @@ def prepare(contacts: int, clients: int, say) -> dict:
         "paths": paths,
         "ids": spread(0),
         "naive_ids": spread(step // 2) if step >= 2 else None,
+        "turn_ids": spread(step // 4)[0] if step >= 4 else None,
     }
 
 
@@ -475,6 +482,33 @@ def serve(server: Server, state: dict, ids: list, run_id: str, options, say) -> 
     return results
 
 
+def lock_turn(state: dict, run_id: str) -> dict:
+    """The usage lock's turn, measured in a fresh process (tests/perf/lock_turn.py)."""
+    import subprocess
+    import sys
+
+    from django.conf import settings
+
+    task = {
+        "token": state["token"],
+        "ids": state["turn_ids"],
+        "form_path": f"/api/intake/forms/{FORM_SLUG}/",
+        "run": f"{run_id}-turn",
+        "requests": TURN_REQUESTS,
+    }
+    child = subprocess.run(
+        [sys.executable, "-m", "tests.perf.lock_turn", json.dumps(task)],
+        cwd=settings.BASE_DIR,
+        env={**os.environ, "INTAKE_THROTTLE": INTAKE_THROTTLE},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if child.returncode != 0:
+        raise RuntimeError(f"the lock's turn failed: {child.stderr[-2000:]}")
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
 def run(options, say) -> dict:
     import tempfile
 
@@ -509,6 +543,14 @@ def run(options, say) -> dict:
                     naive, state, state["naive_ids"], f"{run_id}-naive", options, say
                 )
             results["naive"]["server_log"] = naive.log_summary()
+    if state["turn_ids"] is not None:
+        say(f"l: the usage lock's turn: {TURN_REQUESTS} changes and submissions, one at a time")
+        results["lock_turn"] = turn = lock_turn(state, run_id)
+        say(
+            "   held "
+            + ", ".join(f"{k} {v['median_ms']:.1f} ms" for k, v in turn.items())
+            + " (median, lock to commit)"
+        )
     connections.close_all()
     time.sleep(1)  # the servers' backends have exited and reported their statistics
     results["deadlocks"] = deadlocks() - before
@@ -597,4 +639,30 @@ def rows(load: dict) -> list[tuple[str, str, str]]:
             f"{counters['recount']:,}; peaks (stored = replay) {peaks}; "
             + ("meets the bar" if counters["ok"] else "MISSES the bar"),
         ),
+        *_turn_rows(load.get("lock_turn")),
     ]
+
+
+def _turn_rows(turn: dict | None) -> list[tuple[str, str, str]]:
+    """The usage lock's turn beside the rate bars it caps."""
+    if not turn:
+        return []
+    out = []
+    for kind, label, unit, bar in (
+        ("change", "one single status change", "changes", CHANGES_BAR),
+        ("form", "one public form submission", "submissions", SUBMISSIONS_BAR),
+    ):
+        t = turn[kind]
+        ceiling = 1000 / t["median_ms"]
+        out.append(
+            (
+                f"l. the usage lock held by {label}, alone: lock to commit",
+                f"{t['median_ms']:.1f} ms",
+                f"median of {t['holds']:,}, p90 {t['p90_ms']:.1f} ms; {t['statements']:g} "
+                f"statements after the lock; one at a time through it: at most "
+                f"{ceiling:,.0f} {unit}/s whatever the cores; the bar of {bar:,.0f}/s needs "
+                f"≤ {1000 / bar:.1f} ms; the whole request {t['cpu_ms']:.1f} ms of CPU, "
+                f"{t['wall_ms']:.1f} ms",
+            )
+        )
+    return out
