@@ -43,7 +43,8 @@ k. reads (tests/perf/reads.py): every contacts list of the API and the admin —
    reads` runs just this.
 l. concurrent load (tests/perf/load.py): 16 clients against gunicorn on loopback — list
    reads, single status changes, public form submissions, and the same against Django's
-   runserver (the naive baseline); deadlocks and the counters against the ledger
+   runserver (the naive baseline); how long one change and one submission hold the usage
+   lock alone (the ceiling of their rates); deadlocks and the counters against the ledger
    afterwards. `--only load` runs just this (not part of the full run).
 m. the embedded default, SQLite (tests/perf/sqlite.py), in fresh processes on a temporary
    file: migrate and `seed_demo` (5,000 and `--sqlite-contacts`, 100,000), section k's
