@@ -26,11 +26,7 @@ rollover was cut into a transaction per chunk (the baseline).
 from __future__ import annotations
 
 import datetime as dt
-import json
-import os
 import resource
-import subprocess
-import sys
 import threading
 import time
 import tracemalloc
@@ -375,15 +371,9 @@ def explain_rollover_chunk() -> str:
 def memory_in_child() -> dict:
     """One close in a fresh process (tests/perf/close_child.py): its peak RSS growth and
     tracemalloc peak. The close's own time there includes tracemalloc's overhead."""
-    out = subprocess.run(
-        [sys.executable, "-m", "tests.perf.close_child"],
-        env=dict(os.environ),
-        capture_output=True,
-        text=True,
-    )
-    if out.returncode != 0:
-        raise RuntimeError(f"the memory run failed:\n{out.stderr}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    from tests.perf.child import run_module
+
+    return run_module("tests.perf.close_child", what="the memory run")
 
 
 def measure_memory() -> dict:

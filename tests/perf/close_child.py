@@ -6,18 +6,13 @@ Prints one line of JSON: the tracemalloc peak and the growth of the peak RSS.
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 
 def main() -> int:
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "crm.settings.local")
-    import django
+    from tests.perf.child import setup_django
 
-    django.setup()
-    from django.conf import settings
-
-    settings.DEBUG = False
+    settings = setup_django()
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     from tests.perf.close import measure_memory
 

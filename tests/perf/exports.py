@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
 
@@ -92,14 +91,11 @@ def child_main(argv: list[str]) -> int:
     parser.add_argument("--mode", choices=["service", "naive"], required=True)
     parser.add_argument("--limit", type=int, required=True)
     args = parser.parse_args(argv)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "crm.settings.local")
-    import django
+    from tests.perf.child import setup_django
 
-    django.setup()
-    from django.conf import settings
+    setup_django()
     from django.db import connection
 
-    settings.DEBUG = False  # no query log in memory
     connection.ensure_connection()
     before = _peak_rss_mb()
     started = time.perf_counter()
@@ -123,15 +119,13 @@ def child_main(argv: list[str]) -> int:
 
 
 def in_child(mode: str, limit: int) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-m", "tests.perf.exports", "--mode", mode, "--limit", str(limit)],
-        env=dict(os.environ),
-        capture_output=True,
-        text=True,
+    from tests.perf.child import run_module
+
+    return run_module(
+        "tests.perf.exports",
+        *["--mode", mode, "--limit", str(limit)],
+        what=f"the {mode} export child",
     )
-    if out.returncode != 0:
-        raise RuntimeError(f"the {mode} export child failed:\n{out.stderr}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def run(options, say) -> dict:

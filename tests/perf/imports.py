@@ -15,12 +15,8 @@ baseline is `contact_create` once per row over a sample, extrapolated to the fil
 
 from __future__ import annotations
 
-import json
-import os
 import random
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -122,15 +118,11 @@ def import_in_this_process(path: Path, keep: bool = False) -> dict:
 
 
 def in_child(path: Path, keep: bool = False) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-m", "tests.perf.imports_child", str(path), *(["keep"] if keep else [])],
-        env=dict(os.environ),
-        capture_output=True,
-        text=True,
+    from tests.perf.child import run_module
+
+    return run_module(
+        "tests.perf.imports_child", str(path), *(["keep"] if keep else []), what="the import run"
     )
-    if out.returncode != 0:
-        raise RuntimeError(f"the import run failed:\n{out.stderr}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def naive_baseline(sample: int) -> float:

@@ -6,19 +6,14 @@ Prints one line of JSON: timings, counts and the process's peak RSS.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
 
 def main() -> int:
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "crm.settings.local")
-    import django
+    from tests.perf.child import setup_django
 
-    django.setup()
-    from django.conf import settings
-
-    settings.DEBUG = False
+    setup_django()
     from tests.perf.imports import import_in_this_process
 
     print(json.dumps(import_in_this_process(Path(sys.argv[1]), keep=sys.argv[2:] == ["keep"])))

@@ -484,10 +484,7 @@ def serve(server: Server, state: dict, ids: list, run_id: str, options, say) -> 
 
 def lock_turn(state: dict, run_id: str) -> dict:
     """The usage lock's turn, measured in a fresh process (tests/perf/lock_turn.py)."""
-    import subprocess
-    import sys
-
-    from django.conf import settings
+    from tests.perf.child import run_module
 
     task = {
         "token": state["token"],
@@ -496,17 +493,12 @@ def lock_turn(state: dict, run_id: str) -> dict:
         "run": f"{run_id}-turn",
         "requests": TURN_REQUESTS,
     }
-    child = subprocess.run(
-        [sys.executable, "-m", "tests.perf.lock_turn", json.dumps(task)],
-        cwd=settings.BASE_DIR,
+    return run_module(
+        "tests.perf.lock_turn",
+        json.dumps(task),
+        what="the lock's turn",
         env={**os.environ, "INTAKE_THROTTLE": INTAKE_THROTTLE},
-        capture_output=True,
-        text=True,
-        check=False,
     )
-    if child.returncode != 0:
-        raise RuntimeError(f"the lock's turn failed: {child.stderr[-2000:]}")
-    return json.loads(child.stdout.strip().splitlines()[-1])
 
 
 def run(options, say) -> dict:

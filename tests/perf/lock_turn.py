@@ -18,7 +18,6 @@ the lock, and the requests' own CPU and wall time in ms.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import sys
 import time
@@ -27,6 +26,8 @@ import time
 def measure(task: dict) -> dict:
     from django.db import connection, transaction
     from django.test import Client
+
+    from tests.perf.load import _request
 
     holds: list[tuple[float, int]] = []
     state = {"locked_at": None, "statements": 0}
@@ -46,39 +47,32 @@ def measure(task: dict) -> dict:
             state["statements"] += 1
         return result
 
-    staff = Client(HTTP_AUTHORIZATION=f"Token {task['token']}")
-    public = Client()
-    ids = task["ids"]
-    run = task["run"]
+    # The load section's own requests: each change writes (marketing, non-marketing, …),
+    # each submission brings a new email. A change is the token's; a submission is public.
+    client = Client()
+    specs = {
+        "change": ("status", {"ids": [task["ids"]], "run": task["run"]}),
+        "form": ("form", {"path": task["form_path"], "run": task["run"]}),
+    }
+    token = {"change": {"Authorization": f"Token {task['token']}"}, "form": {}}
 
-    def change(n: int):
-        # Each contact in turn: marketing, non-marketing, marketing…: every request writes.
-        status = "marketing" if (n // len(ids)) % 2 == 0 else "non_marketing"
-        return staff.post(
-            f"/api/contacts/{ids[n % len(ids)]}/marketing-status/",
-            json.dumps({"status": status}),
-            content_type="application/json",
-            HTTP_IDEMPOTENCY_KEY=f"{run}-turn-{n}",
+    def send(name: str, n: int):
+        kind, spec = specs[name]
+        method, path, body, headers = _request(kind, spec, 0, n)
+        return client.generic(
+            method, path, body, content_type="application/json", headers={**headers, **token[name]}
         )
-
-    def form(n: int):
-        body = {
-            "email": f"turn-{run}-{n}@load.example",
-            "first_name": f"Turn {n}",
-            "submission_id": f"{run}-turn-{n}",
-        }
-        return public.post(task["form_path"], json.dumps(body), content_type="application/json")
 
     figures = {}
     with connection.execute_wrapper(watch):
-        for name, send in (("change", change), ("form", form)):
-            warm = len(ids)  # one untimed round first
+        for name in specs:
+            warm = len(task["ids"])  # one untimed round first
             for n in range(warm):
-                send(n)
+                send(name, n)
             holds.clear()
             cpu, wall = time.process_time(), time.perf_counter()
             for n in range(warm, warm + task["requests"]):
-                response = send(n)
+                response = send(name, n)
                 if not 200 <= response.status_code < 300:
                     raise RuntimeError(
                         f"{name} {n}: {response.status_code} {response.content[:300]!r}"
@@ -97,15 +91,12 @@ def measure(task: dict) -> dict:
 
 
 def main() -> int:
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "crm.settings.local")
-    import django
+    from tests.perf.child import setup_django
 
-    django.setup()
-    from django.conf import settings
+    settings = setup_django()
     from django.core import signals
     from django.db import close_old_connections
 
-    settings.DEBUG = False
     settings.EMAIL_BACKEND = "django.core.mail.backends.dummy.EmailBackend"
     settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "testserver"]
     # One connection kept for every request, as a server's thread keeps its own.

@@ -330,18 +330,15 @@ def child_main(argv: list[str]) -> int:
     parser.add_argument("--size", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args(argv)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "crm.settings.local")
-    import django
+    from tests.perf.child import setup_django
 
-    django.setup()
-    from django.conf import settings
+    settings = setup_django()
     from django.db import connection
 
     if connection.vendor != "sqlite":
         print("This child measures SQLite: unset DATABASE_URL.", file=sys.stderr)
         return 2
-    # As the rest of the benchmark: no query log kept in memory, no mail on the console.
-    settings.DEBUG = False
+    # As the rest of the benchmark: no mail on the console.
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     steps = {"reads": reads, "bulk": lambda: bulk(args.size, args.repeat)}
     print(json.dumps({"engine": engine(), **steps[args.step]()}, default=str))
